@@ -1,0 +1,145 @@
+// Package store defines the seams between a document's in-memory state and
+// the services that order, persist and share it. Each concern has one
+// interface; the embedded mode and the distributed (Redis + PostgreSQL) mode
+// implement every one of them, and storetest holds the conformance suite
+// that both must pass.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/tandem-dev/tandem/runtime/ot"
+)
+
+// Entry is one committed operation. The operation committed as revision N
+// takes the text from revision N-1 to N; the first operation is revision 1.
+type Entry struct {
+	Doc    string    `json:"doc"`
+	Rev    int64     `json:"rev"`
+	Op     ot.Op     `json:"op"`
+	Client string    `json:"client"` // stable client id of the author
+	Seq    int64     `json:"seq"`    // the author's per-client sequence number
+	User   string    `json:"user"`   // user id of the author
+	Time   time.Time `json:"time"`
+}
+
+// Snapshot is the text of a document at a revision.
+type Snapshot struct {
+	Doc  string
+	Rev  int64
+	Text string
+}
+
+var (
+	// ErrConflict means the log's head was not at the expected revision:
+	// someone else committed first. Read the newer entries, transform, retry.
+	ErrConflict = errors.New("store: revision conflict")
+	// ErrTrimmed means the requested entries are no longer held by the log;
+	// read them from the Durable store instead.
+	ErrTrimmed = errors.New("store: entries trimmed from the log")
+	// ErrUnavailable means a backing service cannot be reached right now
+	// (for example an open circuit breaker). Callers report "unavailable,
+	// retry" and must not hang.
+	ErrUnavailable = errors.New("store: backend unavailable")
+)
+
+// Log is the per-document operation log and sequencer: the single source of
+// truth for revision order.
+type Log interface {
+	// Head returns the current revision of doc (0 for a document that has
+	// no operations).
+	Head(ctx context.Context, doc string) (int64, error)
+
+	// Append commits entries as revisions expected+1, expected+2, ... if and
+	// only if the head is at expected (compare-and-set). Entries carry those
+	// revisions in Rev already. It returns ErrConflict, committing nothing,
+	// when the head has moved. The batch is atomic: all or none.
+	Append(ctx context.Context, doc string, expected int64, entries []Entry) error
+
+	// Read returns the committed entries with from < Rev <= to in revision
+	// order; to < 0 means up to the head. It returns ErrTrimmed when some of
+	// them are no longer in the log.
+	Read(ctx context.Context, doc string, from, to int64) ([]Entry, error)
+
+	// Subscribe delivers every entry committed to doc after revision after,
+	// from any writer, in revision order and without gaps (implementations
+	// repair gaps themselves), until ctx is cancelled or the subscription
+	// fails; the channel is then closed and Err reports why.
+	Subscribe(ctx context.Context, doc string, after int64) (Subscription, error)
+
+	// Close stops background work and flushes whatever is pending to the
+	// durable store.
+	Close(ctx context.Context) error
+}
+
+// Subscription is a live feed of committed entries.
+type Subscription interface {
+	C() <-chan Entry
+	// Err is non-nil once C is closed because of a failure (nil when the
+	// subscription ended because its context was cancelled).
+	Err() error
+}
+
+// Durable is the long-term store of documents: snapshots and full history.
+type Durable interface {
+	// Load returns the latest snapshot of doc; a document never written
+	// returns an empty snapshot at revision 0 and no error.
+	Load(ctx context.Context, doc string) (Snapshot, error)
+
+	// Ops returns stored entries with from < Rev <= to in order; to < 0
+	// means all.
+	Ops(ctx context.Context, doc string, from, to int64) ([]Entry, error)
+
+	// Write stores committed entries (any documents, each document's entries
+	// in revision order) and advances each document's snapshot, in one
+	// transaction. It is idempotent on (doc, rev): entries already stored
+	// are skipped, so a batch may be written twice.
+	Write(ctx context.Context, entries []Entry) error
+
+	Close() error
+}
+
+// User is who someone is in a document.
+type User struct {
+	ID    string `json:"id"`
+	Name  string `json:"name"`
+	Color string `json:"color"`
+}
+
+// Cursor is a selection in code points; Anchor == Head is a caret.
+type Cursor struct {
+	Anchor int `json:"anchor"`
+	Head   int `json:"head"`
+}
+
+// PresenceEntry is one connection's presence in a document.
+type PresenceEntry struct {
+	Doc    string  `json:"doc"`
+	Conn   string  `json:"conn"` // unique per connection, across replicas
+	User   User    `json:"user"`
+	Cursor *Cursor `json:"cursor,omitempty"`
+	Rev    int64   `json:"rev"` // the revision the cursor refers to
+}
+
+// PresenceEvent is an update (Left false) or a departure (Left true).
+type PresenceEvent struct {
+	Entry PresenceEntry
+	Left  bool
+}
+
+// Presence tracks who is in each document. Entries expire by themselves
+// when not refreshed within the implementation's TTL, so a crashed process
+// leaves no ghosts.
+type Presence interface {
+	// Update inserts or refreshes an entry and announces it.
+	Update(ctx context.Context, e PresenceEntry) error
+	// Remove deletes a connection's entry and announces its departure.
+	Remove(ctx context.Context, doc, conn string) error
+	// List returns the live entries of doc.
+	List(ctx context.Context, doc string) ([]PresenceEntry, error)
+	// Subscribe delivers updates and departures (including expiries) for
+	// doc from every process until ctx is cancelled.
+	Subscribe(ctx context.Context, doc string) (<-chan PresenceEvent, error)
+}
