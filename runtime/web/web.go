@@ -1,0 +1,198 @@
+// Package web serves the collaborative editor: the start page, the editor
+// page and its static assets (plain ES modules and CSS, no build step).
+// Everything is embedded in the binary so the runtime ships as one file.
+package web
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"embed"
+	"encoding/hex"
+	"fmt"
+	"io/fs"
+	"mime"
+	"net/http"
+	"path"
+	"strings"
+	"time"
+)
+
+//go:embed static
+var staticFS embed.FS
+
+// asset is one embedded file ready to serve.
+type asset struct {
+	body        []byte
+	contentType string
+	etag        string
+}
+
+// site holds the assets read once at construction; it has no mutable state
+// after that, so one Handler can serve any number of goroutines.
+type site struct {
+	assets  map[string]asset // key: path below static/, e.g. "js/client.js"
+	modTime time.Time
+}
+
+// Handler returns the editor's HTTP handler. It serves
+//
+//	/            the start page (open or create a document by name)
+//	/d/{docId}   the editor page (the same HTML for every document id; the
+//	             page reads the id from its own URL)
+//	/static/...  ES modules, CSS and icons
+//
+// Anything else below those prefixes is 404. The handler only answers GET
+// and HEAD.
+func Handler() http.Handler {
+	s, err := newSite(staticFS)
+	if err != nil {
+		// The embedded tree is fixed at compile time and covered by tests; a
+		// failure here is a build defect, not a runtime condition.
+		panic(fmt.Sprintf("web: load embedded assets: %v", err))
+	}
+	return s
+}
+
+func newSite(fsys fs.FS) (*site, error) {
+	s := &site{assets: map[string]asset{}}
+	root, err := fs.Sub(fsys, "static")
+	if err != nil {
+		return nil, fmt.Errorf("open static dir: %w", err)
+	}
+	err = fs.WalkDir(root, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			return nil
+		}
+		// Tests of the JS library live next to it but are not served.
+		if strings.HasSuffix(p, ".test.mjs") || strings.HasSuffix(p, ".test.js") {
+			return nil
+		}
+		b, err := fs.ReadFile(root, p)
+		if err != nil {
+			return fmt.Errorf("read %s: %w", p, err)
+		}
+		sum := sha256.Sum256(b)
+		s.assets[p] = asset{
+			body:        b,
+			contentType: contentType(p),
+			etag:        `"` + hex.EncodeToString(sum[:8]) + `"`,
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("walk static dir: %w", err)
+	}
+	for _, need := range []string{"index.html", "editor.html"} {
+		if _, ok := s.assets[need]; !ok {
+			return nil, fmt.Errorf("missing %s", need)
+		}
+	}
+	return s, nil
+}
+
+// contentType maps the few extensions we ship; mime.TypeByExtension depends
+// on the host's mime database, and a wrong type for an ES module makes the
+// browser refuse to run it.
+func contentType(p string) string {
+	switch path.Ext(p) {
+	case ".html":
+		return "text/html; charset=utf-8"
+	case ".js", ".mjs":
+		return "text/javascript; charset=utf-8"
+	case ".css":
+		return "text/css; charset=utf-8"
+	case ".svg":
+		return "image/svg+xml"
+	case ".json":
+		return "application/json"
+	case ".ico":
+		return "image/x-icon"
+	case ".png":
+		return "image/png"
+	}
+	if t := mime.TypeByExtension(path.Ext(p)); t != "" {
+		return t
+	}
+	return "application/octet-stream"
+}
+
+func (s *site) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	p := r.URL.Path
+	switch {
+	case p == "/" || p == "/index.html":
+		s.servePage(w, r, "index.html")
+	case strings.HasPrefix(p, "/d/"):
+		id := strings.TrimPrefix(p, "/d/")
+		if !validDocID(id) {
+			http.Error(w, "invalid document id", http.StatusNotFound)
+			return
+		}
+		s.servePage(w, r, "editor.html")
+	case strings.HasPrefix(p, "/static/"):
+		name := strings.TrimPrefix(p, "/static/")
+		if name == "" || strings.Contains(name, "..") || strings.HasSuffix(name, ".html") {
+			http.NotFound(w, r)
+			return
+		}
+		a, ok := s.assets[name]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		// Assets are not fingerprinted in their names, so let browsers keep
+		// them briefly but revalidate with the ETag; a new binary changes the
+		// ETag and the next load picks up the new code.
+		w.Header().Set("Cache-Control", "public, max-age=300, must-revalidate")
+		s.serveAsset(w, r, a)
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+// servePage serves an HTML page. Pages are never cached so that a new
+// deployment's asset ETags are seen at once.
+func (s *site) servePage(w http.ResponseWriter, r *http.Request, name string) {
+	h := w.Header()
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("X-Frame-Options", "DENY")
+	// Only our own scripts and styles; the WebSocket goes to the same host.
+	h.Set("Content-Security-Policy", "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'; base-uri 'none'")
+	s.serveAsset(w, r, s.assets[name])
+}
+
+func (s *site) serveAsset(w http.ResponseWriter, r *http.Request, a asset) {
+	h := w.Header()
+	h.Set("Content-Type", a.contentType)
+	h.Set("ETag", a.etag)
+	h.Set("X-Content-Type-Options", "nosniff")
+	// ServeContent handles If-None-Match (304), Range and HEAD for us.
+	http.ServeContent(w, r, "", s.modTime, bytes.NewReader(a.body))
+}
+
+// validDocID accepts the ids the editor can address: one path segment of
+// letters, digits and -_. (at most 128 bytes). The server applies its own
+// rules; this only keeps obviously broken URLs from rendering an editor.
+func validDocID(id string) bool {
+	if id == "" || len(id) > 128 || id == "." || id == ".." {
+		return false
+	}
+	for _, c := range id {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case c == '-' || c == '_' || c == '.':
+		default:
+			return false
+		}
+	}
+	return true
+}
