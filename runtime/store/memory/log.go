@@ -1,0 +1,392 @@
+// Package memory implements the store interfaces inside one process: the
+// operation log and sequencer of the embedded mode, and presence. With a
+// store.Durable behind it the log loads document heads from it and writes
+// committed entries to it in coalesced batches.
+package memory
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/tandem-dev/tandem/runtime/store"
+)
+
+// LogOptions configures a Log. The zero value is an in-memory log with no
+// durable store.
+type LogOptions struct {
+	// Durable, when set, provides the head of documents this log has not
+	// seen yet and receives every committed entry.
+	Durable store.Durable
+	// FlushInterval is the longest time a committed entry waits before it
+	// is written to Durable (default 500ms).
+	FlushInterval time.Duration
+	// FlushBatch makes the flusher write as soon as this many entries are
+	// pending (default 256).
+	FlushBatch int
+	// Window is how many flushed entries per document stay in memory for
+	// Read; older ones are dropped and Read returns ErrTrimmed for them.
+	// Without Durable nothing is ever dropped. Default 1000.
+	Window int
+	// Logger receives flush failures (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// Log is an in-process store.Log.
+type Log struct {
+	opts LogOptions
+
+	mu      sync.Mutex
+	docs    map[string]*docLog
+	pending []store.Entry // committed, not yet written to Durable
+	closed  bool
+
+	kick chan struct{} // wakes the flusher early
+	stop chan struct{}
+	done chan struct{}
+
+	flushMu sync.Mutex // one Durable.Write at a time, in commit order
+}
+
+// docLog is one document's state. base is the revision before entries[0]:
+// entries at or below base are not held (trimmed, or older than the durable
+// snapshot the head was loaded from).
+type docLog struct {
+	ready   chan struct{} // closed once head was loaded
+	loadErr error
+	base    int64
+	entries []store.Entry
+	flushed int64         // highest revision written to Durable
+	changed chan struct{} // closed and replaced on every append
+}
+
+func (d *docLog) head() int64 { return d.base + int64(len(d.entries)) }
+
+// NewLog returns a running Log; Close it to stop the flusher and write what
+// is pending.
+func NewLog(opts LogOptions) *Log {
+	if opts.FlushInterval <= 0 {
+		opts.FlushInterval = 500 * time.Millisecond
+	}
+	if opts.FlushBatch <= 0 {
+		opts.FlushBatch = 256
+	}
+	if opts.Window <= 0 {
+		opts.Window = 1000
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	l := &Log{
+		opts: opts,
+		docs: map[string]*docLog{},
+		kick: make(chan struct{}, 1),
+		stop: make(chan struct{}),
+		done: make(chan struct{}),
+	}
+	if opts.Durable != nil {
+		go l.flushLoop()
+	} else {
+		close(l.done)
+	}
+	return l
+}
+
+var errClosed = errors.New("memory log: closed")
+
+// doc returns the loaded state of id, loading its head from Durable the
+// first time. The caller must not hold l.mu.
+func (l *Log) doc(ctx context.Context, id string) (*docLog, error) {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return nil, errClosed
+	}
+	d, ok := l.docs[id]
+	if !ok {
+		d = &docLog{ready: make(chan struct{}), changed: make(chan struct{})}
+		l.docs[id] = d
+		l.mu.Unlock()
+		// Only the goroutine that created the entry loads it; others wait
+		// on ready. Loading outside the lock keeps other documents moving.
+		if l.opts.Durable != nil {
+			snap, err := l.opts.Durable.Load(ctx, id)
+			l.mu.Lock()
+			if err != nil {
+				// Forget the entry so the next call retries the load.
+				delete(l.docs, id)
+				d.loadErr = fmt.Errorf("load head of %q: %w", id, err)
+			} else {
+				d.base, d.flushed = snap.Rev, snap.Rev
+			}
+			l.mu.Unlock()
+		}
+		close(d.ready)
+	} else {
+		l.mu.Unlock()
+	}
+	select {
+	case <-d.ready:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if d.loadErr != nil {
+		return nil, d.loadErr
+	}
+	return d, nil
+}
+
+// Head implements store.Log.
+func (l *Log) Head(ctx context.Context, doc string) (int64, error) {
+	d, err := l.doc(ctx, doc)
+	if err != nil {
+		return 0, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return d.head(), nil
+}
+
+// Append implements store.Log.
+func (l *Log) Append(ctx context.Context, doc string, expected int64, entries []store.Entry) error {
+	d, err := l.doc(ctx, doc)
+	if err != nil {
+		return err
+	}
+	for i, e := range entries {
+		if e.Rev != expected+int64(i)+1 {
+			return fmt.Errorf("append to %q at %d: entry %d has rev %d, want %d", doc, expected, i, e.Rev, expected+int64(i)+1)
+		}
+		if e.Doc != doc {
+			return fmt.Errorf("append to %q: entry %d belongs to %q", doc, i, e.Doc)
+		}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return errClosed
+	}
+	if d.head() != expected {
+		return fmt.Errorf("append to %q at %d (head %d): %w", doc, expected, d.head(), store.ErrConflict)
+	}
+	if len(entries) == 0 {
+		return nil
+	}
+	d.entries = append(d.entries, entries...)
+	close(d.changed)
+	d.changed = make(chan struct{})
+	if l.opts.Durable != nil {
+		l.pending = append(l.pending, entries...)
+		if len(l.pending) >= l.opts.FlushBatch {
+			select {
+			case l.kick <- struct{}{}:
+			default:
+			}
+		}
+	}
+	return nil
+}
+
+// Read implements store.Log.
+func (l *Log) Read(ctx context.Context, doc string, from, to int64) ([]store.Entry, error) {
+	d, err := l.doc(ctx, doc)
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return d.read(from, to)
+}
+
+func (d *docLog) read(from, to int64) ([]store.Entry, error) {
+	head := d.head()
+	if to < 0 || to > head {
+		to = head
+	}
+	if from >= to {
+		return nil, nil
+	}
+	if from < d.base {
+		return nil, fmt.Errorf("read revisions %d..%d (held from %d): %w", from+1, to, d.base+1, store.ErrTrimmed)
+	}
+	out := make([]store.Entry, to-from)
+	copy(out, d.entries[from-d.base:to-d.base])
+	return out, nil
+}
+
+// Subscribe implements store.Log. Each subscription runs its own goroutine
+// that copies entries out of the log as they are committed, so a slow
+// reader never holds up writers or other readers.
+func (l *Log) Subscribe(ctx context.Context, doc string, after int64) (store.Subscription, error) {
+	d, err := l.doc(ctx, doc)
+	if err != nil {
+		return nil, err
+	}
+	s := &subscription{c: make(chan store.Entry, 64)}
+	go l.feed(ctx, doc, d, after, s)
+	return s, nil
+}
+
+func (l *Log) feed(ctx context.Context, doc string, d *docLog, after int64, s *subscription) {
+	defer close(s.c)
+	next := after
+	for {
+		l.mu.Lock()
+		closed := l.closed
+		batch, err := d.read(next, -1)
+		changed := d.changed
+		l.mu.Unlock()
+		if errors.Is(err, store.ErrTrimmed) && l.opts.Durable != nil {
+			// Dropped entries were flushed first, so the durable store has them.
+			batch, err = l.opts.Durable.Ops(ctx, doc, next, d.base)
+			if err == nil && (len(batch) == 0 || batch[0].Rev != next+1) {
+				err = fmt.Errorf("subscribe %q after %d: durable store lacks revision %d: %w", doc, next, next+1, store.ErrTrimmed)
+			}
+		}
+		if err != nil {
+			if ctx.Err() == nil {
+				s.setErr(err)
+			}
+			return
+		}
+		for _, e := range batch {
+			select {
+			case s.c <- e:
+				next = e.Rev
+			case <-ctx.Done():
+				return
+			}
+		}
+		if len(batch) > 0 {
+			continue
+		}
+		if closed {
+			s.setErr(errClosed)
+			return
+		}
+		select {
+		case <-changed:
+		case <-l.stop:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+type subscription struct {
+	c   chan store.Entry
+	mu  sync.Mutex
+	err error
+}
+
+func (s *subscription) C() <-chan store.Entry { return s.c }
+
+func (s *subscription) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+func (s *subscription) setErr(err error) {
+	s.mu.Lock()
+	s.err = err
+	s.mu.Unlock()
+}
+
+func (l *Log) flushLoop() {
+	defer close(l.done)
+	t := time.NewTicker(l.opts.FlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-t.C:
+		case <-l.kick:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if err := l.Flush(ctx); err != nil {
+			l.opts.Logger.Error("flush committed operations", "err", err)
+		}
+		cancel()
+	}
+}
+
+// Flush writes every pending entry to the durable store now. On failure the
+// entries stay pending and the next flush writes them again (Durable.Write
+// is idempotent).
+func (l *Log) Flush(ctx context.Context) error {
+	if l.opts.Durable == nil {
+		return nil
+	}
+	l.flushMu.Lock()
+	defer l.flushMu.Unlock()
+	l.mu.Lock()
+	batch := l.pending
+	l.pending = nil
+	l.mu.Unlock()
+	if len(batch) == 0 {
+		return nil
+	}
+	if err := l.opts.Durable.Write(ctx, batch); err != nil {
+		l.mu.Lock()
+		l.pending = append(batch, l.pending...)
+		l.mu.Unlock()
+		return fmt.Errorf("write %d entries: %w", len(batch), err)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, e := range batch {
+		if d, ok := l.docs[e.Doc]; ok && e.Rev > d.flushed {
+			d.flushed = e.Rev
+		}
+	}
+	l.trim()
+	return nil
+}
+
+// trim drops flushed entries beyond the window; l.mu must be held.
+func (l *Log) trim() {
+	for _, d := range l.docs {
+		excess := int64(len(d.entries) - l.opts.Window)
+		if excess <= 0 {
+			continue
+		}
+		if canDrop := d.flushed - d.base; excess > canDrop {
+			excess = canDrop
+		}
+		if excess <= 0 {
+			continue
+		}
+		d.entries = append([]store.Entry(nil), d.entries[excess:]...)
+		d.base += excess
+	}
+}
+
+// Pending reports how many committed entries are not yet durable.
+func (l *Log) Pending() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.pending)
+}
+
+// Close implements store.Log: it refuses new appends, stops subscriptions,
+// and writes everything pending to the durable store.
+func (l *Log) Close(ctx context.Context) error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return nil
+	}
+	l.closed = true
+	l.mu.Unlock()
+	close(l.stop)
+	<-l.done
+	if err := l.Flush(ctx); err != nil {
+		return fmt.Errorf("final flush: %w", err)
+	}
+	return nil
+}

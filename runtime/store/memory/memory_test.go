@@ -1,0 +1,284 @@
+package memory_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tandem-dev/tandem/runtime/ot"
+	"github.com/tandem-dev/tandem/runtime/store"
+	"github.com/tandem-dev/tandem/runtime/store/memory"
+	"github.com/tandem-dev/tandem/runtime/store/storetest"
+)
+
+func TestLogConformance(t *testing.T) {
+	storetest.RunLog(t, func(t *testing.T) store.Log {
+		l := memory.NewLog(memory.LogOptions{})
+		t.Cleanup(func() { _ = l.Close(context.Background()) })
+		return l
+	})
+}
+
+func TestLogWithDurableConformance(t *testing.T) {
+	storetest.RunLog(t, func(t *testing.T) store.Log {
+		l := memory.NewLog(memory.LogOptions{Durable: newFakeDurable(), FlushInterval: 5 * time.Millisecond, Window: 3})
+		t.Cleanup(func() { _ = l.Close(context.Background()) })
+		return l
+	})
+}
+
+func TestPresenceConformance(t *testing.T) {
+	storetest.RunPresence(t, func(t *testing.T) store.Presence {
+		p := memory.NewPresence(memory.PresenceOptions{TTL: 200 * time.Millisecond})
+		t.Cleanup(p.Close)
+		return p
+	}, 200*time.Millisecond)
+}
+
+// fakeClock is a clock the test moves by hand.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *fakeClock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+func TestPresenceExpiryWithDrivenClock(t *testing.T) {
+	clock := &fakeClock{now: time.Unix(1000, 0)}
+	p := memory.NewPresence(memory.PresenceOptions{TTL: 10 * time.Second, Now: clock.Now, SweepInterval: -1})
+	ctx := context.Background()
+	ch, err := p.Subscribe(ctx, "d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, conn := range []string{"a", "b"} {
+		if err := p.Update(ctx, store.PresenceEntry{Doc: "d", Conn: conn}); err != nil {
+			t.Fatal(err)
+		}
+		<-ch
+	}
+	steps := []struct {
+		advance   time.Duration
+		refreshB  bool
+		wantConns int
+		wantLeft  string
+	}{
+		{9 * time.Second, true, 2, ""},
+		{time.Second, false, 1, "a"}, // a reaches its TTL exactly
+		{8 * time.Second, false, 1, ""}, // b was refreshed at 9s: lives until 19s
+		{time.Second, false, 0, "b"},
+	}
+	for i, s := range steps {
+		clock.Add(s.advance)
+		if s.refreshB {
+			if err := p.Update(ctx, store.PresenceEntry{Doc: "d", Conn: "b"}); err != nil {
+				t.Fatal(err)
+			}
+			<-ch
+		}
+		p.Sweep()
+		list, err := p.List(ctx, "d")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(list) != s.wantConns {
+			t.Fatalf("step %d: %d entries, want %d", i, len(list), s.wantConns)
+		}
+		if s.wantLeft != "" {
+			select {
+			case ev := <-ch:
+				if !ev.Left || ev.Entry.Conn != s.wantLeft {
+					t.Fatalf("step %d: event %+v, want %s leaving", i, ev, s.wantLeft)
+				}
+			default:
+				t.Fatalf("step %d: no departure event for %s", i, s.wantLeft)
+			}
+		}
+	}
+}
+
+// fakeDurable keeps entries in a map; it exists to observe what the log
+// flushes (the real durable stores have their own tests).
+type fakeDurable struct {
+	mu      sync.Mutex
+	ops     map[string][]store.Entry
+	writes  int
+	failing bool
+}
+
+func newFakeDurable() *fakeDurable { return &fakeDurable{ops: map[string][]store.Entry{}} }
+
+func (f *fakeDurable) Load(ctx context.Context, doc string) (store.Snapshot, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return store.Snapshot{Doc: doc, Rev: int64(len(f.ops[doc]))}, nil
+}
+
+func (f *fakeDurable) Ops(ctx context.Context, doc string, from, to int64) ([]store.Entry, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []store.Entry
+	for _, e := range f.ops[doc] {
+		if e.Rev > from && (to < 0 || e.Rev <= to) {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeDurable) Write(ctx context.Context, entries []store.Entry) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failing {
+		return store.ErrUnavailable
+	}
+	f.writes++
+	for _, e := range entries {
+		if e.Rev == int64(len(f.ops[e.Doc]))+1 {
+			f.ops[e.Doc] = append(f.ops[e.Doc], e)
+		}
+	}
+	return nil
+}
+
+func (f *fakeDurable) Close() error { return nil }
+
+func (f *fakeDurable) count(doc string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.ops[doc])
+}
+
+func entries(doc string, from int64, n int) []store.Entry {
+	out := make([]store.Entry, n)
+	for i := range out {
+		out[i] = store.Entry{Doc: doc, Rev: from + int64(i) + 1, Op: ot.Op{{Insert: "x"}}}
+	}
+	return out
+}
+
+func TestLogFlushing(t *testing.T) {
+	ctx := context.Background()
+	tests := []struct {
+		name      string
+		opts      memory.LogOptions
+		appends   int
+		wantSoon  int // entries durable after a short wait
+		wantClose int // entries durable after Close
+	}{
+		{"batch size triggers a flush", memory.LogOptions{FlushInterval: time.Hour, FlushBatch: 4}, 4, 4, 4},
+		{"below batch waits for the interval", memory.LogOptions{FlushInterval: time.Hour, FlushBatch: 100}, 3, 0, 3},
+		{"interval flushes", memory.LogOptions{FlushInterval: 10 * time.Millisecond, FlushBatch: 100}, 3, 3, 3},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d := newFakeDurable()
+			tc.opts.Durable = d
+			l := memory.NewLog(tc.opts)
+			for i := range tc.appends {
+				if err := l.Append(ctx, "doc", int64(i), entries("doc", int64(i), 1)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			deadline := time.Now().Add(2 * time.Second)
+			for d.count("doc") < tc.wantSoon && time.Now().Before(deadline) {
+				time.Sleep(5 * time.Millisecond)
+			}
+			time.Sleep(50 * time.Millisecond)
+			if got := d.count("doc"); got != tc.wantSoon {
+				t.Fatalf("durable has %d entries before Close, want %d", got, tc.wantSoon)
+			}
+			if err := l.Close(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if got := d.count("doc"); got != tc.wantClose {
+				t.Fatalf("durable has %d entries after Close, want %d", got, tc.wantClose)
+			}
+			if err := l.Append(ctx, "doc", int64(tc.appends), entries("doc", int64(tc.appends), 1)); err == nil {
+				t.Fatal("Append after Close succeeded")
+			}
+		})
+	}
+}
+
+func TestLogHeadFromDurableAndTrim(t *testing.T) {
+	ctx := context.Background()
+	d := newFakeDurable()
+	if err := d.Write(ctx, entries("doc", 0, 5)); err != nil {
+		t.Fatal(err)
+	}
+	l := memory.NewLog(memory.LogOptions{Durable: d, FlushInterval: time.Hour, Window: 2})
+	defer l.Close(ctx)
+	head, err := l.Head(ctx, "doc")
+	if err != nil || head != 5 {
+		t.Fatalf("Head = %d, %v; want 5 from the durable snapshot", head, err)
+	}
+	if _, err := l.Read(ctx, "doc", 0, -1); !errors.Is(err, store.ErrTrimmed) {
+		t.Fatalf("Read of revisions only in durable: %v, want ErrTrimmed", err)
+	}
+	if err := l.Append(ctx, "doc", 5, entries("doc", 5, 4)); err != nil {
+		t.Fatal(err)
+	}
+	// Unflushed entries are never trimmed, whatever the window.
+	if got, err := l.Read(ctx, "doc", 5, -1); err != nil || len(got) != 4 {
+		t.Fatalf("Read unflushed = %d entries, %v; want 4", len(got), err)
+	}
+	if err := l.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Read(ctx, "doc", 5, -1); !errors.Is(err, store.ErrTrimmed) {
+		t.Fatalf("Read beyond the window after flush: %v, want ErrTrimmed", err)
+	}
+	if got, err := l.Read(ctx, "doc", 7, -1); err != nil || len(got) != 2 {
+		t.Fatalf("Read inside the window = %d entries, %v; want 2", len(got), err)
+	}
+	// A subscriber from before the window is served from the durable store.
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sub, err := l.Subscribe(sctx, "doc", 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for want := int64(4); want <= 9; want++ {
+		select {
+		case e := <-sub.C():
+			if e.Rev != want {
+				t.Fatalf("subscription rev %d, want %d", e.Rev, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no rev %d: %v", want, sub.Err())
+		}
+	}
+}
+
+func TestLogFlushFailureKeepsEntries(t *testing.T) {
+	ctx := context.Background()
+	d := newFakeDurable()
+	d.failing = true
+	l := memory.NewLog(memory.LogOptions{Durable: d, FlushInterval: time.Hour})
+	if err := l.Append(ctx, "doc", 0, entries("doc", 0, 3)); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Flush(ctx); !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("Flush with failing durable: %v, want ErrUnavailable", err)
+	}
+	if l.Pending() != 3 {
+		t.Fatalf("pending = %d after failed flush, want 3", l.Pending())
+	}
+	d.mu.Lock()
+	d.failing = false
+	d.mu.Unlock()
+	if err := l.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d.count("doc") != 3 {
+		t.Fatalf("durable has %d entries after recovery, want 3", d.count("doc"))
+	}
+}
