@@ -1,2 +1,694 @@
-// placeholder replaced below
-export {};
+// The collaborative editing client: the Jupiter state machine that keeps a
+// local copy of a document in step with the runtime, plus reconnection and
+// presence. It speaks the wire protocol of docs/protocol.md.
+//
+// The socket, timers and randomness are injected so the whole state machine
+// runs under Node's test runner with a fake transport; the browser passes a
+// real WebSocket factory.
+//
+// Positions and lengths in operations and cursors count Unicode code points,
+// as on the server. Converting to the UTF-16 offsets of DOM APIs is the
+// editor's job (ot.js has cpToUtf16 / utf16ToCp).
+//
+// States of the edit pipeline (Jupiter, with the server as the authority):
+//   synchronized        inflight == null, buffer == null
+//   awaiting ack        inflight != null, buffer == null
+//   awaiting + buffer   inflight != null, buffer != null
+// Local edits go to inflight when nothing is in flight, else are composed
+// into buffer. A remote operation R (already ordered by the server) is
+// transformed past inflight and buffer before it is applied locally; they in
+// turn are transformed past R. The server transforms an incoming operation
+// with its insert first (Transform(incoming, committed, Left)), so the client
+// mirrors it: pending' = transform(pending, R, 'left'),
+// R' = transform(R, pending, 'right').
+
+import * as ot from './ot.js';
+
+/** Connection states reported through onState. */
+export const State = Object.freeze({
+  CONNECTING: 'connecting', // socket opening or hello sent, no welcome yet
+  CONNECTED: 'connected', // welcome received, ops flow
+  RECONNECTING: 'reconnecting', // waiting for the next attempt (see retryAt)
+  OFFLINE: 'offline', // the browser says there is no network; waiting for it
+  FAILED: 'failed', // a permanent error (auth, forbidden document); no retries
+  CLOSED: 'closed', // closed by the application
+});
+
+/** Error codes after which reconnecting cannot help. */
+const FATAL_CODES = new Set(['unauthorized', 'forbidden']);
+
+/**
+ * WebSocket close codes the runtime documents in docs/protocol.md. Codes in
+ * the 4000–4999 range are application codes; those marked fatal stop the
+ * reconnect loop because retrying with the same token cannot succeed.
+ */
+export const CloseCodes = Object.freeze({
+  4001: { code: 'unauthorized', fatal: true },
+  4003: { code: 'forbidden', fatal: true },
+  4004: { code: 'not_found', fatal: true },
+  4008: { code: 'rate_limited', fatal: false },
+  4009: { code: 'too_large', fatal: false },
+  4012: { code: 'restart', fatal: false },
+  1008: { code: 'policy', fatal: false },
+  1009: { code: 'too_large', fatal: false },
+  1012: { code: 'restart', fatal: false },
+});
+
+export const BACKOFF_BASE_MS = 1000;
+export const BACKOFF_MAX_MS = 30000;
+
+/**
+ * Delay before reconnect attempt number `attempt` (0 for the first retry):
+ * 1 s doubling up to 30 s, with jitter that takes up to a fifth off so that
+ * many clients dropped at once (a server restart) do not come back in
+ * lockstep. `random` returns a number in [0, 1).
+ */
+export function backoffDelay(attempt, random = Math.random) {
+  const base = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** Math.min(attempt, 30));
+  return Math.round(base * (1 - 0.2 * random()));
+}
+
+/** A fresh client id: stable for the lifetime of one Client object. */
+export function newClientId(random = Math.random) {
+  if (globalThis.crypto?.randomUUID) return globalThis.crypto.randomUUID();
+  let s = '';
+  for (let i = 0; i < 32; i++) s += Math.floor(random() * 16).toString(16);
+  return s;
+}
+
+/**
+ * Client keeps one document in step with the runtime.
+ *
+ * Options:
+ *   url         WebSocket URL of the document (…/v1/docs/{id}/ws)
+ *   connect     (url) => socket with send(), close(code, reason) and the
+ *               onopen / onmessage / onclose / onerror properties of a WebSocket
+ *   token       bearer token sent in hello (omit in anonymous mode)
+ *   clientId    stable id for this client's submissions (default: random)
+ *   setTimeout, clearTimeout, now, random   injectable clock and randomness
+ *   presenceIntervalMs   minimum time between presence messages (default 50)
+ *
+ * Callbacks (all optional, assign as properties):
+ *   onState({state, retryAt, attempt, error})  connection state changes
+ *   onText({text, op, remote, user})   the document changed; op is what was
+ *                                      applied to the previous text (code
+ *                                      points), remote says whether it came
+ *                                      from the server. On a full reload op
+ *                                      is null.
+ *   onPresence(Map<userId, {user, cursor}>)  others' presence changed
+ *   onRevision(rev)                    the known server revision changed
+ *   onError({code, message, seq})      an error message from the server
+ *   onWelcome({user, rev})             this connection's user (id, name, color)
+ */
+export class Client {
+  constructor(opts) {
+    if (!opts || typeof opts.url !== 'string' || typeof opts.connect !== 'function') {
+      throw new TypeError('Client needs {url, connect}');
+    }
+    this.url = opts.url;
+    this.connectFn = opts.connect;
+    this.token = opts.token || '';
+    this.random = opts.random || Math.random;
+    this.clientId = opts.clientId || newClientId(this.random);
+    this.setTimeout = opts.setTimeout || ((f, ms) => setTimeout(f, ms));
+    this.clearTimeout = opts.clearTimeout || ((h) => clearTimeout(h));
+    this.now = opts.now || (() => Date.now());
+    this.presenceIntervalMs = opts.presenceIntervalMs ?? 50;
+
+    this.text = ''; // local text: server text at rev + inflight + buffer
+    this.base = ''; // server text at rev (no local edits)
+    this.reloadRev = null; // rev of a full-text reload that rebased a sent op
+    this.rev = null; // last server revision this client has, null before the first welcome
+    this.nextSeq = 1;
+    this.inflight = null; // {seq, op, sent, everSent}
+    this.buffer = null; // op made after inflight, composed
+    this.user = null; // this connection's user from welcome
+    this.others = new Map(); // userId -> {user, cursor}
+    this.cursor = null; // local {anchor, head} in code points
+    this.lastPresenceSent = null;
+    this.presenceTimer = null;
+    this.presenceDueAt = 0;
+
+    this.state = State.CLOSED;
+    this.socket = null;
+    this.welcomed = false;
+    this.attempt = 0;
+    this.retryTimer = null;
+    this.retryAt = null;
+    this.online = true;
+    this.lastError = null;
+
+    this.onState = null;
+    this.onText = null;
+    this.onPresence = null;
+    this.onRevision = null;
+    this.onError = null;
+    this.onWelcome = null;
+  }
+
+  // ---- public API --------------------------------------------------------
+
+  /** Starts connecting. Safe to call once; later reconnects are automatic. */
+  start() {
+    if (this.state !== State.CLOSED) return;
+    this.openSocket();
+  }
+
+  /** Stops for good: closes the socket and cancels retries. */
+  close() {
+    this.cancelRetry();
+    this.setState(State.CLOSED);
+    const s = this.socket;
+    this.detach();
+    if (s) {
+      try {
+        s.close(1000, 'client closed');
+      } catch {
+        /* already closed */
+      }
+    }
+  }
+
+  /**
+   * Reports whether the network is up (the browser's online/offline
+   * events). Offline suspends reconnect attempts; back online retries at
+   * once.
+   */
+  setOnline(online) {
+    if (this.online === online) return;
+    this.online = online;
+    if (!online) {
+      if (this.state === State.RECONNECTING) {
+        this.cancelRetry();
+        this.setState(State.OFFLINE);
+      }
+      return;
+    }
+    if (this.state === State.OFFLINE || this.state === State.RECONNECTING) {
+      this.cancelRetry();
+      this.attempt = 0;
+      this.openSocket();
+    }
+  }
+
+  /** Number of local operations made but not yet acknowledged (0, 1 or 2). */
+  unsentCount() {
+    return (this.inflight ? 1 : 0) + (this.buffer ? 1 : 0);
+  }
+
+  /** True when every local edit has been acknowledged by the server. */
+  synchronized() {
+    return this.inflight === null && this.buffer === null;
+  }
+
+  /**
+   * Applies a local edit made on the current text and queues it for the
+   * server. Throws (and changes nothing) when the operation does not fit
+   * the text; the caller's view is then out of step and should reload from
+   * client.text.
+   */
+  submit(op) {
+    const norm = ot.normalize(op);
+    const next = ot.apply(this.text, norm); // throws on a bad op: nothing changed yet
+    if (isNoop(norm)) return;
+    this.text = next;
+    if (this.inflight === null) {
+      this.inflight = { seq: this.nextSeq++, op: norm, sent: false, everSent: false };
+    } else if (!this.inflight.everSent) {
+      // Never left this client (made offline): one combined operation is
+      // smaller and its seq is still free to reuse.
+      this.inflight.op = ot.compose(this.inflight.op, norm);
+    } else if (this.buffer === null) {
+      this.buffer = norm;
+    } else {
+      this.buffer = ot.compose(this.buffer, norm);
+    }
+    for (const [id, p] of this.others) {
+      if (p.cursor) this.others.set(id, { ...p, cursor: transformSel(p.cursor, norm, false) });
+    }
+    this.emitText({ text: this.text, op: norm, remote: false, user: null });
+    if (this.others.size) this.emitPresence();
+    this.flush();
+  }
+
+  /** Sets the local selection (code points) and sends presence, throttled. */
+  setCursor(anchor, head = anchor) {
+    this.cursor = { anchor, head };
+    this.schedulePresence();
+  }
+
+  // ---- connection --------------------------------------------------------
+
+  openSocket() {
+    this.cancelRetry();
+    this.detach();
+    this.welcomed = false;
+    this.setState(State.CONNECTING);
+    let s;
+    try {
+      s = this.connectFn(this.url);
+    } catch (err) {
+      this.scheduleReconnect({ code: 'connect_failed', message: String(err?.message || err) });
+      return;
+    }
+    this.socket = s;
+    s.onopen = () => {
+      if (this.socket !== s) return;
+      const hello = { type: 'hello', v: 1, client: this.clientId };
+      if (this.token) hello.token = this.token;
+      if (this.rev !== null) hello.rev = this.rev;
+      this.sendRaw(hello);
+    };
+    s.onmessage = (ev) => {
+      if (this.socket !== s) return;
+      this.handleFrame(ev.data);
+    };
+    s.onerror = () => {
+      /* a close event always follows; handled there */
+    };
+    s.onclose = (ev) => {
+      if (this.socket !== s) return;
+      this.handleClose(ev?.code ?? 1006, ev?.reason ?? '');
+    };
+  }
+
+  detach() {
+    const s = this.socket;
+    if (!s) return;
+    s.onopen = s.onmessage = s.onerror = s.onclose = null;
+    this.socket = null;
+    this.welcomed = false;
+    if (this.inflight) this.inflight.sent = false;
+    this.lastPresenceSent = null;
+  }
+
+  handleClose(code, reason) {
+    this.detach();
+    if (this.state === State.CLOSED || this.state === State.FAILED) return;
+    const known = CloseCodes[code];
+    if (known?.fatal) {
+      this.fail({ code: known.code, message: reason || `closed by server (${code})` });
+      return;
+    }
+    // Everyone else's presence is stale once we are disconnected.
+    if (this.others.size) {
+      this.others.clear();
+      this.emitPresence();
+    }
+    this.scheduleReconnect(known ? { code: known.code, message: reason } : null);
+  }
+
+  scheduleReconnect(error) {
+    if (error) this.lastError = error;
+    if (!this.online) {
+      this.setState(State.OFFLINE);
+      return;
+    }
+    const delay = backoffDelay(this.attempt, this.random);
+    this.attempt++;
+    this.retryAt = this.now() + delay;
+    this.setState(State.RECONNECTING);
+    this.retryTimer = this.setTimeout(() => {
+      this.retryTimer = null;
+      this.openSocket();
+    }, delay);
+  }
+
+  cancelRetry() {
+    if (this.retryTimer !== null) this.clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+    this.retryAt = null;
+  }
+
+  /** Reconnect now (a "retry now" button, or after a protocol hiccup). */
+  reconnectNow() {
+    if (this.state === State.CLOSED || this.state === State.FAILED) return;
+    const s = this.socket;
+    this.detach();
+    if (s) {
+      try {
+        s.close(1000, 'resync');
+      } catch {
+        /* ignore */
+      }
+    }
+    this.openSocket();
+  }
+
+  fail(error) {
+    this.cancelRetry();
+    this.lastError = error;
+    const s = this.socket;
+    this.detach();
+    if (s) {
+      try {
+        s.close(1000, 'giving up');
+      } catch {
+        /* ignore */
+      }
+    }
+    this.setState(State.FAILED);
+  }
+
+  setState(state) {
+    this.state = state;
+    this.onState?.({
+      state,
+      retryAt: state === State.RECONNECTING ? this.retryAt : null,
+      attempt: this.attempt,
+      error: this.lastError,
+    });
+  }
+
+  sendRaw(msg) {
+    if (!this.socket) return false;
+    try {
+      this.socket.send(JSON.stringify(msg));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  // ---- incoming messages ------------------------------------------------
+
+  handleFrame(data) {
+    let msg;
+    try {
+      msg = JSON.parse(data);
+    } catch {
+      this.protocolError('server sent a frame that is not JSON');
+      return;
+    }
+    if (!msg || typeof msg !== 'object') {
+      this.protocolError('server sent a frame that is not an object');
+      return;
+    }
+    try {
+      switch (msg.type) {
+        case 'welcome':
+          this.handleWelcome(msg);
+          break;
+        case 'ack':
+          this.handleAck(msg);
+          break;
+        case 'op':
+          this.handleRemote(msg);
+          break;
+        case 'presence':
+          this.handlePresence(msg);
+          break;
+        case 'leave':
+          this.handleLeave(msg);
+          break;
+        case 'error':
+          this.handleError(msg);
+          break;
+        default:
+        // Unknown types are ignored: the protocol may grow.
+      }
+    } catch (err) {
+      // An operation that does not fit means our copy is out of step:
+      // reconnecting resumes from the last good revision.
+      this.protocolError(`could not process ${msg.type}: ${err?.message || err}`);
+    }
+  }
+
+  protocolError(message) {
+    this.lastError = { code: 'protocol', message };
+    this.reconnectNow();
+  }
+
+  handleWelcome(msg) {
+    if (!Number.isInteger(msg.rev) || msg.rev < 0) throw new Error('welcome without a valid rev');
+    this.user = msg.user || null;
+    this.others.clear();
+    if (typeof msg.text === 'string') {
+      this.reload(msg.text, msg.rev);
+    } else {
+      const ops = Array.isArray(msg.ops) ? msg.ops : [];
+      if (this.rev === null) throw new Error('welcome has neither text nor a base revision');
+      for (const m of ops) {
+        if (this.handleRemote(m) === false) return; // resynchronizing
+      }
+      if (this.rev !== msg.rev) {
+        throw new Error(`welcome at rev ${msg.rev} but ops only reach ${this.rev}`);
+      }
+    }
+    for (const p of Array.isArray(msg.presence) ? msg.presence : []) this.addPresence(p);
+    this.welcomed = true;
+    this.attempt = 0;
+    this.lastError = null;
+    this.setState(State.CONNECTED);
+    this.onWelcome?.({ user: this.user, rev: this.rev });
+    this.emitPresence();
+    this.flush();
+    if (this.cursor) this.schedulePresence(true);
+  }
+
+  /**
+   * Replaces the local copy with the server's full text at rev. Pending
+   * local edits are rebased over the difference between the text at our
+   * old revision (this.base) and the new text. If the in-flight operation
+   * had already been sent, the server may have committed it before we lost
+   * the ack; it is resubmitted with its seq and, should the ack show it was
+   * already part of the text we just got, we resynchronize from scratch
+   * (see ackInflight).
+   */
+  reload(text, rev) {
+    if (this.rev === null || this.synchronized()) {
+      this.text = text;
+      this.base = text;
+      this.rev = rev;
+      this.inflight = null;
+      this.buffer = null;
+      this.emitText({ text, op: null, remote: true, user: null });
+      this.onRevision?.(rev);
+      return;
+    }
+    let remote = diffOp(this.base, text);
+    const inflight = ot.transform(this.inflight.op, remote, 'left');
+    remote = ot.transform(remote, this.inflight.op, 'right');
+    let buffer = null;
+    if (this.buffer) buffer = ot.transform(this.buffer, remote, 'left');
+    if (this.inflight.everSent) this.reloadRev = rev;
+    this.inflight = { ...this.inflight, op: inflight, sent: false };
+    this.buffer = buffer;
+    this.base = text;
+    this.rev = rev;
+    this.text = buffer ? ot.apply(ot.apply(text, inflight), buffer) : ot.apply(text, inflight);
+    this.emitText({ text: this.text, op: null, remote: true, user: null });
+    this.onRevision?.(rev);
+  }
+
+  handleAck(msg) {
+    if (!this.inflight || msg.seq !== this.inflight.seq) return; // a duplicate ack
+    if (this.ackInflight(msg.rev)) this.flush();
+  }
+
+  ackInflight(rev) {
+    if (!Number.isInteger(rev)) throw new Error('ack without rev');
+    if (this.reloadRev !== null && rev <= this.reloadRev) {
+      // Committed before the full text we reloaded, so that text already
+      // holds it and our rebased copy is a duplicate. Start over from the
+      // server's text; the buffer cannot be separated from it safely.
+      this.reloadRev = null;
+      this.dropPending({ code: 'resync', message: 'Edits made while disconnected could not be merged and were discarded.' });
+      return false;
+    }
+    this.reloadRev = null;
+    this.base = ot.apply(this.base, this.inflight.op);
+    this.rev = rev;
+    this.inflight = null;
+    if (this.buffer !== null) {
+      this.inflight = { seq: this.nextSeq++, op: this.buffer, sent: false, everSent: false };
+      this.buffer = null;
+    }
+    this.onRevision?.(rev);
+    return true;
+  }
+
+  /** Forgets local edits the server will never take and reloads its text. */
+  dropPending(error, notify = true) {
+    this.inflight = null;
+    this.buffer = null;
+    this.rev = null;
+    this.reloadRev = null;
+    this.lastError = error;
+    if (notify) this.onError?.(error);
+    this.reconnectNow();
+  }
+
+  handleRemote(msg) {
+    if (!Number.isInteger(msg.rev)) throw new Error('op without rev');
+    // Our own operation seen in a welcome's catch-up list: its ack was
+    // lost with the old connection.
+    if (msg.client === this.clientId && this.inflight && msg.seq === this.inflight.seq) {
+      return this.ackInflight(msg.rev);
+    }
+    if (msg.rev <= this.rev) return; // already have it
+    if (msg.rev !== this.rev + 1) throw new Error(`gap: have rev ${this.rev}, got ${msg.rev}`);
+    const err = ot.validate(msg.op);
+    if (err) throw new Error(`bad op from server: ${err.message || err}`);
+    this.base = ot.apply(this.base, msg.op);
+    let op = msg.op;
+    if (this.inflight) {
+      const pending = ot.transform(this.inflight.op, op, 'left');
+      op = ot.transform(op, this.inflight.op, 'right');
+      this.inflight.op = pending;
+    }
+    if (this.buffer) {
+      const pending = ot.transform(this.buffer, op, 'left');
+      op = ot.transform(op, this.buffer, 'right');
+      this.buffer = pending;
+    }
+    this.text = ot.apply(this.text, op);
+    this.rev = msg.rev;
+    if (this.cursor) this.cursor = transformSel(this.cursor, op, false);
+    for (const [id, p] of this.others) {
+      if (p.cursor) this.others.set(id, { ...p, cursor: transformSel(p.cursor, op, id === msg.user) });
+    }
+    this.emitText({ text: this.text, op, remote: true, user: msg.user ?? null });
+    this.onRevision?.(this.rev);
+    if (this.others.size) this.emitPresence();
+  }
+
+  handlePresence(msg) {
+    this.addPresence(msg);
+    this.emitPresence();
+  }
+
+  addPresence(p) {
+    // Accept {user:{id,name,color}, cursor} and the flat {id,name,color,cursor}.
+    const user = p && typeof p.user === 'object' && p.user ? p.user : p;
+    if (!user || typeof user.id !== 'string') return;
+    if (this.user && user.id === this.user.id && (!p.client || p.client === this.clientId)) return;
+    let cursor = validSel(p.cursor) ? p.cursor : null;
+    // The cursor is on the server's text; shift it past our unacknowledged edits.
+    if (cursor && this.inflight) cursor = transformSel(cursor, this.inflight.op, false);
+    if (cursor && this.buffer) cursor = transformSel(cursor, this.buffer, false);
+    if (cursor) cursor = clampSel(cursor, ot.cpLength(this.text));
+    this.others.set(user.id, { user: { id: user.id, name: String(user.name || user.id), color: user.color || '' }, cursor });
+  }
+
+  handleLeave(msg) {
+    const id = typeof msg.user === 'object' && msg.user ? msg.user.id : msg.user;
+    if (this.others.delete(id)) this.emitPresence();
+  }
+
+  handleError(msg) {
+    const error = { code: String(msg.code || 'error'), message: String(msg.message || ''), seq: msg.seq };
+    this.lastError = error;
+    this.onError?.(error);
+    if (FATAL_CODES.has(error.code) && (msg.seq === undefined || !this.welcomed)) {
+      this.fail(error);
+      return;
+    }
+    if (msg.seq !== undefined && this.inflight && msg.seq === this.inflight.seq) {
+      if (error.code === 'rate_limited' || error.code === 'unavailable') {
+        // Not committed; send the same seq again after a pause. If it had
+        // been committed after all, the server acknowledges it again.
+        this.inflight.sent = false;
+        this.setTimeout(() => this.flush(), BACKOFF_BASE_MS);
+        return;
+      }
+      // The server refused the operation (read-only, too large, invalid):
+      // it will never be committed. Drop local edits and take the server's
+      // text again.
+      this.dropPending(error, false);
+    }
+  }
+
+  // ---- outgoing ---------------------------------------------------------
+
+  /** Sends the in-flight operation if the connection is ready for it. */
+  flush() {
+    if (!this.welcomed || !this.inflight || this.inflight.sent) return;
+    const ok = this.sendRaw({ type: 'op', seq: this.inflight.seq, rev: this.rev, op: this.inflight.op });
+    if (ok) {
+      this.inflight.sent = true;
+      this.inflight.everSent = true;
+    }
+  }
+
+  schedulePresence(now = false) {
+    if (!this.welcomed || !this.cursor) return;
+    if (now) {
+      this.sendPresence();
+      return;
+    }
+    if (this.presenceTimer !== null) return;
+    const t = this.now();
+    const wait = Math.max(0, this.presenceDueAt - t);
+    if (wait === 0) {
+      this.sendPresence();
+      return;
+    }
+    this.presenceTimer = this.setTimeout(() => {
+      this.presenceTimer = null;
+      this.sendPresence();
+    }, wait);
+  }
+
+  sendPresence() {
+    if (!this.welcomed || !this.cursor) return;
+    const c = this.cursor;
+    if (this.lastPresenceSent && this.lastPresenceSent.anchor === c.anchor && this.lastPresenceSent.head === c.head) return;
+    // Presence is about the server's text; our unacknowledged edits are
+    // not there yet, so the cursor is sent as we see it. Peers correct it
+    // with the next operation.
+    if (this.sendRaw({ type: 'presence', cursor: { anchor: c.anchor, head: c.head } })) {
+      this.lastPresenceSent = { ...c };
+      this.presenceDueAt = this.now() + this.presenceIntervalMs;
+    }
+  }
+
+  emitText(ev) {
+    this.onText?.(ev);
+  }
+
+  emitPresence() {
+    this.onPresence?.(new Map(this.others));
+  }
+}
+
+// ---- helpers --------------------------------------------------------------
+
+function isNoop(op) {
+  return op.every((c) => typeof c === 'number');
+}
+
+function validSel(c) {
+  return c && Number.isInteger(c.anchor) && Number.isInteger(c.head) && c.anchor >= 0 && c.head >= 0;
+}
+
+function clampSel(c, len) {
+  return { anchor: Math.min(c.anchor, len), head: Math.min(c.head, len) };
+}
+
+/** Moves a selection {anchor, head} through an operation. */
+export function transformSel(sel, op, own) {
+  return { anchor: ot.transformCursor(sel.anchor, op, own), head: ot.transformCursor(sel.head, op, own) };
+}
+
+/**
+ * The smallest single-edit operation turning a into b (common prefix and
+ * suffix, measured in code points so no surrogate pair is split).
+ */
+export function diffOp(a, b) {
+  const ca = Array.from(a);
+  const cb = Array.from(b);
+  let pre = 0;
+  const max = Math.min(ca.length, cb.length);
+  while (pre < max && ca[pre] === cb[pre]) pre++;
+  let suf = 0;
+  while (suf < max - pre && ca[ca.length - 1 - suf] === cb[cb.length - 1 - suf]) suf++;
+  const op = [];
+  if (pre > 0) op.push(pre);
+  const del = ca.length - pre - suf;
+  if (del > 0) op.push({ d: del });
+  const ins = cb.slice(pre, cb.length - suf).join('');
+  if (ins) op.push(ins);
+  if (suf > 0) op.push(suf);
+  return op;
+}

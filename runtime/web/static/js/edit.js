@@ -1,0 +1,101 @@
+// Turning what happened in a text field into an operation, and moving
+// between the field's UTF-16 offsets and the code points the protocol uses.
+//
+// A browser reports edits to a textarea only as "the value changed"; the
+// editor keeps the previous value and diffs. The caret after the edit
+// disambiguates repeated characters (typing "a" inside "aa"), so concurrent
+// edits land where the person actually typed.
+
+function isHigh(c) {
+  return c >= 0xd800 && c <= 0xdbff;
+}
+function isLow(c) {
+  return c >= 0xdc00 && c <= 0xdfff;
+}
+
+/** Whether offset i of s falls between the two halves of a surrogate pair. */
+function splitsPair(s, i) {
+  return i > 0 && i < s.length && isHigh(s.charCodeAt(i - 1)) && isLow(s.charCodeAt(i));
+}
+
+/** Number of code points in s[from:to] (UTF-16 offsets). */
+export function cpCount(s, from = 0, to = s.length) {
+  let n = 0;
+  for (let i = from; i < to; i++) {
+    const c = s.charCodeAt(i);
+    if (isHigh(c) && i + 1 < to && isLow(s.charCodeAt(i + 1))) i++;
+    n++;
+  }
+  return n;
+}
+
+/** Code point index of UTF-16 offset u in s (an offset inside a pair rounds down). */
+export function utf16ToCp(s, u) {
+  u = Math.max(0, Math.min(u, s.length));
+  if (splitsPair(s, u)) u--;
+  return cpCount(s, 0, u);
+}
+
+/** UTF-16 offset of code point index cp in s (clamped to the end). */
+export function cpToUtf16(s, cp) {
+  let i = 0;
+  let n = 0;
+  while (i < s.length && n < cp) {
+    const c = s.charCodeAt(i);
+    i += isHigh(c) && i + 1 < s.length && isLow(s.charCodeAt(i + 1)) ? 2 : 1;
+    n++;
+  }
+  return i;
+}
+
+/**
+ * The operation (code points, full length) that turns `before` into
+ * `after`, or null when they are equal. `caret` is the UTF-16 caret offset
+ * in `after` when known (the selection end after an input event), or -1.
+ */
+export function editOp(before, after, caret = -1) {
+  if (before === after) return null;
+  const region = (caret >= 0 && guided(before, after, caret)) || plainDiff(before, after);
+  const { start, delLen, insLen } = region;
+  const op = [];
+  const pre = cpCount(before, 0, start);
+  if (pre > 0) op.push(pre);
+  const del = cpCount(before, start, start + delLen);
+  if (del > 0) op.push({ d: del });
+  if (insLen > 0) op.push(after.slice(start, start + insLen));
+  const post = cpCount(before, start + delLen);
+  if (post > 0) op.push(post);
+  return op;
+}
+
+// A pure insert that ends at the caret, or a pure delete that starts
+// there: what typing, pasting, Backspace and Delete produce.
+function guided(before, after, caret) {
+  const delta = after.length - before.length;
+  if (delta > 0) {
+    const s = caret - delta;
+    if (s < 0 || caret > after.length || splitsPair(after, s) || splitsPair(after, caret)) return null;
+    if (after.slice(0, s) === before.slice(0, s) && after.slice(caret) === before.slice(s)) {
+      return { start: s, delLen: 0, insLen: delta };
+    }
+  } else if (delta < 0) {
+    const d = -delta;
+    if (caret > after.length || splitsPair(before, caret) || splitsPair(before, caret + d)) return null;
+    if (before.slice(0, caret) === after.slice(0, caret) && before.slice(caret + d) === after.slice(caret)) {
+      return { start: caret, delLen: d, insLen: 0 };
+    }
+  }
+  return null;
+}
+
+function plainDiff(before, after) {
+  const max = Math.min(before.length, after.length);
+  let pre = 0;
+  while (pre < max && before.charCodeAt(pre) === after.charCodeAt(pre)) pre++;
+  let suf = 0;
+  while (suf < max - pre && before.charCodeAt(before.length - 1 - suf) === after.charCodeAt(after.length - 1 - suf)) suf++;
+  // Never cut a surrogate pair: widen the changed region instead.
+  while (pre > 0 && (splitsPair(before, pre) || splitsPair(after, pre))) pre--;
+  while (suf > 0 && (splitsPair(before, before.length - suf) || splitsPair(after, after.length - suf))) suf--;
+  return { start: pre, delLen: before.length - pre - suf, insLen: after.length - pre - suf };
+}
