@@ -1,0 +1,232 @@
+// Package auth decides who a connection is and what it may do: HS256 JWTs
+// signed with a shared key, or an anonymous mode for local use.
+package auth
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"math/big"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/tandem-dev/tandem/runtime/store"
+)
+
+// Perm is what a connection may do in a document.
+type Perm string
+
+const (
+	PermRead  Perm = "read"
+	PermWrite Perm = "write"
+)
+
+// MinKeyBytes is the shortest accepted HS256 key (RFC 7518: at least the
+// hash size).
+const MinKeyBytes = 32
+
+// Identity is an authenticated user and their permission on one document.
+type Identity struct {
+	User store.User
+	Perm Perm
+}
+
+// CanWrite reports whether the identity may submit operations.
+func (i Identity) CanWrite() bool { return i.Perm == PermWrite }
+
+// Error is an authentication or authorization failure; Code is
+// protocol.CodeUnauthorized or protocol.CodeForbidden.
+type Error struct {
+	Code string
+	Msg  string
+	Err  error
+}
+
+func (e *Error) Error() string {
+	if e.Err != nil {
+		return e.Msg + ": " + e.Err.Error()
+	}
+	return e.Msg
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Codes mirrored from the protocol package (kept here to avoid a cycle).
+const (
+	CodeUnauthorized = "unauthorized"
+	CodeForbidden    = "forbidden"
+)
+
+// Authenticator turns a bearer token into an identity for one document.
+type Authenticator interface {
+	Authenticate(token, doc string) (Identity, error)
+}
+
+// Claims are the token's claims.
+type Claims struct {
+	Name string   `json:"name,omitempty"`
+	Docs []string `json:"docs"`
+	Perm Perm     `json:"perm"`
+	jwt.RegisteredClaims
+}
+
+// JWT verifies HS256 tokens.
+type JWT struct {
+	key []byte
+	now func() time.Time
+}
+
+// NewJWT returns a verifier for key; now may be nil (time.Now).
+func NewJWT(key []byte, now func() time.Time) (*JWT, error) {
+	if len(key) < MinKeyBytes {
+		return nil, fmt.Errorf("jwt key is %d bytes, need at least %d", len(key), MinKeyBytes)
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &JWT{key: key, now: now}, nil
+}
+
+// Authenticate implements Authenticator.
+func (j *JWT) Authenticate(token, doc string) (Identity, error) {
+	if token == "" {
+		return Identity{}, &Error{Code: CodeUnauthorized, Msg: "missing token"}
+	}
+	var c Claims
+	_, err := jwt.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return j.key, nil },
+		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
+		jwt.WithExpirationRequired(),
+		jwt.WithTimeFunc(j.now),
+		jwt.WithLeeway(5*time.Second),
+	)
+	if err != nil {
+		msg := "invalid token"
+		switch {
+		case errors.Is(err, jwt.ErrTokenExpired):
+			msg = "token expired"
+		case errors.Is(err, jwt.ErrTokenSignatureInvalid):
+			msg = "token signature invalid"
+		case errors.Is(err, jwt.ErrTokenMalformed):
+			msg = "token malformed"
+		}
+		return Identity{}, &Error{Code: CodeUnauthorized, Msg: msg, Err: err}
+	}
+	if c.Subject == "" {
+		return Identity{}, &Error{Code: CodeUnauthorized, Msg: "token has no subject"}
+	}
+	if c.Perm != PermRead && c.Perm != PermWrite {
+		return Identity{}, &Error{Code: CodeUnauthorized, Msg: fmt.Sprintf("token permission %q is neither read nor write", c.Perm)}
+	}
+	if !MatchDoc(c.Docs, doc) {
+		return Identity{}, &Error{Code: CodeForbidden, Msg: fmt.Sprintf("token does not grant document %q", doc)}
+	}
+	name := c.Name
+	if name == "" {
+		name = c.Subject
+	}
+	return Identity{User: store.User{ID: c.Subject, Name: name, Color: ColorFor(c.Subject)}, Perm: c.Perm}, nil
+}
+
+// MatchDoc reports whether doc is granted by patterns: an exact id, or a
+// prefix ending in "*" ("team-*"; "*" alone grants every document).
+func MatchDoc(patterns []string, doc string) bool {
+	for _, p := range patterns {
+		if prefix, ok := strings.CutSuffix(p, "*"); ok {
+			if strings.HasPrefix(doc, prefix) {
+				return true
+			}
+		} else if p == doc {
+			return true
+		}
+	}
+	return false
+}
+
+// MintOptions describe a token to mint.
+type MintOptions struct {
+	Subject string
+	Name    string
+	Docs    []string
+	Perm    Perm
+	TTL     time.Duration
+	Now     time.Time // zero: time.Now()
+}
+
+// Mint signs a token with key.
+func Mint(key []byte, o MintOptions) (string, error) {
+	if len(key) < MinKeyBytes {
+		return "", fmt.Errorf("jwt key is %d bytes, need at least %d", len(key), MinKeyBytes)
+	}
+	if o.Subject == "" {
+		return "", errors.New("mint token: subject is required")
+	}
+	if len(o.Docs) == 0 {
+		return "", errors.New("mint token: at least one document or pattern is required")
+	}
+	if o.Perm != PermRead && o.Perm != PermWrite {
+		return "", fmt.Errorf("mint token: permission %q is neither read nor write", o.Perm)
+	}
+	if o.TTL <= 0 {
+		return "", errors.New("mint token: ttl must be positive")
+	}
+	now := o.Now
+	if now.IsZero() {
+		now = time.Now()
+	}
+	c := Claims{Name: o.Name, Docs: o.Docs, Perm: o.Perm, RegisteredClaims: jwt.RegisteredClaims{
+		Subject:   o.Subject,
+		IssuedAt:  jwt.NewNumericDate(now),
+		ExpiresAt: jwt.NewNumericDate(now.Add(o.TTL)),
+	}}
+	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(key)
+	if err != nil {
+		return "", fmt.Errorf("sign token: %w", err)
+	}
+	return s, nil
+}
+
+// Anonymous lets everyone in with write permission and a generated name.
+type Anonymous struct{}
+
+// Authenticate implements Authenticator; the token is ignored.
+func (Anonymous) Authenticate(token, doc string) (Identity, error) {
+	id := "anon-" + randomString(10)
+	return Identity{User: store.User{ID: id, Name: randomName(), Color: ColorFor(id)}, Perm: PermWrite}, nil
+}
+
+var (
+	adjectives = [...]string{"Amber", "Brave", "Calm", "Deft", "Eager", "Fuzzy", "Gentle", "Happy", "Keen", "Lucky", "Mellow", "Nimble", "Quiet", "Swift", "Witty", "Zesty"}
+	animals    = [...]string{"Otter", "Falcon", "Badger", "Heron", "Lynx", "Panda", "Koala", "Marten", "Puffin", "Gecko", "Bison", "Wren", "Ibex", "Newt", "Orca", "Yak"}
+	palette    = [...]string{"#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42a5a5", "#f032e6", "#808000", "#9a6324", "#000075", "#c2185b", "#00897b"}
+)
+
+// ColorFor picks a stable color for a user id.
+func ColorFor(id string) string {
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	return palette[h.Sum32()%uint32(len(palette))]
+}
+
+func randomName() string {
+	return adjectives[randIndex(len(adjectives))] + " " + animals[randIndex(len(animals))]
+}
+
+func randIndex(n int) int {
+	v, err := rand.Int(rand.Reader, big.NewInt(int64(n)))
+	if err != nil {
+		return 0
+	}
+	return int(v.Int64())
+}
+
+func randomString(n int) string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = alphabet[randIndex(len(alphabet))]
+	}
+	return string(b)
+}

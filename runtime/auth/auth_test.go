@@ -1,0 +1,102 @@
+package auth_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tandem-dev/tandem/runtime/auth"
+)
+
+var key = []byte("0123456789abcdef0123456789abcdef")
+
+func TestJWT(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	v, err := auth.NewJWT(key, func() time.Time { return now })
+	if err != nil {
+		t.Fatal(err)
+	}
+	mint := func(o auth.MintOptions, k []byte) string {
+		t.Helper()
+		if o.Now.IsZero() {
+			o.Now = now
+		}
+		tok, err := auth.Mint(k, o)
+		if err != nil {
+			t.Fatalf("Mint: %v", err)
+		}
+		return tok
+	}
+	good := auth.MintOptions{Subject: "alice", Name: "Alice", Docs: []string{"notes", "team-*"}, Perm: auth.PermWrite, TTL: time.Hour}
+	tests := []struct {
+		name     string
+		token    string
+		doc      string
+		wantCode string
+		wantPerm auth.Perm
+	}{
+		{"exact doc", mint(good, key), "notes", "", auth.PermWrite},
+		{"prefix doc", mint(good, key), "team-plans", "", auth.PermWrite},
+		{"read perm", mint(auth.MintOptions{Subject: "bob", Docs: []string{"*"}, Perm: auth.PermRead, TTL: time.Hour}, key), "x", "", auth.PermRead},
+		{"wrong doc", mint(good, key), "secret", auth.CodeForbidden, ""},
+		{"prefix is not substring", mint(good, key), "my-team-x", auth.CodeForbidden, ""},
+		{"expired", mint(auth.MintOptions{Subject: "a", Docs: []string{"notes"}, Perm: auth.PermWrite, TTL: time.Minute, Now: now.Add(-time.Hour)}, key), "notes", auth.CodeUnauthorized, ""},
+		{"bad signature", mint(good, []byte("ffffffffffffffffffffffffffffffff")), "notes", auth.CodeUnauthorized, ""},
+		{"missing", "", "notes", auth.CodeUnauthorized, ""},
+		{"garbage", "not.a.token", "notes", auth.CodeUnauthorized, ""},
+		{"alg none", "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJ4IiwiZG9jcyI6WyIqIl0sInBlcm0iOiJ3cml0ZSIsImV4cCI6OTk5OTk5OTk5OX0.", "notes", auth.CodeUnauthorized, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			id, err := v.Authenticate(tc.token, tc.doc)
+			if tc.wantCode == "" {
+				if err != nil {
+					t.Fatalf("Authenticate: %v", err)
+				}
+				if id.Perm != tc.wantPerm || id.User.ID == "" || id.User.Color == "" {
+					t.Fatalf("identity = %+v, want perm %s", id, tc.wantPerm)
+				}
+				return
+			}
+			var ae *auth.Error
+			if !errors.As(err, &ae) || ae.Code != tc.wantCode {
+				t.Fatalf("err = %v, want code %s", err, tc.wantCode)
+			}
+		})
+	}
+}
+
+func TestMintRefusesBadInput(t *testing.T) {
+	tests := []struct {
+		name string
+		key  []byte
+		o    auth.MintOptions
+		want string
+	}{
+		{"short key", []byte("short"), auth.MintOptions{Subject: "a", Docs: []string{"d"}, Perm: auth.PermWrite, TTL: time.Hour}, "at least"},
+		{"no subject", key, auth.MintOptions{Docs: []string{"d"}, Perm: auth.PermWrite, TTL: time.Hour}, "subject"},
+		{"no docs", key, auth.MintOptions{Subject: "a", Perm: auth.PermWrite, TTL: time.Hour}, "document"},
+		{"bad perm", key, auth.MintOptions{Subject: "a", Docs: []string{"d"}, Perm: "admin", TTL: time.Hour}, "permission"},
+		{"no ttl", key, auth.MintOptions{Subject: "a", Docs: []string{"d"}, Perm: auth.PermRead}, "ttl"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := auth.Mint(tc.key, tc.o)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want mention of %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestAnonymousGivesDistinctWriters(t *testing.T) {
+	a, err := auth.Anonymous{}.Authenticate("", "d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := auth.Anonymous{}.Authenticate("", "d")
+	if a.User.ID == b.User.ID || !a.CanWrite() || a.User.Name == "" || a.User.Color == "" {
+		t.Fatalf("anonymous identities %+v and %+v", a, b)
+	}
+}

@@ -1,0 +1,249 @@
+// Package protocol defines the messages of the document WebSocket (JSON text
+// frames) and their validation. docs/protocol.md is the reference for
+// people; this package is the reference for code, and both describe the
+// same shapes.
+package protocol
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"unicode/utf8"
+
+	"github.com/tandem-dev/tandem/runtime/ot"
+	"github.com/tandem-dev/tandem/runtime/store"
+)
+
+// Version is the protocol version carried in hello and welcome.
+const Version = 1
+
+// Message types.
+const (
+	TypeHello    = "hello"
+	TypeWelcome  = "welcome"
+	TypeOp       = "op"
+	TypeAck      = "ack"
+	TypePresence = "presence"
+	TypeLeave    = "leave"
+	TypeError    = "error"
+)
+
+// Error codes: stable strings that clients switch on.
+const (
+	CodeBadMessage   = "bad_message"  // not JSON, unknown type, missing fields, op before hello
+	CodeBadOp        = "bad_op"       // malformed operation or one that does not fit the document
+	CodeBadRevision  = "bad_revision" // base revision in the future (or negative)
+	CodeTooLarge     = "too_large"    // message, operation or resulting document over a limit
+	CodeRateLimited  = "rate_limited" // too many operations per second
+	CodeForbidden    = "forbidden"    // token not valid for this document, or read-only submit
+	CodeUnauthorized = "unauthorized" // missing, malformed, expired or wrongly signed token
+	CodeUnavailable  = "unavailable"  // storage temporarily unreachable or too contended: retry
+	CodeInternal     = "internal"     // a bug; the message is logged server side
+)
+
+// WebSocket close codes (4000-4999 are reserved for applications).
+const (
+	CloseNormal       = 1000 // client went away normally
+	CloseTooLarge     = 1009 // a frame exceeded the message size limit (set by the WebSocket library)
+	CloseRestart      = 1012 // server restarting: reconnect with backoff and resume
+	CloseUnauthorized = 4001 // authentication failed; do not retry with the same token
+	CloseBadMessage   = 4002 // protocol violation before or during the handshake
+	CloseForbidden    = 4003 // token valid but not for this document
+	CloseRateLimited  = 4008 // kept exceeding the operation rate after being warned
+	CloseDocFull      = 4009 // too many connections to this document
+	CloseSlowConsumer = 4010 // the client did not read fast enough; reconnect and resume
+	CloseTimeout      = 4011 // no hello in time, or pongs stopped
+)
+
+// Cursor is a selection in code points.
+type Cursor = store.Cursor
+
+// User is who someone is.
+type User = store.User
+
+// Hello is the first client message.
+type Hello struct {
+	Type   string `json:"type"`
+	V      int    `json:"v"`
+	Token  string `json:"token,omitempty"`
+	Client string `json:"client"`
+	Rev    *int64 `json:"rev,omitempty"`
+}
+
+// ClientOp is an operation submitted by a client.
+type ClientOp struct {
+	Type string `json:"type"`
+	Seq  int64  `json:"seq"`
+	Rev  int64  `json:"rev"`
+	Op   ot.Op  `json:"op"`
+}
+
+// ClientPresence is a client's cursor update. A nil cursor means the editor
+// has no focus.
+type ClientPresence struct {
+	Type   string  `json:"type"`
+	Cursor *Cursor `json:"cursor"`
+}
+
+// Welcome answers hello. Exactly one of Ops and Text is set: Ops when the
+// server still has every operation after the client's revision, Text (the
+// full text at Rev) otherwise.
+type Welcome struct {
+	Type     string     `json:"type"`
+	V        int        `json:"v"`
+	Rev      int64      `json:"rev"`
+	User     User       `json:"user"`
+	Conn     string     `json:"conn"`
+	Perm     string     `json:"perm"`
+	Presence []Presence `json:"presence"`
+	Ops      []Op       `json:"ops,omitempty"`
+	Text     *string    `json:"text,omitempty"`
+}
+
+// Ack confirms that the client's operation Seq was committed as Rev.
+type Ack struct {
+	Type string `json:"type"`
+	Seq  int64  `json:"seq"`
+	Rev  int64  `json:"rev"`
+}
+
+// Op is a committed operation as the server sends it.
+type Op struct {
+	Type   string `json:"type"`
+	Rev    int64  `json:"rev"`
+	Op     ot.Op  `json:"op"`
+	Client string `json:"client"`
+	Seq    int64  `json:"seq"`
+	User   string `json:"user"`
+}
+
+// OpFromEntry converts a committed entry to its wire form.
+func OpFromEntry(e store.Entry) Op {
+	return Op{Type: TypeOp, Rev: e.Rev, Op: e.Op, Client: e.Client, Seq: e.Seq, User: e.User}
+}
+
+// Presence is another connection's cursor. Conn tells apart two tabs of the
+// same user.
+type Presence struct {
+	Type   string  `json:"type"`
+	User   User    `json:"user"`
+	Conn   string  `json:"conn"`
+	Cursor *Cursor `json:"cursor"`
+}
+
+// Leave announces that a connection left the document.
+type Leave struct {
+	Type string `json:"type"`
+	User string `json:"user"`
+	Conn string `json:"conn"`
+}
+
+// Error reports a refused message. Seq is set when it concerns an operation.
+type Error struct {
+	Type    string `json:"type"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Seq     *int64 `json:"seq,omitempty"`
+}
+
+// Problem is a refused client message: the code and text for the error
+// message sent back.
+type Problem struct {
+	Code    string
+	Message string
+	Seq     *int64
+}
+
+func (p *Problem) Error() string { return p.Code + ": " + p.Message }
+
+// Message returns the wire form of the problem.
+func (p *Problem) Wire() Error {
+	return Error{Type: TypeError, Code: p.Code, Message: p.Message, Seq: p.Seq}
+}
+
+func problem(code, format string, args ...any) *Problem {
+	return &Problem{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// MaxClientIDLen bounds client ids so they cannot bloat every stored entry.
+const MaxClientIDLen = 128
+
+// Decode parses one client frame into *Hello, *ClientOp or *ClientPresence.
+// Any other input yields a *Problem with code bad_message or bad_op.
+// Extra fields are ignored.
+func Decode(data []byte) (any, *Problem) {
+	var env struct {
+		Type *string `json:"type"`
+	}
+	if !utf8.Valid(data) {
+		return nil, problem(CodeBadMessage, "message is not valid UTF-8")
+	}
+	if err := json.Unmarshal(data, &env); err != nil {
+		return nil, problem(CodeBadMessage, "message is not a JSON object: %v", err)
+	}
+	if env.Type == nil {
+		return nil, problem(CodeBadMessage, `message has no "type"`)
+	}
+	switch *env.Type {
+	case TypeHello:
+		var h Hello
+		if err := json.Unmarshal(data, &h); err != nil {
+			return nil, problem(CodeBadMessage, "bad hello: %v", err)
+		}
+		if h.V != Version {
+			return nil, problem(CodeBadMessage, "unsupported protocol version %d (this server speaks %d)", h.V, Version)
+		}
+		if h.Client == "" || len(h.Client) > MaxClientIDLen {
+			return nil, problem(CodeBadMessage, `hello needs a "client" id of 1 to %d bytes`, MaxClientIDLen)
+		}
+		if h.Rev != nil && *h.Rev < 0 {
+			return nil, problem(CodeBadRevision, "revision %d is negative", *h.Rev)
+		}
+		return &h, nil
+	case TypeOp:
+		var raw struct {
+			Seq *int64          `json:"seq"`
+			Rev *int64          `json:"rev"`
+			Op  json.RawMessage `json:"op"`
+		}
+		if err := json.Unmarshal(data, &raw); err != nil {
+			return nil, problem(CodeBadMessage, "bad op message: %v", err)
+		}
+		if raw.Seq == nil || *raw.Seq < 1 {
+			return nil, problem(CodeBadMessage, `op message needs "seq" >= 1`)
+		}
+		p := func(code, format string, args ...any) *Problem {
+			pr := problem(code, format, args...)
+			pr.Seq = raw.Seq
+			return pr
+		}
+		if raw.Rev == nil {
+			return nil, p(CodeBadMessage, `op message needs "rev"`)
+		}
+		if *raw.Rev < 0 {
+			return nil, p(CodeBadRevision, "revision %d is negative", *raw.Rev)
+		}
+		if len(raw.Op) == 0 || bytes.Equal(raw.Op, []byte("null")) {
+			return nil, p(CodeBadOp, `op message needs "op"`)
+		}
+		var op ot.Op
+		if err := json.Unmarshal(raw.Op, &op); err != nil {
+			return nil, p(CodeBadOp, "%v", err)
+		}
+		if err := op.Validate(); err != nil {
+			return nil, p(CodeBadOp, "%v", err)
+		}
+		return &ClientOp{Type: TypeOp, Seq: *raw.Seq, Rev: *raw.Rev, Op: op}, nil
+	case TypePresence:
+		var cp ClientPresence
+		if err := json.Unmarshal(data, &cp); err != nil {
+			return nil, problem(CodeBadMessage, "bad presence: %v", err)
+		}
+		if c := cp.Cursor; c != nil && (c.Anchor < 0 || c.Head < 0) {
+			return nil, problem(CodeBadMessage, "cursor positions must not be negative")
+		}
+		return &cp, nil
+	default:
+		return nil, problem(CodeBadMessage, "unknown message type %q", *env.Type)
+	}
+}
