@@ -1,0 +1,378 @@
+package redisstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tandem-dev/tandem/runtime/store"
+)
+
+// Log implements store.Log on Redis Streams.
+type Log struct {
+	c *core
+
+	mu sync.Mutex
+	// epochs remembers the epoch under which this process first saw each
+	// document; a different epoch later means the log was reset under it.
+	epochs map[string]string
+	// unpointed holds documents whose persistence pointer could not be
+	// written after a commit; repointLoop retries them.
+	unpointed map[string]int64
+
+	flusher   *flusher
+	stop      context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var _ store.Log = (*Log)(nil)
+
+func newLog(c *core) *Log {
+	l := &Log{c: c, epochs: map[string]string{}, unpointed: map[string]int64{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	l.stop = cancel
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		l.repointLoop(ctx)
+	}()
+	if !c.opts.NoFlusher {
+		l.flusher = newFlusher(c)
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			l.flusher.run(ctx)
+		}()
+	}
+	return l
+}
+
+// Ready fails while the breaker is open or Redis does not answer a PING.
+func (l *Log) Ready(ctx context.Context) error {
+	_, err := call(l.c.cb, "ping redis", func() (string, error) { return l.c.rdb.Ping(ctx).Result() })
+	return err
+}
+
+// Close stops background work; the flusher first writes what this process
+// has read but not yet flushed and drains the persistence streams as far
+// as ctx allows. Entries left behind stay in Redis for other replicas.
+func (l *Log) Close(ctx context.Context) error {
+	l.closeOnce.Do(func() {
+		l.stop()
+		l.wg.Wait()
+		if l.flusher != nil {
+			l.closeErr = l.flusher.drain(ctx)
+		}
+	})
+	return l.closeErr
+}
+
+type metaState struct {
+	head, persisted int64
+	epoch           string
+}
+
+// meta returns doc's metadata, seeding it from the durable store when Redis
+// has none (a new document, or Redis lost it).
+func (l *Log) meta(ctx context.Context, doc string) (metaState, error) {
+	vals, err := call(l.c.cb, "read meta of doc "+strconv.Quote(doc), func() ([]any, error) {
+		return l.c.rdb.HMGet(ctx, metaKey(doc), "head", "epoch", "persisted").Result()
+	})
+	if err != nil {
+		return metaState{}, err
+	}
+	if vals[0] != nil && vals[1] != nil {
+		return parseMeta(vals[0], vals[1], vals[2])
+	}
+	snap, err := l.c.durable.Load(ctx, doc)
+	if err != nil {
+		return metaState{}, fmt.Errorf("seed doc %q: %w", doc, err)
+	}
+	res, err := call(l.c.cb, "seed meta of doc "+strconv.Quote(doc), func() ([]any, error) {
+		return l.c.sc.meta.Run(ctx, l.c.rdb, []string{metaKey(doc), logKey(doc)}, snap.Rev, newEpoch()).Slice()
+	})
+	if err != nil {
+		return metaState{}, err
+	}
+	if len(res) != 4 {
+		return metaState{}, fmt.Errorf("seed meta of doc %q: unexpected reply %v", doc, res)
+	}
+	if seeded, _ := res[3].(int64); seeded == 1 && snap.Rev > 0 {
+		l.c.logger.Warn("document log missing in redis; reseeded from postgres under a new epoch",
+			"doc", doc, "rev", snap.Rev)
+	}
+	return parseMeta(res[0], res[1], res[2])
+}
+
+func parseMeta(head, epoch, persisted any) (metaState, error) {
+	var m metaState
+	var err error
+	hs, _ := head.(string)
+	if m.head, err = strconv.ParseInt(hs, 10, 64); err != nil {
+		return m, fmt.Errorf("parse head %v: %w", head, err)
+	}
+	m.epoch, _ = epoch.(string)
+	if ps, ok := persisted.(string); ok {
+		if m.persisted, err = strconv.ParseInt(ps, 10, 64); err != nil {
+			return m, fmt.Errorf("parse persisted %v: %w", persisted, err)
+		}
+	}
+	return m, nil
+}
+
+func newEpoch() string {
+	return strconv.FormatInt(time.Now().UnixMilli(), 36) + "-" + randomID(4)
+}
+
+// epoch returns the epoch this process works under for doc, learning it
+// on first contact.
+func (l *Log) epoch(ctx context.Context, doc string) (string, error) {
+	l.mu.Lock()
+	e, ok := l.epochs[doc]
+	l.mu.Unlock()
+	if ok {
+		return e, nil
+	}
+	m, err := l.meta(ctx, doc)
+	if err != nil {
+		return "", err
+	}
+	if err := l.observe(doc, m.epoch); err != nil {
+		return "", err
+	}
+	if m.persisted < m.head {
+		// A commit whose persistence pointer was lost (its replica died
+		// between the two writes) is picked up here, the next time any
+		// replica opens the document.
+		l.enqueuePointer(doc, m.head)
+	}
+	return m.epoch, nil
+}
+
+// observe checks epoch against the one remembered for doc. A change is
+// reported once (ErrReset) and then forgotten, so the caller's reload
+// starts under the new epoch.
+func (l *Log) observe(doc, epoch string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	known, ok := l.epochs[doc]
+	if !ok {
+		l.epochs[doc] = epoch
+		return nil
+	}
+	if known != epoch {
+		delete(l.epochs, doc)
+		return resetError(doc)
+	}
+	return nil
+}
+
+func (l *Log) forget(doc string) {
+	l.mu.Lock()
+	delete(l.epochs, doc)
+	l.mu.Unlock()
+}
+
+func resetError(doc string) error {
+	return fmt.Errorf("doc %q: %w (%w)", doc, store.ErrUnavailable, ErrReset)
+}
+
+// Head returns the current revision of doc.
+func (l *Log) Head(ctx context.Context, doc string) (int64, error) {
+	m, err := l.meta(ctx, doc)
+	if err != nil {
+		return 0, err
+	}
+	if err := l.observe(doc, m.epoch); err != nil {
+		return 0, err
+	}
+	return m.head, nil
+}
+
+// notification is the pub/sub payload published by a commit.
+type notification struct {
+	Epoch   string            `json:"epoch"`
+	Entries []json.RawMessage `json:"entries"`
+}
+
+// Append commits entries at expected+1... if the head is at expected.
+func (l *Log) Append(ctx context.Context, doc string, expected int64, entries []store.Entry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	encoded := make([]json.RawMessage, len(entries))
+	for i := range entries {
+		e := entries[i]
+		if want := expected + 1 + int64(i); e.Rev != want {
+			return fmt.Errorf("append to doc %q: entry %d has rev %d, want %d", doc, i, e.Rev, want)
+		}
+		if e.Doc != "" && e.Doc != doc {
+			return fmt.Errorf("append to doc %q: entry %d belongs to doc %q", doc, i, e.Doc)
+		}
+		e.Doc = doc
+		if e.Time.IsZero() {
+			e.Time = time.Now().UTC()
+		}
+		raw, err := json.Marshal(e)
+		if err != nil {
+			return fmt.Errorf("append to doc %q: encode entry %d: %w", doc, e.Rev, err)
+		}
+		encoded[i] = raw
+	}
+	epoch, err := l.epoch(ctx, doc)
+	if err != nil {
+		return fmt.Errorf("append to doc %q: %w", doc, err)
+	}
+	payload, err := json.Marshal(notification{Epoch: epoch, Entries: encoded})
+	if err != nil {
+		return fmt.Errorf("append to doc %q: encode notification: %w", doc, err)
+	}
+	args := make([]any, 0, 4+len(encoded))
+	args = append(args, epoch, expected, opsChannel(doc), string(payload))
+	for _, raw := range encoded {
+		args = append(args, string(raw))
+	}
+	res, err := call(l.c.cb, "append to doc "+strconv.Quote(doc), func() ([]any, error) {
+		return l.c.sc.append.Run(ctx, l.c.rdb, []string{metaKey(doc), logKey(doc)}, args...).Slice()
+	})
+	if err != nil {
+		return err
+	}
+	status, _ := res[0].(string)
+	switch status {
+	case "ok":
+		head, _ := strconv.ParseInt(fmt.Sprint(res[1]), 10, 64)
+		l.pointer(ctx, doc, head)
+		return nil
+	case "conflict":
+		l.c.m.commitRetries.Inc()
+		return fmt.Errorf("append to doc %q at rev %d (head %v): %w", doc, expected, res[1], store.ErrConflict)
+	case "epoch", "nometa":
+		l.forget(doc)
+		return fmt.Errorf("append to doc %q: %w", doc, resetError(doc))
+	default:
+		return fmt.Errorf("append to doc %q: unexpected script reply %v", doc, res)
+	}
+}
+
+func shardOf(doc string, shards int) int {
+	h := fnv.New32a()
+	h.Write([]byte(doc))
+	return int(h.Sum32() % uint32(shards))
+}
+
+// pointer tells the flushers that doc has commits up to head. It is a
+// separate command from the commit (the shard lives in another Cluster
+// slot). If it fails the commit still stands: the document is remembered
+// and retried, and any replica that later opens the document re-adds the
+// pointer when PostgreSQL is behind (see epoch).
+func (l *Log) pointer(ctx context.Context, doc string, head int64) {
+	_, err := call(l.c.cb, "enqueue persistence of doc "+strconv.Quote(doc), func() (string, error) {
+		return l.c.rdb.XAdd(context.WithoutCancel(ctx), &redis.XAddArgs{
+			Stream: persistShardKey(shardOf(doc, l.c.opts.Shards)),
+			Values: []any{"doc", doc, "rev", head},
+		}).Result()
+	})
+	if err != nil {
+		l.c.logger.Warn("persistence pointer not written; will retry", "doc", doc, "rev", head, "err", err)
+		l.enqueuePointer(doc, head)
+	}
+}
+
+func (l *Log) enqueuePointer(doc string, head int64) {
+	l.mu.Lock()
+	if head > l.unpointed[doc] {
+		l.unpointed[doc] = head
+	}
+	l.mu.Unlock()
+}
+
+func (l *Log) repointLoop(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		l.mu.Lock()
+		pending := l.unpointed
+		l.unpointed = map[string]int64{}
+		l.mu.Unlock()
+		for doc, head := range pending {
+			l.pointer(ctx, doc, head)
+		}
+	}
+}
+
+// Read returns entries with from < rev <= to (to < 0: up to the head).
+func (l *Log) Read(ctx context.Context, doc string, from, to int64) ([]store.Entry, error) {
+	epoch, err := l.epoch(ctx, doc)
+	if err != nil {
+		return nil, fmt.Errorf("read doc %q: %w", doc, err)
+	}
+	entries, _, err := l.read(ctx, doc, epoch, from, to)
+	return entries, err
+}
+
+// read is Read under a known epoch; it also returns the head.
+func (l *Log) read(ctx context.Context, doc, epoch string, from, to int64) ([]store.Entry, int64, error) {
+	entries, head, err := l.c.readLog(ctx, doc, epoch, from, to)
+	if isReset(err) {
+		l.forget(doc)
+	}
+	return entries, head, err
+}
+
+// readLog reads a range of doc's log under epoch, returning the head too.
+func (c *core) readLog(ctx context.Context, doc, epoch string, from, to int64) ([]store.Entry, int64, error) {
+	res, err := call(c.cb, "read doc "+strconv.Quote(doc), func() ([]any, error) {
+		return c.sc.read.Run(ctx, c.rdb, []string{metaKey(doc), logKey(doc)}, from, to).Slice()
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	if len(res) < 2 {
+		return nil, 0, resetError(doc)
+	}
+	head, err := strconv.ParseInt(fmt.Sprint(res[0]), 10, 64)
+	if err != nil {
+		return nil, 0, fmt.Errorf("read doc %q: parse head: %w", doc, err)
+	}
+	if ep, _ := res[1].(string); ep != epoch {
+		return nil, 0, resetError(doc)
+	}
+	last := to
+	if last < 0 || last > head {
+		last = head
+	}
+	if from >= last {
+		return nil, head, nil
+	}
+	entries := make([]store.Entry, 0, len(res)-2)
+	for _, v := range res[2:] {
+		s, _ := v.(string)
+		var e store.Entry
+		if err := json.Unmarshal([]byte(s), &e); err != nil {
+			return nil, 0, fmt.Errorf("read doc %q: decode entry: %w", doc, err)
+		}
+		entries = append(entries, e)
+	}
+	if int64(len(entries)) != last-from || entries[0].Rev != from+1 {
+		return nil, head, fmt.Errorf("read doc %q revs %d..%d: %w", doc, from+1, last, store.ErrTrimmed)
+	}
+	return entries, head, nil
+}
+
+// isReset reports whether err says the document's log was reset.
+func isReset(err error) bool { return errors.Is(err, ErrReset) }

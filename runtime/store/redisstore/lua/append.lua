@@ -1,0 +1,27 @@
+-- Compare-and-set append of a batch of entries to a document's log.
+-- KEYS[1] meta hash, KEYS[2] log stream
+-- ARGV[1] epoch the caller knows, ARGV[2] expected head revision,
+-- ARGV[3] pub/sub channel, ARGV[4] notification payload,
+-- ARGV[5..] encoded entries, in revision order (expected+1, expected+2, ...)
+-- Returns {'ok', newHead} | {'conflict', head} | {'epoch', epoch} | {'nometa'}.
+local m = redis.call('HMGET', KEYS[1], 'head', 'epoch')
+if not m[1] or not m[2] then
+  return {'nometa'}
+end
+if m[2] ~= ARGV[1] then
+  return {'epoch', m[2]}
+end
+local head = tonumber(m[1])
+if head ~= tonumber(ARGV[2]) then
+  return {'conflict', m[1]}
+end
+local rev = head
+for i = 5, #ARGV do
+  rev = rev + 1
+  -- The stream ID is the revision itself, so XRANGE by revision is direct
+  -- and a duplicate revision is impossible.
+  redis.call('XADD', KEYS[2], string.format('%d-1', rev), 'e', ARGV[i])
+end
+redis.call('HSET', KEYS[1], 'head', string.format('%d', rev))
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return {'ok', string.format('%d', rev)}

@@ -1,0 +1,162 @@
+package redisstore
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/tandem-dev/tandem/runtime/store"
+)
+
+type subscription struct {
+	ch  chan store.Entry
+	mu  sync.Mutex
+	err error
+}
+
+func (s *subscription) C() <-chan store.Entry { return s.ch }
+
+func (s *subscription) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+func (s *subscription) fail(err error) {
+	s.mu.Lock()
+	s.err = err
+	s.mu.Unlock()
+}
+
+// Subscribe delivers every entry committed to doc after revision after, in
+// order and without gaps. Notifications arrive over pub/sub; a revision
+// jump, a resubscription after a dropped connection, or CatchUp of silence
+// makes the subscription read the missing revisions from the stream.
+// When the document's epoch changes the subscription ends with ErrReset.
+func (l *Log) Subscribe(ctx context.Context, doc string, after int64) (store.Subscription, error) {
+	epoch, err := l.epoch(ctx, doc)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe to doc %q: %w", doc, err)
+	}
+	// Listen before reading, so nothing committed in between is missed.
+	lis, unlisten, err := l.c.hub.listen(ctx, opsChannel(doc))
+	if err != nil {
+		return nil, fmt.Errorf("subscribe to doc %q: %w: %w", doc, store.ErrUnavailable, err)
+	}
+	backlog, _, err := l.read(ctx, doc, epoch, after, -1)
+	if err != nil {
+		unlisten()
+		return nil, fmt.Errorf("subscribe to doc %q after rev %d: %w", doc, after, err)
+	}
+	s := &subscription{ch: make(chan store.Entry, 64)}
+	w := &subWorker{l: l, doc: doc, epoch: epoch, last: after, sub: s, lis: lis}
+	go func() {
+		defer close(s.ch)
+		defer unlisten()
+		if err := w.run(ctx, backlog); err != nil && ctx.Err() == nil {
+			s.fail(err)
+		}
+	}()
+	return s, nil
+}
+
+type subWorker struct {
+	l     *Log
+	doc   string
+	epoch string
+	last  int64
+	sub   *subscription
+	lis   *listener
+}
+
+func (w *subWorker) deliver(ctx context.Context, entries []store.Entry) error {
+	for _, e := range entries {
+		if e.Rev <= w.last {
+			continue
+		}
+		if e.Rev != w.last+1 {
+			return fmt.Errorf("doc %q: internal: delivering rev %d after %d", w.doc, e.Rev, w.last)
+		}
+		select {
+		case w.sub.ch <- e:
+			w.last = e.Rev
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// catchUp reads whatever was committed after the last delivered revision.
+// repair says whether this was needed because pub/sub failed us (metric).
+func (w *subWorker) catchUp(ctx context.Context, repair bool) error {
+	entries, _, err := w.l.read(ctx, w.doc, w.epoch, w.last, -1)
+	if err != nil {
+		return err
+	}
+	if len(entries) > 0 && repair {
+		w.l.c.m.gapsRepaired.Inc()
+	}
+	return w.deliver(ctx, entries)
+}
+
+func (w *subWorker) run(ctx context.Context, backlog []store.Entry) error {
+	if err := w.deliver(ctx, backlog); err != nil {
+		return err
+	}
+	silence := time.NewTimer(w.l.c.opts.CatchUp)
+	defer silence.Stop()
+	for {
+		var err error
+		select {
+		case <-ctx.Done():
+			return nil
+		case payload := <-w.lis.msgs:
+			err = w.onNotification(ctx, payload)
+		case <-w.lis.resync:
+			err = w.catchUp(ctx, true)
+		case <-silence.C:
+			err = w.catchUp(ctx, true)
+		}
+		if err != nil {
+			if isReset(err) || ctx.Err() != nil {
+				return err
+			}
+			// Redis trouble: keep the subscription and try again at the
+			// next notification or silence check, since transient
+			// outages must not tear down every open document.
+			w.l.c.logger.Debug("subscription catch-up failed", "doc", w.doc, "err", err)
+		}
+		silence.Reset(w.l.c.opts.CatchUp)
+	}
+}
+
+func (w *subWorker) onNotification(ctx context.Context, payload string) error {
+	var n notification
+	if err := json.Unmarshal([]byte(payload), &n); err != nil {
+		return w.catchUp(ctx, true)
+	}
+	if n.Epoch != w.epoch {
+		w.l.forget(w.doc)
+		return resetError(w.doc)
+	}
+	entries := make([]store.Entry, 0, len(n.Entries))
+	for _, raw := range n.Entries {
+		var e store.Entry
+		if err := json.Unmarshal(raw, &e); err != nil {
+			return w.catchUp(ctx, true)
+		}
+		entries = append(entries, e)
+	}
+	if len(entries) == 0 || entries[len(entries)-1].Rev <= w.last {
+		return nil // already delivered by a catch-up
+	}
+	if entries[0].Rev > w.last+1 {
+		// A notification went missing: fetch the gap (and these) from the
+		// stream.
+		return w.catchUp(ctx, true)
+	}
+	return w.deliver(ctx, entries)
+}
