@@ -69,6 +69,7 @@ var transformCases = []transformCase{
 	{Name: "astral positions", Doc: "😀a😀b", A: Op{r(3), del(1)}, B: Op{del(1), r(1), ins("🎉🎉")}, Side: "left", Result: Op{r(4), del(1)}},
 	{Name: "other deleted everything", Doc: "abc", A: Op{r(3), ins("!")}, B: Op{del(3)}, Side: "left", Result: Op{ins("!")}},
 	{Name: "shorter base lengths differ (omitted retains)", Doc: "abcdef", A: Op{r(5), del(1)}, B: Op{ins("Z")}, Side: "left", Result: Op{r(6), del(1)}},
+	{Name: "delete-then-insert spelling ties like insert-then-delete", Doc: "a", A: Op{r(1), ins("c")}, B: Op{del(1), ins("a")}, Side: "left", Result: Op{r(1), ins("c")}},
 	{Name: "identity against anything", Doc: "abc", A: Op{}, B: Op{r(1), ins("x"), del(1)}, Side: "left", Result: Op{}},
 	{Name: "anything against identity", Doc: "abc", A: Op{r(1), ins("x"), del(1)}, B: nil, Side: "right", Result: Op{r(1), ins("x"), del(1)}},
 }

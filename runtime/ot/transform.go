@@ -65,6 +65,18 @@ func Transform(a, b Op, side Side) (Op, error) {
 	if side != Left && side != Right {
 		return nil, fmt.Errorf("%w: transform: unknown side %d", ErrInvalid, int(side))
 	}
+	// Where an insert and a delete meet, the canonical form puts the insert
+	// first and so fixes the position the tie-break compares. Transforming
+	// a non-canonical spelling of the same operation must give the same
+	// answer, so such input is normalized. Other differences from the
+	// canonical form (split or trailing retains) do not change the result
+	// and cost no copy.
+	if insertAfterDelete(a) {
+		a = a.Normalize()
+	}
+	if insertAfterDelete(b) {
+		b = b.Normalize()
+	}
 	out := builder{ops: make(Op, 0, len(a)+len(b))}
 	ca, cb := cursor{op: a}, cursor{op: b}
 	for {
@@ -218,8 +230,38 @@ func TransformSelection(anchor, head int, op Op, own bool) (int, int) {
 		p := TransformCursor(anchor, op, own)
 		return p, p
 	}
-	if anchor < head {
-		return TransformCursor(anchor, op, true), TransformCursor(head, op, own)
+	start, end := min(anchor, head), max(anchor, head)
+	s, e := TransformCursor(start, op, true), TransformCursor(end, op, own)
+	if s > e {
+		// Everything selected was deleted and someone else inserted at the
+		// gap: the selection collapses to a caret before their text.
+		s = e
 	}
-	return TransformCursor(anchor, op, own), TransformCursor(head, op, true)
+	if anchor < head {
+		return s, e
+	}
+	return e, s
+}
+
+// insertAfterDelete reports whether an insert directly follows a delete.
+func insertAfterDelete(op Op) bool {
+	for i := 1; i < len(op); i++ {
+		if op[i-1].Delete > 0 && op[i].Insert != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// canonical reports whether a valid op is already in the form Normalize
+// returns.
+func canonical(op Op) bool {
+	for i := 1; i < len(op); i++ {
+		p, c := op[i-1], op[i]
+		if (p.Retain > 0 && c.Retain > 0) || (p.Insert != "" && c.Insert != "") ||
+			(p.Delete > 0 && c.Delete > 0) || (p.Delete > 0 && c.Insert != "") {
+			return false
+		}
+	}
+	return len(op) == 0 || op[len(op)-1].Retain == 0
 }
