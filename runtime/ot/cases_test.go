@@ -13,7 +13,7 @@ type applyCase struct {
 	Name   string `json:"name"`
 	Doc    string `json:"doc"`
 	Op     Op     `json:"op"`
-	Result string `json:"result,omitempty"`
+	Result string `json:"result"`
 	Error  bool   `json:"error,omitempty"`
 }
 
