@@ -67,7 +67,7 @@ func newSite(fsys fs.FS) (*site, error) {
 			return nil
 		}
 		// Tests of the JS library live next to it but are not served.
-		if strings.HasSuffix(p, ".test.mjs") || strings.HasSuffix(p, ".test.js") {
+		if strings.HasSuffix(p, ".test.mjs") || strings.HasSuffix(p, ".test-helper.mjs") {
 			return nil
 		}
 		b, err := fs.ReadFile(root, p)

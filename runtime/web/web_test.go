@@ -30,6 +30,7 @@ func TestHandlerRoutes(t *testing.T) {
 		{"css", "GET", "/static/css/tandem.css", 200, "text/css", "", ""},
 		{"icon", "GET", "/static/icon.svg", 200, "image/svg+xml", "<svg", ""},
 		{"tests not served", "GET", "/static/js/client.test.mjs", 404, "", "", ""},
+		{"test helpers not served", "GET", "/static/js/testkit.test-helper.mjs", 404, "", "", ""},
 		{"html not under static", "GET", "/static/editor.html", 404, "", "", ""},
 		{"missing asset", "GET", "/static/js/nope.js", 404, "", "", ""},
 		{"unknown path", "GET", "/nope", 404, "", "", ""},

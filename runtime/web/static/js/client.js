@@ -43,15 +43,15 @@ const FATAL_CODES = new Set(['unauthorized', 'forbidden']);
  * reconnect loop because retrying with the same token cannot succeed.
  */
 export const CloseCodes = Object.freeze({
-  4001: { code: 'unauthorized', fatal: true },
-  4003: { code: 'forbidden', fatal: true },
-  4004: { code: 'not_found', fatal: true },
-  4008: { code: 'rate_limited', fatal: false },
-  4009: { code: 'too_large', fatal: false },
-  4012: { code: 'restart', fatal: false },
-  1008: { code: 'policy', fatal: false },
-  1009: { code: 'too_large', fatal: false },
-  1012: { code: 'restart', fatal: false },
+  1009: { code: 'too_large', fatal: false, message: 'A message was too large for the server.' },
+  1012: { code: 'restart', fatal: false, message: 'The server is restarting.' },
+  4001: { code: 'unauthorized', fatal: true, message: 'Your access token is missing, invalid or expired.' },
+  4002: { code: 'bad_message', fatal: false, message: 'The server did not understand this client.' },
+  4003: { code: 'forbidden', fatal: true, message: 'Your access token does not grant this document.' },
+  4008: { code: 'rate_limited', fatal: false, message: 'Too many edits per second.' },
+  4009: { code: 'doc_full', fatal: false, message: 'This document has too many people connected.' },
+  4010: { code: 'slow_consumer', fatal: false, message: 'The connection was too slow to keep up.' },
+  4011: { code: 'timeout', fatal: false, message: 'The connection timed out.' },
 });
 
 export const BACKOFF_BASE_MS = 1000;
@@ -123,7 +123,9 @@ export class Client {
     this.inflight = null; // {seq, op, sent, everSent}
     this.buffer = null; // op made after inflight, composed
     this.user = null; // this connection's user from welcome
-    this.others = new Map(); // userId -> {user, cursor}
+    this.conn = null; // this connection's id from welcome
+    this.perm = null; // 'read' or 'write' from welcome
+    this.others = new Map(); // connection id (or user id) -> {user, conn, cursor}
     this.cursor = null; // local {anchor, head} in code points
     this.lastPresenceSent = null;
     this.presenceTimer = null;
@@ -196,6 +198,11 @@ export class Client {
     return (this.inflight ? 1 : 0) + (this.buffer ? 1 : 0);
   }
 
+  /** Whether a text has been loaded, so that submit() is allowed. */
+  loaded() {
+    return this.rev !== null;
+  }
+
   /** True when every local edit has been acknowledged by the server. */
   synchronized() {
     return this.inflight === null && this.buffer === null;
@@ -204,10 +211,14 @@ export class Client {
   /**
    * Applies a local edit made on the current text and queues it for the
    * server. Throws (and changes nothing) when the operation does not fit
-   * the text; the caller's view is then out of step and should reload from
+   * the text or no text has been loaded yet (see loaded()); the caller's view is then out of step and should reload from
    * client.text.
    */
   submit(op) {
+    // Before the first welcome there is no text to edit; the editor keeps
+    // the field read-only until then.
+    if (this.rev === null) throw new Error('document not loaded yet');
+    checkOp(op);
     const norm = ot.normalize(op);
     const next = ot.apply(this.text, norm); // throws on a bad op: nothing changed yet
     if (isNoop(norm)) return;
@@ -287,7 +298,7 @@ export class Client {
     if (this.state === State.CLOSED || this.state === State.FAILED) return;
     const known = CloseCodes[code];
     if (known?.fatal) {
-      this.fail({ code: known.code, message: reason || `closed by server (${code})` });
+      this.fail({ code: known.code, message: reason || known.message });
       return;
     }
     // Everyone else's presence is stale once we are disconnected.
@@ -295,7 +306,7 @@ export class Client {
       this.others.clear();
       this.emitPresence();
     }
-    this.scheduleReconnect(known ? { code: known.code, message: reason } : null);
+    this.scheduleReconnect(known ? { code: known.code, message: reason || known.message } : null);
   }
 
   scheduleReconnect(error) {
@@ -422,6 +433,8 @@ export class Client {
   handleWelcome(msg) {
     if (!Number.isInteger(msg.rev) || msg.rev < 0) throw new Error('welcome without a valid rev');
     this.user = msg.user || null;
+    this.conn = typeof msg.conn === 'string' ? msg.conn : null;
+    this.perm = msg.perm === 'read' ? 'read' : 'write';
     this.others.clear();
     if (typeof msg.text === 'string') {
       this.reload(msg.text, msg.rev);
@@ -440,7 +453,7 @@ export class Client {
     this.attempt = 0;
     this.lastError = null;
     this.setState(State.CONNECTED);
-    this.onWelcome?.({ user: this.user, rev: this.rev });
+    this.onWelcome?.({ user: this.user, rev: this.rev, perm: this.perm, conn: this.conn });
     this.emitPresence();
     this.flush();
     if (this.cursor) this.schedulePresence(true);
@@ -528,8 +541,7 @@ export class Client {
     }
     if (msg.rev <= this.rev) return; // already have it
     if (msg.rev !== this.rev + 1) throw new Error(`gap: have rev ${this.rev}, got ${msg.rev}`);
-    const err = ot.validate(msg.op);
-    if (err) throw new Error(`bad op from server: ${err.message || err}`);
+    checkOp(msg.op);
     this.base = ot.apply(this.base, msg.op);
     let op = msg.op;
     if (this.inflight) {
@@ -545,8 +557,9 @@ export class Client {
     this.text = ot.apply(this.text, op);
     this.rev = msg.rev;
     if (this.cursor) this.cursor = transformSel(this.cursor, op, false);
-    for (const [id, p] of this.others) {
-      if (p.cursor) this.others.set(id, { ...p, cursor: transformSel(p.cursor, op, id === msg.user) });
+    for (const [key, p] of this.others) {
+      // The author's caret sits after their own insert.
+      if (p.cursor) this.others.set(key, { ...p, cursor: transformSel(p.cursor, op, p.user.id === msg.user) });
     }
     this.emitText({ text: this.text, op, remote: true, user: msg.user ?? null });
     this.onRevision?.(this.rev);
@@ -559,21 +572,21 @@ export class Client {
   }
 
   addPresence(p) {
-    // Accept {user:{id,name,color}, cursor} and the flat {id,name,color,cursor}.
-    const user = p && typeof p.user === 'object' && p.user ? p.user : p;
+    const user = p && typeof p.user === 'object' && p.user ? p.user : null;
     if (!user || typeof user.id !== 'string') return;
-    if (this.user && user.id === this.user.id && (!p.client || p.client === this.clientId)) return;
+    const key = typeof p.conn === 'string' && p.conn ? p.conn : user.id;
+    if (this.conn ? key === this.conn : this.user && user.id === this.user.id) return; // ourselves
     let cursor = validSel(p.cursor) ? p.cursor : null;
     // The cursor is on the server's text; shift it past our unacknowledged edits.
     if (cursor && this.inflight) cursor = transformSel(cursor, this.inflight.op, false);
     if (cursor && this.buffer) cursor = transformSel(cursor, this.buffer, false);
     if (cursor) cursor = clampSel(cursor, ot.cpLength(this.text));
-    this.others.set(user.id, { user: { id: user.id, name: String(user.name || user.id), color: user.color || '' }, cursor });
+    this.others.set(key, { user: { id: user.id, name: String(user.name || user.id), color: user.color || '' }, conn: key, cursor });
   }
 
   handleLeave(msg) {
-    const id = typeof msg.user === 'object' && msg.user ? msg.user.id : msg.user;
-    if (this.others.delete(id)) this.emitPresence();
+    const key = typeof msg.conn === 'string' && msg.conn ? msg.conn : msg.user;
+    if (this.others.delete(key)) this.emitPresence();
   }
 
   handleError(msg) {
@@ -653,6 +666,14 @@ export class Client {
 }
 
 // ---- helpers --------------------------------------------------------------
+
+/** Throws a descriptive error unless op is well formed (ot.validate may return or throw). */
+function checkOp(op) {
+  const r = ot.validate(op);
+  if (r instanceof Error) throw r;
+  if (typeof r === 'string' && r) throw new Error(r);
+  if (r === false) throw new Error('invalid operation');
+}
 
 function isNoop(op) {
   return op.every((c) => typeof c === 'number');

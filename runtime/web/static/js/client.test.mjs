@@ -1,0 +1,468 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Client, State, backoffDelay, BACKOFF_MAX_MS } from './client.js';
+import { Clock, Network, ServerModel, rng } from './testkit.test-helper.mjs';
+import * as ot from './ot.js';
+
+const URL = 'ws://127.0.0.1/v1/docs/d/ws';
+
+function newClient(net, clock, opts = {}) {
+  const c = new Client({
+    url: URL,
+    connect: net.connect,
+    setTimeout: clock.setTimeout,
+    clearTimeout: clock.clearTimeout,
+    now: clock.now,
+    random: opts.random || (() => 0.5),
+    token: opts.token,
+    clientId: opts.clientId,
+  });
+  c.states = [];
+  c.errors = [];
+  c.onState = (s) => c.states.push(s);
+  c.onError = (e) => c.errors.push(e);
+  c.start();
+  return c;
+}
+
+/** Inserts s at code point position pos of the client's text. */
+function insert(c, pos, s) {
+  const len = ot.cpLength(c.text);
+  const op = [];
+  if (pos > 0) op.push(pos);
+  op.push(s);
+  if (len - pos > 0) op.push(len - pos);
+  c.submit(op);
+}
+
+function del(c, pos, n) {
+  const len = ot.cpLength(c.text);
+  const op = [];
+  if (pos > 0) op.push(pos);
+  op.push({ d: n });
+  if (len - pos - n > 0) op.push(len - pos - n);
+  c.submit(op);
+}
+
+/** Lets timers fire and frames flow until nothing is left to do. */
+function settle(net, clock, rnd, rounds = 60) {
+  for (let i = 0; i < rounds; i++) {
+    net.drain(rnd);
+    clock.advance(BACKOFF_MAX_MS + 1000);
+  }
+  net.drain(rnd);
+}
+
+function assertConverged(server, clients) {
+  for (const [i, c] of clients.entries()) {
+    assert.equal(c.state, State.CONNECTED, `client ${i} state`);
+    assert.ok(c.synchronized(), `client ${i} has unacknowledged edits`);
+    assert.equal(c.rev, server.rev, `client ${i} revision`);
+    assert.equal(c.text, server.text, `client ${i} text`);
+  }
+  // The server's history replays to its text: no op was lost or doubled.
+  let t = server.initial;
+  const seen = new Set();
+  for (const e of server.log) {
+    const key = `${e.client}/${e.seq}`;
+    assert.ok(!seen.has(key), `op ${key} committed twice`);
+    seen.add(key);
+    t = ot.apply(t, e.op);
+  }
+  assert.equal(t, server.text);
+}
+
+test('basic round trip: hello, welcome, op, ack, broadcast', () => {
+  const server = new ServerModel({ text: 'hi' });
+  const net = new Network(server);
+  const clock = new Clock();
+  const a = newClient(net, clock, { clientId: 'A' });
+  const b = newClient(net, clock, { clientId: 'B' });
+  const inOrder = () => 0; // always the first live connection, server side first when both
+  net.drain(inOrder);
+  assert.equal(a.state, State.CONNECTED);
+  assert.equal(a.text, 'hi');
+  assert.equal(a.rev, 0);
+  const sock = net.conns[0].socket;
+  assert.deepEqual(sock.sent[0], { type: 'hello', v: 1, client: 'A' });
+
+  insert(a, 2, '!');
+  assert.equal(a.text, 'hi!');
+  assert.equal(a.unsentCount(), 1);
+  assert.deepEqual(sock.sent.at(-1), { type: 'op', seq: 1, rev: 0, op: [2, '!'] });
+  net.drain(inOrder);
+  assert.equal(server.text, 'hi!');
+  assert.ok(a.synchronized());
+  assert.equal(b.text, 'hi!');
+  assert.equal(b.rev, 1);
+});
+
+test('composes local edits while one is in flight', () => {
+  const server = new ServerModel({ text: '' });
+  const net = new Network(server);
+  const clock = new Clock();
+  const a = newClient(net, clock, { clientId: 'A' });
+  net.drain(() => 0);
+  insert(a, 0, 'a');
+  insert(a, 1, 'b');
+  insert(a, 2, 'c');
+  assert.equal(a.unsentCount(), 2, 'in flight + buffer');
+  const sent = net.conns[0].socket.sent.filter((m) => m.type === 'op');
+  assert.equal(sent.length, 1, 'only one op in flight');
+  net.drain(() => 0);
+  const ops = net.conns[0].socket.sent.filter((m) => m.type === 'op');
+  assert.deepEqual(ops.map((m) => m.op), [['a'], [1, 'bc']]);
+  assert.deepEqual(ops.map((m) => m.seq), [1, 2]);
+  assert.equal(server.text, 'abc');
+});
+
+test('tie-break mirrors the server: concurrent inserts at the same position', () => {
+  const server = new ServerModel({ text: 'xy' });
+  const net = new Network(server);
+  const clock = new Clock();
+  const a = newClient(net, clock, { clientId: 'A' });
+  const b = newClient(net, clock, { clientId: 'B' });
+  net.drain(() => 0);
+  insert(a, 1, 'A');
+  insert(b, 1, 'B');
+  // Deliver a's op to the server first, then b's; only then any replies.
+  const [ca, cb] = net.conns;
+  server.receive(ca, ca.toServer.shift());
+  server.receive(cb, cb.toServer.shift());
+  net.drain(() => 0);
+  // b's op came in second; the server puts the incoming insert first.
+  assert.equal(server.text, 'xBAy');
+  assertConverged(server, [a, b]);
+});
+
+test('random interleavings of three clients converge', async (t) => {
+  for (let seed = 1; seed <= 40; seed++) {
+    await t.test(`seed ${seed}`, () => {
+      const rnd = rng(seed);
+      const server = new ServerModel({ text: 'seed' });
+      const net = new Network(server);
+      const clock = new Clock();
+      const clients = ['A', 'B', 'C'].map((id) => newClient(net, clock, { clientId: id, random: rnd }));
+      for (let i = 0; i < 400; i++) {
+        const r = rnd();
+        const c = clients[Math.floor(rnd() * clients.length)];
+        if (r < 0.35 && c.loaded()) {
+          const len = ot.cpLength(c.text);
+          if (len > 0 && rnd() < 0.35) {
+            const pos = Math.floor(rnd() * len);
+            del(c, pos, 1 + Math.floor(rnd() * Math.min(3, len - pos)));
+          } else {
+            const pool = ['a', 'b', '😀', 'é', '\n', 'xyz'];
+            insert(c, Math.floor(rnd() * (len + 1)), pool[Math.floor(rnd() * pool.length)]);
+          }
+        } else if (r < 0.37) {
+          c.setCursor(Math.floor(rnd() * (ot.cpLength(c.text) + 1)));
+        } else {
+          net.step(rnd);
+        }
+      }
+      settle(net, clock, rnd);
+      assertConverged(server, clients);
+    });
+  }
+});
+
+test('random reconnects: every edit arrives exactly once', async (t) => {
+  for (let seed = 100; seed < 130; seed++) {
+    await t.test(`seed ${seed}`, () => {
+      const rnd = rng(seed);
+      const server = new ServerModel({ text: '' });
+      const net = new Network(server);
+      const clock = new Clock();
+      const clients = ['A', 'B', 'C', 'D'].map((id) => newClient(net, clock, { clientId: id, random: rnd }));
+      // Each insert is a unique code point (some astral), so "exactly once"
+      // can be read off the final text.
+      let next = 0;
+      const unique = () => String.fromCodePoint(next % 2 ? 0x4e00 + next++ : 0x1f300 + next++);
+      for (let i = 0; i < 600; i++) {
+        const r = rnd();
+        const c = clients[Math.floor(rnd() * clients.length)];
+        if (r < 0.3 && c.loaded()) {
+          // Edits go on while disconnected too: they are buffered.
+          insert(c, Math.floor(rnd() * (ot.cpLength(c.text) + 1)), unique());
+        } else if (r < 0.33) {
+          const live = net.conns.filter((x) => !x.closed);
+          if (live.length) net.kill(live[Math.floor(rnd() * live.length)]);
+        } else if (r < 0.36) {
+          clock.advance(Math.floor(rnd() * 5000));
+        } else {
+          net.step(rnd);
+        }
+      }
+      settle(net, clock, rnd);
+      assertConverged(server, clients);
+      const chars = Array.from(server.text);
+      assert.equal(chars.length, next, 'every insert is in the text');
+      assert.equal(new Set(chars).size, next, 'no insert applied twice');
+    });
+  }
+});
+
+test('resubmits the unacknowledged op with the same client id and seq', async (t) => {
+  const cases = [
+    { name: 'op lost before the server saw it', loseAt: 'before-server', wantSubmissions: 1 },
+    { name: 'ack lost after commit', loseAt: 'after-commit', wantSubmissions: 1 },
+  ];
+  for (const tc of cases) {
+    await t.test(tc.name, () => {
+      const server = new ServerModel({ text: 'abc' });
+      const net = new Network(server);
+      const clock = new Clock();
+      const a = newClient(net, clock, { clientId: 'A' });
+      net.drain(() => 0);
+      insert(a, 3, 'd');
+      const conn = net.conns[0];
+      if (tc.loseAt === 'after-commit') server.receive(conn, conn.toServer.shift());
+      net.kill(conn);
+      net.drain(() => 0);
+      assert.equal(a.state, State.RECONNECTING);
+      assert.equal(a.unsentCount(), 1);
+      clock.advance(1000);
+      net.drain(() => 0);
+      const conn2 = net.conns[1];
+      assert.deepEqual(conn2.socket.sent[0], { type: 'hello', v: 1, client: 'A', rev: 0 });
+      if (tc.loseAt === 'before-server') {
+        const resent = conn2.socket.sent.find((m) => m.type === 'op');
+        assert.deepEqual(resent, { type: 'op', seq: 1, rev: 0, op: [3, 'd'] });
+      } else {
+        // The welcome's catch-up list carries our own op: it counts as the ack.
+        assert.equal(conn2.socket.sent.filter((m) => m.type === 'op').length, 0);
+      }
+      assert.equal(server.submissions, tc.wantSubmissions);
+      assert.equal(server.text, 'abcd');
+      assertConverged(server, [a]);
+    });
+  }
+});
+
+test('duplicate ack of a resubmitted op is applied once', () => {
+  // The server committed seq 1 but the connection died before the ack, and
+  // it no longer has the op to replay: the welcome carries the full text.
+  const server = new ServerModel({ text: 'abc', keepOps: 0 });
+  const net = new Network(server);
+  const clock = new Clock();
+  const a = newClient(net, clock, { clientId: 'A' });
+  net.drain(() => 0);
+  insert(a, 3, 'd');
+  const conn = net.conns[0];
+  server.receive(conn, conn.toServer.shift());
+  net.kill(conn);
+  net.drain(() => 0);
+  clock.advance(1000);
+  settle(net, clock, () => 0);
+  assert.equal(server.text, 'abcd', 'not applied twice on the server');
+  assertConverged(server, [a]);
+  assert.ok(a.errors.some((e) => e.code === 'resync'), 'the person is told');
+});
+
+test('edits made offline are kept and sent as one op after reconnecting', () => {
+  const server = new ServerModel({ text: '' });
+  const net = new Network(server);
+  const clock = new Clock();
+  const a = newClient(net, clock, { clientId: 'A' });
+  const b = newClient(net, clock, { clientId: 'B' });
+  net.drain(() => 0);
+  net.kill(net.conns[0]);
+  net.drain(() => 0);
+  a.setOnline(false);
+  assert.equal(a.state, State.OFFLINE);
+  for (const ch of 'offline') insert(a, ot.cpLength(a.text), ch);
+  insert(b, 0, 'online ');
+  net.drain(() => 0);
+  assert.equal(a.unsentCount(), 1, 'composed into one pending op');
+  clock.advance(60000);
+  assert.equal(net.conns.length, 2, 'no reconnect attempts while offline');
+  a.setOnline(true);
+  assert.equal(a.state, State.CONNECTING, 'back online reconnects at once');
+  net.drain(() => 0);
+  const ops = net.conns[2].socket.sent.filter((m) => m.type === 'op');
+  assert.equal(ops.length, 1);
+  // Rebased over b's concurrent insert at the same place: ours goes first,
+  // as the server would have put it.
+  assert.deepEqual(ot.normalize(ops[0].op), ot.normalize(['offline', 7]));
+  assert.equal(ops[0].rev, 1);
+  assertConverged(server, [a, b]);
+  assert.equal(server.text, 'offlineonline ');
+});
+
+test('backoff schedule: 1 s doubling to 30 s with jitter', async (t) => {
+  const want = [1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000];
+  for (const [attempt, base] of want.entries()) {
+    await t.test(`attempt ${attempt}`, () => {
+      assert.equal(backoffDelay(attempt, () => 0), base);
+      const jittered = backoffDelay(attempt, () => 0.999);
+      assert.ok(jittered >= base * 0.8 && jittered < base, `jittered ${jittered} for base ${base}`);
+    });
+  }
+  await t.test('client follows the schedule while the server is down and resets after a welcome', () => {
+    const server = new ServerModel({ text: 'x' });
+    const net = new Network(server);
+    const clock = new Clock();
+    const a = newClient(net, clock, { random: () => 0 });
+    net.drain(() => 0);
+    net.refuse = true;
+    net.killAll();
+    const delays = [];
+    for (let i = 0; i < 7; i++) {
+      net.drain(() => 0);
+      assert.equal(a.state, State.RECONNECTING);
+      const last = a.states.at(-1);
+      delays.push(last.retryAt - clock.now());
+      clock.advance(delays.at(-1));
+    }
+    assert.deepEqual(delays, [1000, 2000, 4000, 8000, 16000, 30000, 30000]);
+    net.refuse = false;
+    net.drain(() => 0);
+    clock.advance(30000);
+    net.drain(() => 0);
+    assert.equal(a.state, State.CONNECTED);
+    net.killAll();
+    net.drain(() => 0);
+    assert.equal(a.states.at(-1).retryAt - clock.now(), 1000, 'backoff starts over');
+  });
+});
+
+test('fatal close codes and errors stop reconnecting', async (t) => {
+  const cases = [
+    { name: 'close 4001 unauthorized', close: 4001, wantCode: 'unauthorized' },
+    { name: 'close 4003 forbidden', close: 4003, wantCode: 'forbidden' },
+    { name: 'error unauthorized before welcome', error: { type: 'error', code: 'unauthorized', message: 'token expired' }, wantCode: 'unauthorized' },
+  ];
+  for (const tc of cases) {
+    await t.test(tc.name, () => {
+      const server = new ServerModel();
+      const net = new Network(server);
+      const clock = new Clock();
+      const a = newClient(net, clock);
+      const conn = net.conns[0];
+      if (tc.error) {
+        conn.socket.onopen({});
+        conn.socket.onmessage({ data: JSON.stringify(tc.error) });
+      } else {
+        net.kill(conn, tc.close);
+        net.drain(() => 0);
+      }
+      assert.equal(a.state, State.FAILED);
+      assert.equal(a.states.at(-1).error.code, tc.wantCode);
+      clock.advance(120000);
+      assert.equal(net.conns.length, 1, 'no further attempts');
+    });
+  }
+  await t.test('server restart close code reconnects', () => {
+    const server = new ServerModel();
+    const net = new Network(server);
+    const clock = new Clock();
+    const a = newClient(net, clock);
+    net.drain(() => 0);
+    net.kill(net.conns[0], 1012);
+    net.drain(() => 0);
+    assert.equal(a.state, State.RECONNECTING);
+    clock.advance(1000);
+    net.drain(() => 0);
+    assert.equal(a.state, State.CONNECTED);
+  });
+});
+
+test('a refused op (read-only) is dropped and the server text restored', () => {
+  const server = new ServerModel({ text: 'keep', readOnly: new Set(['reader']) });
+  const net = new Network(server);
+  const clock = new Clock();
+  const r = newClient(net, clock, { token: 'reader' });
+  const w = newClient(net, clock, { token: 'writer' });
+  net.drain(() => 0);
+  insert(r, 0, 'X');
+  assert.equal(r.text, 'Xkeep');
+  net.drain(() => 0);
+  clock.advance(1000);
+  net.drain(() => 0);
+  assert.equal(server.text, 'keep');
+  assert.ok(r.errors.some((e) => e.code === 'forbidden'));
+  insert(w, 4, '!');
+  net.drain(() => 0);
+  assertConverged(server, [r, w]);
+  assert.equal(r.text, 'keep!', 'the reader still sees live edits');
+});
+
+test('presence: remote cursors move with edits and leave removes them', () => {
+  const server = new ServerModel({ text: 'hello world' });
+  const net = new Network(server);
+  const clock = new Clock();
+  const a = newClient(net, clock, { token: 'ann' });
+  const b = newClient(net, clock, { token: 'bob' });
+  let seen = new Map();
+  a.onPresence = (m) => (seen = m);
+  const bob = () => [...seen.values()].find((p) => p.user.id === 'bob');
+  net.drain(() => 0);
+  b.setCursor(6, 11); // selects "world"
+  net.drain(() => 0);
+  assert.deepEqual(bob().cursor, { anchor: 6, head: 11 });
+  assert.equal(bob().user.name, 'bob');
+  insert(a, 0, '😀 '); // a's own edit shifts bob's selection locally at once
+  assert.deepEqual(bob().cursor, { anchor: 8, head: 13 });
+  net.drain(() => 0);
+  insert(b, 0, '>'); // bob's edit: his own cursor is not re-sent, ours moves it
+  net.drain(() => 0);
+  assert.deepEqual(bob().cursor, { anchor: 9, head: 14 });
+  b.close();
+  net.drain(() => 0);
+  assert.equal(bob(), undefined);
+});
+
+test('presence is throttled and not repeated', () => {
+  const server = new ServerModel({ text: 'abcdef' });
+  const net = new Network(server);
+  const clock = new Clock();
+  const a = newClient(net, clock);
+  net.drain(() => 0);
+  const sock = net.conns[0].socket;
+  const count = () => sock.sent.filter((m) => m.type === 'presence').length;
+  a.setCursor(1);
+  a.setCursor(2);
+  a.setCursor(3);
+  assert.equal(count(), 1, 'first goes out at once');
+  clock.advance(50);
+  assert.equal(count(), 2, 'the latest goes out after the interval');
+  assert.deepEqual(sock.sent.at(-1), { type: 'presence', cursor: { anchor: 3, head: 3 } });
+  clock.advance(1000);
+  a.setCursor(3);
+  assert.equal(count(), 2, 'unchanged cursor is not re-sent');
+});
+
+test('a gap in revisions triggers a resync instead of corrupting the text', () => {
+  const server = new ServerModel({ text: 'abc' });
+  const net = new Network(server);
+  const clock = new Clock();
+  const a = newClient(net, clock);
+  net.drain(() => 0);
+  net.conns[0].socket.onmessage({ data: JSON.stringify({ type: 'op', rev: 5, op: [3, 'x'], client: 'z', seq: 1, user: 'z' }) });
+  assert.equal(a.text, 'abc');
+  assert.notEqual(a.state, State.CONNECTED);
+  net.drain(() => 0);
+  assert.equal(a.state, State.CONNECTED);
+  assert.equal(a.text, 'abc');
+});
+
+test('bad local ops throw and change nothing', async (t) => {
+  const server = new ServerModel({ text: 'abc' });
+  const net = new Network(server);
+  const clock = new Clock();
+  const a = newClient(net, clock);
+  net.drain(() => 0);
+  for (const [name, op] of [
+    ['too long', [5, 'x']],
+    ['negative', [-1]],
+    ['empty insert', ['']],
+    ['not an array', 'x'],
+  ]) {
+    await t.test(name, () => {
+      assert.throws(() => a.submit(op));
+      assert.equal(a.text, 'abc');
+      assert.ok(a.synchronized());
+    });
+  }
+});
