@@ -122,6 +122,7 @@ export class Client {
     this.nextSeq = 1;
     this.inflight = null; // {seq, op, sent, everSent}
     this.buffer = null; // op made after inflight, composed
+    this.bufferEdits = 0; // how many local edits buffer holds
     this.user = null; // this connection's user from welcome
     this.conn = null; // this connection's id from welcome
     this.perm = null; // 'read' or 'write' from welcome
@@ -198,6 +199,11 @@ export class Client {
     return (this.inflight ? 1 : 0) + (this.buffer ? 1 : 0);
   }
 
+  /** Number of local edits (submit calls) not yet acknowledged. */
+  unsentEdits() {
+    return (this.inflight ? this.inflight.edits : 0) + (this.buffer ? this.bufferEdits : 0);
+  }
+
   /** Whether a text has been loaded, so that submit() is allowed. */
   loaded() {
     return this.rev !== null;
@@ -224,15 +230,18 @@ export class Client {
     if (isNoop(norm)) return;
     this.text = next;
     if (this.inflight === null) {
-      this.inflight = { seq: this.nextSeq++, op: norm, sent: false, everSent: false };
+      this.inflight = { seq: this.nextSeq++, op: norm, sent: false, everSent: false, edits: 1 };
     } else if (!this.inflight.everSent) {
       // Never left this client (made offline): one combined operation is
       // smaller and its seq is still free to reuse.
       this.inflight.op = ot.compose(this.inflight.op, norm);
+      this.inflight.edits++;
     } else if (this.buffer === null) {
       this.buffer = norm;
+      this.bufferEdits = 1;
     } else {
       this.buffer = ot.compose(this.buffer, norm);
+      this.bufferEdits++;
     }
     for (const [id, p] of this.others) {
       if (p.cursor) this.others.set(id, { ...p, cursor: transformSel(p.cursor, norm, false) });
@@ -514,8 +523,9 @@ export class Client {
     this.rev = rev;
     this.inflight = null;
     if (this.buffer !== null) {
-      this.inflight = { seq: this.nextSeq++, op: this.buffer, sent: false, everSent: false };
+      this.inflight = { seq: this.nextSeq++, op: this.buffer, sent: false, everSent: false, edits: this.bufferEdits };
       this.buffer = null;
+      this.bufferEdits = 0;
     }
     this.onRevision?.(rev);
     return true;

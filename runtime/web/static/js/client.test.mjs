@@ -107,6 +107,7 @@ test('composes local edits while one is in flight', () => {
   insert(a, 1, 'b');
   insert(a, 2, 'c');
   assert.equal(a.unsentCount(), 2, 'in flight + buffer');
+  assert.equal(a.unsentEdits(), 3);
   const sent = net.conns[0].socket.sent.filter((m) => m.type === 'op');
   assert.equal(sent.length, 1, 'only one op in flight');
   net.drain(() => 0);
@@ -275,6 +276,7 @@ test('edits made offline are kept and sent as one op after reconnecting', () => 
   insert(b, 0, 'online ');
   net.drain(() => 0);
   assert.equal(a.unsentCount(), 1, 'composed into one pending op');
+  assert.equal(a.unsentEdits(), 7, 'one edit per typed character');
   clock.advance(60000);
   assert.equal(net.conns.length, 2, 'no reconnect attempts while offline');
   a.setOnline(true);
