@@ -1,0 +1,260 @@
+package browser
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
+
+	"github.com/tandem-dev/tandem/runtime/auth"
+)
+
+// focusAt focuses the editor and moves the caret with real key presses:
+// Ctrl+Home for the start, Ctrl+End for the end.
+func focusAt(t testing.TB, ctx context.Context, end bool) {
+	t.Helper()
+	key := kb.Home
+	if end {
+		key = kb.End
+	}
+	run(t, ctx, 10*time.Second,
+		chromedp.Focus(chromedp.ID("text")),
+		chromedp.KeyEvent(key, chromedp.KeyModifiers(chromedp.ModifierCtrl)),
+	)
+}
+
+// typeText sends real key events for every character of s.
+func typeText(t testing.TB, ctx context.Context, s string) {
+	t.Helper()
+	run(t, ctx, 20*time.Second, chromedp.KeyEvent(s))
+}
+
+func TestTwoBrowsersConverge(t *testing.T) {
+	rt := startRuntime(t)
+	doc := docID(t)
+	alice := rt.Token("alice", "Alice Liddell", auth.PermWrite, doc)
+	bob := rt.Token("bob", "Bob Builder", auth.PermWrite, doc)
+
+	a := newBrowser(t)
+	b := newBrowser(t)
+	openDoc(t, a, rt, doc, alice)
+	openDoc(t, b, rt, doc, bob)
+
+	// Alice writes a middle line; then both type in turns, Bob at the
+	// start and Alice at the end, each with real key events.
+	focusAt(t, a, true)
+	typeText(t, a, "middle\n")
+	waitSynced(t, a, "middle\n")
+	waitSynced(t, b, "middle\n")
+	focusAt(t, b, false)
+	focusAt(t, a, true)
+
+	chunksA := []string{"Alice one ", "😀 two ", "three"}
+	chunksB := []string{"Bob 1 ", "🎉 2 ", "3\n"}
+	for i := range chunksA {
+		typeText(t, a, chunksA[i])
+		typeText(t, b, chunksB[i])
+	}
+	want := strings.Join(chunksB, "") + "middle\n" + strings.Join(chunksA, "")
+	waitSynced(t, a, want)
+	waitSynced(t, b, want)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	d, err := rt.Doc(ctx, doc, alice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Text != want {
+		t.Fatalf("server text = %q, want %q", d.Text, want)
+	}
+	revA := eval[int64](t, a, `window.tandem.client.rev`)
+	if revA != d.Rev {
+		t.Errorf("alice's page is at rev %d, server at %d", revA, d.Rev)
+	}
+	revLabel := eval[string](t, a, `document.getElementById('revision').textContent`)
+	if revLabel != fmt.Sprintf("rev %d", d.Rev) {
+		t.Errorf("revision label = %q, want %q", revLabel, fmt.Sprintf("rev %d", d.Rev))
+	}
+
+	// Each page shows the other's avatar and caret, with the right name,
+	// and the caret is where the other person is typing.
+	for _, tc := range []struct {
+		name  string
+		ctx   context.Context
+		other string
+		label string
+	}{
+		{"alice sees bob", a, "bob", "Bob Builder"},
+		{"bob sees alice", b, "alice", "Alice Liddell"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			waitJS(t, tc.ctx, 10*time.Second, "the other's avatar",
+				fmt.Sprintf(`!!document.querySelector('#people .avatar[data-user=%q]')`, tc.other))
+			waitJS(t, tc.ctx, 10*time.Second, "the other's caret",
+				fmt.Sprintf(`!!document.querySelector('#overlay .remote-caret[data-user=%q]')`, tc.other))
+			flag := eval[string](t, tc.ctx, fmt.Sprintf(`document.querySelector('#overlay .remote-caret[data-user=%q] .flag').textContent`, tc.other))
+			if flag != tc.label {
+				t.Errorf("caret label = %q, want %q", flag, tc.label)
+			}
+			title := eval[string](t, tc.ctx, fmt.Sprintf(`document.querySelector('#people .avatar[data-user=%q]').title`, tc.other))
+			if title != tc.label {
+				t.Errorf("avatar title = %q, want %q", title, tc.label)
+			}
+		})
+	}
+	// Bob's caret is at the end of his text on the first lines, Alice's on
+	// the last line: their vertical order on screen must say so.
+	bobY := eval[float64](t, a, `parseFloat(document.querySelector('#overlay .remote-caret[data-user="bob"]').style.getPropertyValue('--y'))`)
+	aliceY := eval[float64](t, b, `parseFloat(document.querySelector('#overlay .remote-caret[data-user="alice"]').style.getPropertyValue('--y'))`)
+	if !(bobY < aliceY) {
+		t.Errorf("bob's caret (y=%v on alice's page) should be above alice's (y=%v on bob's page)", bobY, aliceY)
+	}
+
+	// Select a word on Bob's side so the screenshot shows a remote selection.
+	run(t, b, 10*time.Second, chromedp.KeyEvent(kb.ArrowLeft, chromedp.KeyModifiers(chromedp.ModifierShift, chromedp.ModifierCtrl)))
+	waitJS(t, a, 10*time.Second, "bob's selection highlighted on alice's page", `!!document.querySelector('#mirror mark')`)
+	sctx, cancel2 := context.WithTimeout(a, 20*time.Second)
+	defer cancel2()
+	shot, err := chromedp.Run(sctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatalf("screenshot: %v", err)
+	}
+	p := writeArtifact(t, "editor-two-people.png", shot)
+	t.Logf("screenshot: %s", p)
+}
+
+func TestRestartWhileTyping(t *testing.T) {
+	rt := startRuntime(t)
+	doc := docID(t)
+	tok := rt.Token("carol", "Carol", auth.PermWrite, doc)
+
+	c := newBrowser(t)
+	openDoc(t, c, rt, doc, tok)
+	focusAt(t, c, true)
+	typeText(t, c, "before restart. ")
+	waitSynced(t, c, "before restart. ")
+
+	rt.Stop()
+	waitJS(t, c, 10*time.Second, "page shows reconnecting",
+		`['reconnecting','connecting'].includes(document.getElementById('status').dataset.state) && /Reconnect/.test(document.getElementById('status-text').textContent)`)
+	// Keep typing while the server is down: the edits wait in the page.
+	typeText(t, c, "typed while down 😀 ")
+	waitJS(t, c, 5*time.Second, "unsent edits counted", `Number(document.getElementById('status').dataset.unsent) > 0`)
+	label := eval[string](t, c, `document.getElementById('status-text').textContent`)
+	if !strings.Contains(label, "unsent") {
+		t.Errorf("status while down = %q, want it to count unsent edits", label)
+	}
+
+	rt.Start()
+	want := "before restart. typed while down 😀 "
+	waitSynced(t, c, want)
+	typeText(t, c, "after.")
+	want += "after."
+	waitSynced(t, c, want)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	d, err := rt.Doc(ctx, doc, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Text != want {
+		t.Fatalf("server text = %q, want %q (each edit exactly once)", d.Text, want)
+	}
+}
+
+func TestReadOnlyToken(t *testing.T) {
+	rt := startRuntime(t)
+	doc := docID(t)
+	writer := rt.Token("wendy", "Wendy", auth.PermWrite, doc)
+	reader := rt.Token("rita", "Rita", auth.PermRead, doc)
+
+	w := newBrowser(t)
+	r := newBrowser(t)
+	openDoc(t, w, rt, doc, writer)
+	focusAt(t, w, true)
+	typeText(t, w, "shared text")
+	waitSynced(t, w, "shared text")
+
+	openDoc(t, r, rt, doc, reader)
+	waitSynced(t, r, "shared text")
+	mode := eval[string](t, r, `document.getElementById('mode').textContent`)
+	if !strings.Contains(mode, "Read only") {
+		t.Errorf("mode line = %q, want it to say read only", mode)
+	}
+
+	// The reader types: nothing changes, locally or on the server.
+	focusAt(t, r, true)
+	typeText(t, r, "XYZ")
+	run(t, r, 5*time.Second, chromedp.KeyEvent(kb.Backspace))
+	if got := textOf(t, r); got != "shared text" {
+		t.Errorf("reader's editor changed to %q", got)
+	}
+
+	// The writer's edits keep arriving live.
+	typeText(t, w, " grows")
+	waitSynced(t, w, "shared text grows")
+	waitSynced(t, r, "shared text grows")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	d, err := rt.Doc(ctx, doc, writer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Text != "shared text grows" {
+		t.Fatalf("server text = %q, want %q", d.Text, "shared text grows")
+	}
+}
+
+func TestAuthErrorIsShown(t *testing.T) {
+	rt := startRuntime(t)
+	doc := docID(t)
+	other := rt.Token("mallory", "Mallory", auth.PermWrite, "some-other-doc")
+
+	tests := []struct {
+		name, token, wantBanner string
+	}{
+		{"no token", "", "access token"},
+		{"garbage token", "not-a-jwt", "access token"},
+		{"token for another document", other, "does not grant"},
+	}
+	br := newBrowser(t)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			u := rt.URL() + "/d/" + doc
+			if tc.token != "" {
+				u += "#token=" + tc.token
+			}
+			// A fragment-only change does not reload the page: go via blank.
+			run(t, br, 20*time.Second, chromedp.Navigate("about:blank"), chromedp.Navigate(u))
+			waitJS(t, br, 15*time.Second, "failed state", `document.getElementById('status').dataset.state === 'failed'`)
+			banner := eval[string](t, br, `document.getElementById('banner').hidden ? '' : document.getElementById('banner-text').textContent`)
+			if !strings.Contains(banner, tc.wantBanner) {
+				t.Errorf("banner = %q, want it to mention %q", banner, tc.wantBanner)
+			}
+		})
+	}
+}
+
+func TestStartPageOpensDocument(t *testing.T) {
+	rt := startRuntime(t)
+	br := newBrowser(t)
+	tok := rt.Token("sam", "Sam", auth.PermWrite, "team-*")
+	run(t, br, 20*time.Second,
+		chromedp.Navigate(rt.URL()+"/#token="+tok),
+		chromedp.WaitVisible(chromedp.ID("doc-name")),
+		chromedp.KeyEvent("team notes"),
+		chromedp.KeyEvent(kb.Enter),
+	)
+	waitJS(t, br, 15*time.Second, "editor for team-notes", `location.pathname === '/d/team-notes' && document.getElementById('status').dataset.state === 'connected'`)
+	title := eval[string](t, br, `document.getElementById('doc-title').textContent`)
+	if title != "team-notes" {
+		t.Errorf("title = %q, want team-notes", title)
+	}
+}
