@@ -90,7 +90,9 @@ func FuzzUnmarshalApply(f *testing.F) {
 		}
 		got, err := Apply(doc, op)
 		norm, nerr := Apply(doc, op.Normalize())
-		if (err == nil) != (nerr == nil) || got != norm {
+		// Normalizing drops a trailing retain, so an op too long for doc
+		// may become applicable; the other way round must never happen.
+		if err == nil && (nerr != nil || got != norm) {
 			t.Fatalf("Apply(%q, %v) = %q, %v but normalized gives %q, %v", doc, op, got, err, norm, nerr)
 		}
 		if err != nil && !errors.Is(err, ErrInvalid) {
