@@ -2,6 +2,7 @@ package ot
 
 import (
 	"fmt"
+	"math/bits"
 	"strings"
 	"unicode/utf8"
 )
@@ -12,6 +13,11 @@ import (
 func Apply(text string, op Op) (string, error) {
 	if err := op.Validate(); err != nil {
 		return "", err
+	}
+	// Code point counting below relies on valid UTF-8; documents only ever
+	// hold valid text, so anything else is corruption worth refusing.
+	if !utf8.ValidString(text) {
+		return "", fmt.Errorf("%w: the text is not valid UTF-8", ErrInvalid)
 	}
 	grow := len(text)
 	for _, c := range op {
@@ -49,21 +55,43 @@ func tooLong(text string, op Op) error {
 }
 
 // advance returns the byte offset n code points after byte offset i in s,
-// and false when s ends first.
+// and false when s ends first; s must be valid UTF-8 and i a code point
+// boundary. It counts the bytes that start a code point (all but 10xxxxxx
+// continuation bytes) eight at a time: retaining across a large text is the
+// bulk of Apply's work.
 func advance(s string, i, n int) (int, bool) {
-	for n > 0 {
-		if i >= len(s) {
-			return i, false
-		}
-		if s[i] < utf8.RuneSelf {
-			i++
-		} else {
-			_, w := utf8.DecodeRuneInString(s[i:])
-			i += w
-		}
-		n--
+	const hi = 0x8080808080808080
+	if n <= 0 {
+		return i, true
 	}
-	return i, true
+	for ; i+8 <= len(s); i += 8 {
+		w := uint64(s[i]) | uint64(s[i+1])<<8 | uint64(s[i+2])<<16 | uint64(s[i+3])<<24 |
+			uint64(s[i+4])<<32 | uint64(s[i+5])<<40 | uint64(s[i+6])<<48 | uint64(s[i+7])<<56
+		if w&hi == 0 {
+			// All ASCII.
+			if n < 8 {
+				return i + n, true
+			}
+			n -= 8
+			continue
+		}
+		starts := 8 - bits.OnesCount64(w&hi&^(w<<1))
+		if starts >= n {
+			break
+		}
+		n -= starts
+	}
+	// Consume n more code point starts; the answer is where the next one
+	// begins (or the end of s).
+	for ; i < len(s); i++ {
+		if s[i]&0xC0 != 0x80 {
+			if n == 0 {
+				return i, true
+			}
+			n--
+		}
+	}
+	return i, n == 0
 }
 
 // prefix returns the first n code points of s; n must not exceed them.

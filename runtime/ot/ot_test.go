@@ -320,3 +320,12 @@ func TestUnmarshalErrorMessages(t *testing.T) {
 		}
 	}
 }
+
+func TestApplyRejectsInvalidText(t *testing.T) {
+	tests := []string{"a\xffb", "\xe4\xb8", "\x80", "ok" + string([]byte{0xed, 0xa0, 0x80})}
+	for _, text := range tests {
+		if got, err := Apply(text, Op{r(1), ins("x")}); !errors.Is(err, ErrInvalid) {
+			t.Errorf("Apply(%q) = %q, %v; want ErrInvalid", text, got, err)
+		}
+	}
+}
