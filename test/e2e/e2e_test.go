@@ -35,10 +35,12 @@ const (
 	stepTimeout  = 2 * time.Minute
 )
 
-// sample is a CollabCluster manifest from config/samples.
+// sample is a CollabCluster from config/samples; a sample file may also
+// carry the Secrets the CollabCluster refers to.
 type sample struct {
-	obj  map[string]any
-	name string
+	obj     map[string]any   // the CollabCluster
+	secrets []map[string]any // Secrets defined next to it
+	name    string
 }
 
 func loadSample(t *testing.T, root, path string) sample {
@@ -47,16 +49,35 @@ func loadSample(t *testing.T, root, path string) sample {
 	if err != nil {
 		t.Fatalf("read sample %s: %v", path, err)
 	}
-	var obj map[string]any
-	if err := yaml.Unmarshal(b, &obj); err != nil {
-		t.Fatalf("parse sample %s: %v", path, err)
+	var s sample
+	for _, doc := range strings.Split(string(b), "\n---") {
+		var obj map[string]any
+		if err := yaml.Unmarshal([]byte(doc), &obj); err != nil {
+			t.Fatalf("parse sample %s: %v", path, err)
+		}
+		if len(obj) == 0 {
+			continue
+		}
+		if meta, ok := obj["metadata"].(map[string]any); ok {
+			delete(meta, "namespace") // applied into the test namespace
+		}
+		switch str(obj, "kind") {
+		case "CollabCluster":
+			if s.obj != nil {
+				t.Fatalf("sample %s holds more than one CollabCluster", path)
+			}
+			s.obj = obj
+		case "Secret":
+			s.secrets = append(s.secrets, obj)
+		default:
+			t.Fatalf("sample %s: unexpected kind %q", path, str(obj, "kind"))
+		}
 	}
-	if str(obj, "kind") != "CollabCluster" {
-		t.Fatalf("sample %s: kind %q, want CollabCluster", path, str(obj, "kind"))
+	if s.obj == nil {
+		t.Fatalf("sample %s holds no CollabCluster", path)
 	}
-	meta := obj["metadata"].(map[string]any)
-	delete(meta, "namespace")
-	return sample{obj: obj, name: str(obj, "metadata", "name")}
+	s.name = str(s.obj, "metadata", "name")
+	return s
 }
 
 // renamed returns a copy of the sample under another name, with spec edits.
@@ -75,16 +96,21 @@ func (s sample) renamed(t *testing.T, name string, edit func(spec map[string]any
 		spec, _ := obj["spec"].(map[string]any)
 		edit(spec)
 	}
-	return sample{obj: obj, name: name}
+	return sample{obj: obj, name: name} // its Secrets, if any, are the original's
 }
 
+// yaml renders the sample's Secrets followed by the CollabCluster.
 func (s sample) yaml(t *testing.T) string {
 	t.Helper()
-	b, err := yaml.Marshal(s.obj)
-	if err != nil {
-		t.Fatalf("marshal sample %s: %v", s.name, err)
+	var docs []string
+	for _, o := range append(append([]map[string]any{}, s.secrets...), s.obj) {
+		b, err := yaml.Marshal(o)
+		if err != nil {
+			t.Fatalf("marshal sample %s: %v", s.name, err)
+		}
+		docs = append(docs, string(b))
 	}
-	return string(b)
+	return strings.Join(docs, "---\n")
 }
 
 func randomB64(t *testing.T) string {
@@ -94,6 +120,39 @@ func randomB64(t *testing.T) string {
 		t.Fatalf("random: %v", err)
 	}
 	return base64.StdEncoding.EncodeToString(b)
+}
+
+// podTemplateSecrets lists the Secrets a Deployment's pods use through
+// volumes, env valueFrom and envFrom.
+func podTemplateSecrets(dep map[string]any) []string {
+	seen := map[string]bool{}
+	var out []string
+	add := func(n string) {
+		if n != "" && !seen[n] {
+			seen[n] = true
+			out = append(out, n)
+		}
+	}
+	vols, _ := field(dep, "spec", "template", "spec", "volumes").([]any)
+	for _, v := range vols {
+		add(str(v, "secret", "secretName"))
+		srcs, _ := field(v, "projected", "sources").([]any)
+		for _, src := range srcs {
+			add(str(src, "secret", "name"))
+		}
+	}
+	containers, _ := field(dep, "spec", "template", "spec", "containers").([]any)
+	for _, c := range containers {
+		envs, _ := field(c, "env").([]any)
+		for _, e := range envs {
+			add(str(e, "valueFrom", "secretKeyRef", "name"))
+		}
+		froms, _ := field(c, "envFrom").([]any)
+		for _, f := range froms {
+			add(str(f, "secretRef", "name"))
+		}
+	}
+	return out
 }
 
 // secretRef is one external Secret a sample refers to.
@@ -110,6 +169,22 @@ func externalSecrets(t *testing.T, s sample) []secretRef {
 	}
 	if len(refs) == 0 {
 		t.Fatalf("external sample %s refers to no Secret (spec.redis.external.urlSecretRef / spec.postgres.external.dsnSecretRef)", s.name)
+	}
+	return withSampleValues(s, refs)
+}
+
+// withSampleValues takes each Secret's value from the sample file when the
+// sample defines that Secret.
+func withSampleValues(s sample, refs []secretRef) []secretRef {
+	for i, r := range refs {
+		for _, sec := range s.secrets {
+			if str(sec, "metadata", "name") != r.name {
+				continue
+			}
+			if v := str(sec, "stringData", r.key); v != "" {
+				refs[i].value = v
+			}
+		}
 	}
 	return refs
 }
@@ -205,6 +280,7 @@ func TestCollabClusterEndToEnd(t *testing.T) {
 
 	step("apply samples", func(t *testing.T) {
 		c.k(t, "create", "namespace", appNS)
+		// The Secrets an external sample refers to exist before it does.
 		for _, r := range externalSecrets(t, external) {
 			c.kApply(t, appNS, secretManifest(r))
 		}
@@ -334,21 +410,17 @@ func TestCollabClusterEndToEnd(t *testing.T) {
 		depName := str(dep, "metadata", "name")
 		before, _ := field(dep, "spec", "template", "metadata", "annotations").(map[string]any)
 		genBefore := num(dep, "metadata", "generation")
-		// The JWT Secret is the one the runtime pods mount that carries the
-		// signing key; find it through the pod template.
+		// The JWT Secret is the one the runtime pods use (mounted or through
+		// the environment) that carries the signing key.
 		jwtSecret := ""
-		vols, _ := field(dep, "spec", "template", "spec", "volumes").([]any)
-		var mounted []string
-		for _, v := range vols {
-			if n := str(v, "secret", "secretName"); n != "" {
-				mounted = append(mounted, n)
-				if strings.Contains(strings.ToLower(n), "jwt") {
-					jwtSecret = n
-				}
+		mounted := podTemplateSecrets(dep)
+		for _, n := range mounted {
+			if strings.Contains(strings.ToLower(n), "jwt") {
+				jwtSecret = n
 			}
 		}
 		if jwtSecret == "" {
-			t.Fatalf("no JWT Secret among the runtime's secret volumes %v", mounted)
+			t.Fatalf("no JWT Secret among the Secrets the runtime pods use: %v", mounted)
 		}
 		secret := c.getJSON(t, "secret", jwtSecret, "-n", appNS)
 		data, _ := secret["data"].(map[string]any)
