@@ -25,6 +25,12 @@ func focusAt(t testing.TB, ctx context.Context, end bool) {
 		chromedp.Focus(chromedp.ID("text")),
 		chromedp.KeyEvent(key, chromedp.KeyModifiers(chromedp.ModifierCtrl)),
 	)
+	want := "0"
+	if end {
+		want = "document.getElementById('text').value.length"
+	}
+	waitJS(t, ctx, 5*time.Second, "caret moved by the key press",
+		fmt.Sprintf(`document.getElementById('text').selectionStart === %s && document.getElementById('text').selectionEnd === %s`, want, want))
 }
 
 // typeText sends real key events for every character of s.
@@ -116,8 +122,10 @@ func TestTwoBrowsersConverge(t *testing.T) {
 	}
 
 	// Select a word on Bob's side so the screenshot shows a remote selection.
-	run(t, b, 10*time.Second, chromedp.KeyEvent(kb.ArrowLeft, chromedp.KeyModifiers(chromedp.ModifierShift, chromedp.ModifierCtrl)))
-	waitJS(t, a, 10*time.Second, "bob's selection highlighted on alice's page", `!!document.querySelector('#mirror mark')`)
+	run(t, b, 10*time.Second, chromedp.KeyEvent(kb.ArrowLeft+kb.ArrowLeft+kb.ArrowLeft+kb.ArrowLeft, chromedp.KeyModifiers(chromedp.ModifierShift)))
+	// Four characters back from the start of "middle": "2 3\n" is selected.
+	waitJS(t, a, 10*time.Second, "bob's selection highlighted on alice's page",
+		`document.querySelector('#mirror mark')?.textContent === '2 3\n'`)
 	sctx, cancel2 := context.WithTimeout(a, 20*time.Second)
 	defer cancel2()
 	shot, err := chromedp.Run(sctx, chromedp.FullScreenshot(100))

@@ -73,9 +73,13 @@ func requireChromium(t testing.TB) string {
 	return p
 }
 
-// runtimeBinary builds cmd/tandem-runtime once per test binary.
+// runtimeBinary builds cmd/tandem-runtime once per test binary, unless
+// TANDEM_RUNTIME_BIN names one already built.
 func runtimeBinary(t testing.TB) string {
 	t.Helper()
+	if p := os.Getenv("TANDEM_RUNTIME_BIN"); p != "" {
+		return p // a prebuilt binary (e.g. from make build)
+	}
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "tandem-browser-bin-")
 		if err != nil {
