@@ -699,7 +699,8 @@ function clampSel(c, len) {
 
 /** Moves a selection {anchor, head} through an operation. */
 export function transformSel(sel, op, own) {
-  return { anchor: ot.transformCursor(sel.anchor, op, own), head: ot.transformCursor(sel.head, op, own) };
+  const [anchor, head] = ot.transformSelection(sel.anchor, sel.head, op, own);
+  return { anchor, head };
 }
 
 /**

@@ -29,24 +29,9 @@ export function cpCount(s, from = 0, to = s.length) {
   return n;
 }
 
-/** Code point index of UTF-16 offset u in s (an offset inside a pair rounds down). */
-export function utf16ToCp(s, u) {
-  u = Math.max(0, Math.min(u, s.length));
-  if (splitsPair(s, u)) u--;
-  return cpCount(s, 0, u);
-}
-
-/** UTF-16 offset of code point index cp in s (clamped to the end). */
-export function cpToUtf16(s, cp) {
-  let i = 0;
-  let n = 0;
-  while (i < s.length && n < cp) {
-    const c = s.charCodeAt(i);
-    i += isHigh(c) && i + 1 < s.length && isLow(s.charCodeAt(i + 1)) ? 2 : 1;
-    n++;
-  }
-  return i;
-}
+// The conversions for caret and selection offsets come from the OT module;
+// they are re-exported so the editor has one place for edge conversions.
+export { utf16ToCp, cpToUtf16 } from './ot.js';
 
 /**
  * The operation (code points, full length) that turns `before` into

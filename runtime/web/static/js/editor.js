@@ -169,10 +169,7 @@ class Editor {
     const dir = ta.selectionDirection;
     let start = utf16ToCp(old, ta.selectionStart);
     let end = utf16ToCp(old, ta.selectionEnd);
-    if (op) {
-      start = ot.transformCursor(start, op, false);
-      end = ot.transformCursor(end, op, false);
-    }
+    if (op) [start, end] = ot.transformSelection(start, end, op, false);
     const top = ta.scrollTop;
     ta.value = text;
     this.value = text;
