@@ -1,0 +1,279 @@
+package testsvc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
+)
+
+func testCtx(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func redisClient(t *testing.T, r *Redis) *redis.Client {
+	t.Helper()
+	opt, err := redis.ParseURL(r.URL())
+	if err != nil {
+		t.Fatalf("parse %q: %v", r.URL(), err)
+	}
+	c := redis.NewClient(opt)
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// TestRedisRestart writes a key, takes the server down in each of the ways a
+// fault test can, brings it back and checks whether the key survived: it must
+// with the append-only file and must not without it (proving the restart
+// really started a fresh process on the same port).
+func TestRedisRestart(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		appendOnly bool
+		down       func(r *Redis)
+		wantKept   bool
+	}{
+		{"aof kill -9", true, (*Redis).Kill, true},
+		{"aof stop", true, (*Redis).Stop, true},
+		{"no aof kill -9", false, (*Redis).Kill, false},
+		{"no aof stop", false, (*Redis).Stop, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var opts []RedisOption
+			if tc.appendOnly {
+				opts = append(opts, WithAppendOnly())
+			}
+			r := StartRedis(t, opts...)
+			if want := "redis://" + r.Addr() + "/0"; r.URL() != want {
+				t.Fatalf("URL() = %q, want %q", r.URL(), want)
+			}
+			if host, _, _ := net.SplitHostPort(r.Addr()); host != "127.0.0.1" {
+				t.Fatalf("Addr() = %q, want a 127.0.0.1 address", r.Addr())
+			}
+			ctx := testCtx(t)
+			c := redisClient(t, r)
+			if err := c.Set(ctx, "k", "v1", 0).Err(); err != nil {
+				t.Fatalf("SET: %v", err)
+			}
+			addr := r.Addr()
+
+			tc.down(r)
+			if conn, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+				conn.Close()
+				t.Fatalf("%s still accepts connections while the server is down", addr)
+			}
+			r.Start()
+			if r.Addr() != addr {
+				t.Fatalf("address changed across restart: %s -> %s", addr, r.Addr())
+			}
+
+			got, err := c.Get(ctx, "k").Result()
+			switch {
+			case tc.wantKept && err != nil:
+				t.Fatalf("GET after restart: %v (want v1)", err)
+			case tc.wantKept && got != "v1":
+				t.Fatalf("GET after restart = %q, want v1", got)
+			case !tc.wantKept && !errors.Is(err, redis.Nil):
+				t.Fatalf("GET after restart = %q, %v; want the key gone", got, err)
+			}
+		})
+	}
+}
+
+func TestRedisRestartMethod(t *testing.T) {
+	t.Parallel()
+	r := StartRedis(t, WithAppendOnly())
+	ctx := testCtx(t)
+	c := redisClient(t, r)
+	for i, v := range []string{"a", "b", "c"} {
+		if err := c.RPush(ctx, "list", v).Err(); err != nil {
+			t.Fatalf("RPUSH %d: %v", i, err)
+		}
+		r.Restart()
+	}
+	got, err := c.LRange(ctx, "list", 0, -1).Result()
+	if err != nil {
+		t.Fatalf("LRANGE: %v", err)
+	}
+	if strings.Join(got, ",") != "a,b,c" {
+		t.Fatalf("list after restarts = %v, want [a b c]", got)
+	}
+	r.Stop()
+	r.Stop() // stopping a stopped instance is a no-op
+}
+
+// TestRedisCleanupRemovesData checks that the instance is gone and its
+// directory deleted once the test that started it ends.
+func TestRedisCleanupRemovesData(t *testing.T) {
+	t.Parallel()
+	var addr, dir string
+	t.Run("inner", func(t *testing.T) {
+		r := StartRedis(t, WithAppendOnly())
+		addr, dir = r.Addr(), r.svc.dir
+		if err := redisClient(t, r).Set(testCtx(t), "k", "v", 0).Err(); err != nil {
+			t.Fatalf("SET: %v", err)
+		}
+	})
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("data dir %s still exists after cleanup (stat: %v)", dir, err)
+	}
+	if conn, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		conn.Close()
+		t.Fatalf("something still listens on %s after cleanup", addr)
+	}
+}
+
+func pgConnect(ctx context.Context, t *testing.T, pg *Postgres) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(ctx, pg.URL())
+	if err != nil {
+		t.Fatalf("connect %s: %v", pg.URL(), err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+// TestPostgresRestart commits rows, takes the server down (SIGKILL of the
+// whole server, or a fast shutdown), starts it again on the same port and
+// data directory and checks every committed row is still there.
+func TestPostgresRestart(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		down func(pg *Postgres)
+	}{
+		{"kill -9", (*Postgres).Kill},
+		{"stop", (*Postgres).Stop},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			pg := StartPostgres(t)
+			if want := "postgres://postgres@" + pg.Addr() + "/postgres?sslmode=disable"; pg.URL() != want {
+				t.Fatalf("URL() = %q, want %q", pg.URL(), want)
+			}
+			ctx := testCtx(t)
+			conn := pgConnect(ctx, t, pg)
+			if _, err := conn.Exec(ctx, `CREATE TABLE t (id int PRIMARY KEY, v text NOT NULL)`); err != nil {
+				t.Fatalf("create table: %v", err)
+			}
+			for i := 1; i <= 100; i++ {
+				if _, err := conn.Exec(ctx, `INSERT INTO t VALUES ($1, $2)`, i, strings.Repeat("x", i)); err != nil {
+					t.Fatalf("insert %d: %v", i, err)
+				}
+			}
+			addr := pg.Addr()
+
+			tc.down(pg)
+			if err := conn.Ping(ctx); err == nil {
+				t.Fatal("ping on the old connection succeeded while the server is down")
+			}
+			pg.Start()
+			if pg.Addr() != addr {
+				t.Fatalf("address changed across restart: %s -> %s", addr, pg.Addr())
+			}
+
+			conn2 := pgConnect(ctx, t, pg)
+			var n, total int
+			if err := conn2.QueryRow(ctx, `SELECT count(*), coalesce(sum(length(v)), 0) FROM t`).Scan(&n, &total); err != nil {
+				t.Fatalf("count after restart: %v", err)
+			}
+			if n != 100 || total != 5050 {
+				t.Fatalf("after restart: %d rows, total length %d; want 100 rows, 5050", n, total)
+			}
+		})
+	}
+}
+
+func TestPostgresRestartMethod(t *testing.T) {
+	t.Parallel()
+	pg := StartPostgres(t)
+	ctx := testCtx(t)
+	if _, err := pgConnect(ctx, t, pg).Exec(ctx, `CREATE TABLE survives (x int)`); err != nil {
+		t.Fatalf("create table: %v", err)
+	}
+	pg.Restart()
+	pg.Kill()
+	pg.Start()
+	var exists bool
+	if err := pgConnect(ctx, t, pg).QueryRow(ctx, `SELECT to_regclass('survives') IS NOT NULL`).Scan(&exists); err != nil {
+		t.Fatalf("query after restart: %v", err)
+	}
+	if !exists {
+		t.Fatal("table created before Restart and Kill is gone")
+	}
+}
+
+// fakeTB records Skip and Fatal instead of ending the goroutine, so the
+// missing-binary policy can be checked without skipping this test.
+type fakeTB struct {
+	testing.TB
+	skipped, failed string
+}
+
+func (f *fakeTB) Helper()           {}
+func (f *fakeTB) Skip(args ...any)  { f.skipped = fmt.Sprint(args...) }
+func (f *fakeTB) Fatal(args ...any) { f.failed = fmt.Sprint(args...) }
+
+func TestRequireBinaryMissing(t *testing.T) {
+	// Not parallel: it changes the environment.
+	empty := t.TempDir()
+	t.Setenv("PATH", empty)
+	tests := []struct {
+		ci       string
+		wantSkip bool
+	}{
+		{"true", false},
+		{"", true},
+		{"false", true},
+	}
+	for _, tc := range tests {
+		t.Run("CI="+tc.ci, func(t *testing.T) {
+			t.Setenv("CI", tc.ci)
+			f := &fakeTB{TB: t}
+			got := requireBinary(f, "tandem-no-such-server", "tandem-pkg", filepath.Join(empty, "nope"))
+			if got != "" {
+				t.Fatalf("requireBinary returned %q for a missing binary", got)
+			}
+			msg := f.failed
+			if tc.wantSkip {
+				msg = f.skipped
+				if f.failed != "" {
+					t.Fatalf("failed under CI=%q, want skip: %s", tc.ci, f.failed)
+				}
+			} else if f.skipped != "" {
+				t.Fatalf("skipped under CI=true, want failure: %s", f.skipped)
+			}
+			if !strings.Contains(msg, `"tandem-pkg"`) || !strings.Contains(msg, "tandem-no-such-server") {
+				t.Fatalf("message %q does not name the binary and the package", msg)
+			}
+		})
+	}
+}
+
+func TestRequireBinaryExtraDir(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "tandem-fake-server")
+	if err := os.WriteFile(bin, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f := &fakeTB{TB: t}
+	if got := requireBinary(f, "tandem-fake-server", "pkg", filepath.Join(dir, "missing"), dir); got != bin {
+		t.Fatalf("requireBinary = %q, want %q (skip %q, fail %q)", got, bin, f.skipped, f.failed)
+	}
+}
