@@ -1,0 +1,588 @@
+package doc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/tandem-dev/tandem/runtime/ot"
+	"github.com/tandem-dev/tandem/runtime/protocol"
+	"github.com/tandem-dev/tandem/runtime/rope"
+	"github.com/tandem-dev/tandem/runtime/store"
+)
+
+// Requests handled by the actor.
+type (
+	joinReq struct {
+		member *Member
+		rev    *int64
+		reply  chan<- result[joined]
+	}
+	submitReq struct {
+		member   *Member
+		seq, rev int64
+		op       ot.Op
+		received time.Time
+	}
+	leaveReq struct {
+		conn string
+	}
+	cursorReq struct {
+		conn   string
+		cursor *store.Cursor
+		rev    *int64
+	}
+	snapshotReq struct {
+		reply chan<- result[store.Snapshot]
+	}
+)
+
+// storeTimeout bounds every single call to a backing store, so a stuck
+// backend turns into an "unavailable" error instead of a frozen document.
+const storeTimeout = 10 * time.Second
+
+type actor struct {
+	m    *Manager
+	id   string
+	opts *Options
+	log  *slog.Logger
+
+	inbox    chan any
+	done     chan struct{} // closed when run returns
+	quit     chan struct{} // closed by stop
+	quitOnce sync.Once
+
+	// Everything below is owned by the run goroutine.
+	ctx     context.Context
+	text    *rope.Rope
+	head    int64 // revision of text
+	window  []store.Entry
+	lastSeq map[string]int64 // highest committed seq per client id
+	members map[string]*Member
+	present map[string]store.PresenceEntry // every known presence entry, cursors at head
+	idle    time.Time                      // since when there are no members
+}
+
+func newActor(m *Manager, id string) *actor {
+	return &actor{
+		m: m, id: id, opts: &m.opts,
+		log:     m.log.With("doc", id),
+		inbox:   make(chan any, 256),
+		done:    make(chan struct{}),
+		quit:    make(chan struct{}),
+		lastSeq: map[string]int64{},
+		members: map[string]*Member{},
+		present: map[string]store.PresenceEntry{},
+	}
+}
+
+// send queues a request; errGone when the actor has exited.
+func (a *actor) send(ctx context.Context, req any) error {
+	select {
+	case <-a.done:
+		return errGone
+	default:
+	}
+	select {
+	case a.inbox <- req:
+		return nil
+	case <-a.done:
+		return errGone
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (a *actor) stop() { a.quitOnce.Do(func() { close(a.quit) }) }
+
+func (a *actor) storeCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(a.ctx, storeTimeout)
+}
+
+func (a *actor) run() {
+	// Unregister before signalling done, so a caller that sees done and
+	// retries gets a fresh actor rather than this one again.
+	defer close(a.done)
+	defer a.m.forget(a)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a.ctx = ctx
+
+	if err := a.load(); err != nil {
+		a.log.Error("load document", "err", err)
+		a.failPending(fmt.Errorf("load document %q: %w", a.id, errors.Join(err, store.ErrUnavailable)))
+		return
+	}
+
+	subCtx, subCancel := context.WithCancel(ctx)
+	defer subCancel()
+	logSub, err := a.subscribeLog(subCtx)
+	if err != nil {
+		a.log.Error("subscribe to log", "err", err)
+		a.failPending(err)
+		return
+	}
+	var presence <-chan store.PresenceEvent
+	if a.opts.Presence != nil {
+		if presence, err = a.subscribePresence(subCtx); err != nil {
+			a.log.Error("subscribe to presence", "err", err)
+			a.failPending(err)
+			return
+		}
+	}
+	a.idle = time.Now()
+	tick := time.NewTicker(min(a.opts.PresenceRefresh, a.opts.IdleTimeout/2+time.Millisecond))
+	defer tick.Stop()
+	var resubscribe <-chan time.Time
+	var next any // a request read while gathering a batch, handled next
+	for {
+		if a.broken() {
+			return
+		}
+		var req any
+		if next != nil {
+			req, next = next, nil
+		} else {
+			var logC <-chan store.Entry
+			if logSub != nil {
+				logC = logSub.C()
+			}
+			select {
+			case <-a.quit:
+				a.shutdown()
+				return
+			case req = <-a.inbox:
+			case e, ok := <-logC:
+				if !ok {
+					a.log.Warn("log subscription ended; resubscribing", "err", logSub.Err())
+					logSub = nil
+					resubscribe = time.After(500 * time.Millisecond)
+					continue
+				}
+				a.remote(e)
+				continue
+			case <-resubscribe:
+				resubscribe = nil
+				// Catch up first: entries committed while unsubscribed.
+				a.catchUp()
+				if logSub, err = a.subscribeLog(subCtx); err != nil {
+					a.log.Warn("resubscribe to log", "err", err)
+					resubscribe = time.After(2 * time.Second)
+				}
+				continue
+			case ev, ok := <-presence:
+				if !ok {
+					presence = nil
+					continue
+				}
+				a.presenceEvent(ev)
+				continue
+			case <-tick.C:
+				if len(a.members) == 0 && time.Since(a.idle) >= a.opts.IdleTimeout {
+					a.log.Debug("unloading idle document")
+					return
+				}
+				a.refreshPresence()
+				continue
+			}
+		}
+		switch r := req.(type) {
+		case submitReq:
+			batch := []submitReq{r}
+		gather:
+			for len(batch) < a.opts.MaxBatch {
+				select {
+				case more := <-a.inbox:
+					if s, ok := more.(submitReq); ok {
+						batch = append(batch, s)
+						continue
+					}
+					next = more
+					break gather
+				default:
+					break gather
+				}
+			}
+			a.submit(batch)
+		case joinReq:
+			w := a.join(r.member, r.rev)
+			r.reply <- result[joined]{v: joined{a: a, w: w}}
+		case leaveReq:
+			a.drop(r.conn)
+		case cursorReq:
+			a.setCursor(r)
+		case snapshotReq:
+			r.reply <- result[store.Snapshot]{v: store.Snapshot{Doc: a.id, Rev: a.head, Text: a.text.String()}}
+		}
+	}
+}
+
+// failPending answers whatever is already queued when the document cannot
+// be served; later callers see done and retry with a new actor.
+func (a *actor) failPending(err error) {
+	for {
+		select {
+		case req := <-a.inbox:
+			switch r := req.(type) {
+			case joinReq:
+				r.reply <- result[joined]{err: err}
+			case snapshotReq:
+				r.reply <- result[store.Snapshot]{err: err}
+			case submitReq:
+				a.sendProblem(r.member, problemf(protocol.CodeUnavailable, &r.seq, "document unavailable, retry"))
+			}
+		default:
+			return
+		}
+	}
+}
+
+func (a *actor) load() error {
+	ctx, cancel := a.storeCtx()
+	defer cancel()
+	snap := store.Snapshot{Doc: a.id}
+	if a.opts.Durable != nil {
+		var err error
+		if snap, err = a.opts.Durable.Load(ctx, a.id); err != nil {
+			return fmt.Errorf("load snapshot: %w", err)
+		}
+	}
+	head, err := a.opts.Log.Head(ctx, a.id)
+	if err != nil {
+		return fmt.Errorf("read head: %w", err)
+	}
+	if head < snap.Rev {
+		return fmt.Errorf("log head %d is behind the stored snapshot at %d", head, snap.Rev)
+	}
+	a.text = rope.New(snap.Text)
+	a.head = snap.Rev
+	if head > snap.Rev {
+		entries, err := readRange(ctx, a.opts.Log, a.opts.Durable, a.id, snap.Rev, head)
+		if err != nil {
+			return err
+		}
+		for _, e := range entries {
+			if err := a.applyEntry(e); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (a *actor) subscribeLog(ctx context.Context) (store.Subscription, error) {
+	sub, err := a.opts.Log.Subscribe(ctx, a.id, a.head)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe to %q after %d: %w", a.id, a.head, err)
+	}
+	return sub, nil
+}
+
+func (a *actor) subscribePresence(ctx context.Context) (<-chan store.PresenceEvent, error) {
+	ch, err := a.opts.Presence.Subscribe(ctx, a.id)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe to presence of %q: %w", a.id, err)
+	}
+	lctx, cancel := a.storeCtx()
+	defer cancel()
+	list, err := a.opts.Presence.List(lctx, a.id)
+	if err != nil {
+		return nil, fmt.Errorf("list presence of %q: %w", a.id, err)
+	}
+	for _, e := range list {
+		a.present[e.Conn] = a.cursorAtHead(e)
+	}
+	return ch, nil
+}
+
+// broken reports a document whose text no longer accepts committed
+// entries; the actor exits and the next request reloads it from storage.
+func (a *actor) broken() bool { return a.text == nil }
+
+// applyEntry moves the text to e.Rev. It is the only place the text
+// changes.
+func (a *actor) applyEntry(e store.Entry) error {
+	if e.Rev != a.head+1 {
+		return fmt.Errorf("apply %q rev %d at head %d: out of order", a.id, e.Rev, a.head)
+	}
+	if err := a.text.Apply(e.Op); err != nil {
+		return fmt.Errorf("apply %q rev %d: %w", a.id, e.Rev, err)
+	}
+	a.head = e.Rev
+	a.window = append(a.window, e)
+	if over := len(a.window) - a.opts.Window; over > a.opts.Window/4 {
+		// Trim in chunks so appends stay amortised O(1).
+		a.window = append([]store.Entry(nil), a.window[over:]...)
+	}
+	if e.Seq > a.lastSeq[e.Client] {
+		a.lastSeq[e.Client] = e.Seq
+	}
+	for conn, p := range a.present {
+		a.present[conn] = transformPresence(p, e)
+	}
+	return nil
+}
+
+// commit applies a committed entry and sends it to every member: an ack to
+// the connections of the client that wrote it, the operation to the others.
+func (a *actor) commit(e store.Entry) {
+	if err := a.applyEntry(e); err != nil {
+		a.log.Error("committed entry does not apply; reloading document", "rev", e.Rev, "err", err)
+		a.text = nil
+		a.dropAll()
+		return
+	}
+	var ack protocol.Ack
+	var op protocol.Op
+	for conn, m := range a.members {
+		var msg any
+		if m.Client == e.Client {
+			ack = protocol.Ack{Type: protocol.TypeAck, Seq: e.Seq, Rev: e.Rev}
+			msg = ack
+		} else {
+			if op.Type == "" {
+				op = protocol.OpFromEntry(e)
+			}
+			msg = op
+		}
+		if !m.Send(msg) {
+			a.drop(conn)
+		}
+	}
+}
+
+// remote handles an entry from the log subscription: own entries were
+// applied already, others are applied now.
+func (a *actor) remote(e store.Entry) {
+	switch {
+	case e.Rev <= a.head:
+		return
+	case e.Rev == a.head+1:
+		a.commit(e)
+	default:
+		a.catchUp()
+	}
+}
+
+// catchUp applies everything committed after head.
+func (a *actor) catchUp() {
+	ctx, cancel := a.storeCtx()
+	defer cancel()
+	entries, err := readRange(ctx, a.opts.Log, a.opts.Durable, a.id, a.head, -1)
+	if err != nil {
+		a.log.Warn("catch up from log", "err", err)
+		return
+	}
+	for _, e := range entries {
+		if a.broken() {
+			return
+		}
+		if e.Rev == a.head+1 {
+			a.commit(e)
+		}
+	}
+}
+
+// entriesAfter returns the committed entries with Rev > rev.
+func (a *actor) entriesAfter(rev int64) ([]store.Entry, error) {
+	if rev >= a.head {
+		return nil, nil
+	}
+	if n := len(a.window); n > 0 && a.window[0].Rev <= rev+1 {
+		start := int(rev + 1 - a.window[0].Rev)
+		return a.window[start:], nil
+	}
+	ctx, cancel := a.storeCtx()
+	defer cancel()
+	return readRange(ctx, a.opts.Log, a.opts.Durable, a.id, rev, a.head)
+}
+
+func (a *actor) join(m *Member, rev *int64) Welcome {
+	a.members[m.Conn] = m
+	w := Welcome{Rev: a.head}
+	if rev != nil && *rev <= a.head && a.head-*rev <= int64(a.opts.Window) {
+		if entries, err := a.entriesAfter(*rev); err == nil {
+			w.Ops = append([]store.Entry{}, entries...)
+		} else {
+			a.log.Warn("resume from log failed; sending full text", "err", err)
+		}
+	}
+	if w.Ops == nil {
+		text := a.text.String()
+		w.Text = &text
+	}
+	for conn, p := range a.present {
+		if conn != m.Conn {
+			w.Presence = append(w.Presence, p)
+		}
+	}
+	sort.Slice(w.Presence, func(i, j int) bool { return w.Presence[i].Conn < w.Presence[j].Conn })
+	a.updatePresence(store.PresenceEntry{Doc: a.id, Conn: m.Conn, User: m.User, Rev: a.head})
+	return w
+}
+
+// drop removes a member (left, or too slow) and its presence.
+func (a *actor) drop(conn string) {
+	if _, ok := a.members[conn]; !ok {
+		return
+	}
+	delete(a.members, conn)
+	if len(a.members) == 0 {
+		a.idle = time.Now()
+	}
+	if a.opts.Presence == nil {
+		a.presenceEvent(store.PresenceEvent{Entry: a.present[conn], Left: true})
+		return
+	}
+	ctx, cancel := a.storeCtx()
+	defer cancel()
+	if err := a.opts.Presence.Remove(ctx, a.id, conn); err != nil {
+		a.log.Warn("remove presence", "conn", conn, "err", err)
+	}
+}
+
+func (a *actor) dropAll() {
+	for conn := range a.members {
+		a.drop(conn)
+	}
+}
+
+func (a *actor) shutdown() {
+	a.dropAll()
+	a.failPending(fmt.Errorf("document %q: %w", a.id, ErrClosed))
+}
+
+func (a *actor) setCursor(r cursorReq) {
+	m, ok := a.members[r.conn]
+	if !ok {
+		return
+	}
+	e := store.PresenceEntry{Doc: a.id, Conn: r.conn, User: m.User, Rev: a.head}
+	if r.cursor != nil {
+		c := *r.cursor
+		e.Cursor = &c
+		if r.rev != nil && *r.rev < a.head {
+			e.Rev = *r.rev
+			e = a.cursorAtHead(e)
+		}
+		if e.Cursor != nil {
+			e.Cursor.Anchor = clamp(e.Cursor.Anchor, a.text.Len())
+			e.Cursor.Head = clamp(e.Cursor.Head, a.text.Len())
+		}
+	}
+	a.updatePresence(e)
+}
+
+func clamp(v, hi int) int { return max(0, min(v, hi)) }
+
+// updatePresence stores e; the announcement to members follows from the
+// presence subscription, so replicas and this process behave the same.
+func (a *actor) updatePresence(e store.PresenceEntry) {
+	if a.opts.Presence == nil {
+		a.presenceEvent(store.PresenceEvent{Entry: e})
+		return
+	}
+	ctx, cancel := a.storeCtx()
+	defer cancel()
+	if err := a.opts.Presence.Update(ctx, e); err != nil {
+		a.log.Warn("update presence", "conn", e.Conn, "err", err)
+	}
+}
+
+// refreshPresence keeps local entries from expiring.
+func (a *actor) refreshPresence() {
+	if a.opts.Presence == nil {
+		return
+	}
+	for conn, m := range a.members {
+		e, ok := a.present[conn]
+		if !ok {
+			e = store.PresenceEntry{Doc: a.id, Conn: conn, User: m.User, Rev: a.head}
+		}
+		a.updatePresence(e)
+	}
+}
+
+func (a *actor) presenceEvent(ev store.PresenceEvent) {
+	conn := ev.Entry.Conn
+	if ev.Left {
+		if _, ok := a.present[conn]; !ok && a.opts.Presence != nil {
+			return
+		}
+		delete(a.present, conn)
+		a.broadcastExcept(conn, protocol.Leave{Type: protocol.TypeLeave, User: ev.Entry.User.ID, Conn: conn})
+		return
+	}
+	e := a.cursorAtHead(ev.Entry)
+	old, had := a.present[conn]
+	a.present[conn] = e
+	if had && old.User == e.User && sameCursor(old.Cursor, e.Cursor) {
+		return // a refresh: nothing changed for anyone
+	}
+	a.broadcastExcept(conn, protocol.Presence{Type: protocol.TypePresence, User: e.User, Conn: conn, Cursor: e.Cursor})
+}
+
+func sameCursor(a, b *store.Cursor) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}
+
+func (a *actor) broadcastExcept(conn string, msg any) {
+	for c, m := range a.members {
+		if c != conn && !m.Send(msg) {
+			a.drop(c)
+		}
+	}
+}
+
+// cursorAtHead transforms a presence entry's cursor from its revision to
+// the head; a cursor older than the window is dropped (the owner resends it
+// on the next move).
+func (a *actor) cursorAtHead(e store.PresenceEntry) store.PresenceEntry {
+	if e.Cursor == nil || e.Rev >= a.head {
+		e.Rev = a.head
+		return e
+	}
+	entries, err := a.entriesAfter(e.Rev)
+	if err != nil {
+		e.Cursor, e.Rev = nil, a.head
+		return e
+	}
+	for _, c := range entries {
+		e = transformPresence(e, c)
+	}
+	return e
+}
+
+func transformPresence(p store.PresenceEntry, e store.Entry) store.PresenceEntry {
+	if p.Rev >= e.Rev {
+		return p
+	}
+	p.Rev = e.Rev
+	if p.Cursor == nil {
+		return p
+	}
+	own := p.User.ID == e.User
+	c := store.Cursor{
+		Anchor: ot.TransformCursor(p.Cursor.Anchor, e.Op, own),
+		Head:   ot.TransformCursor(p.Cursor.Head, e.Op, own),
+	}
+	p.Cursor = &c
+	return p
+}
+
+func (a *actor) sendProblem(m *Member, p *Problem) {
+	a.opts.Metrics.Errors.WithLabelValues(p.Code).Inc()
+	if m == nil {
+		return
+	}
+	if !m.Send(p.Wire()) {
+		a.drop(m.Conn)
+	}
+}

@@ -1,0 +1,205 @@
+package doc
+
+// The submit path, in one place. A client made operation op on the text at
+// revision rev and numbered it seq. To commit it:
+//
+//  1. Refuse a base revision in the future (bad_revision).
+//  2. Collect the entries committed after the base: from the in-memory
+//     window, else the log, else the durable store.
+//  3. If one of them carries the same client id and seq, this is a
+//     resubmission after a reconnect: ack it again with that revision and
+//     never apply it twice.
+//  4. Transform op against each of them in order, with the incoming
+//     operation's inserts first on ties (ot.Left); the browser client
+//     mirrors the rule.
+//  5. Check it against the current length and the document size limit.
+//  6. Append it to the log at the expected head (compare-and-set). Queued
+//     submissions go in one batch, each transformed against the ones before
+//     it. On a conflict another writer (a replica) got there first: apply
+//     its entries, redo 2-6; after MaxRetries the submitters get a
+//     retryable "unavailable".
+//  7. Apply the committed entries in revision order and send each to every
+//     member: an ack to the author's connection, the operation to the rest.
+
+import (
+	"errors"
+	"time"
+	"unicode/utf8"
+
+	"github.com/tandem-dev/tandem/runtime/ot"
+	"github.com/tandem-dev/tandem/runtime/protocol"
+	"github.com/tandem-dev/tandem/runtime/store"
+)
+
+// outcome is what one submission in a batch came to.
+type outcome struct {
+	req     submitReq
+	entry   *store.Entry // to append
+	dupRev  int64        // > 0: already committed as this revision
+	problem *Problem
+}
+
+func (a *actor) submit(batch []submitReq) {
+	for attempt := 0; attempt < a.opts.MaxRetries; attempt++ {
+		outs, entries := a.prepare(batch)
+		if len(entries) == 0 {
+			a.finish(outs)
+			return
+		}
+		ctx, cancel := a.storeCtx()
+		start := time.Now()
+		err := a.opts.Log.Append(ctx, a.id, a.head, entries)
+		cancel()
+		a.opts.Metrics.CommitTime.Observe(time.Since(start).Seconds())
+		switch {
+		case err == nil:
+			for _, e := range entries {
+				a.commit(e)
+				a.opts.Metrics.OpsCommitted.Inc()
+				if a.broken() {
+					return
+				}
+			}
+			a.finish(outs)
+			return
+		case errors.Is(err, store.ErrConflict):
+			a.opts.Metrics.CommitRetries.Inc()
+			before := a.head
+			a.catchUp()
+			if a.broken() {
+				return
+			}
+			if a.head == before {
+				// The log moved but we could not read it; try again after a
+				// short pause rather than spinning on the same conflict.
+				time.Sleep(time.Duration(attempt+1) * 10 * time.Millisecond)
+			}
+		default:
+			a.log.Warn("append to log", "err", err, "entries", len(entries))
+			a.failBatch(outs, "storage unavailable, retry")
+			return
+		}
+	}
+	outs, _ := a.prepare(batch)
+	a.failBatch(outs, "document too busy, retry")
+}
+
+// failBatch answers every submission that was to be appended with a
+// retryable error, and the others with what they came to.
+func (a *actor) failBatch(outs []outcome, msg string) {
+	for i := range outs {
+		if outs[i].entry != nil {
+			seq := outs[i].req.seq
+			outs[i].entry = nil
+			outs[i].problem = problemf(protocol.CodeUnavailable, &seq, "%s", msg)
+		}
+	}
+	a.finish(outs)
+}
+
+// finish sends resubmission acks and errors; committed entries were acked
+// by commit already, in revision order.
+func (a *actor) finish(outs []outcome) {
+	for _, o := range outs {
+		switch {
+		case o.problem != nil:
+			a.sendProblem(o.req.member, o.problem)
+		case o.dupRev > 0:
+			if m, ok := a.members[o.req.member.Conn]; ok {
+				if !m.Send(protocol.Ack{Type: protocol.TypeAck, Seq: o.req.seq, Rev: o.dupRev}) {
+					a.drop(m.Conn)
+				}
+			}
+		}
+	}
+}
+
+// prepare runs steps 1-5 for every submission of the batch against the
+// current head; entries are numbered from head+1.
+func (a *actor) prepare(batch []submitReq) ([]outcome, []store.Entry) {
+	outs := make([]outcome, len(batch))
+	var entries []store.Entry
+	length := a.text.Len()
+	size := a.text.Bytes()
+	for i, req := range batch {
+		outs[i] = a.prepareOne(req, entries, &length, &size)
+		if outs[i].entry != nil {
+			entries = append(entries, *outs[i].entry)
+		}
+	}
+	return outs, entries
+}
+
+func (a *actor) prepareOne(req submitReq, pending []store.Entry, length, size *int) outcome {
+	seq := req.seq
+	fail := func(code, format string, args ...any) outcome {
+		return outcome{req: req, problem: problemf(code, &seq, format, args...)}
+	}
+	// 1. Base revision.
+	if req.rev > a.head {
+		return fail(protocol.CodeBadRevision, "base revision %d is ahead of the document (revision %d)", req.rev, a.head)
+	}
+	// 2. Committed since the base.
+	committed, err := a.entriesAfter(req.rev)
+	if err != nil {
+		a.log.Warn("read entries to transform against", "from", req.rev, "err", err)
+		return fail(protocol.CodeUnavailable, "history unavailable, retry")
+	}
+	// 3. Resubmission?
+	for _, group := range [][]store.Entry{committed, pending} {
+		for _, e := range group {
+			if e.Client == req.member.Client && e.Seq == req.seq {
+				if e.Rev > a.head {
+					// Duplicate inside this batch: the first copy's commit
+					// acks it; nothing more to send.
+					return outcome{req: req}
+				}
+				return outcome{req: req, dupRev: e.Rev}
+			}
+		}
+	}
+	if req.seq <= a.lastSeq[req.member.Client] {
+		// Committed before the client's own base revision: the client
+		// already saw it and must not send it again.
+		return fail(protocol.CodeBadMessage, "operation %d of client %q was already committed before revision %d", req.seq, req.member.Client, req.rev)
+	}
+	// 4. Transform.
+	start := time.Now()
+	op := req.op
+	for _, group := range [][]store.Entry{committed, pending} {
+		for _, e := range group {
+			if op, err = ot.Transform(op, e.Op, ot.Left); err != nil {
+				return fail(protocol.CodeBadOp, "operation does not fit revision %d: %v", req.rev, err)
+			}
+		}
+	}
+	a.opts.Metrics.TransformTime.Observe(time.Since(start).Seconds())
+	// 5. Length and size.
+	if base := op.BaseLen(); base > *length {
+		return fail(protocol.CodeBadOp, "operation spans %d code points but the document has %d", base, *length)
+	}
+	inserted, insertedBytes, deleted := 0, 0, 0
+	for _, c := range op {
+		inserted += utf8.RuneCountInString(c.Insert)
+		insertedBytes += len(c.Insert)
+		deleted += c.Delete
+	}
+	// Deleted text is at least one byte per code point, so this estimate of
+	// the new size never undercounts.
+	newSize := *size + insertedBytes - deleted
+	if a.opts.MaxDocBytes > 0 && insertedBytes > deleted && newSize > a.opts.MaxDocBytes {
+		return fail(protocol.CodeTooLarge, "document would exceed %d bytes", a.opts.MaxDocBytes)
+	}
+	*length += inserted - deleted
+	*size = newSize
+	e := store.Entry{
+		Doc:    a.id,
+		Rev:    a.head + int64(len(pending)) + 1,
+		Op:     op,
+		Client: req.member.Client,
+		Seq:    req.seq,
+		User:   req.member.User.ID,
+		Time:   time.Now().UTC(),
+	}
+	return outcome{req: req, entry: &e}
+}

@@ -1,0 +1,84 @@
+package sqlite_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/tandem-dev/tandem/runtime/ot"
+	"github.com/tandem-dev/tandem/runtime/store"
+	"github.com/tandem-dev/tandem/runtime/store/sqlite"
+	"github.com/tandem-dev/tandem/runtime/store/storetest"
+)
+
+func open(t *testing.T, dir string) *sqlite.Store {
+	t.Helper()
+	s, err := sqlite.Open(context.Background(), dir)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func TestDurableConformance(t *testing.T) {
+	storetest.RunDurable(t, func(t *testing.T) store.Durable { return open(t, t.TempDir()) })
+}
+
+func TestSurvivesReopen(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := open(t, dir)
+	if err := s.Write(ctx, []store.Entry{
+		{Doc: "d", Rev: 1, Op: ot.Op{{Insert: "héllo 😀"}}},
+		{Doc: "d", Rev: 2, Op: ot.Op{{Retain: 6}, {Delete: 1}, {Insert: "!"}}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2 := open(t, dir)
+	snap, err := s2.Load(ctx, "d")
+	if err != nil || snap.Rev != 2 || snap.Text != "héllo !" {
+		t.Fatalf("after reopen: %+v, %v; want rev 2 %q", snap, err, "héllo !")
+	}
+	if err := s2.Ready(ctx); err != nil {
+		t.Fatalf("Ready: %v", err)
+	}
+}
+
+func TestWriteRefusesBadBatchesAtomically(t *testing.T) {
+	ctx := context.Background()
+	tests := []struct {
+		name  string
+		batch []store.Entry
+	}{
+		{"gap", []store.Entry{{Doc: "d", Rev: 3, Op: ot.Op{{Insert: "b"}}}}},
+		{"op longer than the text", []store.Entry{{Doc: "d", Rev: 2, Op: ot.Op{{Retain: 5}, {Insert: "b"}}}}},
+		{"good then bad", []store.Entry{
+			{Doc: "d", Rev: 2, Op: ot.Op{{Insert: "b"}}},
+			{Doc: "d", Rev: 3, Op: ot.Op{{Delete: 9}}},
+		}},
+		{"other doc fine, this one bad", []store.Entry{
+			{Doc: "e", Rev: 1, Op: ot.Op{{Insert: "e"}}},
+			{Doc: "d", Rev: 3, Op: ot.Op{{Insert: "b"}}},
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := open(t, t.TempDir())
+			if err := s.Write(ctx, []store.Entry{{Doc: "d", Rev: 1, Op: ot.Op{{Insert: "a"}}}}); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Write(ctx, tc.batch); err == nil {
+				t.Fatal("Write succeeded, want an error")
+			}
+			for doc, want := range map[string]store.Snapshot{"d": {Doc: "d", Rev: 1, Text: "a"}, "e": {Doc: "e"}} {
+				snap, err := s.Load(ctx, doc)
+				if err != nil || snap != want {
+					t.Fatalf("%s after refused batch: %+v, %v; want %+v", doc, snap, err, want)
+				}
+			}
+		})
+	}
+}
