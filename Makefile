@@ -99,3 +99,13 @@ docker-build: ## Build the container image IMG (default tandem:dev): manager ent
 .PHONY: helm-lint
 helm-lint: ## Lint the Helm chart (helm lint --strict).
 	"$$($(TOOLS) bin helm)" lint --strict charts/tandem
+
+##@ Demo
+
+.PHONY: demo
+demo: ## Local kwok control plane + Helm chart + operator (background, pid in bin/demo) + managed sample, waited Ready.
+	hack/e2e/demo.sh up
+
+.PHONY: demo-down
+demo-down: ## Stop the operator started by `make demo` and delete its cluster.
+	hack/e2e/demo.sh down
