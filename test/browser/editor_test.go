@@ -17,6 +17,18 @@ import (
 // Ctrl+Home for the start, Ctrl+End for the end.
 func focusAt(t testing.TB, ctx context.Context, end bool) {
 	t.Helper()
+	focusAtNoCheck(t, ctx, end)
+	want := "0"
+	if end {
+		want = "document.getElementById('text').value.length"
+	}
+	waitJS(t, ctx, 5*time.Second, "caret moved by the key press",
+		fmt.Sprintf(`document.getElementById('text').selectionStart === %s && document.getElementById('text').selectionEnd === %s`, want, want))
+}
+
+// focusAtNoCheck is focusAt for a read-only field, where the caret may not move.
+func focusAtNoCheck(t testing.TB, ctx context.Context, end bool) {
+	t.Helper()
 	key := kb.Home
 	if end {
 		key = kb.End
@@ -25,12 +37,6 @@ func focusAt(t testing.TB, ctx context.Context, end bool) {
 		chromedp.Focus(chromedp.ID("text")),
 		chromedp.KeyEvent(key, chromedp.KeyModifiers(chromedp.ModifierCtrl)),
 	)
-	want := "0"
-	if end {
-		want = "document.getElementById('text').value.length"
-	}
-	waitJS(t, ctx, 5*time.Second, "caret moved by the key press",
-		fmt.Sprintf(`document.getElementById('text').selectionStart === %s && document.getElementById('text').selectionEnd === %s`, want, want))
 }
 
 // typeText sends real key events for every character of s.
@@ -197,7 +203,7 @@ func TestReadOnlyToken(t *testing.T) {
 	}
 
 	// The reader types: nothing changes, locally or on the server.
-	focusAt(t, r, true)
+	focusAtNoCheck(t, r, true)
 	typeText(t, r, "XYZ")
 	run(t, r, 5*time.Second, chromedp.KeyEvent(kb.Backspace))
 	if got := textOf(t, r); got != "shared text" {

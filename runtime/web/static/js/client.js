@@ -607,6 +607,12 @@ export class Client {
       this.fail(error);
       return;
     }
+    if (error.code === 'bad_revision' && msg.seq === undefined && !this.welcomed) {
+      // The server does not know our revision (its history was reset):
+      // nothing we hold can be rebased onto it. Start over from its text.
+      this.dropPending(error, false);
+      return;
+    }
     if (msg.seq !== undefined && this.inflight && msg.seq === this.inflight.seq) {
       if (error.code === 'rate_limited' || error.code === 'unavailable') {
         // Not committed; send the same seq again after a pause. If it had

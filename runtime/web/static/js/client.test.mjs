@@ -468,3 +468,32 @@ test('bad local ops throw and change nothing', async (t) => {
     });
   }
 });
+
+test('a revision the server does not know makes the client start over', () => {
+  const server = new ServerModel({ text: 'abc' });
+  const net = new Network(server);
+  const clock = new Clock();
+  const a = newClient(net, clock);
+  net.drain(() => 0);
+  insert(a, 3, 'd');
+  net.drain(() => 0);
+  // The server loses its history (a new data directory) while we are away.
+  const fresh = new ServerModel({ text: 'new' });
+  const origReceive = fresh.receive.bind(fresh);
+  fresh.receive = (conn, data) => {
+    const msg = JSON.parse(data);
+    if (msg.type === 'hello' && msg.rev > fresh.rev) {
+      return conn.send({ type: 'error', code: 'bad_revision', message: 'unknown revision' });
+    }
+    return origReceive(conn, data);
+  };
+  net.server = fresh;
+  net.killAll();
+  net.drain(() => 0);
+  clock.advance(1000);
+  net.drain(() => 0);
+  assert.equal(a.state, State.CONNECTED);
+  assert.equal(a.text, 'new');
+  assert.equal(a.rev, 0);
+  assert.ok(a.errors.some((e) => e.code === 'bad_revision'));
+});
