@@ -23,6 +23,7 @@ const ui = {
   people: $('people'),
   status: $('status'),
   statusText: $('status-text'),
+  statusLive: $('status-live'),
   revision: $('revision'),
   banner: $('banner'),
   bannerText: $('banner-text'),
@@ -73,7 +74,6 @@ class Editor {
     this.readOnly = true;
     this.state = State.CONNECTING;
     this.countdown = null;
-    this.dismissedCode = null;
 
     const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
     this.client = new Client({
@@ -122,8 +122,8 @@ class Editor {
     window.addEventListener('offline', () => this.client.setOnline(false));
     if (navigator.onLine === false) this.client.setOnline(false);
     ui.bannerClose.addEventListener('click', () => {
-      this.dismissedCode = ui.banner.dataset.code || null;
       ui.banner.hidden = true;
+      ui.text.focus();
     });
     ui.status.addEventListener('click', (e) => {
       if (e.target.closest('[data-action="retry"]')) this.client.reconnectNow();
@@ -200,7 +200,7 @@ class Editor {
     ui.text.placeholder = this.readOnly ? 'This document is empty.' : 'Start typing…';
     ui.text.setAttribute('aria-readonly', String(this.readOnly));
     document.body.classList.toggle('read-only', this.readOnly);
-    if (this.dismissedCode !== 'keep') this.hideBanner(['doc_full', 'unavailable', 'rate_limited']);
+    this.hideBanner(['doc_full', 'unavailable', 'rate_limited']);
     this.renderPeople();
   }
 
@@ -219,7 +219,9 @@ class Editor {
     if (ev.state === State.CONNECTING && !this.client.loaded()) {
       ui.text.disabled = true;
     }
-    if (ev.error && ev.state === State.RECONNECTING && ERROR_TEXT[ev.error.code] && ev.error.code === 'doc_full') {
+    // Limits that closed the connection deserve an explanation; a restart
+    // or a network drop is explained by the status alone.
+    if (ev.error && ev.state === State.RECONNECTING && ['doc_full', 'rate_limited', 'too_large'].includes(ev.error.code)) {
       this.showError(ev.error);
     }
     this.renderStatus();
@@ -233,7 +235,7 @@ class Editor {
     let action = '';
     switch (s) {
       case State.CONNECTED:
-        text = unsent ? `Saving ${unsent} edit${unsent === 1 ? '' : 's'}…` : 'Connected';
+        text = 'Connected';
         break;
       case State.CONNECTING:
         text = this.client.loaded() ? 'Reconnecting…' : 'Connecting…';
@@ -257,6 +259,9 @@ class Editor {
     ui.status.dataset.state = s === State.CONNECTING && this.client.loaded() ? State.RECONNECTING : s;
     ui.status.dataset.unsent = String(unsent);
     ui.statusText.textContent = text;
+    // Screen readers hear state changes, not every tick of the countdown.
+    const spoken = { connected: 'Connected', connecting: 'Connecting', reconnecting: 'Connection lost, reconnecting', offline: 'Offline, edits are kept', failed: 'Disconnected' }[s] || '';
+    if (ui.statusLive.textContent !== spoken) ui.statusLive.textContent = spoken;
     let btn = ui.status.querySelector('[data-action="retry"]');
     if (action && !btn) {
       btn = document.createElement('button');
