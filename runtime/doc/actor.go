@@ -20,7 +20,7 @@ type (
 	joinReq struct {
 		member *Member
 		rev    *int64
-		reply  chan<- result[joined]
+		reply  chan<- result[*actor]
 	}
 	submitReq struct {
 		member   *Member
@@ -209,8 +209,8 @@ func (a *actor) run() {
 			}
 			a.submit(batch)
 		case joinReq:
-			w := a.join(r.member, r.rev)
-			r.reply <- result[joined]{v: joined{a: a, w: w}}
+			a.join(r.member, r.rev)
+			r.reply <- result[*actor]{v: a}
 		case leaveReq:
 			a.drop(r.conn)
 		case cursorReq:
@@ -229,7 +229,7 @@ func (a *actor) failPending(err error) {
 		case req := <-a.inbox:
 			switch r := req.(type) {
 			case joinReq:
-				r.reply <- result[joined]{err: err}
+				r.reply <- result[*actor]{err: err}
 			case snapshotReq:
 				r.reply <- result[store.Snapshot]{err: err}
 			case submitReq:
@@ -401,28 +401,43 @@ func (a *actor) entriesAfter(rev int64) ([]store.Entry, error) {
 	return readRange(ctx, a.opts.Log, a.opts.Durable, a.id, rev, a.head)
 }
 
-func (a *actor) join(m *Member, rev *int64) Welcome {
-	a.members[m.Conn] = m
-	w := Welcome{Rev: a.head}
+func (a *actor) join(m *Member, rev *int64) {
+	w := protocol.Welcome{
+		Type: protocol.TypeWelcome, V: protocol.Version, Rev: a.head,
+		User: m.User, Conn: m.Conn, Perm: m.Perm, Presence: []protocol.Presence{},
+	}
+	resumed := false
 	if rev != nil && *rev <= a.head && a.head-*rev <= int64(a.opts.Window) {
 		if entries, err := a.entriesAfter(*rev); err == nil {
-			w.Ops = append([]store.Entry{}, entries...)
+			w.Ops = make([]protocol.Op, len(entries))
+			for i, e := range entries {
+				w.Ops[i] = protocol.OpFromEntry(e)
+			}
+			resumed = true
 		} else {
 			a.log.Warn("resume from log failed; sending full text", "err", err)
 		}
 	}
-	if w.Ops == nil {
+	if !resumed {
 		text := a.text.String()
 		w.Text = &text
 	}
-	for conn, p := range a.present {
+	conns := make([]string, 0, len(a.present))
+	for conn := range a.present {
 		if conn != m.Conn {
-			w.Presence = append(w.Presence, p)
+			conns = append(conns, conn)
 		}
 	}
-	sort.Slice(w.Presence, func(i, j int) bool { return w.Presence[i].Conn < w.Presence[j].Conn })
+	sort.Strings(conns)
+	for _, conn := range conns {
+		p := a.present[conn]
+		w.Presence = append(w.Presence, protocol.Presence{Type: protocol.TypePresence, User: p.User, Conn: conn, Cursor: p.Cursor})
+	}
+	if !m.Send(w) {
+		return
+	}
+	a.members[m.Conn] = m
 	a.updatePresence(store.PresenceEntry{Doc: a.id, Conn: m.Conn, User: m.User, Rev: a.head})
-	return w
 }
 
 // drop removes a member (left, or too slow) and its presence.

@@ -169,22 +169,14 @@ type result[T any] struct {
 
 // Member is a connection joining a document.
 type Member struct {
-	Conn     string // unique connection id
-	Client   string // the client's stable id: its committed entries are acked to it
-	User     store.User
-	CanWrite bool
+	Conn   string // unique connection id
+	Client string // the client's stable id: its committed entries are acked to it
+	User   store.User
+	Perm   string // "read" or "write", echoed in the welcome
 	// Send queues a message for the connection without blocking; it returns
 	// false when the connection cannot keep up, and the document then drops
 	// the member (the connection closes itself).
 	Send func(msg any) bool
-}
-
-// Welcome is what a joining member starts from.
-type Welcome struct {
-	Rev      int64
-	Ops      []store.Entry // set when resuming: every entry after the client's revision
-	Text     *string       // set otherwise: the full text at Rev
-	Presence []store.PresenceEntry
 }
 
 // Session is a member's handle on a joined document.
@@ -193,23 +185,19 @@ type Session struct {
 	member *Member
 }
 
-// Join loads the document if needed, subscribes member and returns where it
-// starts. With rev set and at most Window entries behind, the welcome
-// carries the missed entries; otherwise the full text.
-func (m *Manager) Join(ctx context.Context, id string, member Member, rev *int64) (*Session, Welcome, error) {
+// Join loads the document if needed and subscribes member. The first
+// message sent to it is the welcome: with rev set and at most Window
+// entries behind, it carries the missed entries; otherwise the full text.
+// Everything after the welcome is in revision order.
+func (m *Manager) Join(ctx context.Context, id string, member Member, rev *int64) (*Session, error) {
 	mem := &member
-	r, err := ask(ctx, m, id, func(reply chan<- result[joined]) any {
+	a, err := ask(ctx, m, id, func(reply chan<- result[*actor]) any {
 		return joinReq{member: mem, rev: rev, reply: reply}
 	})
 	if err != nil {
-		return nil, Welcome{}, err
+		return nil, err
 	}
-	return &Session{a: r.a, member: mem}, r.w, nil
-}
-
-type joined struct {
-	a *actor
-	w Welcome
+	return &Session{a: a, member: mem}, nil
 }
 
 // Submit queues operation op, made on revision rev, as the member's

@@ -46,6 +46,7 @@ const (
 	CloseNormal       = 1000 // client went away normally
 	CloseTooLarge     = 1009 // a frame exceeded the message size limit (set by the WebSocket library)
 	CloseRestart      = 1012 // server restarting: reconnect with backoff and resume
+	CloseTryLater     = 1013 // the document could not be loaded right now: reconnect with backoff
 	CloseUnauthorized = 4001 // authentication failed; do not retry with the same token
 	CloseBadMessage   = 4002 // protocol violation before or during the handshake
 	CloseForbidden    = 4003 // token valid but not for this document
@@ -79,10 +80,12 @@ type ClientOp struct {
 }
 
 // ClientPresence is a client's cursor update. A nil cursor means the editor
-// has no focus.
+// has no focus. Rev, when given, is the revision the positions refer to;
+// the server transforms them to its head.
 type ClientPresence struct {
 	Type   string  `json:"type"`
 	Cursor *Cursor `json:"cursor"`
+	Rev    *int64  `json:"rev,omitempty"`
 }
 
 // Welcome answers hello. Exactly one of Ops and Text is set: Ops when the

@@ -1,0 +1,323 @@
+// Package server is the runtime's HTTP surface: the document WebSocket, the
+// document and history endpoints, probes, metrics and the editor pages.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/tandem-dev/tandem/runtime/auth"
+	"github.com/tandem-dev/tandem/runtime/doc"
+	"github.com/tandem-dev/tandem/runtime/metrics"
+	"github.com/tandem-dev/tandem/runtime/protocol"
+)
+
+// Limits protect the process and the other users of a document.
+type Limits struct {
+	MaxMessageBytes int64   // largest WebSocket message read (default 256 KiB)
+	MaxOpBytes      int     // most bytes one operation may insert (default 64 KiB)
+	OpsPerSecond    float64 // sustained operations per connection (default 50)
+	OpsBurst        int     // burst above the rate (default 2×rate)
+	MaxConnsPerDoc  int     // connections to one document on this process (default 200)
+}
+
+// Options configures a Server.
+type Options struct {
+	Manager *doc.Manager
+	Auth    auth.Authenticator
+	Metrics *metrics.Metrics
+	Logger  *slog.Logger
+	Limits  Limits
+	// AllowedOrigins lists the browser origins ("https://host:port") that
+	// may open the WebSocket; "*" allows any. Empty allows only requests
+	// whose Origin matches the Host they were sent to. Requests without an
+	// Origin header (non-browser clients) are always allowed.
+	AllowedOrigins []string
+	// Ready are readiness checks for /readyz (a store's Ready method).
+	Ready []func(context.Context) error
+	// Web serves "/" and "/d/..." (the editor); nil serves nothing there.
+	Web http.Handler
+
+	HelloTimeout time.Duration // default 10s
+	PingInterval time.Duration // default 20s; a connection that misses two pongs is closed
+	WriteQueue   int           // messages queued per connection before it counts as slow (default 1024)
+}
+
+// Server serves documents over HTTP and WebSocket.
+type Server struct {
+	opts     Options
+	log      *slog.Logger
+	upgrader websocket.Upgrader
+	mux      *http.ServeMux
+
+	mu       sync.Mutex
+	conns    map[*conn]struct{}
+	perDoc   map[string]int
+	draining bool
+	wg       sync.WaitGroup
+}
+
+// New returns a Server; mount Handler on an http.Server.
+func New(opts Options) *Server {
+	l := &opts.Limits
+	if l.MaxMessageBytes <= 0 {
+		l.MaxMessageBytes = 256 << 10
+	}
+	if l.MaxOpBytes <= 0 {
+		l.MaxOpBytes = 64 << 10
+	}
+	if l.OpsPerSecond <= 0 {
+		l.OpsPerSecond = 50
+	}
+	if l.OpsBurst <= 0 {
+		l.OpsBurst = int(2*l.OpsPerSecond) + 1
+	}
+	if l.MaxConnsPerDoc <= 0 {
+		l.MaxConnsPerDoc = 200
+	}
+	if opts.HelloTimeout <= 0 {
+		opts.HelloTimeout = 10 * time.Second
+	}
+	if opts.PingInterval <= 0 {
+		opts.PingInterval = 20 * time.Second
+	}
+	if opts.WriteQueue <= 0 {
+		opts.WriteQueue = 1024
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = metrics.New()
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	s := &Server{
+		opts:   opts,
+		log:    opts.Logger,
+		conns:  map[*conn]struct{}{},
+		perDoc: map[string]int{},
+	}
+	s.upgrader = websocket.Upgrader{
+		ReadBufferSize:  4096,
+		WriteBufferSize: 4096,
+		CheckOrigin:     s.checkOrigin,
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/docs/{docId}/ws", s.serveWS)
+	mux.HandleFunc("GET /v1/docs/{docId}", s.serveDoc)
+	mux.HandleFunc("GET /v1/docs/{docId}/ops", s.serveOps)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", s.serveReady)
+	mux.Handle("GET /metrics", opts.Metrics.Handler())
+	if opts.Web != nil {
+		mux.Handle("/", opts.Web)
+	}
+	s.mux = mux
+	return s
+}
+
+// Handler returns the HTTP handler.
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// checkOrigin implements the allowed-origins rule for browsers.
+func (s *Server) checkOrigin(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	for _, o := range s.opts.AllowedOrigins {
+		if o == "*" || strings.EqualFold(strings.TrimRight(o, "/"), origin) {
+			return true
+		}
+	}
+	if len(s.opts.AllowedOrigins) == 0 {
+		u, err := url.Parse(origin)
+		return err == nil && strings.EqualFold(u.Host, r.Host)
+	}
+	return false
+}
+
+// ValidDocID accepts one path segment of letters, digits and "-_." of at
+// most 128 bytes (the same rule as the editor's URLs).
+func ValidDocID(id string) bool {
+	if id == "" || len(id) > 128 || id == "." || id == ".." {
+		return false
+	}
+	for _, c := range id {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_', c == '.':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func bearer(r *http.Request) string {
+	h := r.Header.Get("Authorization")
+	if t, ok := strings.CutPrefix(h, "Bearer "); ok {
+		return strings.TrimSpace(t)
+	}
+	return ""
+}
+
+type httpError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func (s *Server) writeError(w http.ResponseWriter, status int, code, msg string) {
+	s.opts.Metrics.Errors.WithLabelValues(code).Inc()
+	writeJSON(w, status, httpError{Code: code, Message: msg})
+}
+
+// authorize authenticates an HTTP request for doc; it writes the error
+// response and returns false when refused.
+func (s *Server) authorize(w http.ResponseWriter, r *http.Request, docID string) bool {
+	if !ValidDocID(docID) {
+		s.writeError(w, http.StatusBadRequest, protocol.CodeBadMessage, "invalid document id")
+		return false
+	}
+	if _, err := s.opts.Auth.Authenticate(bearer(r), docID); err != nil {
+		var ae *auth.Error
+		if errors.As(err, &ae) && ae.Code == auth.CodeForbidden {
+			s.writeError(w, http.StatusForbidden, protocol.CodeForbidden, ae.Error())
+		} else {
+			s.writeError(w, http.StatusUnauthorized, protocol.CodeUnauthorized, err.Error())
+		}
+		return false
+	}
+	return true
+}
+
+type docResponse struct {
+	ID   string `json:"id"`
+	Rev  int64  `json:"rev"`
+	Text string `json:"text"`
+}
+
+func (s *Server) serveDoc(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("docId")
+	if !s.authorize(w, r, id) {
+		return
+	}
+	snap, err := s.opts.Manager.Snapshot(r.Context(), id)
+	if err != nil {
+		s.log.Warn("snapshot", "doc", id, "err", err)
+		s.writeError(w, http.StatusServiceUnavailable, protocol.CodeUnavailable, "document unavailable, retry")
+		return
+	}
+	writeJSON(w, http.StatusOK, docResponse{ID: id, Rev: snap.Rev, Text: snap.Text})
+}
+
+// MaxHistory bounds the entries returned by one history request.
+const MaxHistory = 10000
+
+func (s *Server) serveOps(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("docId")
+	if !s.authorize(w, r, id) {
+		return
+	}
+	q := r.URL.Query()
+	from, to := int64(0), int64(-1)
+	var err error
+	if v := q.Get("from"); v != "" {
+		if from, err = strconv.ParseInt(v, 10, 64); err != nil || from < 0 {
+			s.writeError(w, http.StatusBadRequest, protocol.CodeBadMessage, "from must be a revision >= 0")
+			return
+		}
+	}
+	if v := q.Get("to"); v != "" {
+		if to, err = strconv.ParseInt(v, 10, 64); err != nil || to < from {
+			s.writeError(w, http.StatusBadRequest, protocol.CodeBadMessage, "to must be a revision >= from")
+			return
+		}
+	}
+	if to < 0 || to-from > MaxHistory {
+		// Bound the answer; clients page with from.
+		to = from + MaxHistory
+	}
+	entries, err := s.opts.Manager.History(r.Context(), id, from, to)
+	if err != nil {
+		s.log.Warn("history", "doc", id, "err", err)
+		s.writeError(w, http.StatusServiceUnavailable, protocol.CodeUnavailable, "history unavailable, retry")
+		return
+	}
+	out := make([]protocol.Op, len(entries))
+	for i, e := range entries {
+		out[i] = protocol.OpFromEntry(e)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	draining := s.draining
+	s.mu.Unlock()
+	if draining {
+		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+	defer cancel()
+	for _, check := range s.opts.Ready {
+		if err := check(ctx); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+	}
+	_, _ = w.Write([]byte("ok\n"))
+}
+
+// Shutdown refuses new connections, tells every connected client to
+// reconnect (close code 1012) and waits for the connections to finish.
+// The caller then closes the document manager and the stores, which
+// flushes what is pending.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.draining = true
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.close(protocol.CloseRestart, "server restarting")
+	}
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("wait for connections to close: %w", ctx.Err())
+	}
+}
+
+func randomID() string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
