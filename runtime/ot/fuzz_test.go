@@ -22,6 +22,18 @@ func FuzzTransform(f *testing.F) {
 		a, b := opFromBytes(da, n), opFromBytes(db, n)
 		checkTP1(t, doc, a, b, Left, Right)
 		checkTP1(t, doc, a, b, Right, Left)
+		for _, side := range []Side{Left, Right} {
+			if x, _ := Transform(a, b, side); !isCanonical(x) {
+				t.Fatalf("Transform(%v, %v, %v) = %v is not canonical", a, b, side, x)
+			}
+		}
+		// Cursors move within the transformed text's bounds.
+		after, _ := Apply(doc, a)
+		for pos := 0; pos <= n; pos++ {
+			if c := TransformCursor(pos, a, pos%2 == 0); c < 0 || c > cpLen(after) {
+				t.Fatalf("TransformCursor(%d, %v) = %d outside [0, %d]", pos, a, c, cpLen(after))
+			}
+		}
 	})
 }
 
