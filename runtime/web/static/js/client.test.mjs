@@ -497,3 +497,23 @@ test('a revision the server does not know makes the client start over', () => {
   assert.equal(a.rev, 0);
   assert.ok(a.errors.some((e) => e.code === 'bad_revision'));
 });
+
+test('offline edits are rebased onto a full-text welcome', () => {
+  // keepOps 0: the server never replays history, every resume gets text.
+  const server = new ServerModel({ text: 'one two', keepOps: 0 });
+  const net = new Network(server);
+  const clock = new Clock();
+  const a = newClient(net, clock, { clientId: 'A' });
+  const b = newClient(net, clock, { clientId: 'B' });
+  net.drain(() => 0);
+  net.kill(net.conns[0]);
+  net.drain(() => 0);
+  insert(a, 7, ' three'); // never sent: safe to rebase
+  insert(b, 0, 'zero ');
+  net.drain(() => 0);
+  clock.advance(1000);
+  net.drain(() => 0);
+  assertConverged(server, [a, b]);
+  assert.equal(server.text, 'zero one two three');
+  assert.deepEqual(a.errors, [], 'nothing was discarded');
+});
