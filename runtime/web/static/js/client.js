@@ -505,7 +505,9 @@ export class Client {
 
   handleAck(msg) {
     if (!this.inflight || msg.seq !== this.inflight.seq) return; // a duplicate ack
-    if (this.ackInflight(msg.rev)) this.flush();
+    if (!this.ackInflight(msg.rev)) return;
+    this.flush();
+    if (this.synchronized() && this.cursor) this.schedulePresence();
   }
 
   ackInflight(rev) {
@@ -661,12 +663,14 @@ export class Client {
 
   sendPresence() {
     if (!this.welcomed || !this.cursor) return;
+    // The cursor is sent with the revision its positions refer to, and the
+    // server moves it through later operations. While our own edits are
+    // unacknowledged the local positions fit no server revision, so the
+    // update waits for the ack (see handleAck).
+    if (!this.synchronized()) return;
     const c = this.cursor;
     if (this.lastPresenceSent && this.lastPresenceSent.anchor === c.anchor && this.lastPresenceSent.head === c.head) return;
-    // Presence is about the server's text; our unacknowledged edits are
-    // not there yet, so the cursor is sent as we see it. Peers correct it
-    // with the next operation.
-    if (this.sendRaw({ type: 'presence', cursor: { anchor: c.anchor, head: c.head } })) {
+    if (this.sendRaw({ type: 'presence', rev: this.rev, cursor: { anchor: c.anchor, head: c.head } })) {
       this.lastPresenceSent = { ...c };
       this.presenceDueAt = this.now() + this.presenceIntervalMs;
     }

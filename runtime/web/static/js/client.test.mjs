@@ -429,10 +429,21 @@ test('presence is throttled and not repeated', () => {
   assert.equal(count(), 1, 'first goes out at once');
   clock.advance(50);
   assert.equal(count(), 2, 'the latest goes out after the interval');
-  assert.deepEqual(sock.sent.at(-1), { type: 'presence', cursor: { anchor: 3, head: 3 } });
+  assert.deepEqual(sock.sent.at(-1), { type: 'presence', rev: 0, cursor: { anchor: 3, head: 3 } });
   clock.advance(1000);
   a.setCursor(3);
   assert.equal(count(), 2, 'unchanged cursor is not re-sent');
+
+  // While an edit is unacknowledged the positions fit no server revision:
+  // the update waits for the ack and then carries the new revision.
+  insert(a, 6, 'g');
+  a.setCursor(7);
+  clock.advance(1000);
+  assert.equal(count(), 2, 'held while an op is in flight');
+  net.drain(() => 0);
+  clock.advance(100);
+  assert.equal(count(), 3);
+  assert.deepEqual(sock.sent.filter((m) => m.type === 'presence').at(-1), { type: 'presence', rev: 1, cursor: { anchor: 7, head: 7 } });
 });
 
 test('a gap in revisions triggers a resync instead of corrupting the text', () => {

@@ -110,7 +110,13 @@ export class ServerModel {
         return this.submit(conn, msg);
       case 'presence':
         conn.cursor = msg.cursor;
-        for (const c of this.conns) if (c !== conn && c.user) c.send({ type: 'presence', user: conn.user, conn: conn.id, cursor: msg.cursor });
+        if (msg.cursor && Number.isInteger(msg.rev)) {
+          // Positions refer to msg.rev: move them to the head.
+          let { anchor, head } = msg.cursor;
+          for (const e of this.log.slice(msg.rev)) [anchor, head] = ot.transformSelection(anchor, head, e.op, false);
+          conn.cursor = { anchor, head };
+        }
+        for (const c of this.conns) if (c !== conn && c.user) c.send({ type: 'presence', user: conn.user, conn: conn.id, cursor: conn.cursor });
         return;
       default:
         conn.send({ type: 'error', code: 'bad_message', message: `unknown type ${msg.type}` });
