@@ -160,11 +160,10 @@ class Editor {
   /** Replaces the textarea's value, moving the local selection through op. */
   setValue(text, op) {
     const ta = ui.text;
-    if (ta.value !== this.value) {
-      // An input event we have not seen yet; flush it before applying.
-      this.onInput();
-    }
-    const old = ta.value;
+    // Input events are dispatched synchronously after each edit, so the
+    // field still holds this.value here; the client's text already includes
+    // every local edit, so overwriting loses nothing.
+    const old = this.value;
     const focused = document.activeElement === ta;
     const dir = ta.selectionDirection;
     let start = utf16ToCp(old, ta.selectionStart);
@@ -192,6 +191,7 @@ class Editor {
   // ---- connection -----------------------------------------------------------
 
   onWelcome(user, perm) {
+    this.everLoaded = true;
     this.readOnly = perm === 'read';
     ui.me.textContent = user ? `You are ${user.name}` : '';
     ui.mode.textContent = this.readOnly ? 'Read only: you can follow along but not edit.' : '';
@@ -217,7 +217,10 @@ class Editor {
       this.showError(ev.error || { code: 'unauthorized', message: '' });
     }
     if (ev.state === State.CONNECTING && !this.client.loaded()) {
-      ui.text.disabled = true;
+      // Nothing to edit until the server's text arrives. Read-only rather
+      // than disabled after the first load, so the field keeps focus.
+      if (this.everLoaded) ui.text.readOnly = true;
+      else ui.text.disabled = true;
     }
     // Limits that closed the connection deserve an explanation; a restart
     // or a network drop is explained by the status alone.
