@@ -132,14 +132,19 @@ func TestTwoBrowsersConverge(t *testing.T) {
 	// Four characters back from the start of "middle": "2 3\n" is selected.
 	waitJS(t, a, 10*time.Second, "bob's selection highlighted on alice's page",
 		`document.querySelector('#mirror mark')?.textContent === '2 3\n'`)
-	sctx, cancel2 := context.WithTimeout(a, 20*time.Second)
-	defer cancel2()
+	screenshot(t, a, "editor-two-people.png")
+}
+
+// screenshot saves the page as a PNG under the artifacts directory.
+func screenshot(t testing.TB, ctx context.Context, name string) {
+	t.Helper()
+	sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
 	shot, err := chromedp.Run(sctx, chromedp.FullScreenshot(100))
 	if err != nil {
 		t.Fatalf("screenshot: %v", err)
 	}
-	p := writeArtifact(t, "editor-two-people.png", shot)
-	t.Logf("screenshot: %s", p)
+	t.Logf("screenshot: %s", writeArtifact(t, name, shot))
 }
 
 func TestRestartWhileTyping(t *testing.T) {
@@ -163,6 +168,7 @@ func TestRestartWhileTyping(t *testing.T) {
 	if !strings.Contains(label, "unsent") {
 		t.Errorf("status while down = %q, want it to count unsent edits", label)
 	}
+	screenshot(t, c, "editor-reconnecting.png")
 
 	rt.Start()
 	want := "before restart. typed while down 😀 "
