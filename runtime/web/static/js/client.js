@@ -160,6 +160,8 @@ export class Client {
   /** Stops for good: closes the socket and cancels retries. */
   close() {
     this.cancelRetry();
+    if (this.presenceTimer !== null) this.clearTimeout(this.presenceTimer);
+    this.presenceTimer = null;
     this.setState(State.CLOSED);
     const s = this.socket;
     this.detach();
@@ -216,9 +218,9 @@ export class Client {
 
   /**
    * Applies a local edit made on the current text and queues it for the
-   * server. Throws (and changes nothing) when the operation does not fit
-   * the text or no text has been loaded yet (see loaded()); the caller's view is then out of step and should reload from
-   * client.text.
+   * server. Throws (and changes nothing) when the operation is malformed,
+   * does not fit the text, or no text has been loaded yet (see loaded());
+   * the caller's view is then out of step and should reload client.text.
    */
   submit(op) {
     // Before the first welcome there is no text to edit; the editor keeps
