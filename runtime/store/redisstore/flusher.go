@@ -101,33 +101,40 @@ func (f *flusher) collect(ctx context.Context) ([]pointerMsg, error) {
 		return nil, err
 	}
 	var batch []pointerMsg
-	start := time.Now()
 	poll := f.c.opts.FlushInterval / 10
 	if poll < 5*time.Millisecond {
 		poll = 5 * time.Millisecond
 	}
+	// While nothing arrives, return now and then so idle entries of other
+	// consumers get claimed even under a long flush interval.
+	idleReturn := min(f.c.opts.FlushInterval, f.c.opts.ClaimIdle/2, time.Second)
 	claimed, err := f.claim(ctx, f.c.opts.FlushBatch)
 	if err != nil {
 		return nil, err
 	}
 	batch = append(batch, claimed...)
-	for len(batch) < f.c.opts.FlushBatch {
+	began := time.Now()
+	var first time.Time // the interval runs from the first pointer
+	if len(batch) > 0 {
+		first = began
+	}
+	for len(batch) < f.c.opts.FlushBatch && ctx.Err() == nil {
 		got, err := f.readNew(ctx, f.c.opts.FlushBatch-len(batch), ">")
 		if err != nil {
 			return batch, err
 		}
 		batch = append(batch, got...)
-		if len(batch) == 0 {
-			start = time.Now() // the interval runs from the first pointer
+		if first.IsZero() && len(batch) > 0 {
+			first = time.Now()
 		}
-		if time.Since(start) >= f.c.opts.FlushInterval || ctx.Err() != nil {
+		if !first.IsZero() && time.Since(first) >= f.c.opts.FlushInterval {
+			break
+		}
+		if first.IsZero() && time.Since(began) >= idleReturn {
 			break
 		}
 		if len(got) == 0 {
 			sleep(ctx, poll)
-		}
-		if len(batch) == 0 && ctx.Err() != nil {
-			break
 		}
 	}
 	return batch, nil

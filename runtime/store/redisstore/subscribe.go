@@ -92,7 +92,7 @@ func (w *subWorker) deliver(ctx context.Context, entries []store.Entry) error {
 // catchUp reads whatever was committed after the last delivered revision.
 // repair says whether this was needed because pub/sub failed us (metric).
 func (w *subWorker) catchUp(ctx context.Context, repair bool) error {
-	entries, _, err := w.l.read(ctx, w.doc, w.epoch, w.last, -1)
+	entries, _, err := w.l.c.readLog(ctx, w.doc, w.epoch, w.last, -1)
 	if err != nil {
 		return err
 	}
@@ -139,7 +139,8 @@ func (w *subWorker) onNotification(ctx context.Context, payload string) error {
 		return w.catchUp(ctx, true)
 	}
 	if n.Epoch != w.epoch {
-		w.l.forget(w.doc)
+		// The reset is left for the next Append/Read/Head to report too:
+		// the subscription only ends itself.
 		return resetError(w.doc)
 	}
 	entries := make([]store.Entry, 0, len(n.Entries))

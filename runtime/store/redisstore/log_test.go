@@ -1,0 +1,480 @@
+package redisstore_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tandem-dev/tandem/internal/testsvc"
+	"github.com/tandem-dev/tandem/runtime/ot"
+	"github.com/tandem-dev/tandem/runtime/store"
+	"github.com/tandem-dev/tandem/runtime/store/redisstore"
+)
+
+// Several replicas commit to one document at once through the Lua CAS:
+// every commit lands exactly once, revisions are dense, and the flushed
+// PostgreSQL history matches the Redis one.
+func TestConcurrentCASAcrossReplicas(t *testing.T) {
+	e := newEnv(t)
+	const replicas, writers, perWriter = 3, 4, 40
+	rs := make([]*replica, replicas)
+	for i := range rs {
+		rs[i] = e.replica(redisstore.Options{FlushInterval: 100 * time.Millisecond})
+	}
+	ctx := testCtx(t)
+	doc := "cas-doc"
+	var wg sync.WaitGroup
+	errs := make(chan error, replicas*writers)
+	for r := range rs {
+		for w := range writers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				client := fmt.Sprintf("r%dw%d", r, w)
+				for seq := int64(1); seq <= perWriter; seq++ {
+					if _, err := commit(ctx, rs[r].store.Log, doc, client, seq, "x"); err != nil {
+						errs <- err
+						return
+					}
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	total := int64(replicas * writers * perWriter)
+	entries, err := rs[0].store.Log.Read(ctx, doc, 0, -1)
+	if err != nil {
+		t.Fatalf("Read: %v", err)
+	}
+	if int64(len(entries)) != total {
+		t.Fatalf("log holds %d entries, want %d", len(entries), total)
+	}
+	seen := map[string]bool{}
+	for i, en := range entries {
+		if en.Rev != int64(i+1) {
+			t.Fatalf("entry %d has rev %d", i, en.Rev)
+		}
+		k := fmt.Sprintf("%s/%d", en.Client, en.Seq)
+		if seen[k] {
+			t.Fatalf("%s committed twice", k)
+		}
+		seen[k] = true
+	}
+	var retries float64
+	for _, r := range rs {
+		retries += r.metric(t, "tandem_redis_commit_retries_total")
+	}
+	if retries == 0 {
+		t.Fatal("no commit retries counted although 12 writers raced")
+	}
+	eventually(t, 20*time.Second, "flushed to PostgreSQL", func() (bool, string) {
+		snap, err := rs[0].durable.Load(ctx, doc)
+		return err == nil && snap.Rev == total, fmt.Sprintf("rev %d, err %v", snap.Rev, err)
+	})
+	stored, err := rs[0].durable.Ops(ctx, doc, 0, -1)
+	if err != nil || int64(len(stored)) != total {
+		t.Fatalf("PostgreSQL ops = %d, %v; want %d", len(stored), err, total)
+	}
+	for i := range stored {
+		if stored[i].Client != entries[i].Client || stored[i].Seq != entries[i].Seq {
+			t.Fatalf("rev %d differs between Redis and PostgreSQL", i+1)
+		}
+	}
+}
+
+// 1,000 commits waiting in the persistence stream are written in one
+// PostgreSQL transaction; a trickle below the batch size is written once per
+// interval.
+func TestFlusherBatching(t *testing.T) {
+	tests := []struct {
+		name        string
+		ops         int
+		docs        int
+		batch       int
+		interval    time.Duration
+		maxTx       int64
+		minDuration time.Duration
+	}{
+		{"1000 ops on one doc, one transaction", 1000, 1, 1000, time.Hour, 1, 0},
+		{"1000 ops over 10 docs, one transaction", 1000, 10, 1000, time.Hour, 1, 0},
+		{"2500 ops, batch of 1000: two full batches, the rest after the interval", 2500, 5, 1000, 2 * time.Second, 3, 2 * time.Second},
+		{"50 ops below the batch size wait for the interval", 50, 2, 1000, 700 * time.Millisecond, 1, 600 * time.Millisecond},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			writer := e.replica(redisstore.Options{NoFlusher: true})
+			ctx := testCtx(t)
+			for i := range tc.ops {
+				doc := fmt.Sprintf("doc-%d", i%tc.docs)
+				if _, err := commit(ctx, writer.store.Log, doc, "c", int64(i), "y"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			start := time.Now()
+			flusher := e.replica(redisstore.Options{FlushBatch: tc.batch, FlushInterval: tc.interval})
+			eventually(t, 30*time.Second, "all ops flushed", func() (bool, string) {
+				n := flusher.durable.ops.Load()
+				return n == int64(tc.ops), fmt.Sprintf("%d of %d", n, tc.ops)
+			})
+			if took := time.Since(start); took < tc.minDuration {
+				t.Fatalf("flushed after %v, want the interval %v to pass first", took, tc.minDuration)
+			}
+			if n := flusher.durable.writes.Load(); n > tc.maxTx {
+				t.Fatalf("%d ops took %d PostgreSQL transactions, want at most %d", tc.ops, n, tc.maxTx)
+			}
+			for d := range tc.docs {
+				doc := fmt.Sprintf("doc-%d", d)
+				snap, err := flusher.durable.Load(ctx, doc)
+				want := tc.ops / tc.docs
+				if d < tc.ops%tc.docs {
+					want++
+				}
+				if err != nil || snap.Rev != int64(want) || snap.Text != strings.Repeat("y", want) {
+					t.Fatalf("%s snapshot = rev %d len %d, %v; want rev %d", doc, snap.Rev, len(snap.Text), err, want)
+				}
+			}
+			if got := flusher.metric(t, "tandem_flush_batch_operations"); got < 1 {
+				t.Fatalf("flush batch histogram has %v samples", got)
+			}
+		})
+	}
+}
+
+// A replica that read persistence entries and died before acknowledging
+// them leaves them pending; another replica claims them after ClaimIdle and
+// writes them.
+func TestClaimsDeadConsumersEntries(t *testing.T) {
+	e := newEnv(t)
+	writer := e.replica(redisstore.Options{NoFlusher: true, Shards: 1})
+	ctx := testCtx(t)
+	for i := range 20 {
+		if _, err := commit(ctx, writer.store.Log, "orphan", "c", int64(i), "z"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The "dead" consumer takes every entry and never acknowledges.
+	raw := writer.rdb
+	if err := raw.XGroupCreateMkStream(ctx, "tandem:{persist:0}", "flushers", "0").Err(); err != nil {
+		t.Fatalf("create group: %v", err)
+	}
+	got, err := raw.XReadGroup(ctx, &redis.XReadGroupArgs{
+		Group: "flushers", Consumer: "dead-replica", Streams: []string{"tandem:{persist:0}", ">"}, Count: 100, Block: -1,
+	}).Result()
+	if err != nil || len(got[0].Messages) != 20 {
+		t.Fatalf("dead consumer read = %v, %v", got, err)
+	}
+	survivor := e.replica(redisstore.Options{Shards: 1, ClaimIdle: 500 * time.Millisecond, FlushInterval: 50 * time.Millisecond})
+	eventually(t, 20*time.Second, "orphaned entries flushed", func() (bool, string) {
+		snap, err := survivor.durable.Load(ctx, "orphan")
+		return err == nil && snap.Rev == 20, fmt.Sprintf("rev %d, err %v", snap.Rev, err)
+	})
+	eventually(t, 10*time.Second, "nothing pending", func() (bool, string) {
+		p, err := raw.XPending(ctx, "tandem:{persist:0}", "flushers").Result()
+		return err == nil && p.Count == 0, fmt.Sprintf("%+v %v", p, err)
+	})
+}
+
+// An entry that can never be written (its operation does not apply) is
+// retried, then moved to the dead-letter stream after three deliveries and
+// counted, while a healthy document in the same batches is written.
+func TestDeadLetter(t *testing.T) {
+	e := newEnv(t)
+	writer := e.replica(redisstore.Options{NoFlusher: true, Shards: 1})
+	ctx := testCtx(t)
+	// The log does not check operations against the text (the runtime does),
+	// so a malformed one can reach the flusher only through a bug; this is
+	// that bug.
+	if err := writer.store.Log.Append(ctx, "poison", 0, []store.Entry{{
+		Rev: 1, Op: ot.Op{{Retain: 50}, {Insert: "x"}}, Client: "c", Seq: 1, User: "u",
+	}}); err != nil {
+		t.Fatalf("Append: %v", err)
+	}
+	if _, err := commit(ctx, writer.store.Log, "healthy", "c", 1, "ok"); err != nil {
+		t.Fatal(err)
+	}
+	flusher := e.replica(redisstore.Options{Shards: 1, ClaimIdle: 300 * time.Millisecond, FlushInterval: 50 * time.Millisecond})
+	eventually(t, 30*time.Second, "poison entry dead-lettered", func() (bool, string) {
+		n := flusher.metric(t, "tandem_flush_dead_letters_total")
+		return n == 1, fmt.Sprintf("dead letters %v", n)
+	})
+	dead, err := writer.rdb.XRange(ctx, "tandem:{persist:dead}", "-", "+").Result()
+	if err != nil || len(dead) != 1 || dead[0].Values["doc"] != "poison" || dead[0].Values["deliveries"] != "3" {
+		t.Fatalf("dead-letter stream = %+v, %v; want one entry for poison after 3 deliveries", dead, err)
+	}
+	if snap, err := flusher.durable.Load(ctx, "healthy"); err != nil || snap.Text != "ok" {
+		t.Fatalf("healthy doc = %+v, %v; want it flushed despite the poison", snap, err)
+	}
+	if snap, err := flusher.durable.Load(ctx, "poison"); err != nil || snap.Rev != 0 {
+		t.Fatalf("poison doc = %+v, %v; want nothing written", snap, err)
+	}
+	p, err := writer.rdb.XPending(ctx, "tandem:{persist:0}", "flushers").Result()
+	if err != nil || p.Count != 0 {
+		t.Fatalf("pending after dead-lettering = %+v, %v; want none", p, err)
+	}
+}
+
+// After flushing, a document's stream keeps only Tail entries below what
+// PostgreSQL holds; reading older revisions reports ErrTrimmed, and a late
+// joiner rebuilds the text from the PostgreSQL snapshot plus the stream.
+func TestTrimAndLateJoiner(t *testing.T) {
+	e := newEnv(t)
+	r := e.replica(redisstore.Options{Tail: 50, FlushInterval: 50 * time.Millisecond})
+	ctx := testCtx(t)
+	const n = 600
+	var want string
+	for i := range n {
+		s := string(rune('a' + i%26))
+		if _, err := commit(ctx, r.store.Log, "long", "c", int64(i), s); err != nil {
+			t.Fatal(err)
+		}
+		want = s + want
+	}
+	eventually(t, 20*time.Second, "flushed and trimmed", func() (bool, string) {
+		l, err := r.rdb.XLen(ctx, "tandem:{doc:long}:log").Result()
+		return err == nil && l <= 50, fmt.Sprintf("stream length %d, %v", l, err)
+	})
+	if _, err := r.store.Log.Read(ctx, "long", 0, -1); !errors.Is(err, store.ErrTrimmed) {
+		t.Fatalf("Read from 0 on a trimmed stream: err = %v, want ErrTrimmed", err)
+	}
+	if got, err := r.store.Log.Read(ctx, "long", n-10, -1); err != nil || len(got) != 10 {
+		t.Fatalf("Read of the tail = %d entries, %v; want 10", len(got), err)
+	}
+	// A few more commits that PostgreSQL may not have yet.
+	for i := range 5 {
+		if _, err := commit(ctx, r.store.Log, "long", "late", int64(i), "!"); err != nil {
+			t.Fatal(err)
+		}
+		want = "!" + want
+	}
+	// The late joiner: a fresh replica loads the snapshot and the newer
+	// stream entries.
+	late := e.replica(redisstore.Options{NoFlusher: true})
+	snap, err := late.durable.Load(ctx, "long")
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	rest, err := late.store.Log.Read(ctx, "long", snap.Rev, -1)
+	if err != nil {
+		t.Fatalf("Read after snapshot rev %d: %v", snap.Rev, err)
+	}
+	text := snap.Text
+	for _, en := range rest {
+		if text, err = ot.Apply(text, en.Op); err != nil {
+			t.Fatalf("apply rev %d: %v", en.Rev, err)
+		}
+	}
+	if text != want {
+		t.Fatalf("late joiner text (%d chars) differs from the committed text (%d chars)", len(text), len(want))
+	}
+}
+
+// Dropping the replica's pub/sub connection loses notifications; the
+// subscription repairs the gap from the stream and delivers every revision.
+func TestSubscriptionRepairsDroppedPubSub(t *testing.T) {
+	e := newEnv(t)
+	reader := e.replica(redisstore.Options{CatchUp: 300 * time.Millisecond})
+	writer := e.replica(redisstore.Options{})
+	ctx := testCtx(t)
+	sub, err := reader.store.Log.Subscribe(ctx, "gappy", 0)
+	if err != nil {
+		t.Fatalf("Subscribe: %v", err)
+	}
+	const n = 200
+	done := make(chan error, 1)
+	go func() {
+		for i := range n {
+			if i == 50 || i == 120 {
+				if err := writer.rdb.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
+					done <- fmt.Errorf("client kill: %w", err)
+					return
+				}
+			}
+			if _, err := commit(ctx, writer.store.Log, "gappy", "w", int64(i), "g"); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	for want := int64(1); want <= n; want++ {
+		select {
+		case en, ok := <-sub.C():
+			if !ok {
+				t.Fatalf("subscription closed at rev %d: %v", want, sub.Err())
+			}
+			if en.Rev != want {
+				t.Fatalf("got rev %d, want %d", en.Rev, want)
+			}
+		case <-time.After(15 * time.Second):
+			t.Fatalf("rev %d never delivered", want)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if g := reader.metric(t, "tandem_redis_fanout_gaps_repaired_total"); g < 1 {
+		t.Fatalf("gaps repaired = %v, want at least 1 after killing pub/sub twice", g)
+	}
+}
+
+// With Redis down, calls fail fast with ErrUnavailable once the breaker
+// opens, Ready fails, and both recover when Redis is back.
+func TestBreaker(t *testing.T) {
+	e := newEnv(t, testsvc.WithAppendOnly())
+	r := e.replica(redisstore.Options{Breaker: redisstore.BreakerOptions{Failures: 3, OpenFor: 300 * time.Millisecond}})
+	ctx := testCtx(t)
+	if _, err := commit(ctx, r.store.Log, "b", "c", 1, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.store.Ready(ctx); err != nil {
+		t.Fatalf("Ready with Redis up: %v", err)
+	}
+	e.redis.Kill()
+	for range 5 {
+		_, err := r.store.Log.Head(ctx, "b")
+		if !errors.Is(err, store.ErrUnavailable) {
+			t.Fatalf("Head with Redis down: err = %v, want ErrUnavailable", err)
+		}
+	}
+	if st := r.metric(t, "tandem_redis_breaker_state"); st != 2 {
+		t.Fatalf("breaker state = %v, want 2 (open)", st)
+	}
+	start := time.Now()
+	_, err := r.store.Log.Head(ctx, "b")
+	if !errors.Is(err, store.ErrUnavailable) || time.Since(start) > 50*time.Millisecond {
+		t.Fatalf("Head with breaker open: %v after %v; want ErrUnavailable immediately", err, time.Since(start))
+	}
+	if err := r.store.Ready(ctx); err == nil {
+		t.Fatal("Ready with Redis down succeeded")
+	}
+	e.redis.Start()
+	eventually(t, 10*time.Second, "ready again", func() (bool, string) {
+		err := r.store.Ready(ctx)
+		return err == nil, fmt.Sprint(err)
+	})
+	if head, err := r.store.Log.Head(ctx, "b"); err != nil || head != 1 {
+		t.Fatalf("Head after recovery = %d, %v; want 1 (AOF kept it)", head, err)
+	}
+}
+
+// Redis losing a document (no AOF, FLUSHALL, a failover to an empty
+// replica) is detected by the epoch: the document is reseeded from
+// PostgreSQL, a replica holding the old state gets ErrReset instead of
+// extending a history that no longer exists, and its subscription ends.
+func TestEpochDetectsLostLog(t *testing.T) {
+	e := newEnv(t)
+	a := e.replica(redisstore.Options{FlushInterval: 50 * time.Millisecond})
+	b := e.replica(redisstore.Options{NoFlusher: true})
+	ctx := testCtx(t)
+	for i := range 10 {
+		if _, err := commit(ctx, a.store.Log, "lost", "c", int64(i), "q"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 10*time.Second, "flushed", func() (bool, string) {
+		snap, _ := a.durable.Load(ctx, "lost")
+		return snap.Rev == 10, fmt.Sprint(snap.Rev)
+	})
+	sub, err := a.store.Log.Subscribe(ctx, "lost", 10)
+	if err != nil {
+		t.Fatalf("Subscribe: %v", err)
+	}
+	if err := a.rdb.FlushAll(ctx).Err(); err != nil {
+		t.Fatalf("FLUSHALL: %v", err)
+	}
+	// b has never seen the document: it reseeds from PostgreSQL.
+	if head, err := b.store.Log.Head(ctx, "lost"); err != nil || head != 10 {
+		t.Fatalf("Head on a fresh replica after data loss = %d, %v; want 10 from PostgreSQL", head, err)
+	}
+	// a remembers the old epoch: its next append is refused as a reset.
+	err = a.store.Log.Append(ctx, "lost", 10, []store.Entry{{Rev: 11, Op: ot.Op{{Insert: "x"}}, Client: "c", Seq: 99}})
+	if !errors.Is(err, redisstore.ErrReset) || !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("Append under the old epoch: err = %v, want ErrReset (and ErrUnavailable)", err)
+	}
+	select {
+	case _, ok := <-sub.C():
+		if ok {
+			t.Fatal("subscription delivered an entry after the reset")
+		}
+		if !errors.Is(sub.Err(), redisstore.ErrReset) {
+			t.Fatalf("subscription Err = %v, want ErrReset", sub.Err())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("subscription did not end after the reset")
+	}
+	// After the reset, a works under the new epoch.
+	if rev, err := commit(ctx, a.store.Log, "lost", "c", 100, "n"); err != nil || rev != 11 {
+		t.Fatalf("commit after reset = rev %d, %v; want 11", rev, err)
+	}
+}
+
+// A replica's presence entries vanish within the TTL after it dies (no
+// Remove, no more heartbeats), and the departure is announced to the
+// others.
+func TestPresenceOfDeadReplicaExpires(t *testing.T) {
+	e := newEnv(t)
+	const ttl = 1500 * time.Millisecond
+	dying := e.replica(redisstore.Options{PresenceTTL: ttl})
+	alive := e.replica(redisstore.Options{PresenceTTL: ttl})
+	ctx := testCtx(t)
+	events, err := alive.store.Presence.Subscribe(ctx, "room")
+	if err != nil {
+		t.Fatalf("Subscribe: %v", err)
+	}
+	for i := range 3 {
+		if err := dying.store.Presence.Update(ctx, store.PresenceEntry{
+			Doc: "room", Conn: fmt.Sprintf("ghost-%d", i), User: store.User{ID: fmt.Sprintf("u%d", i)},
+		}); err != nil {
+			t.Fatalf("Update: %v", err)
+		}
+	}
+	if err := alive.store.Presence.Update(ctx, store.PresenceEntry{Doc: "room", Conn: "live", User: store.User{ID: "me"}}); err != nil {
+		t.Fatalf("Update: %v", err)
+	}
+	died := time.Now()
+	dying.store.Close(ctx) // stops without removing anything, like a crash
+	left := map[string]bool{}
+	heartbeat := time.NewTicker(ttl / 3)
+	defer heartbeat.Stop()
+	timeout := time.After(ttl + 3*time.Second)
+	for len(left) < 3 {
+		select {
+		case ev := <-events:
+			if ev.Left {
+				if ev.Entry.Conn == "live" {
+					t.Fatal("the live, refreshed entry was announced as gone")
+				}
+				if ev.Entry.User.ID == "" {
+					t.Fatalf("departure of %s carries no user", ev.Entry.Conn)
+				}
+				left[ev.Entry.Conn] = true
+			}
+		case <-heartbeat.C:
+			if err := alive.store.Presence.Update(ctx, store.PresenceEntry{Doc: "room", Conn: "live", User: store.User{ID: "me"}}); err != nil {
+				t.Fatalf("heartbeat: %v", err)
+			}
+		case <-timeout:
+			t.Fatalf("only %v departed within the TTL", left)
+		}
+	}
+	if took := time.Since(died); took > ttl+ttl/2 {
+		t.Fatalf("ghosts lasted %v, want within TTL %v (+ sweep period)", took, ttl)
+	}
+	list, err := alive.store.Presence.List(ctx, "room")
+	if err != nil || len(list) != 1 || list[0].Conn != "live" {
+		t.Fatalf("List = %+v, %v; want only the live entry", list, err)
+	}
+}
+
+var _ = context.Background
