@@ -144,9 +144,11 @@ func TestFlusherBatching(t *testing.T) {
 					t.Fatalf("%s snapshot = rev %d len %d, %v; want rev %d", doc, snap.Rev, len(snap.Text), err, want)
 				}
 			}
-			if got := flusher.metric(t, "tandem_flush_batch_operations"); got < 1 {
-				t.Fatalf("flush batch histogram has %v samples", got)
-			}
+			// The histogram is observed after the acknowledgements.
+			eventually(t, 5*time.Second, "flush batch size observed", func() (bool, string) {
+				got := flusher.metric(t, "tandem_flush_batch_operations")
+				return got >= 1, fmt.Sprintf("%v samples", got)
+			})
 		})
 	}
 }
