@@ -147,4 +147,3 @@ func (s *testServer) serveWS(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 }
-
