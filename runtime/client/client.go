@@ -193,6 +193,18 @@ func (c *Client) write(ws *websocket.Conn, msg any) error {
 func (c *Client) Edit(op ot.Op) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.editLocked(op)
+}
+
+// EditFunc builds a local operation from the current local text and applies
+// it atomically: a remote operation cannot slip in between.
+func (c *Client) EditFunc(build func(text string) ot.Op) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.editLocked(build(c.text))
+}
+
+func (c *Client) editLocked(op ot.Op) error {
 	text, err := ot.Apply(c.text, op)
 	if err != nil {
 		return fmt.Errorf("local edit: %w", err)

@@ -67,7 +67,7 @@ func TestConvergence(t *testing.T) {
 						return
 					}
 				}
-				if err := c.Edit(randomEdit(rng, c.Text())); err != nil {
+				if err := c.EditFunc(func(text string) ot.Op { return randomEdit(rng, text) }); err != nil {
 					errs <- fmt.Errorf("client %d edit: %w", i, err)
 					return
 				}

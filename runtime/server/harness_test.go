@@ -265,3 +265,18 @@ func mustJSON(v any) string {
 func highLimits() server.Limits {
 	return server.Limits{OpsPerSecond: 10000, OpsBurst: 10000}
 }
+
+type serverLimits = server.Limits
+
+func wsDial(url string, h http.Header) (*websocket.Conn, *http.Response, error) {
+	return websocket.DefaultDialer.Dial(url, h)
+}
+
+func readAll(t *testing.T, resp *http.Response) string {
+	t.Helper()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}

@@ -1,0 +1,466 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tandem-dev/tandem/runtime/auth"
+	"github.com/tandem-dev/tandem/runtime/client"
+	"github.com/tandem-dev/tandem/runtime/ot"
+	"github.com/tandem-dev/tandem/runtime/protocol"
+)
+
+func testContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// commitInserts makes c insert n single letters at the end, one revision
+// each.
+func commitInserts(t *testing.T, ctx context.Context, c *client.Client, n int) {
+	t.Helper()
+	for i := range n {
+		err := c.EditFunc(func(text string) ot.Op {
+			l := len([]rune(text))
+			if l == 0 {
+				return ot.Op{{Insert: string(rune('a' + i%26))}}
+			}
+			return ot.Op{{Retain: l}, {Insert: string(rune('a' + i%26))}}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.WaitSynced(ctx, -1); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestResume(t *testing.T) {
+	tests := []struct {
+		name     string
+		missed   int
+		wantText bool
+	}{
+		{"few missed: exact operations", 5, false},
+		{"none missed: empty list", 0, false},
+		{"too far behind: full text", 25, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newStack(t, stackOptions{window: 10, limits: highLimits()})
+			ctx := testContext(t)
+			docID := "resume"
+			writer := s.client(ctx, docID, "writer")
+			commitInserts(t, ctx, writer, 3)
+			reader := s.client(ctx, docID, "reader")
+			if err := reader.WaitSynced(ctx, 3); err != nil {
+				t.Fatal(err)
+			}
+			reader.Disconnect()
+			commitInserts(t, ctx, writer, tc.missed)
+			if err := reader.Connect(ctx); err != nil {
+				t.Fatal(err)
+			}
+			w := reader.Welcome()
+			if tc.wantText {
+				if w.Text == nil || w.Ops != nil {
+					t.Fatalf("welcome after %d missed: text=%v ops=%d, want the full text", tc.missed, w.Text != nil, len(w.Ops))
+				}
+			} else {
+				if w.Text != nil {
+					t.Fatalf("welcome after %d missed carries the full text, want operations", tc.missed)
+				}
+				if len(w.Ops) != tc.missed {
+					t.Fatalf("welcome has %d operations, want exactly the %d missed", len(w.Ops), tc.missed)
+				}
+				for i, o := range w.Ops {
+					if o.Rev != int64(3+i+1) || o.Client != "writer" {
+						t.Fatalf("op %d = rev %d from %q, want rev %d from writer", i, o.Rev, o.Client, 3+i+1)
+					}
+				}
+			}
+			if w.Rev != int64(3+tc.missed) || reader.Text() != writer.Text() {
+				t.Fatalf("after resume: rev %d text %q, want rev %d text %q", w.Rev, reader.Text(), 3+tc.missed, writer.Text())
+			}
+		})
+	}
+}
+
+// TestResubmissionIsAckedNotReapplied sends the same seq twice, the second
+// time after the document moved on, as a client does after a reconnect.
+func TestResubmissionIsAckedNotReapplied(t *testing.T) {
+	s := newStack(t, stackOptions{limits: highLimits()})
+	ctx := testContext(t)
+	docID := "resubmit"
+	r := s.raw(docID, nil)
+	r.hello("", "dup-client")
+	r.expect("welcome")
+	r.sendText(`{"type":"op","seq":1,"rev":0,"op":["hello"]}`)
+	if ack := r.expect("ack"); ack["rev"] != 1.0 || ack["seq"] != 1.0 {
+		t.Fatalf("first ack = %v", ack)
+	}
+	other := s.client(ctx, docID, "other")
+	commitInserts(t, ctx, other, 2)
+	// Resubmit seq 1 on a second connection with the old base, as after a
+	// lost ack.
+	r2 := s.raw(docID, nil)
+	r2.hello("", "dup-client")
+	r2.expect("welcome")
+	r2.sendText(`{"type":"op","seq":1,"rev":0,"op":["hello"]}`)
+	if ack := r2.expect("ack"); ack["rev"] != 1.0 || ack["seq"] != 1.0 {
+		t.Fatalf("ack of the resubmission = %v, want rev 1 again", ack)
+	}
+	d := s.doc(docID)
+	if d.Rev != 3 || strings.Count(d.Text, "hello") != 1 {
+		t.Fatalf("document = rev %d %q, want rev 3 with hello once", d.Rev, d.Text)
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	s := newStack(t, stackOptions{jwt: true, limits: strictLimits(), maxDoc: 64})
+	ctx := testContext(t)
+	docID := "bad-input"
+	good := s.client(ctx, docID, "good")
+	if err := good.Edit(ot.Op{{Insert: "hello"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := good.WaitSynced(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	write := s.token("mallory", auth.PermWrite, docID)
+	expired, err := auth.Mint(testKey, auth.MintOptions{Subject: "old", Docs: []string{docID}, Perm: auth.PermWrite, TTL: time.Minute, Now: time.Now().Add(-time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opAt := func(rev int, op string) string { return fmt.Sprintf(`{"type":"op","seq":1,"rev":%d,"op":%s}`, rev, op) }
+
+	tests := []struct {
+		name      string
+		token     string // hello token; "-" sends no hello
+		frames    []string
+		wantCode  string // error code expected
+		wantClose int    // close code expected (0: connection stays open)
+	}{
+		{"malformed JSON", write, []string{`{"type":"op",`}, protocol.CodeBadMessage, 0},
+		{"not an object", write, []string{`[1,2]`}, protocol.CodeBadMessage, 0},
+		{"unknown message type", write, []string{`{"type":"teleport"}`}, protocol.CodeBadMessage, 0},
+		{"op beyond the document length", write, []string{opAt(1, `[10,"x"]`)}, protocol.CodeBadOp, 0},
+		{"delete beyond the document length", write, []string{opAt(1, `[3,{"d":5}]`)}, protocol.CodeBadOp, 0},
+		{"negative retain", write, []string{opAt(1, `[-1,"x"]`)}, protocol.CodeBadOp, 0},
+		{"zero retain", write, []string{opAt(1, `[0,"x"]`)}, protocol.CodeBadOp, 0},
+		{"zero delete", write, []string{opAt(1, `[{"d":0}]`)}, protocol.CodeBadOp, 0},
+		{"empty insert", write, []string{opAt(1, `[""]`)}, protocol.CodeBadOp, 0},
+		{"op is not a list", write, []string{opAt(1, `"hello"`)}, protocol.CodeBadOp, 0},
+		{"base revision in the future", write, []string{opAt(9, `["x"]`)}, protocol.CodeBadRevision, 0},
+		{"negative revision", write, []string{opAt(-1, `["x"]`)}, protocol.CodeBadRevision, 0},
+		{"missing seq", write, []string{`{"type":"op","rev":1,"op":["x"]}`}, protocol.CodeBadMessage, 0},
+		{"document too large", write, []string{opAt(1, `["`+strings.Repeat("x", 100)+`"]`)}, protocol.CodeTooLarge, 0},
+		{"operation too large", write, []string{opAt(1, `["`+strings.Repeat("y", 300)+`"]`)}, protocol.CodeTooLarge, 0},
+		{"oversized message", write, []string{`{"type":"presence","pad":"` + strings.Repeat("z", 5000) + `"}`}, "", protocol.CloseTooLarge},
+		{"op before hello", "-", []string{opAt(1, `["x"]`)}, protocol.CodeBadMessage, 0},
+		{"invalid token", "garbage.token.here", nil, protocol.CodeUnauthorized, protocol.CloseUnauthorized},
+		{"missing token", "", nil, protocol.CodeUnauthorized, protocol.CloseUnauthorized},
+		{"expired token", expired, nil, protocol.CodeUnauthorized, protocol.CloseUnauthorized},
+		{"token for another document", s.token("mallory", auth.PermWrite, "other-doc"), nil, protocol.CodeForbidden, protocol.CloseForbidden},
+		{"token signed with another key", mintWith(t, []byte("another-key-another-key-another-key"), docID), nil, protocol.CodeUnauthorized, protocol.CloseUnauthorized},
+		{"read-only submit", s.token("reader", auth.PermRead, docID), []string{opAt(1, `["x"]`)}, protocol.CodeForbidden, 0},
+		{"rate-limit excess", write, repeat(opAt(1, `[99,"x"]`), 12), protocol.CodeRateLimited, 0},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			before := s.doc(docID)
+			r := s.raw(docID, nil)
+			r.t = t
+			if tc.token != "-" {
+				r.hello(tc.token, fmt.Sprintf("bad-%d", i))
+				if tc.wantClose == 0 {
+					r.expect("welcome")
+				}
+			}
+			for _, f := range tc.frames {
+				r.sendText(f)
+			}
+			gotCode, gotClose := "", 0
+			deadline := time.Now().Add(10 * time.Second)
+			for time.Now().Before(deadline) && gotClose == 0 && (gotCode != tc.wantCode || tc.wantClose != 0) {
+				typ, m, closeCode := r.next(time.Until(deadline))
+				switch typ {
+				case "":
+					gotClose = closeCode
+				case "error":
+					if code, _ := m["code"].(string); gotCode == "" || code == tc.wantCode {
+						gotCode = code
+					}
+				}
+			}
+			if tc.wantCode != "" && gotCode != tc.wantCode {
+				t.Errorf("error code = %q, want %q", gotCode, tc.wantCode)
+			}
+			if gotClose != tc.wantClose {
+				t.Errorf("close code = %d, want %d", gotClose, tc.wantClose)
+			}
+			if tc.wantClose == 0 {
+				// The connection still works: a presence update goes through
+				// without an error and hello is refused as a repeat.
+				if tc.token == "-" {
+					r.hello(write, "late-hello")
+					r.expect("welcome")
+				}
+				r.sendText(`{"type":"hello","v":1,"client":"again"}`)
+				for {
+					if m := r.expect("error"); m["code"] == protocol.CodeBadMessage {
+						break
+					}
+				}
+			}
+			// Nothing was applied, and others are still served.
+			after := s.doc(docID)
+			if after != before {
+				t.Fatalf("document changed: %+v -> %+v", before, after)
+			}
+			if !good.Connected() {
+				t.Fatalf("the good client was disconnected: %v", good.CloseError())
+			}
+		})
+	}
+	// The good client can still edit after all that.
+	if err := good.Edit(ot.Op{{Retain: 5}, {Insert: "!"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := good.WaitSynced(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	if d := s.doc(docID); d.Text != "hello!" || d.Rev != 2 {
+		t.Fatalf("document = %+v, want hello! at rev 2", d)
+	}
+}
+
+func strictLimits() serverLimits {
+	return serverLimits{MaxMessageBytes: 4096, MaxOpBytes: 200, OpsPerSecond: 2, OpsBurst: 3}
+}
+
+func repeat(s string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = s
+	}
+	return out
+}
+
+func mintWith(t *testing.T, key []byte, docID string) string {
+	t.Helper()
+	tok, err := auth.Mint(key, auth.MintOptions{Subject: "x", Docs: []string{docID}, Perm: auth.PermWrite, TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+func TestRateLimitCloseAfterPersistentExcess(t *testing.T) {
+	s := newStack(t, stackOptions{limits: strictLimits()})
+	r := s.raw("flood", nil)
+	r.hello("", "flooder")
+	r.expect("welcome")
+	for range 40 {
+		r.sendText(`{"type":"op","seq":1,"rev":0,"op":[5,"x"]}`)
+	}
+	for {
+		typ, _, code := r.next(10 * time.Second)
+		if typ == "" {
+			if code != protocol.CloseRateLimited {
+				t.Fatalf("close code %d, want %d", code, protocol.CloseRateLimited)
+			}
+			return
+		}
+	}
+}
+
+func TestPresence(t *testing.T) {
+	s := newStack(t, stackOptions{limits: highLimits()})
+	ctx := testContext(t)
+	docID := "presence"
+	a := s.client(ctx, docID, "a")
+	if err := a.Edit(ot.Op{{Insert: "0123456789"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.WaitSynced(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	b := s.client(ctx, docID, "b")
+	if len(b.Welcome().Presence) != 1 {
+		t.Fatalf("b's welcome presence = %+v, want a", b.Welcome().Presence)
+	}
+	if err := a.SetCursor(protocol.Cursor{Anchor: 2, Head: 5}); err != nil {
+		t.Fatal(err)
+	}
+	aConn := a.Welcome().Conn
+	cursorIs := func(c *client.Client, conn string, want protocol.Cursor) func() bool {
+		return func() bool {
+			p, ok := c.Others()[conn]
+			return ok && p.Cursor != nil && *p.Cursor == want
+		}
+	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := b.WaitFor(wctx, cursorIs(b, aConn, protocol.Cursor{Anchor: 2, Head: 5})); err != nil {
+		t.Fatalf("b never saw a's cursor: %v (others %+v)", err, b.Others())
+	}
+	// b inserts before a's selection: a new joiner sees it shifted.
+	if err := b.Edit(ot.Op{{Insert: "ab"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.WaitSynced(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	c := s.client(ctx, docID, "c")
+	var got *protocol.Cursor
+	for _, p := range c.Welcome().Presence {
+		if p.Conn == aConn {
+			got = p.Cursor
+		}
+	}
+	if got == nil || *got != (protocol.Cursor{Anchor: 4, Head: 7}) {
+		t.Fatalf("c sees a's cursor %+v, want 4..7 after b's insert", got)
+	}
+	// a leaves: the others are told.
+	a.Close()
+	if err := b.WaitFor(wctx, func() bool { _, ok := b.Others()[aConn]; return !ok }); err != nil {
+		t.Fatalf("b still sees a after it left: %v", err)
+	}
+}
+
+func TestHTTPEndpoints(t *testing.T) {
+	s := newStack(t, stackOptions{jwt: true, limits: highLimits()})
+	ctx := testContext(t)
+	docID := "http-doc"
+	c := s.client(ctx, docID, "writer")
+	commitInserts(t, ctx, c, 4)
+	read := s.token("r", auth.PermRead, docID)
+	tests := []struct {
+		name  string
+		path  string
+		token string
+		want  int
+	}{
+		{"doc", "/v1/docs/" + docID, read, http.StatusOK},
+		{"ops", "/v1/docs/" + docID + "/ops?from=1&to=3", read, http.StatusOK},
+		{"doc without token", "/v1/docs/" + docID, "", http.StatusUnauthorized},
+		{"doc with another doc's token", "/v1/docs/" + docID, s.token("r", auth.PermRead, "x"), http.StatusForbidden},
+		{"bad range", "/v1/docs/" + docID + "/ops?from=-4", read, http.StatusBadRequest},
+		{"bad doc id", "/v1/docs/bad%20id", read, http.StatusBadRequest},
+		{"healthz", "/healthz", "", http.StatusOK},
+		{"readyz", "/readyz", "", http.StatusOK},
+		{"metrics", "/metrics", "", http.StatusOK},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := s.get(tc.path, tc.token, nil); got != tc.want {
+				t.Fatalf("GET %s = %d, want %d", tc.path, got, tc.want)
+			}
+		})
+	}
+	var ops []protocol.Op
+	s.get("/v1/docs/"+docID+"/ops?from=1&to=3", read, &ops)
+	if len(ops) != 2 || ops[0].Rev != 2 || ops[1].Rev != 3 || ops[0].Client != "writer" || ops[0].Type != "op" {
+		t.Fatalf("ops 1..3 = %+v, want revs 2 and 3", ops)
+	}
+	resp, err := http.Get(s.http.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body := new(strings.Builder)
+	_, _ = fmt.Fprint(body, readAll(t, resp))
+	for _, name := range []string{"tandem_connections 1", "tandem_documents_loaded 1", "tandem_operations_committed_total 4", "tandem_transform_seconds_bucket", "tandem_commit_seconds_bucket", `tandem_errors_total{code="unauthorized"}`, "go_goroutines", "process_"} {
+		if !strings.Contains(body.String(), name) {
+			t.Errorf("metrics lack %q", name)
+		}
+	}
+}
+
+func TestOriginCheck(t *testing.T) {
+	s := newStack(t, stackOptions{origins: []string{"https://editor.example"}})
+	tests := []struct {
+		origin string
+		ok     bool
+	}{
+		{"https://editor.example", true},
+		{"", true}, // not a browser
+		{"https://evil.example", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.origin, func(t *testing.T) {
+			h := http.Header{}
+			if tc.origin != "" {
+				h.Set("Origin", tc.origin)
+			}
+			ws, resp, err := wsDial(s.wsURL("origin"), h)
+			if tc.ok {
+				if err != nil {
+					t.Fatalf("dial from %q: %v", tc.origin, err)
+				}
+				ws.Close()
+				return
+			}
+			if err == nil {
+				ws.Close()
+				t.Fatalf("dial from %q succeeded, want refusal", tc.origin)
+			}
+			if resp == nil || resp.StatusCode != http.StatusForbidden {
+				t.Fatalf("dial from %q: %v, want HTTP 403", tc.origin, err)
+			}
+		})
+	}
+}
+
+func TestShutdownTellsClientsToReconnect(t *testing.T) {
+	s := newStack(t, stackOptions{})
+	r := s.raw("bye", nil)
+	r.hello("", "c")
+	r.expect("welcome")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- s.srv.Shutdown(ctx) }()
+	for {
+		typ, _, code := r.next(5 * time.Second)
+		if typ == "" {
+			if code != protocol.CloseRestart {
+				t.Fatalf("close code %d, want %d", code, protocol.CloseRestart)
+			}
+			break
+		}
+	}
+	r.ws.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if got := s.get("/readyz", "", nil); got != http.StatusServiceUnavailable {
+		t.Fatalf("readyz while draining = %d, want 503", got)
+	}
+}
+
+func TestConnectionsPerDocLimit(t *testing.T) {
+	s := newStack(t, stackOptions{limits: serverLimits{MaxConnsPerDoc: 2}})
+	ctx := testContext(t)
+	s.client(ctx, "crowded", "one")
+	s.client(ctx, "crowded", "two")
+	r := s.raw("crowded", nil)
+	for {
+		typ, _, code := r.next(5 * time.Second)
+		if typ == "" {
+			if code != protocol.CloseDocFull {
+				t.Fatalf("close code %d, want %d", code, protocol.CloseDocFull)
+			}
+			break
+		}
+	}
+	// Another document is unaffected.
+	s.client(ctx, "roomy", "three")
+}
