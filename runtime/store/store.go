@@ -43,6 +43,12 @@ var (
 	// (for example an open circuit breaker). Callers report "unavailable,
 	// retry" and must not hang.
 	ErrUnavailable = errors.New("store: backend unavailable")
+	// ErrReset means the log lost a document's history (for example Redis
+	// lost its data) and restarted it from the durable store under a new
+	// epoch. Whatever the caller holds in memory for the document is stale:
+	// unload it and load the document again. Errors carrying ErrReset also
+	// carry ErrUnavailable, so clients are told to retry.
+	ErrReset = errors.New("store: document log reset")
 )
 
 // Log is the per-document operation log and sequencer: the single source of

@@ -31,12 +31,9 @@ import (
 	"github.com/tandem-dev/tandem/runtime/store"
 )
 
-// ErrReset means a document's log was lost or reset in Redis (its epoch
-// changed) since this process last looked at it. Everything this process
-// holds in memory for the document is stale: drop it and load the document
-// again. Errors carrying it also wrap store.ErrUnavailable, so a caller that
-// does not know about resets still answers "unavailable, retry".
-var ErrReset = errors.New("redisstore: document log was reset (epoch changed)")
+// ErrReset is store.ErrReset: a document's log was lost or reset in Redis
+// (its epoch changed) since this process last looked at it.
+var ErrReset = store.ErrReset
 
 // Options configure the Redis store. Zero values take the defaults noted.
 type Options struct {

@@ -45,10 +45,16 @@ func (l *Log) Subscribe(ctx context.Context, doc string, after int64) (store.Sub
 	if err != nil {
 		return nil, fmt.Errorf("subscribe to doc %q: %w: %w", doc, store.ErrUnavailable, err)
 	}
-	backlog, _, err := l.read(ctx, doc, epoch, after, -1)
+	backlog, head, err := l.read(ctx, doc, epoch, after, -1)
 	if err != nil {
 		unlisten()
 		return nil, fmt.Errorf("subscribe to doc %q after rev %d: %w", doc, after, err)
+	}
+	if after > head {
+		// Only a caller holding state from before a reset can be ahead of
+		// the log.
+		unlisten()
+		return nil, fmt.Errorf("subscribe to doc %q after rev %d beyond head %d: %w", doc, after, head, resetError(doc))
 	}
 	s := &subscription{ch: make(chan store.Entry, 64)}
 	w := &subWorker{l: l, doc: doc, epoch: epoch, last: after, sub: s, lis: lis}
