@@ -1,0 +1,182 @@
+// Package config reads the runtime's configuration from flags and TANDEM_*
+// environment variables; a flag given on the command line wins over the
+// environment, which wins over the default.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+)
+
+// Config is the runtime's configuration.
+type Config struct {
+	Addr           string
+	DataDir        string
+	Auth           string // "jwt" or "anonymous"
+	JWTKeyFile     string
+	JWTKey         string // from TANDEM_JWT_KEY only: never on a command line
+	AllowedOrigins []string
+
+	RedisURL        string
+	RedisURLFile    string
+	PostgresURL     string
+	PostgresURLFile string
+
+	FlushInterval time.Duration
+	FlushBatch    int
+
+	MaxMessageBytes int
+	MaxOpBytes      int
+	MaxDocBytes     int
+	OpsPerSecond    float64
+	MaxConnsPerDoc  int
+
+	ShutdownTimeout time.Duration
+	LogLevel        slog.Level
+	LogFormat       string // "text" or "json"
+}
+
+// ErrHelp is returned when --help was asked for; the usage was printed.
+var ErrHelp = flag.ErrHelp
+
+// Parse reads args (without the program name) and the environment through
+// getenv. Usage and errors are written to out.
+func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, error) {
+	c := &Config{}
+	fs := flag.NewFlagSet("tandem-runtime", flag.ContinueOnError)
+	fs.SetOutput(out)
+	var origins, auth, level string
+	type envFlag struct{ flag, env string }
+	var envs []envFlag
+	str := func(p *string, name, env, def, usage string) {
+		fs.StringVar(p, name, def, usage+" (env "+env+")")
+		envs = append(envs, envFlag{name, env})
+	}
+	dur := func(p *time.Duration, name, env string, def time.Duration, usage string) {
+		fs.DurationVar(p, name, def, usage+" (env "+env+")")
+		envs = append(envs, envFlag{name, env})
+	}
+	num := func(p *int, name, env string, def int, usage string) {
+		fs.IntVar(p, name, def, usage+" (env "+env+")")
+		envs = append(envs, envFlag{name, env})
+	}
+	str(&c.Addr, "addr", "TANDEM_ADDR", ":8080", "listen address for the editor, the API, probes and metrics")
+	str(&c.DataDir, "data-dir", "TANDEM_DATA_DIR", "./data", "directory of the embedded SQLite database")
+	str(&auth, "auth", "TANDEM_AUTH", "", `"jwt" or "anonymous"; default anonymous in embedded mode, jwt with Redis/PostgreSQL`)
+	str(&c.JWTKeyFile, "jwt-key-file", "TANDEM_JWT_KEY_FILE", "", "file holding the HS256 key (at least 32 bytes); TANDEM_JWT_KEY may hold the key itself")
+	str(&origins, "allowed-origins", "TANDEM_ALLOWED_ORIGINS", "", `comma-separated browser origins allowed to open documents, "*" for any; empty allows the server's own host`)
+	str(&c.RedisURL, "redis-url", "TANDEM_REDIS_URL", "", "Redis URL: enables the distributed mode")
+	str(&c.RedisURLFile, "redis-url-file", "TANDEM_REDIS_URL_FILE", "", "file holding the Redis URL")
+	str(&c.PostgresURL, "postgres-url", "TANDEM_POSTGRES_URL", "", "PostgreSQL URL: enables the distributed mode")
+	str(&c.PostgresURLFile, "postgres-url-file", "TANDEM_POSTGRES_URL_FILE", "", "file holding the PostgreSQL URL")
+	dur(&c.FlushInterval, "flush-interval", "TANDEM_FLUSH_INTERVAL", 500*time.Millisecond, "longest wait before committed operations are written to durable storage")
+	num(&c.FlushBatch, "flush-batch", "TANDEM_FLUSH_BATCH", 256, "write to durable storage as soon as this many operations are pending")
+	num(&c.MaxMessageBytes, "max-message-bytes", "TANDEM_MAX_MESSAGE_BYTES", 256<<10, "largest WebSocket message accepted (larger: close 1009)")
+	num(&c.MaxOpBytes, "max-op-bytes", "TANDEM_MAX_OP_BYTES", 64<<10, "most bytes of text one operation may insert")
+	num(&c.MaxDocBytes, "max-doc-bytes", "TANDEM_MAX_DOC_BYTES", 8<<20, "largest document, in bytes of UTF-8")
+	fs.Float64Var(&c.OpsPerSecond, "ops-per-second", 50, "operations per second per connection (env TANDEM_OPS_PER_SECOND)")
+	envs = append(envs, envFlag{"ops-per-second", "TANDEM_OPS_PER_SECOND"})
+	num(&c.MaxConnsPerDoc, "max-conns-per-doc", "TANDEM_MAX_CONNS_PER_DOC", 200, "connections to one document on this process")
+	dur(&c.ShutdownTimeout, "shutdown-timeout", "TANDEM_SHUTDOWN_TIMEOUT", 20*time.Second, "how long a graceful shutdown may take")
+	str(&level, "log-level", "TANDEM_LOG_LEVEL", "info", "debug, info, warn or error")
+	str(&c.LogFormat, "log-format", "TANDEM_LOG_FORMAT", "text", `"text" or "json"`)
+	fs.Usage = func() {
+		fmt.Fprintf(out, "Usage: tandem-runtime [flags]\n       tandem-runtime token --jwt-key-file F --sub U --doc D --perm write --ttl 1h\n\n")
+		fmt.Fprintf(out, "Serves collaborative plain-text documents. Every flag can also be set with\nthe environment variable named after it.\n\nFlags:\n")
+		fs.PrintDefaults()
+		fmt.Fprintf(out, "  TANDEM_JWT_KEY\n    \tthe HS256 key itself (instead of --jwt-key-file)\n")
+	}
+	for _, e := range envs {
+		if v := getenv(e.env); v != "" {
+			if err := fs.Set(e.flag, v); err != nil {
+				return nil, fmt.Errorf("%s=%q: %w", e.env, v, err)
+			}
+		}
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	c.JWTKey = getenv("TANDEM_JWT_KEY")
+	for _, o := range strings.Split(origins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			c.AllowedOrigins = append(c.AllowedOrigins, o)
+		}
+	}
+	if err := c.LogLevel.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: %w", level, err)
+	}
+	switch auth {
+	case "":
+		c.Auth = "anonymous"
+		if c.Distributed() {
+			c.Auth = "jwt"
+		}
+	case "jwt", "anonymous":
+		c.Auth = auth
+	default:
+		return nil, fmt.Errorf(`--auth must be "jwt" or "anonymous", not %q`, auth)
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return nil, fmt.Errorf(`--log-format must be "text" or "json", not %q`, c.LogFormat)
+	}
+	for name, v := range map[string]int{"flush-batch": c.FlushBatch, "max-message-bytes": c.MaxMessageBytes, "max-op-bytes": c.MaxOpBytes, "max-doc-bytes": c.MaxDocBytes, "max-conns-per-doc": c.MaxConnsPerDoc} {
+		if v <= 0 {
+			return nil, fmt.Errorf("--%s must be positive, not %d", name, v)
+		}
+	}
+	if c.FlushInterval <= 0 || c.OpsPerSecond <= 0 || c.ShutdownTimeout <= 0 {
+		return nil, errors.New("--flush-interval, --ops-per-second and --shutdown-timeout must be positive")
+	}
+	if c.Auth == "jwt" && c.JWTKeyFile == "" && c.JWTKey == "" {
+		return nil, errors.New("--auth=jwt needs --jwt-key-file or TANDEM_JWT_KEY")
+	}
+	return c, nil
+}
+
+// Distributed reports whether Redis or PostgreSQL is configured.
+func (c *Config) Distributed() bool {
+	return c.RedisURL != "" || c.RedisURLFile != "" || c.PostgresURL != "" || c.PostgresURLFile != ""
+}
+
+// Redis returns the Redis URL, reading the file variant when set.
+func (c *Config) Redis() (string, error) { return valueOrFile(c.RedisURL, c.RedisURLFile, "redis url") }
+
+// Postgres returns the PostgreSQL URL, reading the file variant when set.
+func (c *Config) Postgres() (string, error) {
+	return valueOrFile(c.PostgresURL, c.PostgresURLFile, "postgres url")
+}
+
+// Key returns the JWT signing key from the file or the environment.
+func (c *Config) Key() ([]byte, error) {
+	if c.JWTKeyFile != "" {
+		b, err := os.ReadFile(c.JWTKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("read jwt key: %w", err)
+		}
+		return []byte(strings.TrimRight(string(b), "\r\n")), nil
+	}
+	if c.JWTKey != "" {
+		return []byte(c.JWTKey), nil
+	}
+	return nil, errors.New("no jwt key: set --jwt-key-file or TANDEM_JWT_KEY")
+}
+
+func valueOrFile(v, file, what string) (string, error) {
+	if file == "" {
+		return v, nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("read %s file: %w", what, err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}

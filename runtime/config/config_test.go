@@ -1,0 +1,93 @@
+package config_test
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tandem-dev/tandem/runtime/config"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		check   func(*config.Config) bool
+		wantErr string
+	}{
+		{"defaults", nil, nil, func(c *config.Config) bool {
+			return c.Addr == ":8080" && c.DataDir == "./data" && c.Auth == "anonymous" && c.FlushInterval == 500*time.Millisecond && !c.Distributed()
+		}, ""},
+		{"env", nil, map[string]string{"TANDEM_ADDR": ":9000", "TANDEM_FLUSH_BATCH": "7", "TANDEM_OPS_PER_SECOND": "2.5", "TANDEM_ALLOWED_ORIGINS": "https://a, https://b"},
+			func(c *config.Config) bool {
+				return c.Addr == ":9000" && c.FlushBatch == 7 && c.OpsPerSecond == 2.5 && len(c.AllowedOrigins) == 2 && c.AllowedOrigins[1] == "https://b"
+			}, ""},
+		{"flag beats env", []string{"--addr", ":7000"}, map[string]string{"TANDEM_ADDR": ":9000"}, func(c *config.Config) bool { return c.Addr == ":7000" }, ""},
+		{"distributed defaults to jwt", []string{"--redis-url", "redis://x"}, map[string]string{"TANDEM_JWT_KEY": "k"}, func(c *config.Config) bool {
+			return c.Distributed() && c.Auth == "jwt" && c.JWTKey == "k"
+		}, ""},
+		{"jwt needs a key", []string{"--auth", "jwt"}, nil, nil, "jwt-key-file"},
+		{"bad auth", []string{"--auth", "magic"}, nil, nil, "jwt"},
+		{"bad env value", nil, map[string]string{"TANDEM_FLUSH_INTERVAL": "soon"}, nil, "TANDEM_FLUSH_INTERVAL"},
+		{"non-positive limit", []string{"--max-op-bytes", "0"}, nil, nil, "max-op-bytes"},
+		{"stray argument", []string{"serve"}, nil, nil, "unexpected"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := config.Parse(tc.args, env(tc.env), &bytes.Buffer{})
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want mention of %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tc.check(c) {
+				t.Fatalf("config = %+v", c)
+			}
+		})
+	}
+}
+
+func TestHelpDocumentsEveryFlagAndEnv(t *testing.T) {
+	var out bytes.Buffer
+	_, err := config.Parse([]string{"--help"}, env(nil), &out)
+	if !errors.Is(err, config.ErrHelp) {
+		t.Fatalf("err = %v, want ErrHelp", err)
+	}
+	for _, want := range []string{"-addr", "TANDEM_ADDR", "-data-dir", "-auth", "-jwt-key-file", "TANDEM_JWT_KEY", "-allowed-origins", "-redis-url-file", "-postgres-url", "-flush-interval", "-flush-batch", "-max-message-bytes", "-max-op-bytes", "-max-doc-bytes", "TANDEM_OPS_PER_SECOND", "TANDEM_MAX_CONNS_PER_DOC"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("--help lacks %q", want)
+		}
+	}
+}
+
+func TestFiles(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	c, err := config.Parse([]string{"--redis-url-file", write("r", "redis://h:1/0\n"), "--jwt-key-file", write("k", "secret\n")}, env(nil), &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u, err := c.Redis(); err != nil || u != "redis://h:1/0" {
+		t.Fatalf("Redis() = %q, %v", u, err)
+	}
+	if k, err := c.Key(); err != nil || string(k) != "secret" {
+		t.Fatalf("Key() = %q, %v", k, err)
+	}
+}
