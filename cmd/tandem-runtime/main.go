@@ -1,0 +1,191 @@
+// Command tandem-runtime serves collaborative plain-text documents: the
+// editor, the document WebSocket and HTTP API, probes and metrics. Without
+// Redis/PostgreSQL it runs embedded on SQLite under --data-dir.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/tandem-dev/tandem/runtime/auth"
+	"github.com/tandem-dev/tandem/runtime/config"
+	"github.com/tandem-dev/tandem/runtime/doc"
+	"github.com/tandem-dev/tandem/runtime/metrics"
+	"github.com/tandem-dev/tandem/runtime/server"
+	"github.com/tandem-dev/tandem/runtime/store"
+	"github.com/tandem-dev/tandem/runtime/store/memory"
+	"github.com/tandem-dev/tandem/runtime/store/sqlite"
+	"github.com/tandem-dev/tandem/runtime/web"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "token" {
+		if err := runToken(os.Args[2:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+			fmt.Fprintln(os.Stderr, "tandem-runtime token:", err)
+			os.Exit(2)
+		}
+		return
+	}
+	cfg, err := config.Parse(os.Args[1:], os.Getenv, os.Stderr)
+	if errors.Is(err, config.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "tandem-runtime:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := run(ctx, cfg, os.Stdout); err != nil {
+		slog.Error("tandem-runtime stopped", "err", err)
+		os.Exit(1)
+	}
+}
+
+// backends are the storage seams the document layer runs on.
+type backends struct {
+	Log      store.Log
+	Durable  store.Durable
+	Presence store.Presence
+	// Ready are readiness checks for /readyz.
+	Ready []func(context.Context) error
+	// Close flushes and releases everything, after the documents stopped.
+	Close func(ctx context.Context) error
+}
+
+func newLogger(cfg *config.Config, out io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(out, opts))
+	}
+	return slog.New(slog.NewTextHandler(out, opts))
+}
+
+func openEmbedded(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*backends, error) {
+	durable, err := sqlite.Open(ctx, cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	l := memory.NewLog(memory.LogOptions{Durable: durable, FlushInterval: cfg.FlushInterval, FlushBatch: cfg.FlushBatch, Logger: logger})
+	p := memory.NewPresence(memory.PresenceOptions{TTL: 30 * time.Second})
+	return &backends{
+		Log: l, Durable: durable, Presence: p,
+		Ready: []func(context.Context) error{durable.Ready},
+		Close: func(ctx context.Context) error {
+			p.Close()
+			return errors.Join(l.Close(ctx), durable.Close())
+		},
+	}, nil
+}
+
+// editorURL is what a person on this machine opens for addr.
+func editorURL(addr net.Addr) string {
+	host, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return "http://" + addr.String() + "/"
+	}
+	if ip := net.ParseIP(host); host == "" || ip == nil || ip.IsUnspecified() || ip.IsLoopback() {
+		host = "localhost"
+	}
+	return "http://" + net.JoinHostPort(host, port) + "/"
+}
+
+func run(ctx context.Context, cfg *config.Config, stdout io.Writer) error {
+	logger := newLogger(cfg, os.Stderr)
+	slog.SetDefault(logger)
+	m := metrics.New()
+
+	var authn auth.Authenticator
+	switch cfg.Auth {
+	case "anonymous":
+		logger.Warn("anonymous mode: anyone who can reach this server can read and edit every document; use --auth=jwt beyond local use")
+		authn = auth.Anonymous{}
+	default:
+		key, err := cfg.Key()
+		if err != nil {
+			return err
+		}
+		if authn, err = auth.NewJWT(key, nil); err != nil {
+			return err
+		}
+	}
+
+	var b *backends
+	var err error
+	if cfg.Distributed() {
+		b, err = openDistributed(ctx, cfg, m.Registry)
+	} else {
+		b, err = openEmbedded(ctx, cfg, logger)
+	}
+	if err != nil {
+		return fmt.Errorf("open storage: %w", err)
+	}
+
+	mgr := doc.NewManager(doc.Options{
+		Log: b.Log, Durable: b.Durable, Presence: b.Presence, Metrics: m, Logger: logger,
+		MaxDocBytes: cfg.MaxDocBytes,
+	})
+	srv := server.New(server.Options{
+		Manager: mgr, Auth: authn, Metrics: m, Logger: logger,
+		Limits: server.Limits{
+			MaxMessageBytes: int64(cfg.MaxMessageBytes), MaxOpBytes: cfg.MaxOpBytes,
+			OpsPerSecond: cfg.OpsPerSecond, MaxConnsPerDoc: cfg.MaxConnsPerDoc,
+		},
+		AllowedOrigins: cfg.AllowedOrigins,
+		Ready:          b.Ready,
+		Web:            web.Handler(),
+	})
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		_ = b.Close(context.Background())
+		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+	}
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(ln) }()
+	mode := "embedded (SQLite in " + cfg.DataDir + ")"
+	if cfg.Distributed() {
+		mode = "distributed (Redis + PostgreSQL)"
+	}
+	logger.Info("serving", "addr", ln.Addr().String(), "storage", mode, "auth", cfg.Auth)
+	fmt.Fprintf(stdout, "Tandem editor: %s\n", editorURL(ln.Addr()))
+
+	select {
+	case <-ctx.Done():
+		logger.Info("shutting down")
+	case err := <-served:
+		_ = b.Close(context.Background())
+		return fmt.Errorf("http server: %w", err)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	// Order matters: tell clients to reconnect elsewhere, stop taking
+	// requests, stop the documents, then flush storage.
+	var errs []error
+	if err := srv.Shutdown(sctx); err != nil {
+		errs = append(errs, err)
+	}
+	if err := hs.Shutdown(sctx); err != nil {
+		errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+	}
+	if err := mgr.Close(sctx); err != nil {
+		errs = append(errs, err)
+	}
+	if err := b.Close(sctx); err != nil {
+		errs = append(errs, fmt.Errorf("close storage: %w", err))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	logger.Info("stopped cleanly")
+	return nil
+}

@@ -1,0 +1,228 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tandem-dev/tandem/runtime/client"
+	"github.com/tandem-dev/tandem/runtime/ot"
+)
+
+const testKey = "restart-test-key-restart-test-key-0123"
+
+// buildBinary compiles the command once per test binary run.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "tandem-runtime")
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("go build: %v", err)
+	}
+	return bin
+}
+
+type proc struct {
+	cmd  *exec.Cmd
+	base string // http://127.0.0.1:PORT
+	done chan error
+}
+
+func start(t *testing.T, bin string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), "TANDEM_JWT_KEY="+testKey)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = &testLog{t: t}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	p := &proc{cmd: cmd, done: make(chan error, 1)}
+	lines := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if u, ok := strings.CutPrefix(sc.Text(), "Tandem editor: "); ok {
+				lines <- u
+			}
+		}
+		_, _ = io.Copy(io.Discard, stdout)
+	}()
+	go func() { p.done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	select {
+	case u := <-lines:
+		// The printed URL says localhost; tests stay on the loopback IP.
+		p.base = strings.TrimSuffix(strings.Replace(u, "localhost", "127.0.0.1", 1), "/")
+	case err := <-p.done:
+		t.Fatalf("runtime exited before serving: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("runtime did not print its URL")
+	}
+	return p
+}
+
+func (p *proc) stop(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Fatalf("runtime exited with %v after SIGTERM", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("runtime did not exit after SIGTERM")
+	}
+}
+
+type testLog struct{ t *testing.T }
+
+func (l *testLog) Write(b []byte) (int, error) {
+	l.t.Log(strings.TrimSpace(string(b)))
+	return len(b), nil
+}
+
+func mint(t *testing.T, bin string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(bin, append([]string{"token"}, args...)...)
+	cmd.Env = append(os.Environ(), "TANDEM_JWT_KEY="+testKey)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("token %v: %v", args, err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func getDoc(t *testing.T, base, id, token string) (int64, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, base+"/v1/docs/"+id, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET doc: HTTP %d", resp.StatusCode)
+	}
+	var d struct {
+		Rev  int64  `json:"rev"`
+		Text string `json:"text"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&d); err != nil {
+		t.Fatal(err)
+	}
+	return d.Rev, d.Text
+}
+
+func TestBinary(t *testing.T) {
+	bin := buildBinary(t)
+
+	t.Run("RestartKeepsTextAndRevision", func(t *testing.T) {
+		dataDir := t.TempDir()
+		// A flush interval far beyond the test: only the SIGTERM flush can
+		// make the operations durable.
+		args := []string{"--addr", "127.0.0.1:0", "--data-dir", dataDir, "--auth", "jwt", "--flush-interval", "1h", "--flush-batch", "100000"}
+		p := start(t, bin, args...)
+		token := mint(t, bin, "--sub", "alice", "--doc", "notes", "--perm", "write", "--ttl", "1h")
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		c := client.New(client.Options{URL: "ws" + strings.TrimPrefix(p.base, "http") + "/v1/docs/notes/ws", Token: token, ClientID: "alice-1"})
+		if err := c.Connect(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 30 {
+			err := c.EditFunc(func(text string) ot.Op {
+				n := len([]rune(text))
+				if n == 0 {
+					return ot.Op{{Insert: "🌱"}}
+				}
+				return ot.Op{{Retain: n}, {Insert: fmt.Sprintf(" %d", i)}}
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.WaitSynced(ctx, -1); err != nil {
+				t.Fatal(err)
+			}
+		}
+		rev, text := getDoc(t, p.base, "notes", token)
+		if rev != 30 || c.Text() != text {
+			t.Fatalf("before restart: rev %d %q, client %q", rev, text, c.Text())
+		}
+		p.stop(t)
+		if err := c.WaitFor(ctx, func() bool { return !c.Connected() }); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.CloseError(); err == nil || !strings.Contains(err.Error(), "1012") {
+			t.Fatalf("client saw %v, want close 1012 (server restart)", err)
+		}
+
+		p2 := start(t, bin, args...)
+		rev2, text2 := getDoc(t, p2.base, "notes", token)
+		if rev2 != rev || text2 != text {
+			t.Fatalf("after restart: rev %d %q, want rev %d %q", rev2, text2, rev, text)
+		}
+		p2.stop(t)
+	})
+
+	t.Run("Help", func(t *testing.T) {
+		out, err := exec.Command(bin, "--help").CombinedOutput()
+		if err != nil {
+			t.Fatalf("--help: %v", err)
+		}
+		for _, want := range []string{"--addr", "TANDEM_DATA_DIR", "tandem-runtime token"} {
+			if !strings.Contains(strings.ReplaceAll(string(out), "  -", "  --"), want) {
+				t.Errorf("--help lacks %q", want)
+			}
+		}
+	})
+
+	t.Run("DistributedNotInThisBuild", func(t *testing.T) {
+		cmd := exec.Command(bin, "--addr", "127.0.0.1:0", "--redis-url", "redis://127.0.0.1:1/0", "--auth", "anonymous")
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "not available") {
+			t.Fatalf("distributed flags: err %v, output %s", err, out)
+		}
+	})
+}
+
+func TestEditorURL(t *testing.T) {
+	tests := []struct{ addr, want string }{
+		{"[::]:8080", "http://localhost:8080/"},
+		{"0.0.0.0:9000", "http://localhost:9000/"},
+		{"127.0.0.1:81", "http://localhost:81/"},
+		{"10.1.2.3:8080", "http://10.1.2.3:8080/"},
+	}
+	for _, tc := range tests {
+		if got := editorURL(fakeAddr(tc.addr)); got != tc.want {
+			t.Errorf("editorURL(%s) = %s, want %s", tc.addr, got, tc.want)
+		}
+	}
+}
+
+type fakeAddr string
+
+func (a fakeAddr) Network() string { return "tcp" }
+func (a fakeAddr) String() string  { return string(a) }
