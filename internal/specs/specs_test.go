@@ -1,0 +1,248 @@
+package specs
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/types"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/yaml"
+
+	collabv1 "github.com/tandem-dev/tandem/api/v1alpha1"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+// loadSample reads the CollabCluster document of a file in config/samples.
+func loadSample(t *testing.T, file string) *collabv1.CollabCluster {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join("..", "..", "config", "samples", file))
+	if err != nil {
+		t.Fatalf("read sample: %v", err)
+	}
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(raw), 4096)
+	for {
+		var cc collabv1.CollabCluster
+		if err := dec.Decode(&cc); err != nil {
+			t.Fatalf("no CollabCluster in %s: %v", file, err)
+		}
+		if cc.Kind == "CollabCluster" {
+			cc.Namespace = "team-a"
+			cc.UID = types.UID("00000000-0000-0000-0000-000000000001")
+			return &cc
+		}
+	}
+}
+
+func fixedInputs(cc *collabv1.CollabCluster) Inputs {
+	values := map[string][]byte{}
+	for _, u := range RuntimeSecrets(cc) {
+		values[SecretValueKey(u.Ref)] = []byte("value-of-" + u.Ref.Name)
+	}
+	return Inputs{
+		OperatorImage: "ghcr.io/tandem-dev/tandem:v0.1.0",
+		Generated: map[string]map[string][]byte{
+			RedisSecretName(cc):    {KeyPassword: []byte("redis-password")},
+			PostgresSecretName(cc): {KeyPassword: []byte("postgres-password")},
+			JWTSecretName(cc):      {KeyJWT: []byte("jwt-signing-key")},
+		},
+		SecretValues: values,
+	}
+}
+
+func TestGolden(t *testing.T) {
+	tests := []struct {
+		name   string
+		sample string
+		mutate func(*collabv1.CollabCluster)
+	}{
+		{name: "managed", sample: "collab_v1alpha1_collabcluster.yaml"},
+		{name: "external", sample: "collab_v1alpha1_collabcluster_external.yaml"},
+		{name: "single-replica-tls-no-affinity-delete", sample: "collab_v1alpha1_collabcluster.yaml",
+			mutate: func(cc *collabv1.CollabCluster) {
+				cc.Spec.Runtime.Replicas = ptr.To[int32](1)
+				cc.Spec.Runtime.Image = "registry.example/tandem:dev"
+				cc.Spec.Ingress.TLSSecretName = "docs-tls"
+				cc.Spec.Ingress.SessionAffinity.Mode = collabv1.SessionAffinityNone
+				cc.Spec.Ingress.Annotations = map[string]string{"nginx.ingress.kubernetes.io/proxy-read-timeout": "7200"}
+				cc.Spec.StorageRetentionPolicy = collabv1.StorageDelete
+				cc.Spec.Redis.Managed.Storage.StorageClassName = ptr.To("fast")
+			}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cc := loadSample(t, tc.sample)
+			if tc.mutate != nil {
+				tc.mutate(cc)
+			}
+			objs, err := All(cc, fixedInputs(cc))
+			if err != nil {
+				t.Fatalf("All: %v", err)
+			}
+			var out bytes.Buffer
+			for _, o := range objs {
+				b, err := yaml.Marshal(o)
+				if err != nil {
+					t.Fatalf("marshal %T: %v", o, err)
+				}
+				out.WriteString("---\n")
+				out.Write(b)
+			}
+			golden := filepath.Join("testdata", tc.name+".golden.yaml")
+			if *update {
+				if err := os.WriteFile(golden, out.Bytes(), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("read golden (run go test ./internal/specs -update): %v", err)
+			}
+			if !bytes.Equal(out.Bytes(), want) {
+				t.Errorf("objects differ from %s; rerun with -update and review the diff:\n%s", golden, out.String())
+			}
+		})
+	}
+}
+
+func TestChildrenPresence(t *testing.T) {
+	tests := []struct {
+		name      string
+		sample    string
+		mutate    func(*collabv1.CollabCluster)
+		wantKinds []string
+	}{
+		{name: "managed", sample: "collab_v1alpha1_collabcluster.yaml", wantKinds: []string{
+			"Secret", "Secret", "Secret", "Service", "StatefulSet", "Service", "StatefulSet",
+			"ConfigMap", "Deployment", "Service", "Ingress", "PodDisruptionBudget", "NetworkPolicy", "NetworkPolicy"}},
+		{name: "external has no StatefulSet", sample: "collab_v1alpha1_collabcluster_external.yaml", wantKinds: []string{
+			"ConfigMap", "Deployment", "Service", "PodDisruptionBudget"}},
+		{name: "one replica has no PDB, no ingress", sample: "collab_v1alpha1_collabcluster_external.yaml",
+			mutate: func(cc *collabv1.CollabCluster) { cc.Spec.Runtime.Replicas = ptr.To[int32](1) },
+			wantKinds: []string{"ConfigMap", "Deployment", "Service"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cc := loadSample(t, tc.sample)
+			if tc.mutate != nil {
+				tc.mutate(cc)
+			}
+			objs, err := All(cc, fixedInputs(cc))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var kinds []string
+			for _, o := range objs {
+				kinds = append(kinds, o.GetObjectKind().GroupVersionKind().Kind)
+				refs := o.GetOwnerReferences()
+				if len(refs) != 1 || refs[0].UID != cc.UID || !ptr.Deref(refs[0].Controller, false) {
+					t.Errorf("%T %s: owner references %+v, want one controller reference to the CollabCluster", o, o.GetName(), refs)
+				}
+			}
+			if got, want := strings.Join(kinds, ","), strings.Join(tc.wantKinds, ","); got != want {
+				t.Errorf("kinds = %s, want %s", got, want)
+			}
+		})
+	}
+}
+
+func TestConfigHash(t *testing.T) {
+	cfg := map[string]string{"TANDEM_AUTH": "jwt"}
+	base := ConfigHash(cfg, map[string][]byte{"a/key": []byte("1")})
+	tests := []struct {
+		name   string
+		cfg    map[string]string
+		values map[string][]byte
+		same   bool
+	}{
+		{"identical input", cfg, map[string][]byte{"a/key": []byte("1")}, true},
+		{"secret value changed", cfg, map[string][]byte{"a/key": []byte("2")}, false},
+		{"config changed", map[string]string{"TANDEM_AUTH": "anonymous"}, map[string][]byte{"a/key": []byte("1")}, false},
+		{"boundary moved between key and value", cfg, map[string][]byte{"a/ke": []byte("y1")}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := ConfigHash(tc.cfg, tc.values); (got == base) != tc.same {
+				t.Errorf("hash %s vs base %s: same=%v, want %v", got, base, got == base, tc.same)
+			}
+		})
+	}
+}
+
+func TestRuntimeImage(t *testing.T) {
+	tests := []struct {
+		spec, operator, want string
+		err                  error
+	}{
+		{"", "op:1", "op:1", nil},
+		{"mine:2", "op:1", "mine:2", nil},
+		{"", "", "", ErrNoImage},
+	}
+	for _, tc := range tests {
+		cc := &collabv1.CollabCluster{Spec: collabv1.CollabClusterSpec{Runtime: collabv1.RuntimeSpec{Image: tc.spec}}}
+		got, err := RuntimeImage(cc, tc.operator)
+		if got != tc.want || !errors.Is(err, tc.err) {
+			t.Errorf("RuntimeImage(%q, %q) = %q, %v; want %q, %v", tc.spec, tc.operator, got, err, tc.want, tc.err)
+		}
+	}
+}
+
+func TestEndpointAndSelector(t *testing.T) {
+	cc := &collabv1.CollabCluster{}
+	cc.Name, cc.Namespace = "docs", "ns"
+	tests := []struct {
+		name string
+		ing  collabv1.IngressSpec
+		want string
+	}{
+		{"service when ingress disabled", collabv1.IngressSpec{Host: "ignored.example"}, "http://docs.ns.svc:80"},
+		{"http ingress", collabv1.IngressSpec{Enabled: true, Host: "d.example"}, "http://d.example"},
+		{"https ingress", collabv1.IngressSpec{Enabled: true, Host: "d.example", TLSSecretName: "t"}, "https://d.example"},
+	}
+	for _, tc := range tests {
+		cc.Spec.Ingress = tc.ing
+		if got := Endpoint(cc); got != tc.want {
+			t.Errorf("%s: Endpoint = %q, want %q", tc.name, got, tc.want)
+		}
+	}
+	want := "app.kubernetes.io/component=runtime,app.kubernetes.io/instance=docs,app.kubernetes.io/name=tandem"
+	if got := Selector(cc); got != want {
+		t.Errorf("Selector = %q, want %q", got, want)
+	}
+}
+
+func TestRuntimePodHardening(t *testing.T) {
+	cc := loadSample(t, "collab_v1alpha1_collabcluster.yaml")
+	d := RuntimeDeployment(cc, "img", "h")
+	pod := d.Spec.Template.Spec
+	c := pod.Containers[0]
+	sc := c.SecurityContext
+	checks := []struct {
+		name string
+		ok   bool
+	}{
+		{"non-root pod", ptr.Deref(pod.SecurityContext.RunAsNonRoot, false)},
+		{"RuntimeDefault seccomp", pod.SecurityContext.SeccompProfile.Type == "RuntimeDefault"},
+		{"read-only root fs", ptr.Deref(sc.ReadOnlyRootFilesystem, false)},
+		{"no privilege escalation", !ptr.Deref(sc.AllowPrivilegeEscalation, true)},
+		{"all capabilities dropped", len(sc.Capabilities.Drop) == 1 && sc.Capabilities.Drop[0] == "ALL"},
+		{"preStop sleep", c.Lifecycle.PreStop.Sleep != nil && c.Lifecycle.PreStop.Sleep.Seconds > 0},
+		{"grace period covers preStop", *pod.TerminationGracePeriodSeconds > c.Lifecycle.PreStop.Sleep.Seconds},
+		{"readiness on /readyz", c.ReadinessProbe.HTTPGet.Path == "/readyz"},
+		{"liveness on /healthz", c.LivenessProbe.HTTPGet.Path == "/healthz"},
+		{"resource requests", !c.Resources.Requests.Cpu().IsZero() && !c.Resources.Requests.Memory().IsZero()},
+		{"spread across nodes", len(pod.TopologySpreadConstraints) == 1 && pod.TopologySpreadConstraints[0].TopologyKey == "kubernetes.io/hostname"},
+		{"hash annotation", d.Spec.Template.Annotations[AnnotationConfigHash] == "h"},
+	}
+	for _, c := range checks {
+		if !c.ok {
+			t.Errorf("runtime pod: %s not satisfied", c.name)
+		}
+	}
+}
