@@ -2,16 +2,43 @@ package main
 
 import (
 	"context"
-	"errors"
+	"fmt"
+	"log/slog"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tandem-dev/tandem/runtime/config"
+	"github.com/tandem-dev/tandem/runtime/store/distributed"
 )
 
 // openDistributed connects the Redis log and presence and the PostgreSQL
-// durable store. The distributed storage lands separately; until then this
-// build refuses the Redis/PostgreSQL settings instead of ignoring them.
+// durable store (migrating it). Both URLs are required: the distributed
+// mode has no half-configured variant.
 func openDistributed(ctx context.Context, cfg *config.Config, reg prometheus.Registerer) (*backends, error) {
-	return nil, errors.New("distributed mode (--redis-url/--postgres-url) is not available in this build")
+	redisURL, err := cfg.Redis()
+	if err != nil {
+		return nil, err
+	}
+	pgURL, err := cfg.Postgres()
+	if err != nil {
+		return nil, err
+	}
+	if redisURL == "" || pgURL == "" {
+		return nil, fmt.Errorf("distributed mode needs both --redis-url (or --redis-url-file) and --postgres-url (or --postgres-url-file)")
+	}
+	s, err := distributed.Open(ctx, distributed.Config{
+		RedisURL:      redisURL,
+		PostgresURL:   pgURL,
+		FlushInterval: cfg.FlushInterval,
+		FlushBatch:    cfg.FlushBatch,
+		Logger:        slog.Default(),
+	}, reg)
+	if err != nil {
+		return nil, err
+	}
+	return &backends{
+		Log: s.Log, Durable: s.Durable, Presence: s.Presence,
+		Ready: []func(context.Context) error{s.Ready},
+		Close: s.Close,
+	}, nil
 }
