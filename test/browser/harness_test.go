@@ -367,7 +367,8 @@ func waitJS(t testing.TB, ctx context.Context, timeout time.Duration, what, expr
 		}
 		select {
 		case <-tctx.Done():
-			state, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById('status')?.dataset.state + ': ' + document.getElementById('status-text')?.textContent`))
+			state, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById('status')?.dataset.state + ': ' + document.getElementById('status-text')?.textContent +
+				(window.tandem ? ' | text ' + JSON.stringify(document.getElementById('text').value) + ' | client ' + JSON.stringify({rev: window.tandem.client.rev, text: window.tandem.client.text, inflight: window.tandem.client.inflight, buffer: window.tandem.client.buffer, error: window.tandem.client.lastError}) : '')`))
 			t.Fatalf("timed out after %v waiting for %s (page status %q, last error %v)", timeout, what, state, err)
 		case <-time.After(50 * time.Millisecond):
 		}

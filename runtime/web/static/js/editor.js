@@ -242,6 +242,7 @@ class Editor {
         break;
       case State.CONNECTING:
         text = this.client.loaded() ? 'Reconnecting…' : 'Connecting…';
+        if (unsent) text += ` · ${unsent} unsent`;
         break;
       case State.RECONNECTING: {
         const secs = Math.max(0, Math.ceil(((this.stateEv?.retryAt ?? Date.now()) - Date.now()) / 1000));
