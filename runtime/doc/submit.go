@@ -3,6 +3,7 @@ package doc
 // The submit path, in one place. A client made operation op on the text at
 // revision rev and numbered it seq. To commit it:
 //
+//  0. Validate the operation's shape (bad_op).
 //  1. Refuse a base revision in the future (bad_revision).
 //  2. Collect the entries committed after the base: from the in-memory
 //     window, else the log, else the durable store.
@@ -135,6 +136,11 @@ func (a *actor) prepareOne(req submitReq, pending []store.Entry, length, size *i
 	fail := func(code, format string, args ...any) outcome {
 		return outcome{req: req, problem: problemf(code, &seq, format, args...)}
 	}
+	// The server validated the shape already; the document checks again
+	// because nothing invalid may ever reach the log.
+	if err := req.op.Validate(); err != nil {
+		return fail(protocol.CodeBadOp, "%v", err)
+	}
 	// 1. Base revision.
 	if req.rev > a.head {
 		return fail(protocol.CodeBadRevision, "base revision %d is ahead of the document (revision %d)", req.rev, a.head)
@@ -174,6 +180,9 @@ func (a *actor) prepareOne(req submitReq, pending []store.Entry, length, size *i
 		}
 	}
 	a.opts.Metrics.TransformTime.Observe(time.Since(start).Seconds())
+	if err := op.Validate(); err != nil {
+		return fail(protocol.CodeBadOp, "transformed operation is invalid: %v", err)
+	}
 	// 5. Length and size.
 	if base := op.BaseLen(); base > *length {
 		return fail(protocol.CodeBadOp, "operation spans %d code points but the document has %d", base, *length)

@@ -331,11 +331,22 @@ func (l *Log) Flush(ctx context.Context) error {
 	if len(batch) == 0 {
 		return nil
 	}
-	if err := l.opts.Durable.Write(ctx, batch); err != nil {
+	written, err := l.write(ctx, batch)
+	if len(written) < len(batch) {
+		// Keep what was not written, in order, ahead of newer entries.
+		failed := make([]store.Entry, 0, len(batch)-len(written))
+		for _, e := range batch {
+			if !written[docRev{e.Doc, e.Rev}] {
+				failed = append(failed, e)
+			}
+		}
 		l.mu.Lock()
-		l.pending = append(batch, l.pending...)
+		l.pending = append(failed, l.pending...)
 		l.mu.Unlock()
-		return fmt.Errorf("write %d entries: %w", len(batch), err)
+	}
+	batch = batch[:0:0]
+	for k := range written {
+		batch = append(batch, store.Entry{Doc: k.doc, Rev: k.rev})
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -345,7 +356,53 @@ func (l *Log) Flush(ctx context.Context) error {
 		}
 	}
 	l.trim()
-	return nil
+	return err
+}
+
+type docRev struct {
+	doc string
+	rev int64
+}
+
+// write stores batch in one Write; if that fails and the batch spans
+// several documents, it writes each document on its own so that one
+// document the store refuses does not hold back the others. It returns the
+// entries written and the first error.
+func (l *Log) write(ctx context.Context, batch []store.Entry) (map[docRev]bool, error) {
+	written := map[docRev]bool{}
+	mark := func(entries []store.Entry) {
+		for _, e := range entries {
+			written[docRev{e.Doc, e.Rev}] = true
+		}
+	}
+	err := l.opts.Durable.Write(ctx, batch)
+	if err == nil {
+		mark(batch)
+		return written, nil
+	}
+	err = fmt.Errorf("write %d entries: %w", len(batch), err)
+	byDoc := map[string][]store.Entry{}
+	var order []string
+	for _, e := range batch {
+		if _, ok := byDoc[e.Doc]; !ok {
+			order = append(order, e.Doc)
+		}
+		byDoc[e.Doc] = append(byDoc[e.Doc], e)
+	}
+	if len(order) == 1 || ctx.Err() != nil {
+		return written, err
+	}
+	var firstErr error
+	for _, doc := range order {
+		if werr := l.opts.Durable.Write(ctx, byDoc[doc]); werr != nil {
+			if firstErr == nil {
+				firstErr = fmt.Errorf("write %d entries of %q: %w", len(byDoc[doc]), doc, werr)
+			}
+			continue
+		}
+		mark(byDoc[doc])
+	}
+	return written, firstErr
 }
 
 // trim drops flushed entries beyond the window; l.mu must be held.

@@ -3,6 +3,7 @@ package memory_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -111,6 +112,7 @@ type fakeDurable struct {
 	ops     map[string][]store.Entry
 	writes  int
 	failing bool
+	refuse  string // a document whose writes fail
 }
 
 func newFakeDurable() *fakeDurable { return &fakeDurable{ops: map[string][]store.Entry{}} }
@@ -138,6 +140,11 @@ func (f *fakeDurable) Write(ctx context.Context, entries []store.Entry) error {
 	defer f.mu.Unlock()
 	if f.failing {
 		return store.ErrUnavailable
+	}
+	for _, e := range entries {
+		if e.Doc == f.refuse {
+			return fmt.Errorf("refusing %q", e.Doc)
+		}
 	}
 	f.writes++
 	for _, e := range entries {
@@ -280,5 +287,27 @@ func TestLogFlushFailureKeepsEntries(t *testing.T) {
 	}
 	if d.count("doc") != 3 {
 		t.Fatalf("durable has %d entries after recovery, want 3", d.count("doc"))
+	}
+}
+
+func TestLogOneRefusedDocumentDoesNotHoldBackOthers(t *testing.T) {
+	ctx := context.Background()
+	d := newFakeDurable()
+	d.refuse = "bad"
+	l := memory.NewLog(memory.LogOptions{Durable: d, FlushInterval: time.Hour})
+	defer l.Close(ctx)
+	for _, doc := range []string{"good", "bad", "other"} {
+		if err := l.Append(ctx, doc, 0, entries(doc, 0, 2)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Flush(ctx); err == nil {
+		t.Fatal("Flush succeeded although one document was refused")
+	}
+	if d.count("good") != 2 || d.count("other") != 2 {
+		t.Fatalf("durable has good=%d other=%d, want 2 each", d.count("good"), d.count("other"))
+	}
+	if l.Pending() != 2 {
+		t.Fatalf("pending = %d, want the refused document's 2 entries", l.Pending())
 	}
 }
