@@ -6,6 +6,7 @@ package browser
 import (
 	"context"
 	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -124,10 +125,12 @@ type Runtime struct {
 func startRuntime(t testing.TB) *Runtime {
 	t.Helper()
 	dir := t.TempDir()
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
+	// A printable key: the runtime trims line endings from key files.
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
 		t.Fatal(err)
 	}
+	key := []byte(hex.EncodeToString(raw))
 	keyFile := filepath.Join(dir, "jwt.key")
 	if err := os.WriteFile(keyFile, key, 0o600); err != nil {
 		t.Fatal(err)
@@ -434,4 +437,3 @@ func docID(t testing.TB) string {
 	}, t.Name())
 	return fmt.Sprintf("%s-%x", strings.ToLower(name), b)
 }
-
