@@ -1,0 +1,294 @@
+package cluster_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tandem-dev/tandem/internal/testsvc"
+	"github.com/tandem-dev/tandem/runtime/client"
+	"github.com/tandem-dev/tandem/runtime/ot"
+)
+
+// session runs n typing clients on docID while fault runs, keeps them
+// typing for a little longer, then settles them and checks convergence and
+// the ledger.
+func (cl *cluster) session(t *testing.T, docID string, n int, ty typing, dial func(i int) *websocket.Dialer, fault func(ctx context.Context)) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	cs := make([]*client.Client, n)
+	ids := make([]string, n)
+	for i := range cs {
+		ids[i] = fmt.Sprintf("%s-c%02d", docID, i)
+		cs[i] = cl.client(docID, ids[i], dial(i))
+		t.Cleanup(cs[i].Close)
+	}
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i, c := range cs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := ty.run(ctx, c, uint64(i), stop.Load); err != nil {
+				errs <- fmt.Errorf("client %d: %w", i, err)
+			}
+		}()
+	}
+	fault(ctx)
+	time.Sleep(time.Second)
+	stop.Store(true)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	text, head := settle(ctx, t, cs)
+	t.Logf("%d clients converged at rev %d", n, head)
+	cl.checkLedger(ctx, t, docID, cs, ids, text, head)
+}
+
+func anyReplica(cl *cluster) func(int) *websocket.Dialer {
+	return func(int) *websocket.Dialer { return cl.dialer() }
+}
+
+// Three replicas, 30 clients on one document, random edits and reconnects
+// to random replicas: everyone converges and PostgreSQL ends up with the
+// same text and every acknowledged operation once.
+func TestThreeReplicasConverge(t *testing.T) {
+	cl := newCluster(t)
+	for range 3 {
+		cl.startInproc(nodeOptions{})
+	}
+	cl.session(t, "converge", 30, typing{reconnectEvery: 15, pause: 20 * time.Millisecond}, anyReplica(cl),
+		func(context.Context) { time.Sleep(8 * time.Second) })
+}
+
+// kill -9 of a replica while its clients type: they reconnect to the
+// others and resubmit. Replicas are separate processes here, since only a
+// real SIGKILL skips every shutdown path (no final flush, no presence
+// removal, no goodbye to clients).
+func TestReplicaKilled(t *testing.T) {
+	bin := buildRuntime(t)
+	cl := newCluster(t)
+	var procs []*process
+	for range 3 {
+		procs = append(procs, cl.startProcess(bin))
+	}
+	cl.session(t, "killed", 9, typing{pause: 20 * time.Millisecond}, anyReplica(cl), func(context.Context) {
+		time.Sleep(3 * time.Second)
+		procs[0].kill9()
+		t.Logf("killed replica %s", procs[0].addr())
+		time.Sleep(4 * time.Second)
+	})
+}
+
+// Redis restarted (appendonly on) mid-stream: editing pauses while it is
+// down (clients are told "unavailable" and retry) and resumes; nothing
+// acknowledged is lost. The stop is graceful (SIGTERM), which writes the
+// append-only file out; see docs/durability.md for SIGKILL with everysec.
+func TestRedisRestartWithAOF(t *testing.T) {
+	cl := newCluster(t, testsvc.WithAppendOnly())
+	for range 2 {
+		cl.startInproc(nodeOptions{})
+	}
+	cl.session(t, "aof", 6, typing{pause: 20 * time.Millisecond}, anyReplica(cl), func(context.Context) {
+		time.Sleep(3 * time.Second)
+		cl.redis.Stop()
+		time.Sleep(2 * time.Second)
+		cl.redis.Start()
+		t.Log("redis restarted")
+		time.Sleep(4 * time.Second)
+	})
+}
+
+// PostgreSQL stopped for 20 s while clients type: editing goes on, the
+// flush lag grows, and it drains after PostgreSQL returns.
+func TestPostgresOutage(t *testing.T) {
+	cl := newCluster(t)
+	rs := []*inproc{cl.startInproc(nodeOptions{}), cl.startInproc(nodeOptions{})}
+	// Clients stay on their replica: during the outage a replica that has
+	// not loaded the document cannot load it (snapshots live in PostgreSQL).
+	pinned := func(i int) *websocket.Dialer { return dialerTo(rs[i%2]) }
+	cl.session(t, "pgdown", 6, typing{pause: 30 * time.Millisecond}, pinned, func(ctx context.Context) {
+		time.Sleep(2 * time.Second)
+		before, _, _ := docRev(rs[0].addr(), "pgdown")
+		cl.pg.Stop()
+		t.Log("postgres stopped")
+		time.Sleep(20 * time.Second)
+		during, _, _ := docRev(rs[0].addr(), "pgdown")
+		if during <= before+20 {
+			t.Errorf("editing stalled while PostgreSQL was down: rev %d -> %d", before, during)
+		}
+		lag := rs[0].metric("tandem_flush_lag_commits") + rs[1].metric("tandem_flush_lag_commits")
+		if lag <= 0 {
+			t.Errorf("flush lag %v while PostgreSQL was down, want it to grow", lag)
+		}
+		t.Logf("during the outage: rev %d -> %d, flush lag %v", before, during, lag)
+		cl.pg.Start()
+		t.Log("postgres started")
+		time.Sleep(2 * time.Second)
+	})
+	eventuallyCluster(t, 30*time.Second, "flush lag drained", func() bool {
+		return rs[0].metric("tandem_flush_lag_commits") == 0 && rs[1].metric("tandem_flush_lag_commits") == 0
+	})
+}
+
+// A replica's pub/sub subscription is dropped (CLIENT KILL TYPE pubsub)
+// while clients on other replicas type; the gap is repaired from the
+// stream and everyone converges.
+func TestPubSubDropped(t *testing.T) {
+	cl := newCluster(t)
+	rs := []*inproc{cl.startInproc(nodeOptions{}), cl.startInproc(nodeOptions{}), cl.startInproc(nodeOptions{})}
+	pinned := func(i int) *websocket.Dialer { return dialerTo(rs[i%3]) }
+	admin := redis.NewClient(&redis.Options{Addr: cl.redis.Addr()})
+	defer admin.Close()
+	cl.session(t, "pubsub", 9, typing{pause: 20 * time.Millisecond}, pinned, func(ctx context.Context) {
+		for range 3 {
+			time.Sleep(2 * time.Second)
+			n, err := admin.ClientKillByFilter(ctx, "TYPE", "pubsub").Result()
+			if err != nil || n == 0 {
+				t.Errorf("CLIENT KILL TYPE pubsub = %d, %v", n, err)
+			}
+		}
+		time.Sleep(2 * time.Second)
+	})
+	var repaired float64
+	for _, r := range rs {
+		repaired += r.metric("tandem_redis_fanout_gaps_repaired_total")
+	}
+	if repaired < 1 {
+		t.Fatalf("gaps repaired = %v after dropping pub/sub three times", repaired)
+	}
+	t.Logf("gaps repaired: %v", repaired)
+}
+
+// A late joiner on a long history whose stream was trimmed: the document
+// is loaded from the PostgreSQL snapshot plus the stream's tail.
+func TestLateJoinerTrimmedStream(t *testing.T) {
+	cl := newCluster(t)
+	writer := cl.startInproc(nodeOptions{tail: 20})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := cl.client("history", "writer", dialerTo(writer))
+	defer c.Close()
+	if err := c.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 600 {
+		if err := c.Edit(ot.Op{{Insert: string(rune('a' + i%26))}}); err != nil {
+			t.Fatal(err)
+		}
+		if i%50 == 0 {
+			if err := c.WaitSynced(ctx, -1); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := c.WaitSynced(ctx, -1); err != nil {
+		t.Fatal(err)
+	}
+	admin := redis.NewClient(&redis.Options{Addr: cl.redis.Addr()})
+	defer admin.Close()
+	eventuallyCluster(t, 20*time.Second, "stream trimmed", func() bool {
+		n, err := admin.XLen(ctx, "tandem:{doc:history}:log").Result()
+		return err == nil && n <= 20
+	})
+	late := cl.startInproc(nodeOptions{tail: 20})
+	j := cl.client("history", "late", dialerTo(late))
+	defer j.Close()
+	if err := j.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.WaitSynced(ctx, c.Rev()); err != nil {
+		t.Fatal(err)
+	}
+	if j.Text() != c.Text() || j.Rev() != 600 {
+		t.Fatalf("late joiner at rev %d has %d chars; writer at rev %d has %d", j.Rev(), len(j.Text()), c.Rev(), len(c.Text()))
+	}
+	// And it can edit on top.
+	if err := j.Edit(ot.Op{{Insert: "!"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitSynced(ctx, 601); err != nil {
+		t.Fatal(err)
+	}
+	if c.Text() != j.Text() {
+		t.Fatal("writer and late joiner diverged after the late joiner's edit")
+	}
+}
+
+// Presence of a replica that dies disappears within the TTL. The replica
+// is in-process; its death is simulated by cutting its Redis connections
+// (so it can neither refresh nor remove its entries) and then its clients.
+func TestPresenceOfKilledReplica(t *testing.T) {
+	cl := newCluster(t)
+	const ttl = 2 * time.Second
+	doomed := cl.startInproc(nodeOptions{presenceTTL: ttl})
+	survivor := cl.startInproc(nodeOptions{presenceTTL: ttl})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	watcher := cl.client("room", "watcher", dialerTo(survivor))
+	defer watcher.Close()
+	if err := watcher.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var ghosts []string
+	for i := range 3 {
+		g := cl.client("room", fmt.Sprintf("ghost-%d", i), dialerTo(doomed))
+		defer g.Close()
+		if err := g.Connect(ctx); err != nil {
+			t.Fatal(err)
+		}
+		ghosts = append(ghosts, g.Welcome().Conn)
+	}
+	if err := watcher.WaitFor(ctx, func() bool {
+		o := watcher.Others()
+		for _, g := range ghosts {
+			if _, ok := o[g]; !ok {
+				return false
+			}
+		}
+		return true
+	}); err != nil {
+		t.Fatalf("watcher never saw the three users on the other replica: %v", err)
+	}
+	// The replica "dies": closing its stores closes its Redis client, so
+	// from now on it can neither refresh nor remove its entries.
+	died := time.Now()
+	doomed.stores.Close(ctx)
+	doomed.hs.CloseClientConnections()
+	wctx, wcancel := context.WithTimeout(ctx, ttl+3*time.Second)
+	defer wcancel()
+	err := watcher.WaitFor(wctx, func() bool {
+		o := watcher.Others()
+		for _, g := range ghosts {
+			if _, ok := o[g]; ok {
+				return false
+			}
+		}
+		return true
+	})
+	if err != nil {
+		t.Fatalf("ghosts still present %v after the replica died (TTL %v): %v", time.Since(died), ttl, watcher.Others())
+	}
+	t.Logf("ghosts gone %v after the replica died (TTL %v)", time.Since(died), ttl)
+}
+
+func eventuallyCluster(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, within)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
