@@ -1,0 +1,372 @@
+// Package controllers reconciles CollabClusters into running Tandem clusters.
+package controllers
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	collabv1 "github.com/tandem-dev/tandem/api/v1alpha1"
+	"github.com/tandem-dev/tandem/internal/specs"
+)
+
+// secretIndex indexes CollabClusters by the names of the user Secrets they
+// reference, so a Secret event finds its CollabClusters without a scan.
+const secretIndex = "spec.secretNames"
+
+// degradedRequeue re-checks a CollabCluster blocked on something a person
+// must fix; watches normally notice the fix first.
+const degradedRequeue = time.Minute
+
+// CollabClusterReconciler turns a CollabCluster into its children.
+type CollabClusterReconciler struct {
+	client.Client
+	// Recorder emits events about the CollabCluster.
+	Recorder events.EventRecorder
+	// OperatorImage is the operator's own image (RUNTIME_IMAGE), the
+	// runtime image unless spec.runtime.image overrides it.
+	OperatorImage string
+}
+
+// degradedError is a problem a person must fix in the spec or the cluster
+// (a missing Secret, no runtime image). It sets Degraded with Reason and
+// is not retried with backoff.
+type degradedError struct {
+	Reason  string
+	Message string
+}
+
+func (e *degradedError) Error() string { return e.Message }
+
+// state is what the phases learn on the way and the status phase reports.
+type state struct {
+	cc *collabv1.CollabCluster
+	// secretValues holds the bytes of every Secret key the runtime reads.
+	secretValues map[string][]byte
+}
+
+type phase struct {
+	name string
+	run  func(context.Context, *state) error
+}
+
+// +kubebuilder:rbac:groups=collab.tandem.dev,resources=collabclusters,verbs=get;list;watch
+// +kubebuilder:rbac:groups=collab.tandem.dev,resources=collabclusters/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=services;configmaps;secrets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=networking.k8s.io,resources=ingresses;networkpolicies,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
+
+// Reconcile runs the phases in order and always finishes with the status.
+func (r *CollabClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	cc := &collabv1.CollabCluster{}
+	if err := r.Get(ctx, req.NamespacedName, cc); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !cc.DeletionTimestamp.IsZero() {
+		// Owner references let the garbage collector remove the children.
+		return ctrl.Result{}, nil
+	}
+
+	st := &state{cc: cc, secretValues: map[string][]byte{}}
+	phases := []phase{
+		{"credentials", r.credentials},
+		{"postgres", r.postgres},
+		{"redis", r.redis},
+		{"runtime config", r.runtimeConfig},
+		{"runtime deployment", r.deployment},
+		{"runtime service", r.service},
+		{"ingress", r.ingress},
+		{"pod disruption budget", r.pdb},
+		{"network policy", r.networkPolicies},
+	}
+	var phaseErr error
+	for _, p := range phases {
+		if err := p.run(ctx, st); err != nil {
+			phaseErr = fmt.Errorf("%s: %w", p.name, err)
+			break
+		}
+	}
+
+	if err := r.updateStatus(ctx, st, phaseErr); err != nil {
+		return ctrl.Result{}, errors.Join(phaseErr, err)
+	}
+	var degraded *degradedError
+	if errors.As(phaseErr, &degraded) {
+		return ctrl.Result{RequeueAfter: degradedRequeue}, nil
+	}
+	return ctrl.Result{}, phaseErr
+}
+
+// credentials generates the managed stores' passwords and the JWT key once.
+// An existing Secret is never regenerated, so a restart or a spec change
+// cannot rotate a password the stored data depends on.
+func (r *CollabClusterReconciler) credentials(ctx context.Context, st *state) error {
+	cc := specs.WithDefaults(st.cc)
+	if cc.Spec.Redis.Managed != nil {
+		if err := r.ensureSecret(ctx, st.cc, specs.RedisSecretName(cc), specs.KeyPassword,
+			func(p string) *corev1.Secret { return specs.RedisAuthSecret(cc, p) }); err != nil {
+			return err
+		}
+	}
+	if cc.Spec.Postgres.Managed != nil {
+		if err := r.ensureSecret(ctx, st.cc, specs.PostgresSecretName(cc), specs.KeyPassword,
+			func(p string) *corev1.Secret { return specs.PostgresAuthSecret(cc, p) }); err != nil {
+			return err
+		}
+	}
+	if cc.Spec.Runtime.Auth.Mode == collabv1.AuthModeJWT && cc.Spec.Runtime.Auth.SecretRef == nil {
+		if err := r.ensureSecret(ctx, st.cc, specs.JWTSecretName(cc), specs.KeyJWT,
+			func(k string) *corev1.Secret { return specs.JWTSecret(cc, k) }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ensureSecret creates a generated Secret if it does not exist. If it
+// exists, the generated value under key is kept and only the derived keys
+// (the URL built from the password) are brought back in line.
+func (r *CollabClusterReconciler) ensureSecret(ctx context.Context, cc *collabv1.CollabCluster, name, key string,
+	build func(value string) *corev1.Secret) error {
+	existing := &corev1.Secret{}
+	err := r.Get(ctx, client.ObjectKey{Namespace: cc.Namespace, Name: name}, existing)
+	switch {
+	case apierrors.IsNotFound(err):
+		value, err := randomHex(32)
+		if err != nil {
+			return err
+		}
+		if err := r.Create(ctx, build(value), client.FieldOwner(specs.FieldManager)); err != nil {
+			return fmt.Errorf("create Secret %s: %w", name, err)
+		}
+		r.Recorder.Eventf(cc, nil, corev1.EventTypeNormal, "SecretGenerated", "GenerateCredentials",
+			"generated Secret %s", name)
+		return nil
+	case err != nil:
+		return fmt.Errorf("get Secret %s: %w", name, err)
+	}
+	value, ok := existing.Data[key]
+	if !ok || len(value) == 0 {
+		return &degradedError{Reason: "GeneratedSecretInvalid", Message: fmt.Sprintf(
+			"Secret %s has no %q key; the operator will not replace it because stored data may depend on it: restore the key or delete the Secret to generate a new one",
+			name, key)}
+	}
+	if !isControlledBy(existing, cc) {
+		return &degradedError{Reason: "SecretNotOwned", Message: fmt.Sprintf(
+			"Secret %s exists but is not owned by this CollabCluster: delete it or rename the CollabCluster", name)}
+	}
+	want := build(string(value))
+	changed := false
+	for k, v := range want.Data {
+		if string(existing.Data[k]) != string(v) {
+			existing.Data[k] = v
+			changed = true
+		}
+	}
+	if changed {
+		if err := r.Update(ctx, existing, client.FieldOwner(specs.FieldManager)); err != nil {
+			return fmt.Errorf("update Secret %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+func randomHex(n int) (string, error) {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("generate random bytes: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+func (r *CollabClusterReconciler) postgres(ctx context.Context, st *state) error {
+	sts, err := specs.PostgresStatefulSet(st.cc)
+	if err != nil {
+		return err
+	}
+	return r.store(ctx, st.cc, specs.ComponentPostgres, specs.PostgresName(st.cc), sts)
+}
+
+func (r *CollabClusterReconciler) redis(ctx context.Context, st *state) error {
+	sts, err := specs.RedisStatefulSet(st.cc)
+	if err != nil {
+		return err
+	}
+	return r.store(ctx, st.cc, specs.ComponentRedis, specs.RedisName(st.cc), sts)
+}
+
+// store applies a managed store's Service and StatefulSet, or removes them
+// when the store became external.
+func (r *CollabClusterReconciler) store(ctx context.Context, cc *collabv1.CollabCluster, component, name string,
+	sts *appsv1.StatefulSet) error {
+	if sts == nil {
+		for _, obj := range []client.Object{
+			&appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: name}},
+			&corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name}},
+		} {
+			if _, err := deleteIfOwned(ctx, r.Client, cc, obj); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := apply(ctx, r.Client, specs.StoreService(cc, component)); err != nil {
+		return err
+	}
+	return apply(ctx, r.Client, sts)
+}
+
+// runtimeConfig applies the runtime ConfigMap and reads every Secret key
+// the runtime mounts; their contents feed the pod template hash.
+func (r *CollabClusterReconciler) runtimeConfig(ctx context.Context, st *state) error {
+	for _, use := range specs.RuntimeSecrets(st.cc) {
+		value, err := r.secretValue(ctx, st.cc.Namespace, use)
+		if err != nil {
+			return err
+		}
+		st.secretValues[specs.SecretValueKey(use.Ref)] = value
+	}
+	return apply(ctx, r.Client, specs.RuntimeConfigMap(st.cc))
+}
+
+func (r *CollabClusterReconciler) secretValue(ctx context.Context, namespace string, use specs.SecretUse) ([]byte, error) {
+	field := use.Field
+	if field == "" {
+		field = "the operator"
+	}
+	s := &corev1.Secret{}
+	err := r.Get(ctx, client.ObjectKey{Namespace: namespace, Name: use.Ref.Name}, s)
+	if apierrors.IsNotFound(err) {
+		return nil, &degradedError{Reason: "SecretMissing", Message: fmt.Sprintf(
+			"Secret %q (named by %s) not found in namespace %q: create it", use.Ref.Name, field, namespace)}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get Secret %s: %w", use.Ref.Name, err)
+	}
+	v, ok := s.Data[use.Ref.Key]
+	if !ok || len(v) == 0 {
+		return nil, &degradedError{Reason: "SecretKeyMissing", Message: fmt.Sprintf(
+			"Secret %q (named by %s) has no key %q: add the key or fix the reference", use.Ref.Name, field, use.Ref.Key)}
+	}
+	return v, nil
+}
+
+func (r *CollabClusterReconciler) deployment(ctx context.Context, st *state) error {
+	image, err := specs.RuntimeImage(st.cc, r.OperatorImage)
+	if err != nil {
+		return &degradedError{Reason: "NoRuntimeImage", Message: err.Error()}
+	}
+	hash := specs.RuntimeConfigHash(st.cc, st.secretValues)
+	return apply(ctx, r.Client, specs.RuntimeDeployment(st.cc, image, hash))
+}
+
+func (r *CollabClusterReconciler) service(ctx context.Context, st *state) error {
+	return apply(ctx, r.Client, specs.RuntimeService(st.cc))
+}
+
+func (r *CollabClusterReconciler) ingress(ctx context.Context, st *state) error {
+	if ing := specs.RuntimeIngress(st.cc); ing != nil {
+		return apply(ctx, r.Client, ing)
+	}
+	_, err := deleteIfOwned(ctx, r.Client, st.cc,
+		&networkingv1.Ingress{ObjectMeta: metav1.ObjectMeta{Name: specs.IngressName(st.cc)}})
+	return err
+}
+
+func (r *CollabClusterReconciler) pdb(ctx context.Context, st *state) error {
+	if pdb := specs.RuntimePDB(st.cc); pdb != nil {
+		return apply(ctx, r.Client, pdb)
+	}
+	deleted, err := deleteIfOwned(ctx, r.Client, st.cc,
+		&policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: specs.PDBName(st.cc)}})
+	if deleted {
+		r.Recorder.Eventf(st.cc, nil, corev1.EventTypeNormal, "PodDisruptionBudgetDeleted", "Scale",
+			"deleted PodDisruptionBudget %s: one runtime replica or fewer", specs.PDBName(st.cc))
+	}
+	return err
+}
+
+func (r *CollabClusterReconciler) networkPolicies(ctx context.Context, st *state) error {
+	cc := specs.WithDefaults(st.cc)
+	for _, s := range []struct {
+		component string
+		managed   bool
+	}{
+		{specs.ComponentPostgres, cc.Spec.Postgres.Managed != nil},
+		{specs.ComponentRedis, cc.Spec.Redis.Managed != nil},
+	} {
+		np := specs.StoreNetworkPolicy(st.cc, s.component)
+		if s.managed {
+			if err := apply(ctx, r.Client, np); err != nil {
+				return err
+			}
+			continue
+		}
+		if _, err := deleteIfOwned(ctx, r.Client, st.cc, &networkingv1.NetworkPolicy{ObjectMeta: np.ObjectMeta}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SetupWithManager registers the controller: the CollabCluster, everything
+// it owns, and the Secrets it references.
+func (r *CollabClusterReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &collabv1.CollabCluster{}, secretIndex,
+		func(obj client.Object) []string {
+			return specs.ReferencedSecretNames(obj.(*collabv1.CollabCluster))
+		}); err != nil {
+		return fmt.Errorf("index CollabClusters by Secret: %w", err)
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&collabv1.CollabCluster{}).
+		Owns(&appsv1.Deployment{}).
+		Owns(&appsv1.StatefulSet{}).
+		Owns(&corev1.Service{}).
+		Owns(&corev1.ConfigMap{}).
+		Owns(&networkingv1.Ingress{}).
+		Owns(&networkingv1.NetworkPolicy{}).
+		Owns(&policyv1.PodDisruptionBudget{}).
+		// One Secret watch serves both the generated Secrets (by owner)
+		// and the referenced ones (by index).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.clustersForSecret)).
+		Named("collabcluster").
+		Complete(r)
+}
+
+func (r *CollabClusterReconciler) clustersForSecret(ctx context.Context, obj client.Object) []reconcile.Request {
+	var reqs []reconcile.Request
+	if ref := metav1.GetControllerOf(obj); ref != nil && ref.Kind == "CollabCluster" &&
+		ref.APIVersion == collabv1.GroupVersion.String() {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKey{Namespace: obj.GetNamespace(), Name: ref.Name}})
+	}
+	list := &collabv1.CollabClusterList{}
+	if err := r.List(ctx, list, client.InNamespace(obj.GetNamespace()),
+		client.MatchingFields{secretIndex: obj.GetName()}); err != nil {
+		log.FromContext(ctx).Error(err, "list CollabClusters referencing Secret", "secret", obj.GetName())
+		return reqs
+	}
+	for _, cc := range list.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&cc)})
+	}
+	return reqs
+}

@@ -1,0 +1,207 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	collabv1 "github.com/tandem-dev/tandem/api/v1alpha1"
+	"github.com/tandem-dev/tandem/internal/specs"
+)
+
+// updateStatus is the only place that writes the status. It reads the
+// children's real state, so the conditions say what runs, not what was asked.
+func (r *CollabClusterReconciler) updateStatus(ctx context.Context, st *state, phaseErr error) error {
+	cc := st.cc
+	orig := cc.DeepCopy()
+	defaulted := specs.WithDefaults(cc)
+	s := &cc.Status
+
+	runtimeCond, dep, err := r.runtimeCondition(ctx, defaulted)
+	if err != nil {
+		return err
+	}
+	redisCond, err := r.storeCondition(ctx, cc, specs.ComponentRedis, specs.RedisName(cc), defaulted.Spec.Redis.Managed != nil,
+		func() specs.SecretUse { return specs.RuntimeSecrets(cc)[0] })
+	if err != nil {
+		return err
+	}
+	pgCond, err := r.storeCondition(ctx, cc, specs.ComponentPostgres, specs.PostgresName(cc), defaulted.Spec.Postgres.Managed != nil,
+		func() specs.SecretUse { return specs.RuntimeSecrets(cc)[1] })
+	if err != nil {
+		return err
+	}
+	components := []metav1.Condition{runtimeCond, redisCond, pgCond}
+
+	degradedCond := metav1.Condition{Type: collabv1.ConditionDegraded, Status: metav1.ConditionFalse,
+		Reason: "AsExpected", Message: "the operator reconciled every child"}
+	if phaseErr != nil {
+		degradedCond.Status = metav1.ConditionTrue
+		degradedCond.Reason = "ReconcileError"
+		var d *degradedError
+		if errors.As(phaseErr, &d) {
+			degradedCond.Reason = d.Reason
+		}
+		degradedCond.Message = phaseErr.Error()
+	}
+
+	var waiting []string
+	for _, c := range components {
+		if c.Status != metav1.ConditionTrue {
+			waiting = append(waiting, c.Message)
+		}
+	}
+	readyCond := metav1.Condition{Type: collabv1.ConditionReady}
+	progressingCond := metav1.Condition{Type: collabv1.ConditionProgressing}
+	switch {
+	case phaseErr != nil:
+		readyCond.Status, readyCond.Reason, readyCond.Message = metav1.ConditionFalse, "Degraded", degradedCond.Message
+		progressingCond.Status, progressingCond.Reason = metav1.ConditionFalse, "Blocked"
+		progressingCond.Message = "waiting for the problem in the Degraded condition to be fixed"
+		s.Phase = collabv1.PhaseDegraded
+	case len(waiting) > 0:
+		readyCond.Status, readyCond.Reason = metav1.ConditionFalse, "ComponentsNotReady"
+		readyCond.Message = strings.Join(waiting, "; ")
+		progressingCond.Status, progressingCond.Reason = metav1.ConditionTrue, "WaitingForComponents"
+		progressingCond.Message = readyCond.Message
+		s.Phase = collabv1.PhaseProgressing
+	default:
+		readyCond.Status, readyCond.Reason = metav1.ConditionTrue, "AllComponentsReady"
+		readyCond.Message = "runtime, Redis and PostgreSQL are ready"
+		progressingCond.Status, progressingCond.Reason = metav1.ConditionFalse, "ReconcileComplete"
+		progressingCond.Message = "every child matches the spec"
+		s.Phase = collabv1.PhaseReady
+	}
+
+	for _, c := range append(components, degradedCond, readyCond, progressingCond) {
+		c.ObservedGeneration = cc.Generation
+		meta.SetStatusCondition(&s.Conditions, c)
+	}
+	s.ObservedGeneration = cc.Generation
+	s.Selector = specs.Selector(cc)
+	s.Endpoint = specs.Endpoint(cc)
+	s.Replicas, s.ReadyReplicas = 0, 0
+	if dep != nil {
+		s.Replicas, s.ReadyReplicas = dep.Status.Replicas, dep.Status.ReadyReplicas
+	}
+
+	r.recordTransitions(orig, cc)
+	if equality.Semantic.DeepEqual(orig.Status, cc.Status) {
+		return nil
+	}
+	if err := r.Status().Patch(ctx, cc, client.MergeFrom(orig)); err != nil {
+		return fmt.Errorf("patch status of CollabCluster %s: %w", cc.Name, err)
+	}
+	return nil
+}
+
+// runtimeCondition reports the runtime Deployment: ready when the current
+// generation is rolled out and every desired replica is available.
+func (r *CollabClusterReconciler) runtimeCondition(ctx context.Context, cc *collabv1.CollabCluster) (metav1.Condition, *appsv1.Deployment, error) {
+	c := metav1.Condition{Type: collabv1.ConditionRuntimeReady, Status: metav1.ConditionFalse}
+	dep := &appsv1.Deployment{}
+	name := specs.RuntimeName(cc)
+	err := r.Get(ctx, client.ObjectKey{Namespace: cc.Namespace, Name: name}, dep)
+	if apierrors.IsNotFound(err) {
+		c.Reason, c.Message = "DeploymentMissing", fmt.Sprintf("runtime Deployment %s does not exist yet", name)
+		return c, nil, nil
+	}
+	if err != nil {
+		return c, nil, fmt.Errorf("get Deployment %s: %w", name, err)
+	}
+	want := ptr.Deref(dep.Spec.Replicas, 1)
+	switch {
+	case want == 0:
+		c.Reason, c.Message = "ScaledToZero", fmt.Sprintf("runtime Deployment %s is scaled to zero", name)
+	case dep.Status.ObservedGeneration < dep.Generation:
+		c.Reason, c.Message = "RollingOut", fmt.Sprintf("runtime Deployment %s: the deployment controller has not seen the latest spec", name)
+	case dep.Status.UpdatedReplicas < want:
+		c.Reason, c.Message = "RollingOut", fmt.Sprintf("runtime Deployment %s: %d/%d pods updated", name, dep.Status.UpdatedReplicas, want)
+	case dep.Status.AvailableReplicas < want:
+		c.Reason, c.Message = "PodsNotReady", fmt.Sprintf("runtime Deployment %s: %d/%d pods available", name, dep.Status.AvailableReplicas, want)
+	default:
+		c.Status, c.Reason = metav1.ConditionTrue, "DeploymentAvailable"
+		c.Message = fmt.Sprintf("runtime Deployment %s: %d/%d pods available", name, dep.Status.AvailableReplicas, want)
+	}
+	return c, dep, nil
+}
+
+// storeCondition reports a managed store's StatefulSet, or whether an
+// external store's Secret is there.
+func (r *CollabClusterReconciler) storeCondition(ctx context.Context, cc *collabv1.CollabCluster, component, name string,
+	managed bool, use func() specs.SecretUse) (metav1.Condition, error) {
+	label := map[string]string{specs.ComponentRedis: "Redis", specs.ComponentPostgres: "PostgreSQL"}[component]
+	condType := map[string]string{specs.ComponentRedis: collabv1.ConditionRedisReady,
+		specs.ComponentPostgres: collabv1.ConditionPostgresReady}[component]
+	c := metav1.Condition{Type: condType, Status: metav1.ConditionFalse}
+
+	if !managed {
+		u := use()
+		_, err := r.secretValue(ctx, cc.Namespace, u)
+		var d *degradedError
+		switch {
+		case errors.As(err, &d):
+			c.Reason, c.Message = "External"+d.Reason, fmt.Sprintf("external %s: %s", label, d.Message)
+		case err != nil:
+			return c, err
+		default:
+			c.Status, c.Reason = metav1.ConditionTrue, "ExternalConfigured"
+			c.Message = fmt.Sprintf("external %s from Secret %s key %s", label, u.Ref.Name, u.Ref.Key)
+		}
+		return c, nil
+	}
+
+	sts := &appsv1.StatefulSet{}
+	err := r.Get(ctx, client.ObjectKey{Namespace: cc.Namespace, Name: name}, sts)
+	if apierrors.IsNotFound(err) {
+		c.Reason, c.Message = "StatefulSetMissing", fmt.Sprintf("%s StatefulSet %s does not exist yet", label, name)
+		return c, nil
+	}
+	if err != nil {
+		return c, fmt.Errorf("get StatefulSet %s: %w", name, err)
+	}
+	want := ptr.Deref(sts.Spec.Replicas, 1)
+	switch {
+	case sts.Status.ObservedGeneration < sts.Generation:
+		c.Reason, c.Message = "RollingOut", fmt.Sprintf("%s StatefulSet %s: the statefulset controller has not seen the latest spec", label, name)
+	case sts.Status.ReadyReplicas < want:
+		c.Reason, c.Message = "PodsNotReady", fmt.Sprintf("%s StatefulSet %s: %d/%d pods ready", label, name, sts.Status.ReadyReplicas, want)
+	default:
+		c.Status, c.Reason = metav1.ConditionTrue, "StatefulSetReady"
+		c.Message = fmt.Sprintf("%s StatefulSet %s: %d/%d pods ready", label, name, sts.Status.ReadyReplicas, want)
+	}
+	return c, nil
+}
+
+// recordTransitions emits an event when Ready or Degraded changes, not on
+// every reconcile.
+func (r *CollabClusterReconciler) recordTransitions(before, after *collabv1.CollabCluster) {
+	changed := func(t string) (*metav1.Condition, bool) {
+		old := meta.FindStatusCondition(before.Status.Conditions, t)
+		cur := meta.FindStatusCondition(after.Status.Conditions, t)
+		if cur == nil {
+			return nil, false
+		}
+		return cur, old == nil || old.Status != cur.Status || old.Reason != cur.Reason
+	}
+	if c, ok := changed(collabv1.ConditionDegraded); ok && c.Status == metav1.ConditionTrue {
+		r.Recorder.Eventf(after, nil, corev1.EventTypeWarning, c.Reason, "Reconcile", "%s", c.Message)
+	}
+	if c, ok := changed(collabv1.ConditionReady); ok {
+		if c.Status == metav1.ConditionTrue {
+			r.Recorder.Eventf(after, nil, corev1.EventTypeNormal, "Ready", "Reconcile", "%s", c.Message)
+		} else if meta.IsStatusConditionTrue(before.Status.Conditions, collabv1.ConditionReady) {
+			r.Recorder.Eventf(after, nil, corev1.EventTypeWarning, "NotReady", "Reconcile", "%s", c.Message)
+		}
+	}
+}
