@@ -124,7 +124,7 @@ func TestChildrenPresence(t *testing.T) {
 		{name: "external has no StatefulSet", sample: "collab_v1alpha1_collabcluster_external.yaml", wantKinds: []string{
 			"ConfigMap", "Deployment", "Service", "PodDisruptionBudget"}},
 		{name: "one replica has no PDB, no ingress", sample: "collab_v1alpha1_collabcluster_external.yaml",
-			mutate: func(cc *collabv1.CollabCluster) { cc.Spec.Runtime.Replicas = ptr.To[int32](1) },
+			mutate:    func(cc *collabv1.CollabCluster) { cc.Spec.Runtime.Replicas = ptr.To[int32](1) },
 			wantKinds: []string{"ConfigMap", "Deployment", "Service"}},
 	}
 	for _, tc := range tests {
