@@ -136,6 +136,9 @@ func (a *actor) prepareOne(req submitReq, pending []store.Entry, length, size *i
 	fail := func(code, format string, args ...any) outcome {
 		return outcome{req: req, problem: problemf(code, &seq, format, args...)}
 	}
+	if req.member.Perm == "read" {
+		return fail(protocol.CodeForbidden, "read-only access")
+	}
 	// The server validated the shape already; the document checks again
 	// because nothing invalid may ever reach the log.
 	if err := req.op.Validate(); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -294,10 +295,15 @@ func (c *conn) read() ([]byte, bool) {
 	for {
 		kind, data, err := c.ws.ReadMessage()
 		if err != nil {
-			if errors.Is(err, websocket.ErrReadLimit) {
+			var ne net.Error
+			switch {
+			case errors.Is(err, websocket.ErrReadLimit):
 				// The library already sent close 1009.
 				c.s.opts.Metrics.Errors.WithLabelValues(protocol.CodeTooLarge).Inc()
 				c.close(protocol.CloseTooLarge, "message too large")
+			case errors.As(err, &ne) && ne.Timeout():
+				// No hello in time, or pongs stopped.
+				c.close(protocol.CloseTimeout, "timeout")
 			}
 			return nil, false
 		}

@@ -44,6 +44,7 @@ type stackOptions struct {
 	window  int
 	maxDoc  int
 	origins []string
+	hello   time.Duration
 }
 
 func newStack(t *testing.T, o stackOptions) *stack {
@@ -71,7 +72,7 @@ func newStack(t *testing.T, o stackOptions) *stack {
 	}
 	srv := server.New(server.Options{
 		Manager: mgr, Auth: authn, Metrics: m, Logger: logger, Limits: o.limits,
-		AllowedOrigins: o.origins, Ready: []func(context.Context) error{durable.Ready},
+		AllowedOrigins: o.origins, HelloTimeout: o.hello, Ready: []func(context.Context) error{durable.Ready},
 	})
 	hs := httptest.NewServer(srv.Handler())
 	s := &stack{t: t, srv: srv, http: hs, manager: mgr, log: l, durable: durable, metrics: m, jwt: o.jwt}

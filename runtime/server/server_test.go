@@ -464,3 +464,12 @@ func TestConnectionsPerDocLimit(t *testing.T) {
 	// Another document is unaffected.
 	s.client(ctx, "roomy", "three")
 }
+
+func TestSilentConnectionIsClosed(t *testing.T) {
+	s := newStack(t, stackOptions{hello: 200 * time.Millisecond})
+	r := s.raw("silent", nil)
+	typ, _, code := r.next(5 * time.Second)
+	if typ != "" || code != protocol.CloseTimeout {
+		t.Fatalf("got %q / close %d, want close %d", typ, code, protocol.CloseTimeout)
+	}
+}

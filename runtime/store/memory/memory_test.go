@@ -72,7 +72,7 @@ func TestPresenceExpiryWithDrivenClock(t *testing.T) {
 		wantLeft  string
 	}{
 		{9 * time.Second, true, 2, ""},
-		{time.Second, false, 1, "a"}, // a reaches its TTL exactly
+		{time.Second, false, 1, "a"},    // a reaches its TTL exactly
 		{8 * time.Second, false, 1, ""}, // b was refreshed at 9s: lives until 19s
 		{time.Second, false, 0, "b"},
 	}
