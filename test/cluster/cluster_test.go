@@ -186,10 +186,9 @@ func TestLateJoinerTrimmedStream(t *testing.T) {
 		if err := c.Edit(ot.Op{{Insert: string(rune('a' + i%26))}}); err != nil {
 			t.Fatal(err)
 		}
-		if i%50 == 0 {
-			if err := c.WaitSynced(ctx, -1); err != nil {
-				t.Fatal(err)
-			}
+		// One revision per edit: wait for each ack.
+		if err := c.WaitSynced(ctx, -1); err != nil {
+			t.Fatal(err)
 		}
 	}
 	if err := c.WaitSynced(ctx, -1); err != nil {
@@ -207,8 +206,14 @@ func TestLateJoinerTrimmedStream(t *testing.T) {
 	if err := j.Connect(ctx); err != nil {
 		t.Fatal(err)
 	}
+	if c.Rev() != 600 {
+		t.Fatalf("writer at rev %d after 600 acknowledged edits", c.Rev())
+	}
 	if err := j.WaitSynced(ctx, c.Rev()); err != nil {
 		t.Fatal(err)
+	}
+	if w := j.Welcome(); w.Text == nil {
+		t.Fatal("late joiner without a revision got ops instead of the full text")
 	}
 	if j.Text() != c.Text() || j.Rev() != 600 {
 		t.Fatalf("late joiner at rev %d has %d chars; writer at rev %d has %d", j.Rev(), len(j.Text()), c.Rev(), len(c.Text()))
