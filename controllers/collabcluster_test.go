@@ -1,0 +1,576 @@
+package controllers_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv1 "k8s.io/api/autoscaling/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	collabv1 "github.com/tandem-dev/tandem/api/v1alpha1"
+	"github.com/tandem-dev/tandem/internal/specs"
+)
+
+const (
+	managedSample  = "collab_v1alpha1_collabcluster.yaml"
+	externalSample = "collab_v1alpha1_collabcluster_external.yaml"
+)
+
+func ownedBy(obj client.Object, cc *collabv1.CollabCluster) error {
+	for _, ref := range obj.GetOwnerReferences() {
+		if ref.UID == cc.UID && ref.Controller != nil && *ref.Controller && ref.Kind == "CollabCluster" {
+			return nil
+		}
+	}
+	return fmt.Errorf("%T %s has no controller reference to CollabCluster %s: %+v", obj, obj.GetName(), cc.Name, obj.GetOwnerReferences())
+}
+
+func condition(ctx context.Context, ns, name, condType string) (*metav1.Condition, *collabv1.CollabCluster, error) {
+	cc := &collabv1.CollabCluster{}
+	if err := get(ctx, ns, name, cc); err != nil {
+		return nil, nil, err
+	}
+	c := meta.FindStatusCondition(cc.Status.Conditions, condType)
+	if c == nil {
+		return nil, cc, fmt.Errorf("no %s condition yet", condType)
+	}
+	return c, cc, nil
+}
+
+func wantCondition(t *testing.T, ns, name, condType string, status metav1.ConditionStatus, reasonOrMessage string) *collabv1.CollabCluster {
+	t.Helper()
+	var got *collabv1.CollabCluster
+	eventually(t, fmt.Sprintf("%s=%s (%s)", condType, status, reasonOrMessage), func(ctx context.Context) error {
+		c, cc, err := condition(ctx, ns, name, condType)
+		if err != nil {
+			return err
+		}
+		if c.Status != status || !(strings.Contains(c.Reason, reasonOrMessage) || strings.Contains(c.Message, reasonOrMessage)) {
+			return fmt.Errorf("%s is %s/%s: %s", condType, c.Status, c.Reason, c.Message)
+		}
+		got = cc
+		return nil
+	})
+	return got
+}
+
+func TestManagedClusterCreatesEveryChild(t *testing.T) {
+	ns := namespace(t)
+	cc := createSample(t, managedSample, ns, nil)
+	name := cc.Name
+
+	children := []struct {
+		name string
+		obj  client.Object
+	}{
+		{name + "-redis-auth", &corev1.Secret{}},
+		{name + "-postgres-auth", &corev1.Secret{}},
+		{name + "-jwt", &corev1.Secret{}},
+		{name + "-postgres", &corev1.Service{}},
+		{name + "-postgres", &appsv1.StatefulSet{}},
+		{name + "-redis", &corev1.Service{}},
+		{name + "-redis", &appsv1.StatefulSet{}},
+		{name + "-runtime", &corev1.ConfigMap{}},
+		{name + "-runtime", &appsv1.Deployment{}},
+		{name, &corev1.Service{}},
+		{name, &networkingv1.Ingress{}},
+		{name + "-runtime", &policyv1.PodDisruptionBudget{}},
+		{name + "-postgres", &networkingv1.NetworkPolicy{}},
+		{name + "-redis", &networkingv1.NetworkPolicy{}},
+	}
+	if err := get(context.Background(), ns, name, cc); err != nil {
+		t.Fatal(err)
+	}
+	for _, child := range children {
+		t.Run(fmt.Sprintf("%T/%s", child.obj, child.name), func(t *testing.T) {
+			eventually(t, "child with owner reference", func(ctx context.Context) error {
+				if err := get(ctx, ns, child.name, child.obj); err != nil {
+					return err
+				}
+				return ownedBy(child.obj, cc)
+			})
+		})
+	}
+
+	// The expected spec, spot-checked where the CRD defaults and the
+	// builders meet the API server.
+	dep := &appsv1.Deployment{}
+	redis := &appsv1.StatefulSet{}
+	pg := &appsv1.StatefulSet{}
+	ing := &networkingv1.Ingress{}
+	redisSecret := &corev1.Secret{}
+	ctx := context.Background()
+	for _, g := range []struct {
+		name string
+		obj  client.Object
+	}{{name + "-runtime", dep}, {name + "-redis", redis}, {name + "-postgres", pg}, {name, ing}, {name + "-redis-auth", redisSecret}} {
+		if err := get(ctx, ns, g.name, g.obj); err != nil {
+			t.Fatal(err)
+		}
+	}
+	password := string(redisSecret.Data["password"])
+	checks := []struct {
+		what string
+		ok   bool
+	}{
+		{"runtime image is the operator's", dep.Spec.Template.Spec.Containers[0].Image == operatorImage},
+		{"runtime replicas from the spec", *dep.Spec.Replicas == 2},
+		{"config hash on the pod template", dep.Spec.Template.Annotations[specs.AnnotationConfigHash] != ""},
+		{"redis AOF fsync from the spec", slices.Contains(redis.Spec.Template.Spec.Containers[0].Args, "everysec")},
+		{"redis password generated", len(password) == 64},
+		{"redis URL carries the password", string(redisSecret.Data["url"]) == "redis://:"+password+"@"+name+"-redis:6379/0"},
+		{"postgres PVC retained by default", pg.Spec.PersistentVolumeClaimRetentionPolicy.WhenDeleted == appsv1.RetainPersistentVolumeClaimRetentionPolicyType},
+		{"postgres volume size from the spec", pg.Spec.VolumeClaimTemplates[0].Spec.Resources.Requests.Storage().String() == "2Gi"},
+		{"ingress cookie affinity", ing.Annotations["nginx.ingress.kubernetes.io/affinity"] == "cookie"},
+		{"ingress WebSocket timeout", ing.Annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"] == "3600"},
+	}
+	for _, c := range checks {
+		if !c.ok {
+			t.Errorf("%s: not as expected", c.what)
+		}
+	}
+	eventually(t, "status endpoint and selector", func(ctx context.Context) error {
+		if err := get(ctx, ns, name, cc); err != nil {
+			return err
+		}
+		if cc.Status.Endpoint != "http://docs.example.test" || cc.Status.Selector != specs.Selector(cc) {
+			return fmt.Errorf("endpoint %q selector %q", cc.Status.Endpoint, cc.Status.Selector)
+		}
+		return nil
+	})
+}
+
+func TestExternalClusterUsesReferencedSecrets(t *testing.T) {
+	ns := namespace(t)
+	cc := createSample(t, externalSample, ns, nil)
+	ctx := context.Background()
+
+	dep := &appsv1.Deployment{}
+	eventually(t, "runtime Deployment", func(ctx context.Context) error {
+		return get(ctx, ns, cc.Name+"-runtime", dep)
+	})
+	var mounted []string
+	for _, v := range dep.Spec.Template.Spec.Volumes {
+		if v.Secret != nil {
+			mounted = append(mounted, v.Secret.SecretName+"/"+v.Secret.Items[0].Key)
+		}
+	}
+	slices.Sort(mounted)
+	if want := []string{"notes-postgres/dsn", "notes-redis/url"}; !slices.Equal(mounted, want) {
+		t.Errorf("runtime mounts Secrets %v, want %v (anonymous auth: no JWT key)", mounted, want)
+	}
+	sets := &appsv1.StatefulSetList{}
+	if err := shared.client.List(ctx, sets, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	if len(sets.Items) != 0 {
+		t.Errorf("external stores: %d StatefulSets created, want none", len(sets.Items))
+	}
+	wantCondition(t, ns, cc.Name, collabv1.ConditionRedisReady, metav1.ConditionTrue, "ExternalConfigured")
+	wantCondition(t, ns, cc.Name, collabv1.ConditionPostgresReady, metav1.ConditionTrue, "ExternalConfigured")
+
+	// Removing a referenced Secret degrades the cluster with a message
+	// that names it; restoring it clears the condition.
+	redisSecret := &corev1.Secret{}
+	if err := get(ctx, ns, "notes-redis", redisSecret); err != nil {
+		t.Fatal(err)
+	}
+	if err := shared.client.Delete(ctx, redisSecret); err != nil {
+		t.Fatal(err)
+	}
+	got := wantCondition(t, ns, cc.Name, collabv1.ConditionDegraded, metav1.ConditionTrue, `Secret "notes-redis"`)
+	if got.Status.Phase != collabv1.PhaseDegraded {
+		t.Errorf("phase %q, want Degraded", got.Status.Phase)
+	}
+	wantCondition(t, ns, cc.Name, collabv1.ConditionReady, metav1.ConditionFalse, "Degraded")
+	restored := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "notes-redis", Namespace: ns},
+		Data: map[string][]byte{"url": redisSecret.Data["url"]}}
+	if err := shared.client.Create(ctx, restored); err != nil {
+		t.Fatal(err)
+	}
+	wantCondition(t, ns, cc.Name, collabv1.ConditionDegraded, metav1.ConditionFalse, "AsExpected")
+}
+
+// markStatefulSetReady plays the statefulset controller and kubelet, which
+// envtest does not run.
+func markStatefulSetReady(t *testing.T, ns, name string) {
+	t.Helper()
+	eventually(t, "StatefulSet "+name+" status", func(ctx context.Context) error {
+		sts := &appsv1.StatefulSet{}
+		if err := get(ctx, ns, name, sts); err != nil {
+			return err
+		}
+		sts.Status.ObservedGeneration = sts.Generation
+		sts.Status.Replicas, sts.Status.ReadyReplicas, sts.Status.AvailableReplicas = 1, 1, 1
+		sts.Status.CurrentReplicas, sts.Status.UpdatedReplicas = 1, 1
+		return shared.client.Status().Update(ctx, sts)
+	})
+}
+
+// markDeploymentReady plays the deployment controller and kubelet.
+func markDeploymentReady(t *testing.T, ns, name string) {
+	t.Helper()
+	eventually(t, "Deployment "+name+" status", func(ctx context.Context) error {
+		dep := &appsv1.Deployment{}
+		if err := get(ctx, ns, name, dep); err != nil {
+			return err
+		}
+		n := *dep.Spec.Replicas
+		dep.Status.ObservedGeneration = dep.Generation
+		dep.Status.Replicas, dep.Status.UpdatedReplicas, dep.Status.ReadyReplicas, dep.Status.AvailableReplicas = n, n, n, n
+		dep.Status.Conditions = []appsv1.DeploymentCondition{{Type: appsv1.DeploymentAvailable, Status: corev1.ConditionTrue,
+			Reason: "MinimumReplicasAvailable", LastUpdateTime: metav1.Now(), LastTransitionTime: metav1.Now()}}
+		return shared.client.Status().Update(ctx, dep)
+	})
+}
+
+func TestConditionsFollowChildren(t *testing.T) {
+	ns := namespace(t)
+	cc := createSample(t, managedSample, ns, nil)
+	name := cc.Name
+
+	wantCondition(t, ns, name, collabv1.ConditionProgressing, metav1.ConditionTrue, "WaitingForComponents")
+	wantCondition(t, ns, name, collabv1.ConditionReady, metav1.ConditionFalse, "ComponentsNotReady")
+
+	steps := []struct {
+		mark      func()
+		condition string
+	}{
+		{func() { markStatefulSetReady(t, ns, name+"-postgres") }, collabv1.ConditionPostgresReady},
+		{func() { markStatefulSetReady(t, ns, name+"-redis") }, collabv1.ConditionRedisReady},
+		{func() { markDeploymentReady(t, ns, name+"-runtime") }, collabv1.ConditionRuntimeReady},
+	}
+	for i, step := range steps {
+		step.mark()
+		wantCondition(t, ns, name, step.condition, metav1.ConditionTrue, "")
+		if i < len(steps)-1 {
+			// Ready must stay false while any component is not ready.
+			c, _, err := condition(context.Background(), ns, name, collabv1.ConditionReady)
+			if err != nil || c.Status != metav1.ConditionFalse {
+				t.Fatalf("after %s: Ready %+v (%v), want False", step.condition, c, err)
+			}
+		}
+	}
+	got := wantCondition(t, ns, name, collabv1.ConditionReady, metav1.ConditionTrue, "AllComponentsReady")
+	wantCondition(t, ns, name, collabv1.ConditionProgressing, metav1.ConditionFalse, "ReconcileComplete")
+	wantCondition(t, ns, name, collabv1.ConditionDegraded, metav1.ConditionFalse, "AsExpected")
+	if got.Status.Phase != collabv1.PhaseReady || got.Status.ReadyReplicas != 2 || got.Status.ObservedGeneration != got.Generation {
+		t.Errorf("status %+v: want phase Ready, 2 ready replicas, observedGeneration %d", got.Status, got.Generation)
+	}
+
+	// A spec change bumps the generation; observedGeneration follows and
+	// the runtime is rolling again until its Deployment catches up.
+	oldGen := got.Generation
+	eventually(t, "spec update", func(ctx context.Context) error {
+		cc := &collabv1.CollabCluster{}
+		if err := get(ctx, ns, name, cc); err != nil {
+			return err
+		}
+		cc.Spec.Runtime.Flush.BatchSize = ptrTo[int32](1000)
+		return shared.client.Update(ctx, cc)
+	})
+	eventually(t, "observedGeneration to follow", func(ctx context.Context) error {
+		cc := &collabv1.CollabCluster{}
+		if err := get(ctx, ns, name, cc); err != nil {
+			return err
+		}
+		if cc.Generation == oldGen || cc.Status.ObservedGeneration != cc.Generation {
+			return fmt.Errorf("generation %d (was %d), observedGeneration %d", cc.Generation, oldGen, cc.Status.ObservedGeneration)
+		}
+		return nil
+	})
+	wantCondition(t, ns, name, collabv1.ConditionRuntimeReady, metav1.ConditionFalse, "RollingOut")
+	markDeploymentReady(t, ns, name+"-runtime")
+	wantCondition(t, ns, name, collabv1.ConditionReady, metav1.ConditionTrue, "AllComponentsReady")
+}
+
+func TestScaleSubresource(t *testing.T) {
+	ns := namespace(t)
+	cc := createSample(t, externalSample, ns, nil)
+	eventually(t, "PDB for 3 replicas", func(ctx context.Context) error {
+		return get(ctx, ns, cc.Name+"-runtime", &policyv1.PodDisruptionBudget{})
+	})
+
+	for _, replicas := range []int32{5, 1} {
+		eventually(t, fmt.Sprintf("scale to %d", replicas), func(ctx context.Context) error {
+			scale := &autoscalingv1.Scale{}
+			if err := shared.client.SubResource("scale").Get(ctx, cc, scale); err != nil {
+				return err
+			}
+			scale.Spec.Replicas = replicas
+			return shared.client.SubResource("scale").Update(ctx, cc, client.WithSubResourceBody(scale))
+		})
+		eventually(t, fmt.Sprintf("Deployment at %d replicas", replicas), func(ctx context.Context) error {
+			dep := &appsv1.Deployment{}
+			if err := get(ctx, ns, cc.Name+"-runtime", dep); err != nil {
+				return err
+			}
+			if *dep.Spec.Replicas != replicas {
+				return fmt.Errorf("Deployment replicas %d", *dep.Spec.Replicas)
+			}
+			return nil
+		})
+	}
+	eventually(t, "PDB removed at one replica", func(ctx context.Context) error {
+		err := get(ctx, ns, cc.Name+"-runtime", &policyv1.PodDisruptionBudget{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("PDB still there: %v", err)
+	})
+
+	markDeploymentReady(t, ns, cc.Name+"-runtime")
+	eventually(t, "scale status with selector", func(ctx context.Context) error {
+		scale := &autoscalingv1.Scale{}
+		if err := shared.client.SubResource("scale").Get(ctx, cc, scale); err != nil {
+			return err
+		}
+		want := "app.kubernetes.io/component=runtime,app.kubernetes.io/instance=notes,app.kubernetes.io/name=tandem"
+		if scale.Status.Selector != want || scale.Status.Replicas != 1 {
+			return fmt.Errorf("scale status %+v, want selector %q and 1 replica", scale.Status, want)
+		}
+		return nil
+	})
+}
+
+func TestInvalidSpecsAreRejected(t *testing.T) {
+	ns := namespace(t)
+	ctx := context.Background()
+	secretRef := collabv1.SecretKeyRef{Name: "s", Key: "k"}
+	tests := []struct {
+		name   string
+		mutate func(*collabv1.CollabClusterSpec)
+		want   string
+	}{
+		{"redis managed and external", func(s *collabv1.CollabClusterSpec) {
+			s.Redis = collabv1.RedisSpec{Managed: &collabv1.ManagedRedis{}, External: &collabv1.ExternalRedis{URLSecretRef: secretRef}}
+		}, "spec.redis: set exactly one of managed or external"},
+		{"redis neither", func(s *collabv1.CollabClusterSpec) {
+			s.Redis = collabv1.RedisSpec{}
+		}, "spec.redis: set exactly one of managed or external"},
+		{"postgres managed and external", func(s *collabv1.CollabClusterSpec) {
+			s.Postgres = collabv1.PostgresSpec{Managed: &collabv1.ManagedPostgres{}, External: &collabv1.ExternalPostgres{DSNSecretRef: secretRef}}
+		}, "spec.postgres: set exactly one of managed or external"},
+		{"too many replicas", func(s *collabv1.CollabClusterSpec) {
+			s.Runtime.Replicas = ptrTo[int32](101)
+		}, "spec.runtime.replicas: Invalid value: 101: spec.runtime.replicas in body should be less than or equal to 100"},
+		{"negative replicas", func(s *collabv1.CollabClusterSpec) {
+			s.Runtime.Replicas = ptrTo[int32](-1)
+		}, "spec.runtime.replicas in body should be greater than or equal to 0"},
+		{"ingress without host", func(s *collabv1.CollabClusterSpec) {
+			s.Ingress.Enabled = true
+		}, "spec.ingress.host is required when spec.ingress.enabled is true: set the public host name"},
+		{"zero storage", func(s *collabv1.CollabClusterSpec) {
+			s.Redis = collabv1.RedisSpec{Managed: &collabv1.ManagedRedis{Storage: collabv1.StorageSpec{Size: "0"}}}
+		}, "spec.redis.managed.storage.size: Invalid value: \"string\": size must be a positive quantity such as 1Gi"},
+		{"zero flush interval", func(s *collabv1.CollabClusterSpec) {
+			s.Runtime.Flush.Interval = &metav1.Duration{}
+		}, "spec.runtime.flush.interval must be a positive duration such as 500ms"},
+		{"JWT secret with anonymous auth", func(s *collabv1.CollabClusterSpec) {
+			s.Runtime.Auth = collabv1.AuthSpec{Mode: collabv1.AuthModeAnonymous, SecretRef: &secretRef}
+		}, "spec.runtime.auth.secretRef is only used with mode jwt: remove secretRef or set mode: jwt"},
+		{"unknown fsync", func(s *collabv1.CollabClusterSpec) {
+			s.Redis = collabv1.RedisSpec{Managed: &collabv1.ManagedRedis{AppendFsync: "sometimes"}}
+		}, `spec.redis.managed.appendFsync: Unsupported value: "sometimes"`},
+		{"unknown auth mode", func(s *collabv1.CollabClusterSpec) {
+			s.Runtime.Auth.Mode = "oauth"
+		}, `spec.runtime.auth.mode: Unsupported value: "oauth"`},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cc := &collabv1.CollabCluster{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("bad-%d", i), Namespace: ns}}
+			cc.Spec.Redis.Managed = &collabv1.ManagedRedis{}
+			cc.Spec.Postgres.Managed = &collabv1.ManagedPostgres{}
+			tc.mutate(&cc.Spec)
+			err := shared.client.Create(ctx, cc)
+			if err == nil {
+				t.Fatalf("created; want rejection with %q", tc.want)
+			}
+			if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v\nwant an Invalid error containing %q", err, tc.want)
+			}
+		})
+	}
+
+	// Transition rules: storage cannot change after creation.
+	updates := []struct {
+		name   string
+		mutate func(*collabv1.CollabClusterSpec)
+		want   string
+	}{
+		{"storage class changed", func(s *collabv1.CollabClusterSpec) {
+			s.Postgres.Managed.Storage.StorageClassName = ptrTo("fast")
+		}, "spec.postgres.managed.storage.storageClassName: Invalid value: \"object\": storageClassName is immutable"},
+		{"storage size changed", func(s *collabv1.CollabClusterSpec) {
+			s.Redis.Managed.Storage.Size = "5Gi"
+		}, "spec.redis.managed.storage.size: Invalid value: \"object\": size is immutable"},
+	}
+	for i, tc := range updates {
+		t.Run(tc.name, func(t *testing.T) {
+			cc := &collabv1.CollabCluster{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("immutable-%d", i), Namespace: ns}}
+			cc.Spec.Redis.Managed = &collabv1.ManagedRedis{}
+			cc.Spec.Postgres.Managed = &collabv1.ManagedPostgres{Storage: collabv1.StorageSpec{StorageClassName: ptrTo("standard")}}
+			if err := shared.client.Create(ctx, cc); err != nil {
+				t.Fatalf("create valid cluster: %v", err)
+			}
+			tc.mutate(&cc.Spec)
+			err := shared.client.Update(ctx, cc)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("update error %v\nwant one containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func podTemplateHash(ctx context.Context, ns, name string) (string, error) {
+	dep := &appsv1.Deployment{}
+	if err := get(ctx, ns, name, dep); err != nil {
+		return "", err
+	}
+	h := dep.Spec.Template.Annotations[specs.AnnotationConfigHash]
+	if h == "" {
+		return "", errors.New("no config hash yet")
+	}
+	return h, nil
+}
+
+func TestSecretChangeRollsRuntime(t *testing.T) {
+	tests := []struct {
+		name   string
+		sample string
+		secret func(cc *collabv1.CollabCluster) string
+		key    string
+	}{
+		{"generated JWT key", managedSample, func(cc *collabv1.CollabCluster) string { return cc.Name + "-jwt" }, "key"},
+		{"external Redis URL", externalSample, func(*collabv1.CollabCluster) string { return "notes-redis" }, "url"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ns := namespace(t)
+			cc := createSample(t, tc.sample, ns, nil)
+			var before string
+			eventually(t, "first pod template hash", func(ctx context.Context) (err error) {
+				before, err = podTemplateHash(ctx, ns, cc.Name+"-runtime")
+				return err
+			})
+			eventually(t, "Secret update", func(ctx context.Context) error {
+				s := &corev1.Secret{}
+				if err := get(ctx, ns, tc.secret(cc), s); err != nil {
+					return err
+				}
+				s.Data[tc.key] = []byte("rotated-" + string(s.Data[tc.key]))
+				return shared.client.Update(ctx, s)
+			})
+			eventually(t, "pod template hash to change", func(ctx context.Context) error {
+				after, err := podTemplateHash(ctx, ns, cc.Name+"-runtime")
+				if err != nil {
+					return err
+				}
+				if after == before {
+					return fmt.Errorf("hash still %s", after)
+				}
+				return nil
+			})
+		})
+	}
+}
+
+func TestDriftIsCorrected(t *testing.T) {
+	ns := namespace(t)
+	cc := createSample(t, managedSample, ns, nil)
+	ctx := context.Background()
+	depName := cc.Name + "-runtime"
+
+	dep := &appsv1.Deployment{}
+	eventually(t, "runtime Deployment", func(ctx context.Context) error { return get(ctx, ns, depName, dep) })
+
+	t.Run("deleted Deployment is recreated", func(t *testing.T) {
+		oldUID := dep.UID
+		if err := shared.client.Delete(ctx, dep); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "a new Deployment", func(ctx context.Context) error {
+			d := &appsv1.Deployment{}
+			if err := get(ctx, ns, depName, d); err != nil {
+				return err
+			}
+			if d.UID == oldUID {
+				return errors.New("still the old Deployment")
+			}
+			return nil
+		})
+	})
+
+	edits := []struct {
+		name  string
+		obj   client.Object
+		objNm string
+		edit  func(client.Object)
+		check func(client.Object) error
+	}{
+		{"runtime image edited", &appsv1.Deployment{}, depName,
+			func(o client.Object) { o.(*appsv1.Deployment).Spec.Template.Spec.Containers[0].Image = "evil:latest" },
+			func(o client.Object) error {
+				if img := o.(*appsv1.Deployment).Spec.Template.Spec.Containers[0].Image; img != operatorImage {
+					return fmt.Errorf("image %s", img)
+				}
+				return nil
+			}},
+		{"runtime replicas edited", &appsv1.Deployment{}, depName,
+			func(o client.Object) { o.(*appsv1.Deployment).Spec.Replicas = ptrTo[int32](7) },
+			func(o client.Object) error {
+				if n := *o.(*appsv1.Deployment).Spec.Replicas; n != 2 {
+					return fmt.Errorf("replicas %d", n)
+				}
+				return nil
+			}},
+		{"service port edited", &corev1.Service{}, cc.Name,
+			func(o client.Object) { o.(*corev1.Service).Spec.Ports[0].Port = 9999 },
+			func(o client.Object) error {
+				if p := o.(*corev1.Service).Spec.Ports[0].Port; p != 80 {
+					return fmt.Errorf("port %d", p)
+				}
+				return nil
+			}},
+		{"redis fsync edited", &appsv1.StatefulSet{}, cc.Name + "-redis",
+			func(o client.Object) {
+				args := o.(*appsv1.StatefulSet).Spec.Template.Spec.Containers[0].Args
+				args[slices.Index(args, "everysec")] = "no"
+			},
+			func(o client.Object) error {
+				if !slices.Contains(o.(*appsv1.StatefulSet).Spec.Template.Spec.Containers[0].Args, "everysec") {
+					return errors.New("appendfsync not restored")
+				}
+				return nil
+			}},
+	}
+	for _, tc := range edits {
+		t.Run(tc.name, func(t *testing.T) {
+			eventually(t, "edit", func(ctx context.Context) error {
+				if err := get(ctx, ns, tc.objNm, tc.obj); err != nil {
+					return err
+				}
+				tc.edit(tc.obj)
+				// A different field manager, as kubectl edit would be.
+				return shared.client.Update(ctx, tc.obj, client.FieldOwner("kubectl-edit"))
+			})
+			eventually(t, "edit reverted", func(ctx context.Context) error {
+				if err := get(ctx, ns, tc.objNm, tc.obj); err != nil {
+					return err
+				}
+				return tc.check(tc.obj)
+			})
+		})
+	}
+}
