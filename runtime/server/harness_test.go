@@ -28,7 +28,7 @@ var testKey = []byte("test-key-test-key-test-key-test-key")
 
 // stack is a complete embedded runtime on a loopback httptest server.
 type stack struct {
-	t       *testing.T
+	t       testing.TB
 	srv     *server.Server
 	http    *httptest.Server
 	manager *doc.Manager
@@ -47,7 +47,7 @@ type stackOptions struct {
 	hello   time.Duration
 }
 
-func newStack(t *testing.T, o stackOptions) *stack {
+func newStack(t testing.TB, o stackOptions) *stack {
 	t.Helper()
 	ctx := context.Background()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -89,7 +89,7 @@ func newStack(t *testing.T, o stackOptions) *stack {
 	return s
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w *testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))
@@ -181,7 +181,7 @@ func (s *stack) history(docID string) []protocol.Op {
 
 // raw is a WebSocket spoken to by hand, for malformed input.
 type raw struct {
-	t  *testing.T
+	t  testing.TB
 	ws *websocket.Conn
 }
 
@@ -280,4 +280,14 @@ func readAll(t *testing.T, resp *http.Response) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+type clientT = client.Client
+
+func newStackB(b *testing.B) *stack {
+	return newStack(b, stackOptions{limits: server.Limits{OpsPerSecond: 1e9, OpsBurst: 1 << 30}})
+}
+
+func (s *stack) connect(ctx context.Context, docID, clientID string) *client.Client {
+	return s.client(ctx, docID, clientID)
 }
