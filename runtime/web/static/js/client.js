@@ -40,11 +40,13 @@ const FATAL_CODES = new Set(['unauthorized', 'forbidden']);
 /**
  * WebSocket close codes the runtime documents in docs/protocol.md. Codes in
  * the 4000–4999 range are application codes; those marked fatal stop the
- * reconnect loop because retrying with the same token cannot succeed.
+ * reconnect loop because retrying with the same token cannot succeed. Any
+ * other code (1006 for a dropped connection) reconnects with backoff.
  */
 export const CloseCodes = Object.freeze({
   1009: { code: 'too_large', fatal: false, message: 'A message was too large for the server.' },
   1012: { code: 'restart', fatal: false, message: 'The server is restarting.' },
+  1013: { code: 'unavailable', fatal: false, message: 'The document could not be loaded right now.' },
   4001: { code: 'unauthorized', fatal: true, message: 'Your access token is missing, invalid or expired.' },
   4002: { code: 'bad_message', fatal: false, message: 'The server did not understand this client.' },
   4003: { code: 'forbidden', fatal: true, message: 'Your access token does not grant this document.' },

@@ -355,6 +355,21 @@ test('fatal close codes and errors stop reconnecting', async (t) => {
       assert.equal(net.conns.length, 1, 'no further attempts');
     });
   }
+  for (const code of [1006, 1012, 1013, 4008, 4009, 4010, 4011]) {
+    await t.test(`close ${code} reconnects`, () => {
+      const server = new ServerModel();
+      const net = new Network(server);
+      const clock = new Clock();
+      const a = newClient(net, clock);
+      net.drain(() => 0);
+      net.kill(net.conns[0], code);
+      net.drain(() => 0);
+      assert.equal(a.state, State.RECONNECTING);
+      clock.advance(1000);
+      net.drain(() => 0);
+      assert.equal(a.state, State.CONNECTED);
+    });
+  }
   await t.test('server restart close code reconnects', () => {
     const server = new ServerModel();
     const net = new Network(server);
