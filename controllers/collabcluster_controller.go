@@ -37,6 +37,10 @@ const degradedRequeue = time.Minute
 // CollabClusterReconciler turns a CollabCluster into its children.
 type CollabClusterReconciler struct {
 	client.Client
+	// APIReader reads around the cache. It is consulted before generating
+	// a Secret, because a Secret created a moment ago may not be in the
+	// cache yet and must not be generated twice. Optional.
+	APIReader client.Reader
 	// Recorder emits events about the CollabCluster.
 	Recorder events.EventRecorder
 	// OperatorImage is the operator's own image (RUNTIME_IMAGE), the
@@ -59,6 +63,8 @@ type state struct {
 	cc *collabv1.CollabCluster
 	// secretValues holds the bytes of every Secret key the runtime reads.
 	secretValues map[string][]byte
+	// created holds the Secrets generated in this reconcile, by name.
+	created map[string]*corev1.Secret
 }
 
 type phase struct {
@@ -86,7 +92,7 @@ func (r *CollabClusterReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		return ctrl.Result{}, nil
 	}
 
-	st := &state{cc: cc, secretValues: map[string][]byte{}}
+	st := &state{cc: cc, secretValues: map[string][]byte{}, created: map[string]*corev1.Secret{}}
 	phases := []phase{
 		{"credentials", r.credentials},
 		{"postgres", r.postgres},
@@ -122,19 +128,19 @@ func (r *CollabClusterReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 func (r *CollabClusterReconciler) credentials(ctx context.Context, st *state) error {
 	cc := specs.WithDefaults(st.cc)
 	if cc.Spec.Redis.Managed != nil {
-		if err := r.ensureSecret(ctx, st.cc, specs.RedisSecretName(cc), specs.KeyPassword,
+		if err := r.ensureSecret(ctx, st, specs.RedisSecretName(cc), specs.KeyPassword,
 			func(p string) *corev1.Secret { return specs.RedisAuthSecret(cc, p) }); err != nil {
 			return err
 		}
 	}
 	if cc.Spec.Postgres.Managed != nil {
-		if err := r.ensureSecret(ctx, st.cc, specs.PostgresSecretName(cc), specs.KeyPassword,
+		if err := r.ensureSecret(ctx, st, specs.PostgresSecretName(cc), specs.KeyPassword,
 			func(p string) *corev1.Secret { return specs.PostgresAuthSecret(cc, p) }); err != nil {
 			return err
 		}
 	}
 	if cc.Spec.Runtime.Auth.Mode == collabv1.AuthModeJWT && cc.Spec.Runtime.Auth.SecretRef == nil {
-		if err := r.ensureSecret(ctx, st.cc, specs.JWTSecretName(cc), specs.KeyJWT,
+		if err := r.ensureSecret(ctx, st, specs.JWTSecretName(cc), specs.KeyJWT,
 			func(k string) *corev1.Secret { return specs.JWTSecret(cc, k) }); err != nil {
 			return err
 		}
@@ -145,19 +151,28 @@ func (r *CollabClusterReconciler) credentials(ctx context.Context, st *state) er
 // ensureSecret creates a generated Secret if it does not exist. If it
 // exists, the generated value under key is kept and only the derived keys
 // (the URL built from the password) are brought back in line.
-func (r *CollabClusterReconciler) ensureSecret(ctx context.Context, cc *collabv1.CollabCluster, name, key string,
+func (r *CollabClusterReconciler) ensureSecret(ctx context.Context, st *state, name, key string,
 	build func(value string) *corev1.Secret) error {
+	cc := st.cc
 	existing := &corev1.Secret{}
-	err := r.Get(ctx, client.ObjectKey{Namespace: cc.Namespace, Name: name}, existing)
+	objKey := client.ObjectKey{Namespace: cc.Namespace, Name: name}
+	err := r.Get(ctx, objKey, existing)
+	if apierrors.IsNotFound(err) && r.APIReader != nil {
+		err = r.APIReader.Get(ctx, objKey, existing)
+	}
 	switch {
 	case apierrors.IsNotFound(err):
 		value, err := randomHex(32)
 		if err != nil {
 			return err
 		}
-		if err := r.Create(ctx, build(value), client.FieldOwner(specs.FieldManager)); err != nil {
+		created := build(value)
+		if err := r.Create(ctx, created, client.FieldOwner(specs.FieldManager)); err != nil {
 			return fmt.Errorf("create Secret %s: %w", name, err)
 		}
+		// Later phases read Secrets through the cache, which may not have
+		// this one yet.
+		st.created[name] = created
 		r.Recorder.Eventf(cc, nil, corev1.EventTypeNormal, "SecretGenerated", "GenerateCredentials",
 			"generated Secret %s", name)
 		return nil
@@ -239,6 +254,10 @@ func (r *CollabClusterReconciler) store(ctx context.Context, cc *collabv1.Collab
 // the runtime mounts; their contents feed the pod template hash.
 func (r *CollabClusterReconciler) runtimeConfig(ctx context.Context, st *state) error {
 	for _, use := range specs.RuntimeSecrets(st.cc) {
+		if created, ok := st.created[use.Ref.Name]; ok {
+			st.secretValues[specs.SecretValueKey(use.Ref)] = created.Data[use.Ref.Key]
+			continue
+		}
 		value, err := r.secretValue(ctx, st.cc.Namespace, use)
 		if err != nil {
 			return err

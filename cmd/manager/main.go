@@ -105,6 +105,7 @@ func run() error {
 func setup(ctx context.Context, mgr ctrl.Manager, runtimeImage string) error {
 	r := &controllers.CollabClusterReconciler{
 		Client:        mgr.GetClient(),
+		APIReader:     mgr.GetAPIReader(),
 		Recorder:      mgr.GetEventRecorder("tandem-operator"),
 		OperatorImage: runtimeImage,
 	}
