@@ -278,3 +278,46 @@ func TestStartPageOpensDocument(t *testing.T) {
 		t.Errorf("title = %q, want team-notes", title)
 	}
 }
+
+// Remote edits must not move the local caret or drop the local selection:
+// Dana selects a word, Eve types before and after it, and the same word
+// stays selected in Dana's editor, which keeps the focus.
+func TestRemoteEditKeepsLocalSelection(t *testing.T) {
+	rt := startRuntime(t)
+	doc := docID(t)
+	dana := rt.Token("dana", "Dana", auth.PermWrite, doc)
+	eve := rt.Token("eve", "Eve", auth.PermWrite, doc)
+
+	d := newBrowser(t)
+	e := newBrowser(t)
+	openDoc(t, d, rt, doc, dana)
+	openDoc(t, e, rt, doc, eve)
+
+	focusAt(t, d, true)
+	typeText(t, d, "alpha beta gamma")
+	waitSynced(t, e, "alpha beta gamma")
+
+	// Select "gamma" backwards with Shift+Left, then "beta " too.
+	run(t, d, 10*time.Second, chromedp.KeyEvent(strings.Repeat(kb.ArrowLeft, 5), chromedp.KeyModifiers(chromedp.ModifierShift)))
+	selected := `(() => { const ta = document.getElementById('text'); return ta.value.slice(ta.selectionStart, ta.selectionEnd) + '|' + ta.selectionDirection + '|' + (document.activeElement === ta); })()`
+	if got := eval[string](t, d, selected); got != "gamma|backward|true" {
+		t.Fatalf("selection before = %q", got)
+	}
+
+	focusAt(t, e, false)
+	typeText(t, e, "😀 start ")
+	focusAt(t, e, true)
+	typeText(t, e, " end")
+	want := "😀 start alpha beta gamma end"
+	waitSynced(t, e, want)
+	waitSynced(t, d, want)
+	if got := eval[string](t, d, selected); got != "gamma|backward|true" {
+		t.Errorf("selection after remote edits = %q, want gamma still selected backwards with focus", got)
+	}
+
+	// Typing replaces the selection where it now is.
+	typeText(t, d, "delta")
+	want = "😀 start alpha beta delta end"
+	waitSynced(t, d, want)
+	waitSynced(t, e, want)
+}
