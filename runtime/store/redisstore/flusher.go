@@ -78,6 +78,12 @@ type pointerMsg struct {
 }
 
 func (f *flusher) run(ctx context.Context) {
+	lagDone := make(chan struct{})
+	go func() {
+		defer close(lagDone)
+		f.lagLoop(ctx)
+	}()
+	defer func() { <-lagDone }()
 	for ctx.Err() == nil {
 		batch, err := f.collect(ctx)
 		if err != nil {
@@ -90,7 +96,6 @@ func (f *flusher) run(ctx context.Context) {
 		if len(batch) > 0 {
 			f.process(ctx, batch)
 		}
-		f.updateLag(ctx)
 	}
 }
 
@@ -424,24 +429,36 @@ func (f *flusher) deadLetterIfExhausted(ctx context.Context, w *docWork, cause e
 	}
 }
 
-// updateLag publishes how many pointers are not yet acknowledged: entries
-// never delivered (lag) plus those delivered but pending.
+// updateLag publishes how many commits wait for PostgreSQL. Flushers
+// delete pointers once acknowledged, so the shard streams' lengths are
+// exactly the commits not yet flushed (pending or never delivered). It
+// runs on its own ticker, so the gauge keeps growing while the flusher is
+// stuck retrying an outage.
 func (f *flusher) updateLag(ctx context.Context) {
 	var total int64
 	for _, s := range f.streams {
-		groups, err := call(f.c.cb, "inspect flusher group", func() ([]redis.XInfoGroup, error) {
-			return f.c.rdb.XInfoGroups(ctx, s).Result()
+		n, err := call(f.c.cb, "measure flush lag", func() (int64, error) {
+			return f.c.rdb.XLen(ctx, s).Result()
 		})
 		if err != nil {
 			return
 		}
-		for _, g := range groups {
-			if g.Name == flushGroup {
-				total += g.Pending + max(g.Lag, 0)
-			}
-		}
+		total += n
 	}
 	f.c.m.flushLag.Set(float64(total))
+}
+
+func (f *flusher) lagLoop(ctx context.Context) {
+	t := time.NewTicker(min(f.c.opts.FlushInterval, time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			f.updateLag(ctx)
+		}
+	}
 }
 
 // drain flushes what is left on shutdown: this consumer's own pending

@@ -43,7 +43,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		flushLag: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "tandem_flush_lag_commits",
-			Help: "Commits acknowledged to clients but not yet written to PostgreSQL (persistence stream entries not yet acknowledged by the flushers).",
+			Help: "Commits acknowledged to clients but not yet written to PostgreSQL (entries left in the persistence streams).",
 		}),
 		deadLetters: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tandem_flush_dead_letters_total",
