@@ -199,11 +199,11 @@ func TestBinary(t *testing.T) {
 		}
 	})
 
-	t.Run("DistributedNotInThisBuild", func(t *testing.T) {
+	t.Run("HalfConfiguredDistributedModeRefused", func(t *testing.T) {
 		cmd := exec.Command(bin, "--addr", "127.0.0.1:0", "--redis-url", "redis://127.0.0.1:1/0", "--auth", "anonymous")
 		out, err := cmd.CombinedOutput()
-		if err == nil || !strings.Contains(string(out), "not available") {
-			t.Fatalf("distributed flags: err %v, output %s", err, out)
+		if err == nil || !strings.Contains(string(out), "postgres-url") {
+			t.Fatalf("redis without postgres: err %v, output %s", err, out)
 		}
 	})
 }
