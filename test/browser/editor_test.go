@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 
@@ -320,4 +322,58 @@ func TestRemoteEditKeepsLocalSelection(t *testing.T) {
 	want = "😀 start alpha beta delta end"
 	waitSynced(t, d, want)
 	waitSynced(t, e, want)
+}
+
+// setOnline flips the browser's idea of the network (navigator.onLine and
+// the online/offline events) the way a laptop losing Wi-Fi would.
+func setOnline(t testing.TB, ctx context.Context, online bool) {
+	t.Helper()
+	run(t, ctx, 10*time.Second, chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		if _, err := cdp.Call(ctx, tg, network.Enable, network.EnableParams{}); err != nil {
+			return fmt.Errorf("network.enable: %w", err)
+		}
+		_, err := cdp.Call(ctx, tg, network.OverrideNetworkState, network.OverrideNetworkStateParams{
+			Offline: !online, Latency: 0, DownloadThroughput: -1, UploadThroughput: -1,
+		})
+		if err != nil {
+			return fmt.Errorf("override network state: %w", err)
+		}
+		return nil
+	}))
+}
+
+// While the browser is offline the page says so, counts the edits waiting,
+// and makes no attempts; back online it reconnects at once and sends them.
+func TestOfflineShowsUnsentEdits(t *testing.T) {
+	rt := startRuntime(t)
+	doc := docID(t)
+	tok := rt.Token("fay", "Fay", auth.PermWrite, doc)
+
+	f := newBrowser(t)
+	openDoc(t, f, rt, doc, tok)
+	focusAt(t, f, true)
+	typeText(t, f, "online. ")
+	waitSynced(t, f, "online. ")
+
+	setOnline(t, f, false)
+	rt.Stop()
+	waitJS(t, f, 10*time.Second, "offline state", `document.getElementById('status').dataset.state === 'offline'`)
+	typeText(t, f, "abc")
+	waitJS(t, f, 5*time.Second, "three unsent edits shown",
+		`document.getElementById('status-text').textContent === 'Offline · 3 unsent edits'`)
+	screenshot(t, f, "editor-offline.png")
+
+	rt.Start()
+	setOnline(t, f, true)
+	want := "online. abc"
+	waitSynced(t, f, want)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	d, err := rt.Doc(ctx, doc, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Text != want {
+		t.Fatalf("server text = %q, want %q", d.Text, want)
+	}
 }
