@@ -173,7 +173,8 @@ func (c *conn) serve(r *http.Request) {
 	s := c.s
 	ws := c.ws
 	ws.SetReadLimit(s.opts.Limits.MaxMessageBytes)
-	pongWait := 2*s.opts.PingInterval + writeWait
+	// Two and a half ping intervals: one lost pong is tolerated, two are not.
+	pongWait := s.opts.PingInterval * 5 / 2
 	ws.SetPongHandler(func(string) error { return ws.SetReadDeadline(time.Now().Add(pongWait)) })
 
 	ctx, cancel := context.WithCancel(context.Background())

@@ -45,6 +45,7 @@ type stackOptions struct {
 	maxDoc  int
 	origins []string
 	hello   time.Duration
+	ping    time.Duration
 }
 
 func newStack(t testing.TB, o stackOptions) *stack {
@@ -72,7 +73,7 @@ func newStack(t testing.TB, o stackOptions) *stack {
 	}
 	srv := server.New(server.Options{
 		Manager: mgr, Auth: authn, Metrics: m, Logger: logger, Limits: o.limits,
-		AllowedOrigins: o.origins, HelloTimeout: o.hello, Ready: []func(context.Context) error{durable.Ready},
+		AllowedOrigins: o.origins, HelloTimeout: o.hello, PingInterval: o.ping, Ready: []func(context.Context) error{durable.Ready},
 	})
 	hs := httptest.NewServer(srv.Handler())
 	s := &stack{t: t, srv: srv, http: hs, manager: mgr, log: l, durable: durable, metrics: m, jwt: o.jwt}

@@ -473,3 +473,26 @@ func TestSilentConnectionIsClosed(t *testing.T) {
 		t.Fatalf("got %q / close %d, want close %d", typ, code, protocol.CloseTimeout)
 	}
 }
+
+// TestUnresponsiveClientLeaves: a connection that stops answering pings is
+// closed and its presence removed for the others.
+func TestUnresponsiveClientLeaves(t *testing.T) {
+	s := newStack(t, stackOptions{ping: 100 * time.Millisecond})
+	ctx := testContext(t)
+	watcher := s.client(ctx, "liveness", "watcher")
+	r := s.raw("liveness", nil)
+	r.hello("", "frozen")
+	w := r.expect("welcome")
+	conn, _ := w["conn"].(string)
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := watcher.WaitFor(wctx, func() bool { _, ok := watcher.Others()[conn]; return ok }); err != nil {
+		t.Fatalf("watcher never saw the frozen client: %v", err)
+	}
+	// r now stops reading, so it answers no pings.
+	start := time.Now()
+	if err := watcher.WaitFor(wctx, func() bool { _, ok := watcher.Others()[conn]; return !ok }); err != nil {
+		t.Fatalf("frozen client still present: %v", err)
+	}
+	t.Logf("frozen client removed after %v", time.Since(start).Round(time.Millisecond))
+}
