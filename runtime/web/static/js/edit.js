@@ -34,7 +34,7 @@ export function cpCount(s, from = 0, to = s.length) {
 export { utf16ToCp, cpToUtf16 } from './ot.js';
 
 /**
- * The operation (code points, full length) that turns `before` into
+ * The operation (code points, trailing retain left out) that turns `before` into
  * `after`, or null when they are equal. `caret` is the UTF-16 caret offset
  * in `after` when known (the selection end after an input event), or -1.
  */
@@ -48,8 +48,8 @@ export function editOp(before, after, caret = -1) {
   const del = cpCount(before, start, start + delLen);
   if (del > 0) op.push({ d: del });
   if (insLen > 0) op.push(after.slice(start, start + insLen));
-  const post = cpCount(before, start + delLen);
-  if (post > 0) op.push(post);
+  // No trailing retain (the protocol allows leaving it out): counting the
+  // rest of a large document on every keystroke would cost a full pass.
   return op;
 }
 
