@@ -480,3 +480,43 @@ func TestPresenceOfDeadReplicaExpires(t *testing.T) {
 }
 
 var _ = context.Background
+
+// Redis coming back with an older state under the same epoch (a crash
+// inside the append-only fsync window) ends subscriptions that are ahead
+// of it with ErrReset, and subscribing beyond the head is refused the same
+// way.
+func TestRollbackEndsSubscription(t *testing.T) {
+	e := newEnv(t)
+	r := e.replica(redisstore.Options{NoFlusher: true, CatchUp: 100 * time.Millisecond})
+	ctx := testCtx(t)
+	for i := range 5 {
+		if _, err := commit(ctx, r.store.Log, "rb", "c", int64(i), "r"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sub, err := r.store.Log.Subscribe(ctx, "rb", 5)
+	if err != nil {
+		t.Fatalf("Subscribe: %v", err)
+	}
+	// Simulate the older state: head back to 3, entries 4 and 5 gone.
+	if err := r.rdb.HSet(ctx, "tandem:{doc:rb}:meta", "head", 3).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.rdb.XDel(ctx, "tandem:{doc:rb}:log", "4-1", "5-1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case _, ok := <-sub.C():
+		if ok {
+			t.Fatal("entry delivered after the rollback")
+		}
+		if !errors.Is(sub.Err(), store.ErrReset) {
+			t.Fatalf("subscription Err = %v, want ErrReset", sub.Err())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("subscription survived the rollback")
+	}
+	if _, err := r.store.Log.Subscribe(ctx, "rb", 5); !errors.Is(err, store.ErrReset) {
+		t.Fatalf("Subscribe beyond the head: err = %v, want ErrReset", err)
+	}
+}

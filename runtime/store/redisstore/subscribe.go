@@ -98,9 +98,15 @@ func (w *subWorker) deliver(ctx context.Context, entries []store.Entry) error {
 // catchUp reads whatever was committed after the last delivered revision.
 // repair says whether this was needed because pub/sub failed us (metric).
 func (w *subWorker) catchUp(ctx context.Context, repair bool) error {
-	entries, _, err := w.l.c.readLog(ctx, w.doc, w.epoch, w.last, -1)
+	entries, head, err := w.l.c.readLog(ctx, w.doc, w.epoch, w.last, -1)
 	if err != nil {
 		return err
+	}
+	if head < w.last {
+		// The log went back in time under the same epoch: Redis restarted
+		// from an append-only file older than what we delivered (a crash
+		// within the fsync window). Same remedy as a lost log.
+		return resetError(w.doc)
 	}
 	if len(entries) > 0 && repair {
 		w.l.c.m.gapsRepaired.Inc()
