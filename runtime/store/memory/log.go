@@ -31,6 +31,11 @@ type LogOptions struct {
 	// Read; older ones are dropped and Read returns ErrTrimmed for them.
 	// Without Durable nothing is ever dropped. Default 1000.
 	Window int
+	// ForgetAfter drops a document's state from memory once everything of
+	// it is durable, nobody subscribes to it and it was not used for this
+	// long (default 10m); it is loaded again from Durable on the next use.
+	// Without Durable nothing is forgotten.
+	ForgetAfter time.Duration
 	// Logger receives flush failures (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -61,6 +66,8 @@ type docLog struct {
 	entries []store.Entry
 	flushed int64         // highest revision written to Durable
 	changed chan struct{} // closed and replaced on every append
+	subs    int           // live subscriptions
+	used    time.Time     // last access, for forgetting idle documents
 }
 
 func (d *docLog) head() int64 { return d.base + int64(len(d.entries)) }
@@ -79,6 +86,9 @@ func NewLog(opts LogOptions) *Log {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
+	}
+	if opts.ForgetAfter <= 0 {
+		opts.ForgetAfter = 10 * time.Minute
 	}
 	l := &Log{
 		opts: opts,
@@ -107,7 +117,7 @@ func (l *Log) doc(ctx context.Context, id string) (*docLog, error) {
 	}
 	d, ok := l.docs[id]
 	if !ok {
-		d = &docLog{ready: make(chan struct{}), changed: make(chan struct{})}
+		d = &docLog{ready: make(chan struct{}), changed: make(chan struct{}), used: time.Now()}
 		l.docs[id] = d
 		l.mu.Unlock()
 		// Only the goroutine that created the entry loads it; others wait
@@ -117,7 +127,9 @@ func (l *Log) doc(ctx context.Context, id string) (*docLog, error) {
 			l.mu.Lock()
 			if err != nil {
 				// Forget the entry so the next call retries the load.
-				delete(l.docs, id)
+				if l.docs[id] == d {
+					delete(l.docs, id)
+				}
 				d.loadErr = fmt.Errorf("load head of %q: %w", id, err)
 			} else {
 				d.base, d.flushed = snap.Rev, snap.Rev
@@ -139,23 +151,39 @@ func (l *Log) doc(ctx context.Context, id string) (*docLog, error) {
 	return d, nil
 }
 
+// locked runs fn with l.mu held on the current state of id. A state that
+// was forgotten between loading and locking is loaded again, so nothing is
+// ever written to a forgotten state.
+func (l *Log) locked(ctx context.Context, id string, fn func(d *docLog) error) error {
+	for {
+		d, err := l.doc(ctx, id)
+		if err != nil {
+			return err
+		}
+		l.mu.Lock()
+		if l.docs[id] != d {
+			l.mu.Unlock()
+			continue
+		}
+		d.used = time.Now()
+		err = fn(d)
+		l.mu.Unlock()
+		return err
+	}
+}
+
 // Head implements store.Log.
 func (l *Log) Head(ctx context.Context, doc string) (int64, error) {
-	d, err := l.doc(ctx, doc)
-	if err != nil {
-		return 0, err
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return d.head(), nil
+	var head int64
+	err := l.locked(ctx, doc, func(d *docLog) error {
+		head = d.head()
+		return nil
+	})
+	return head, err
 }
 
 // Append implements store.Log.
 func (l *Log) Append(ctx context.Context, doc string, expected int64, entries []store.Entry) error {
-	d, err := l.doc(ctx, doc)
-	if err != nil {
-		return err
-	}
 	for i, e := range entries {
 		if e.Rev != expected+int64(i)+1 {
 			return fmt.Errorf("append to %q at %d: entry %d has rev %d, want %d", doc, expected, i, e.Rev, expected+int64(i)+1)
@@ -164,41 +192,41 @@ func (l *Log) Append(ctx context.Context, doc string, expected int64, entries []
 			return fmt.Errorf("append to %q: entry %d belongs to %q", doc, i, e.Doc)
 		}
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.closed {
-		return errClosed
-	}
-	if d.head() != expected {
-		return fmt.Errorf("append to %q at %d (head %d): %w", doc, expected, d.head(), store.ErrConflict)
-	}
-	if len(entries) == 0 {
-		return nil
-	}
-	d.entries = append(d.entries, entries...)
-	close(d.changed)
-	d.changed = make(chan struct{})
-	if l.opts.Durable != nil {
-		l.pending = append(l.pending, entries...)
-		if len(l.pending) >= l.opts.FlushBatch {
-			select {
-			case l.kick <- struct{}{}:
-			default:
+	return l.locked(ctx, doc, func(d *docLog) error {
+		if l.closed {
+			return errClosed
+		}
+		if d.head() != expected {
+			return fmt.Errorf("append to %q at %d (head %d): %w", doc, expected, d.head(), store.ErrConflict)
+		}
+		if len(entries) == 0 {
+			return nil
+		}
+		d.entries = append(d.entries, entries...)
+		close(d.changed)
+		d.changed = make(chan struct{})
+		if l.opts.Durable != nil {
+			l.pending = append(l.pending, entries...)
+			if len(l.pending) >= l.opts.FlushBatch {
+				select {
+				case l.kick <- struct{}{}:
+				default:
+				}
 			}
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // Read implements store.Log.
 func (l *Log) Read(ctx context.Context, doc string, from, to int64) ([]store.Entry, error) {
-	d, err := l.doc(ctx, doc)
-	if err != nil {
-		return nil, err
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return d.read(from, to)
+	var out []store.Entry
+	err := l.locked(ctx, doc, func(d *docLog) error {
+		var err error
+		out, err = d.read(from, to)
+		return err
+	})
+	return out, err
 }
 
 func (d *docLog) read(from, to int64) ([]store.Entry, error) {
@@ -221,7 +249,14 @@ func (d *docLog) read(from, to int64) ([]store.Entry, error) {
 // that copies entries out of the log as they are committed, so a slow
 // reader never holds up writers or other readers.
 func (l *Log) Subscribe(ctx context.Context, doc string, after int64) (store.Subscription, error) {
-	d, err := l.doc(ctx, doc)
+	var d *docLog
+	err := l.locked(ctx, doc, func(dl *docLog) error {
+		// Counted under the lock, so the state cannot be forgotten while
+		// the subscription reads it.
+		dl.subs++
+		d = dl
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -232,6 +267,12 @@ func (l *Log) Subscribe(ctx context.Context, doc string, after int64) (store.Sub
 
 func (l *Log) feed(ctx context.Context, doc string, d *docLog, after int64, s *subscription) {
 	defer close(s.c)
+	defer func() {
+		l.mu.Lock()
+		d.subs--
+		d.used = time.Now()
+		l.mu.Unlock()
+	}()
 	next := after
 	for {
 		l.mu.Lock()
@@ -312,6 +353,7 @@ func (l *Log) flushLoop() {
 			l.opts.Logger.Error("flush committed operations", "err", err)
 		}
 		cancel()
+		l.forget()
 	}
 }
 
@@ -421,6 +463,30 @@ func (l *Log) trim() {
 		d.entries = append([]store.Entry(nil), d.entries[excess:]...)
 		d.base += excess
 	}
+}
+
+// forget drops idle documents whose every entry is durable.
+func (l *Log) forget() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := time.Now()
+	for id, d := range l.docs {
+		select {
+		case <-d.ready:
+		default:
+			continue // still loading
+		}
+		if d.subs == 0 && d.flushed == d.head() && now.Sub(d.used) >= l.opts.ForgetAfter {
+			delete(l.docs, id)
+		}
+	}
+}
+
+// Docs reports how many documents the log holds in memory.
+func (l *Log) Docs() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.docs)
 }
 
 // Pending reports how many committed entries are not yet durable.

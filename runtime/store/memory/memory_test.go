@@ -311,3 +311,46 @@ func TestLogOneRefusedDocumentDoesNotHoldBackOthers(t *testing.T) {
 		t.Fatalf("pending = %d, want the refused document's 2 entries", l.Pending())
 	}
 }
+
+func TestLogForgetsIdleDurableDocuments(t *testing.T) {
+	ctx := context.Background()
+	d := newFakeDurable()
+	l := memory.NewLog(memory.LogOptions{Durable: d, FlushInterval: 5 * time.Millisecond, ForgetAfter: 20 * time.Millisecond})
+	defer l.Close(ctx)
+	if err := l.Append(ctx, "idle", 0, entries("idle", 0, 3)); err != nil {
+		t.Fatal(err)
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	if _, err := l.Subscribe(sctx, "watched", 0); err != nil {
+		t.Fatal(err)
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	// "idle" is flushed and forgotten; "watched" has a subscriber and stays.
+	waitFor("idle to be forgotten", func() bool { return l.Docs() == 1 })
+	cancel()
+	waitFor("watched to be forgotten after its subscriber left", func() bool { return l.Docs() == 0 })
+	// Coming back loads the head from the durable store, and appending
+	// continues from it.
+	head, err := l.Head(ctx, "idle")
+	if err != nil || head != 3 {
+		t.Fatalf("Head after forgetting = %d, %v; want 3", head, err)
+	}
+	if err := l.Append(ctx, "idle", 3, entries("idle", 3, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d.count("idle") != 4 {
+		t.Fatalf("durable has %d entries, want 4", d.count("idle"))
+	}
+}
