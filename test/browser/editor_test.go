@@ -377,3 +377,22 @@ func TestOfflineShowsUnsentEdits(t *testing.T) {
 		t.Fatalf("server text = %q, want %q", d.Text, want)
 	}
 }
+
+// In anonymous mode the editor needs no token: each visitor gets a
+// generated name, and two of them see each other.
+func TestAnonymousMode(t *testing.T) {
+	rt := startRuntimeAuth(t, "anonymous")
+	doc := docID(t)
+	a := newBrowser(t)
+	b := newBrowser(t)
+	openDoc(t, a, rt, doc, "")
+	openDoc(t, b, rt, doc, "")
+	focusAt(t, a, true)
+	typeText(t, a, "no token needed")
+	waitSynced(t, b, "no token needed")
+	me := eval[string](t, a, `document.getElementById('me').textContent`)
+	if !strings.HasPrefix(me, "You are ") || len(me) <= len("You are ") {
+		t.Errorf("own name line = %q", me)
+	}
+	waitJS(t, a, 10*time.Second, "two avatars", `document.querySelectorAll('#people .avatar').length === 2`)
+}

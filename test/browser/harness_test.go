@@ -118,11 +118,16 @@ type Runtime struct {
 	keyFile string
 	logPath string
 
+	authMode string // "jwt" or "anonymous"
+
 	mu  sync.Mutex
 	cmd *exec.Cmd
 }
 
-func startRuntime(t testing.TB) *Runtime {
+// startRuntime starts a runtime with JWT auth.
+func startRuntime(t testing.TB) *Runtime { return startRuntimeAuth(t, "jwt") }
+
+func startRuntimeAuth(t testing.TB, authMode string) *Runtime {
 	t.Helper()
 	dir := t.TempDir()
 	// A printable key: the runtime trims line endings from key files.
@@ -136,13 +141,14 @@ func startRuntime(t testing.TB) *Runtime {
 		t.Fatal(err)
 	}
 	r := &Runtime{
-		t:       t,
-		bin:     runtimeBinary(t),
-		addr:    freeAddr(t),
-		dataDir: filepath.Join(dir, "data"),
-		key:     key,
-		keyFile: keyFile,
-		logPath: filepath.Join(dir, "runtime.log"),
+		t:        t,
+		bin:      runtimeBinary(t),
+		addr:     freeAddr(t),
+		dataDir:  filepath.Join(dir, "data"),
+		key:      key,
+		keyFile:  keyFile,
+		logPath:  filepath.Join(dir, "runtime.log"),
+		authMode: authMode,
 	}
 	r.Start()
 	t.Cleanup(func() {
@@ -191,7 +197,7 @@ func (r *Runtime) Start() {
 	cmd := exec.Command(r.bin,
 		"--addr", r.addr,
 		"--data-dir", r.dataDir,
-		"--auth", "jwt",
+		"--auth", r.authMode,
 		"--jwt-key-file", r.keyFile,
 		"--allowed-origins", r.URL(),
 		"--flush-interval", "50ms",
