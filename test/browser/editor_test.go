@@ -174,7 +174,8 @@ func TestRestartWhileTyping(t *testing.T) {
 
 	rt.Start()
 	want := "before restart. typed while down 😀 "
-	waitSynced(t, c, want)
+	// The next attempt comes by the backoff schedule, up to 30 s apart.
+	waitSyncedWithin(t, c, want, 45*time.Second)
 	typeText(t, c, "after.")
 	want += "after."
 	waitSynced(t, c, want)

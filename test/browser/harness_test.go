@@ -404,8 +404,13 @@ func textOf(t testing.TB, ctx context.Context) string {
 // waitSynced waits until the page has no unacknowledged edits and shows want.
 func waitSynced(t testing.TB, ctx context.Context, want string) {
 	t.Helper()
+	waitSyncedWithin(t, ctx, want, 20*time.Second)
+}
+
+func waitSyncedWithin(t testing.TB, ctx context.Context, want string, timeout time.Duration) {
+	t.Helper()
 	b, _ := json.Marshal(want)
-	waitJS(t, ctx, 20*time.Second, fmt.Sprintf("editor to show %s with nothing unsent", tail(string(b), 200)),
+	waitJS(t, ctx, timeout, fmt.Sprintf("editor to show %s with nothing unsent", tail(string(b), 200)),
 		fmt.Sprintf(`window.tandem && window.tandem.client.synchronized() && document.getElementById('status').dataset.state === 'connected' && document.getElementById('text').value === %s`, b))
 }
 
