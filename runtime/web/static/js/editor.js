@@ -309,6 +309,19 @@ class Editor {
         items.push({ user: p.user, self: false });
       }
     }
+    // A crowd would push the status off screen: show the first few and
+    // say how many more there are.
+    const MAX = 6;
+    const hidden = items.length > MAX ? items.splice(MAX - 1) : [];
+    const more = [];
+    if (hidden.length) {
+      const li = document.createElement('li');
+      li.className = 'avatar more';
+      li.textContent = `+${hidden.length}`;
+      li.title = hidden.map((h) => h.user.name).join(', ');
+      li.setAttribute('aria-label', `${hidden.length} more: ${li.title}`);
+      more.push(li);
+    }
     list.replaceChildren(
       ...items.map(({ user, self }) => {
         const li = document.createElement('li');
@@ -320,6 +333,7 @@ class Editor {
         li.setAttribute('aria-label', li.title);
         return li;
       }),
+      ...more,
     );
   }
 
