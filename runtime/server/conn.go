@@ -18,7 +18,6 @@ import (
 )
 
 const (
-	writeWait = 10 * time.Second
 	// maxStrikes is how many refused operations in a row over the rate a
 	// connection may send before it is closed (4008).
 	maxStrikes = 20
@@ -82,14 +81,14 @@ func (c *conn) writePump(done chan<- struct{}) {
 	for {
 		select {
 		case data := <-c.out:
-			_ = c.ws.SetWriteDeadline(time.Now().Add(writeWait))
+			_ = c.ws.SetWriteDeadline(time.Now().Add(c.s.opts.WriteTimeout))
 			if err := c.ws.WriteMessage(websocket.TextMessage, data); err != nil {
 				c.close(protocol.CloseNormal, "")
 				_ = c.ws.Close()
 				return
 			}
 		case <-ping.C:
-			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeWait)); err != nil {
+			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.s.opts.WriteTimeout)); err != nil {
 				c.close(protocol.CloseNormal, "")
 				_ = c.ws.Close()
 				return
@@ -100,7 +99,7 @@ func (c *conn) writePump(done chan<- struct{}) {
 			for drained := false; !drained; {
 				select {
 				case data := <-c.out:
-					_ = c.ws.SetWriteDeadline(time.Now().Add(writeWait))
+					_ = c.ws.SetWriteDeadline(time.Now().Add(c.s.opts.WriteTimeout))
 					if c.ws.WriteMessage(websocket.TextMessage, data) != nil {
 						drained = true
 					}

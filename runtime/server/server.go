@@ -54,6 +54,7 @@ type Options struct {
 	HelloTimeout time.Duration // default 10s
 	PingInterval time.Duration // default 20s; a connection that misses two pongs is closed
 	WriteQueue   int           // messages queued per connection before it counts as slow (default 1024)
+	WriteTimeout time.Duration // longest a single write to a client may take (default 10s)
 }
 
 // Server serves documents over HTTP and WebSocket.
@@ -96,6 +97,9 @@ func New(opts Options) *Server {
 	}
 	if opts.WriteQueue <= 0 {
 		opts.WriteQueue = 1024
+	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = 10 * time.Second
 	}
 	if opts.Metrics == nil {
 		opts.Metrics = metrics.New()

@@ -496,3 +496,58 @@ func TestUnresponsiveClientLeaves(t *testing.T) {
 	}
 	t.Logf("frozen client removed after %v", time.Since(start).Round(time.Millisecond))
 }
+
+// TestSlowConsumerDoesNotBlockTheDocument: a connection that stops reading
+// is dropped once its queue fills; the writer keeps committing meanwhile.
+func TestSlowConsumerDoesNotBlockTheDocument(t *testing.T) {
+	s := newStack(t, stackOptions{queue: 4, wtime: 300 * time.Millisecond, limits: highLimits()})
+	ctx := testContext(t)
+	r := s.raw("slow", nil)
+	r.hello("", "sleepy")
+	r.expect("welcome")
+	// r reads nothing from now on. Large operations fill the socket
+	// buffers quickly, then the connection's queue.
+	writer := s.client(ctx, "slow", "writer")
+	big := strings.Repeat("x", 60<<10)
+	start := time.Now()
+	for range 120 {
+		if err := writer.EditFunc(func(string) ot.Op { return ot.Op{{Insert: big}} }); err != nil {
+			t.Fatal(err)
+		}
+		if err := writer.WaitSynced(ctx, -1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("120 large operations committed in %v with a stalled reader", time.Since(start).Round(time.Millisecond))
+	if writer.Rev() != 120 {
+		t.Fatalf("writer at rev %d, want 120", writer.Rev())
+	}
+	// The stalled connection was cut: reading what was buffered ends in an
+	// error, not in an endless stream.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_ = r.ws.SetReadDeadline(deadline)
+		if _, _, err := r.ws.ReadMessage(); err != nil {
+			if time.Now().After(deadline) {
+				t.Fatal("stalled connection was never closed")
+			}
+			break
+		}
+	}
+	// Only the writer is still counted.
+	for {
+		resp, err := http.Get(s.http.URL + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := readAll(t, resp)
+		resp.Body.Close()
+		if strings.Contains(body, "\ntandem_connections 1\n") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the stalled connection is still counted")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
