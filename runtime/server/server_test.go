@@ -551,3 +551,44 @@ func TestSlowConsumerDoesNotBlockTheDocument(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestBearerHeaderInsteadOfHelloToken: non-browser clients authenticate on
+// the upgrade request.
+func TestBearerHeaderInsteadOfHelloToken(t *testing.T) {
+	s := newStack(t, stackOptions{jwt: true})
+	tests := []struct {
+		name      string
+		header    string
+		wantUser  string
+		wantClose int
+	}{
+		{"valid header", "Bearer " + s.token("svc", auth.PermRead, "hdr"), "svc", 0},
+		{"header for another doc", "Bearer " + s.token("svc", auth.PermRead, "other"), "", protocol.CloseForbidden},
+		{"no header, no token", "", "", protocol.CloseUnauthorized},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := http.Header{}
+			if tc.header != "" {
+				h.Set("Authorization", tc.header)
+			}
+			r := s.raw("hdr", h)
+			r.t = t
+			r.hello("", "svc-client")
+			typ, m, code := r.next(5 * time.Second)
+			for typ == "error" {
+				typ, m, code = r.next(5 * time.Second)
+			}
+			if tc.wantClose != 0 {
+				if typ != "" || code != tc.wantClose {
+					t.Fatalf("got %q / close %d, want close %d", typ, code, tc.wantClose)
+				}
+				return
+			}
+			user, _ := m["user"].(map[string]any)
+			if typ != "welcome" || user["id"] != tc.wantUser || m["perm"] != "read" {
+				t.Fatalf("got %q %v, want a read-only welcome for %s", typ, m, tc.wantUser)
+			}
+		})
+	}
+}
