@@ -592,3 +592,35 @@ func TestBearerHeaderInsteadOfHelloToken(t *testing.T) {
 		})
 	}
 }
+
+// TestTieBreakIncomingInsertFirst: two inserts at the same position on the
+// same base; the one committed later lands first, on the server and in
+// every client.
+func TestTieBreakIncomingInsertFirst(t *testing.T) {
+	s := newStack(t, stackOptions{limits: highLimits()})
+	ctx := testContext(t)
+	watcher := s.client(ctx, "tie", "watcher")
+	a := s.raw("tie", nil)
+	a.hello("", "a")
+	a.expect("welcome")
+	b := s.raw("tie", nil)
+	b.hello("", "b")
+	b.expect("welcome")
+	a.sendText(`{"type":"op","seq":1,"rev":0,"op":["a"]}`)
+	if ack := a.expect("ack"); ack["rev"] != 1.0 {
+		t.Fatalf("a's ack %v", ack)
+	}
+	b.sendText(`{"type":"op","seq":1,"rev":0,"op":["b"]}`) // still on revision 0
+	if ack := b.expect("ack"); ack["rev"] != 2.0 {
+		t.Fatalf("b's ack %v", ack)
+	}
+	if op := a.expect("op"); mustJSON(op["op"]) != `["b"]` {
+		t.Fatalf("a received %v, want [\"b\"] (insert before its own)", op["op"])
+	}
+	if err := watcher.WaitSynced(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	if d := s.doc("tie"); d.Text != "ba" || watcher.Text() != "ba" {
+		t.Fatalf("server %q, watcher %q; want \"ba\"", d.Text, watcher.Text())
+	}
+}
