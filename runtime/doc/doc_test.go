@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/tandem-dev/tandem/runtime/doc"
 	"github.com/tandem-dev/tandem/runtime/metrics"
 	"github.com/tandem-dev/tandem/runtime/ot"
@@ -150,7 +152,11 @@ func TestReplicasShareOneLog(t *testing.T) {
 			t.Fatalf("member %d's text appears %d times, want %d", i, c, perMember)
 		}
 	}
-	t.Logf("commit conflicts on replica A: %v", metA.CommitRetries)
+	var conflicts dto.Metric
+	if err := metA.CommitRetries.Write(&conflicts); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("commit conflicts on replica A: %v", conflicts.GetCounter().GetValue())
 }
 
 func TestInvalidOperationNeverReachesTheLog(t *testing.T) {
@@ -272,5 +278,84 @@ func TestReadOnlyWelcomeAndResumeFromDurable(t *testing.T) {
 	hist, err := m.History(ctx, "old", 0, -1)
 	if err != nil || len(hist) != 20 {
 		t.Fatalf("history = %d entries, %v", len(hist), err)
+	}
+}
+
+// racingLog is a real memory log where another writer (a replica) commits
+// just before each of the first `races` appends of this process, so those
+// appends lose the compare-and-set.
+type racingLog struct {
+	*memory.Log
+	mu    sync.Mutex
+	races int
+	n     int64
+}
+
+func (r *racingLog) Append(ctx context.Context, doc string, expected int64, entries []store.Entry) error {
+	r.mu.Lock()
+	if r.races > 0 {
+		r.races--
+		r.n++
+		foreign := store.Entry{Doc: doc, Rev: expected + 1, Op: ot.Op{{Insert: "R"}}, Client: "replica", Seq: r.n, User: "r"}
+		if err := r.Log.Append(ctx, doc, expected, []store.Entry{foreign}); err != nil {
+			r.mu.Unlock()
+			return err
+		}
+	}
+	r.mu.Unlock()
+	return r.Log.Append(ctx, doc, expected, entries)
+}
+
+func TestConflictIsCaughtUpAndRetried(t *testing.T) {
+	tests := []struct {
+		name      string
+		races     int
+		wantCode  string // "" means committed
+		wantText  string
+		wantRev   int64
+		conflicts float64
+	}{
+		{"one lost race", 1, "", "xR", 2, 1},
+		{"three lost races", 3, "", "xRRR", 4, 3},
+		{"always losing gives up", 100, protocol.CodeUnavailable, "RRRRR", 5, 5},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			inner := memory.NewLog(memory.LogOptions{})
+			t.Cleanup(func() { _ = inner.Close(ctx) })
+			met := metrics.New()
+			m := newManager(t, doc.Options{Log: &racingLog{Log: inner, races: tc.races}, Metrics: met, MaxRetries: 5})
+			s := newSink()
+			sess, err := m.Join(ctx, "race", member("k", "me", s), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			next[protocol.Welcome](t, s)
+			if err := sess.Submit(ctx, 1, 0, ot.Op{{Insert: "x"}}); err != nil {
+				t.Fatal(err)
+			}
+			if tc.wantCode == "" {
+				if ack := next[protocol.Ack](t, s); ack.Rev != tc.wantRev {
+					t.Fatalf("ack %+v, want rev %d", ack, tc.wantRev)
+				}
+			} else if e := next[protocol.Error](t, s); e.Code != tc.wantCode {
+				t.Fatalf("error %+v, want %s", e, tc.wantCode)
+			}
+			snap, err := m.Snapshot(ctx, "race")
+			if err != nil {
+				t.Fatal(err)
+			}
+			// "x" and every "R" insert at 0 on the same base; ours is the
+			// incoming one when transformed, so it lands first.
+			if snap.Text != tc.wantText || snap.Rev != tc.wantRev {
+				t.Fatalf("snapshot %q at %d, want %q at %d", snap.Text, snap.Rev, tc.wantText, tc.wantRev)
+			}
+			var c dto.Metric
+			_ = met.CommitRetries.Write(&c)
+			if got := c.GetCounter().GetValue(); got != tc.conflicts {
+				t.Fatalf("conflicts = %v, want %v", got, tc.conflicts)
+			}
+		})
 	}
 }
