@@ -141,10 +141,14 @@ func TestPostgresOutage(t *testing.T) {
 		t.Logf("during the outage: rev %d -> %d, flush lag %v", before, during, lag)
 		cl.pg.Start()
 		back := time.Now()
-		eventuallyCluster(t, 60*time.Second, "flush lag drained", func() bool {
-			return rs[0].metric("tandem_flush_lag_commits") == 0
+		// The backlog is drained once PostgreSQL holds the revision the
+		// document had when PostgreSQL came back (clients keep typing).
+		target, _, _ := docRev(rs[0].addr(), "pgdown")
+		eventuallyCluster(t, 60*time.Second, "backlog flushed", func() bool {
+			d, err := cl.readPG(ctx, "pgdown")
+			return err == nil && d.rev >= target
 		})
-		t.Logf("postgres back: flush lag of %v drained in %v", lag, time.Since(back))
+		t.Logf("postgres back: backlog of %d revisions (flush lag %v) in PostgreSQL after %v", target-before, lag, time.Since(back))
 	})
 	eventuallyCluster(t, 30*time.Second, "flush lag drained", func() bool {
 		return rs[0].metric("tandem_flush_lag_commits") == 0 && rs[1].metric("tandem_flush_lag_commits") == 0

@@ -26,7 +26,7 @@ func newBreaker(o BreakerOptions, onChange func(gobreaker.State)) *gobreaker.Cir
 		o.Failures = 5
 	}
 	if o.OpenFor <= 0 {
-		o.OpenFor = 5 * time.Second
+		o.OpenFor = 2 * time.Second
 	}
 	return gobreaker.NewCircuitBreaker[any](gobreaker.Settings{
 		Name:        "redis",

@@ -261,7 +261,7 @@ func (f *flusher) process(ctx context.Context, batch []pointerMsg) {
 		}
 		f.c.logger.Warn("flush failed; retrying", "err", err, "in", backoff)
 		sleep(ctx, backoff)
-		backoff = min(backoff*2, 5*time.Second)
+		backoff = min(backoff*2, 2*time.Second)
 	}
 }
 
