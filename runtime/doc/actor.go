@@ -65,6 +65,8 @@ type actor struct {
 	members map[string]*Member
 	present map[string]store.PresenceEntry // every known presence entry, cursors at head
 	idle    time.Time                      // since when there are no members
+	// resetErr is set when a read found the log reset (store.ErrReset).
+	resetErr error
 }
 
 func newActor(m *Manager, id string) *actor {
@@ -141,6 +143,7 @@ func (a *actor) run() {
 	var next any // a request read while gathering a batch, handled next
 	for {
 		if a.broken() {
+			a.failPending(fmt.Errorf("document %q reloading: %w", a.id, store.ErrUnavailable))
 			return
 		}
 		var req any
@@ -158,6 +161,10 @@ func (a *actor) run() {
 			case req = <-a.inbox:
 			case e, ok := <-logC:
 				if !ok {
+					if err := logSub.Err(); errors.Is(err, store.ErrReset) {
+						a.unload("log reset", err)
+						continue
+					}
 					a.log.Warn("log subscription ended; resubscribing", "err", logSub.Err())
 					logSub = nil
 					resubscribe = time.After(500 * time.Millisecond)
@@ -169,7 +176,9 @@ func (a *actor) run() {
 				resubscribe = nil
 				// Catch up first: entries committed while unsubscribed.
 				a.catchUp()
-				if logSub, err = a.subscribeLog(subCtx); err != nil {
+				if logSub, err = a.subscribeLog(subCtx); errors.Is(err, store.ErrReset) {
+					a.unload("log reset", err)
+				} else if err != nil {
 					a.log.Warn("resubscribe to log", "err", err)
 					resubscribe = time.After(2 * time.Second)
 				}
@@ -331,9 +340,7 @@ func (a *actor) applyEntry(e store.Entry) error {
 // the connections of the client that wrote it, the operation to the others.
 func (a *actor) commit(e store.Entry) {
 	if err := a.applyEntry(e); err != nil {
-		a.log.Error("committed entry does not apply; reloading document", "rev", e.Rev, "err", err)
-		a.text = nil
-		a.dropAll()
+		a.unload("committed entry does not apply", err)
 		return
 	}
 	var ack protocol.Ack
@@ -373,6 +380,10 @@ func (a *actor) catchUp() {
 	ctx, cancel := a.storeCtx()
 	defer cancel()
 	entries, err := readRange(ctx, a.opts.Log, a.opts.Durable, a.id, a.head, -1)
+	if errors.Is(err, store.ErrReset) {
+		a.unload("log reset", err)
+		return
+	}
 	if err != nil {
 		a.log.Warn("catch up from log", "err", err)
 		return
@@ -460,14 +471,28 @@ func (a *actor) drop(conn string) {
 	}
 }
 
-func (a *actor) dropAll() {
-	for conn := range a.members {
+// unload gives up the in-memory state: the log no longer matches it (it
+// was reset, or an entry does not apply). Members are disconnected so they
+// reconnect and resume from a freshly loaded document; the actor exits at
+// the top of its loop.
+func (a *actor) unload(why string, err error) {
+	a.log.Error("unloading document: "+why, "err", err)
+	a.text = nil
+	for conn, m := range a.members {
 		a.drop(conn)
+		if m.Kick != nil {
+			m.Kick("document reloading")
+		}
 	}
 }
 
 func (a *actor) shutdown() {
-	a.dropAll()
+	for conn, m := range a.members {
+		a.drop(conn)
+		if m.Kick != nil {
+			m.Kick("server shutting down")
+		}
+	}
 	a.failPending(fmt.Errorf("document %q: %w", a.id, ErrClosed))
 }
 

@@ -177,6 +177,10 @@ type Member struct {
 	// false when the connection cannot keep up, and the document then drops
 	// the member (the connection closes itself).
 	Send func(msg any) bool
+	// Kick, optional, ends the connection when the document drops the
+	// member for its own reasons (reloading, shutting down) so the client
+	// reconnects; it must not block.
+	Kick func(reason string)
 }
 
 // Session is a member's handle on a joined document.

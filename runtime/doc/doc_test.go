@@ -2,6 +2,7 @@ package doc_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -357,5 +358,74 @@ func TestConflictIsCaughtUpAndRetried(t *testing.T) {
 				t.Fatalf("conflicts = %v, want %v", got, tc.conflicts)
 			}
 		})
+	}
+}
+
+// resettingLog is a real memory log whose next append reports that the log
+// was reset (as the Redis log does after losing its data).
+type resettingLog struct {
+	*memory.Log
+	mu    sync.Mutex
+	reset bool
+}
+
+func (r *resettingLog) Append(ctx context.Context, doc string, expected int64, entries []store.Entry) error {
+	r.mu.Lock()
+	reset := r.reset
+	r.reset = false
+	r.mu.Unlock()
+	if reset {
+		return fmt.Errorf("append: %w", errors.Join(store.ErrReset, store.ErrUnavailable))
+	}
+	return r.Log.Append(ctx, doc, expected, entries)
+}
+
+func TestLogResetUnloadsAndKicksMembers(t *testing.T) {
+	ctx := context.Background()
+	inner := memory.NewLog(memory.LogOptions{})
+	t.Cleanup(func() { _ = inner.Close(ctx) })
+	l := &resettingLog{Log: inner}
+	m := newManager(t, doc.Options{Log: l})
+	s := newSink()
+	kicked := make(chan string, 1)
+	mem := member("k", "c", s)
+	mem.Kick = func(reason string) { kicked <- reason }
+	sess, err := m.Join(ctx, "reset", mem, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next[protocol.Welcome](t, s)
+	if err := sess.Submit(ctx, 1, 0, ot.Op{{Insert: "a"}}); err != nil {
+		t.Fatal(err)
+	}
+	next[protocol.Ack](t, s)
+	l.mu.Lock()
+	l.reset = true
+	l.mu.Unlock()
+	if err := sess.Submit(ctx, 2, 1, ot.Op{{Retain: 1}, {Insert: "b"}}); err != nil {
+		t.Fatal(err)
+	}
+	if e := next[protocol.Error](t, s); e.Code != protocol.CodeUnavailable || e.Seq == nil || *e.Seq != 2 {
+		t.Fatalf("error %+v, want unavailable for seq 2", e)
+	}
+	select {
+	case <-kicked:
+	case <-time.After(5 * time.Second):
+		t.Fatal("member was not kicked after the reset")
+	}
+	// A fresh join loads the document again and works.
+	s2 := newSink()
+	sess2, err := m.Join(ctx, "reset", member("k2", "c", s2), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := next[protocol.Welcome](t, s2); w.Rev != 1 {
+		t.Fatalf("welcome after reload at rev %d, want 1", w.Rev)
+	}
+	if err := sess2.Submit(ctx, 2, 1, ot.Op{{Retain: 1}, {Insert: "b"}}); err != nil {
+		t.Fatal(err)
+	}
+	if ack := next[protocol.Ack](t, s2); ack.Rev != 2 {
+		t.Fatalf("ack %+v, want rev 2", ack)
 	}
 }

@@ -43,6 +43,11 @@ type outcome struct {
 func (a *actor) submit(batch []submitReq) {
 	for attempt := 0; attempt < a.opts.MaxRetries; attempt++ {
 		outs, entries := a.prepare(batch)
+		if a.resetErr != nil {
+			a.failBatch(outs, "document reloading, retry")
+			a.unload("log reset", a.resetErr)
+			return
+		}
 		if len(entries) == 0 {
 			a.finish(outs)
 			return
@@ -78,6 +83,9 @@ func (a *actor) submit(batch []submitReq) {
 		default:
 			a.log.Warn("append to log", "err", err, "entries", len(entries))
 			a.failBatch(outs, "storage unavailable, retry")
+			if errors.Is(err, store.ErrReset) {
+				a.unload("log reset", err)
+			}
 			return
 		}
 	}
@@ -150,6 +158,9 @@ func (a *actor) prepareOne(req submitReq, pending []store.Entry, length, size *i
 	}
 	// 2. Committed since the base.
 	committed, err := a.entriesAfter(req.rev)
+	if errors.Is(err, store.ErrReset) {
+		a.resetErr = err // unloaded by submit once the batch is answered
+	}
 	if err != nil {
 		a.log.Warn("read entries to transform against", "from", req.rev, "err", err)
 		return fail(protocol.CodeUnavailable, "history unavailable, retry")

@@ -231,6 +231,7 @@ func (c *conn) serve(r *http.Request) {
 	// 3. join: the document sends the welcome through c.send.
 	sess, err := s.opts.Manager.Join(ctx, c.doc, doc.Member{
 		Conn: c.id, Client: hello.Client, User: id.User, Perm: string(id.Perm), Send: c.send,
+		Kick: func(reason string) { c.close(protocol.CloseRestart, reason) },
 	}, hello.Rev)
 	if err != nil {
 		s.log.Warn("join document", "doc", c.doc, "err", err)
