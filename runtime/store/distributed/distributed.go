@@ -95,6 +95,7 @@ func Open(ctx context.Context, cfg Config, reg prometheus.Registerer) (*Stores, 
 		CatchUp:       cfg.CatchUp,
 		PresenceTTL:   cfg.PresenceTTL,
 		Breaker:       cfg.Breaker,
+		IsPermanent:   pgstore.IsPermanent,
 		Logger:        cfg.Logger,
 	}, reg)
 	if err != nil {
@@ -102,7 +103,6 @@ func Open(ctx context.Context, cfg Config, reg prometheus.Registerer) (*Stores, 
 		rdb.Close()
 		return nil, err
 	}
-	rs.SetPermanent(pgstore.IsPermanent)
 	return &Stores{Log: rs.Log, Durable: pg, Presence: rs.Presence, redis: rdb, pg: pg, rs: rs}, nil
 }
 

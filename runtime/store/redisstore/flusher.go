@@ -39,19 +39,14 @@ func newFlusher(c *core) *flusher {
 	for i := 0; i < c.opts.Shards; i++ {
 		f.streams = append(f.streams, persistShardKey(i))
 	}
-	f.isPerm = func(err error) bool {
-		var p PermanentError
-		return errors.As(err, &p) && p.Permanent()
+	f.isPerm = c.opts.IsPermanent
+	if f.isPerm == nil {
+		f.isPerm = func(err error) bool {
+			var p PermanentError
+			return errors.As(err, &p) && p.Permanent()
+		}
 	}
 	return f
-}
-
-// SetPermanent overrides how Write errors are classified (distributed
-// wiring passes pgstore.IsPermanent).
-func (s *Store) SetPermanent(isPerm func(error) bool) {
-	if s.Log.flusher != nil && isPerm != nil {
-		s.Log.flusher.isPerm = isPerm
-	}
 }
 
 func (f *flusher) ensureGroups(ctx context.Context) error {

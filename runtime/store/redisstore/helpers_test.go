@@ -84,11 +84,11 @@ func (e *env) replica(opts redisstore.Options) *replica {
 	if opts.Breaker.OpenFor == 0 {
 		opts.Breaker.OpenFor = 500 * time.Millisecond
 	}
+	opts.IsPermanent = pgstore.IsPermanent
 	s, err := redisstore.New(rdb, d, opts, reg)
 	if err != nil {
 		t.Fatalf("redisstore.New: %v", err)
 	}
-	s.SetPermanent(pgstore.IsPermanent)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

@@ -65,6 +65,10 @@ type Options struct {
 	PresenceTTL time.Duration
 	// Consumer names this process in the flusher group (default host-pid-random).
 	Consumer string
+	// IsPermanent classifies durable Write errors that will recur on retry
+	// (bad data, not an outage); such batches are dead-lettered after
+	// MaxDeliveries. Default: errors implementing PermanentError.
+	IsPermanent func(error) bool
 	// NoFlusher disables this process's flusher (it still commits and
 	// enqueues; other processes flush). Tests use it.
 	NoFlusher bool
