@@ -396,4 +396,18 @@ func TestAnonymousMode(t *testing.T) {
 		t.Errorf("own name line = %q", me)
 	}
 	waitJS(t, a, 10*time.Second, "two avatars", `document.querySelectorAll('#people .avatar').length === 2`)
+
+	// Five more visitors (tabs of b's browser): seven people do not fit,
+	// so a shows five avatars and a "+2" chip.
+	for i := 0; i < 5; i++ {
+		tab, cancel := chromedp.NewContext(b)
+		t.Cleanup(cancel)
+		// The first run opens the tab; it must not carry a timeout.
+		if err := chromedp.Do(tab); err != nil {
+			t.Fatalf("open tab: %v", err)
+		}
+		openDoc(t, tab, rt, doc, "")
+	}
+	waitJS(t, a, 15*time.Second, "five avatars and +2",
+		`document.querySelectorAll('#people .avatar:not(.more)').length === 5 && document.querySelector('#people .avatar.more')?.textContent === '+2'`)
 }
