@@ -81,15 +81,14 @@ func (f *flusher) run(ctx context.Context) {
 	defer func() { <-lagDone }()
 	for ctx.Err() == nil {
 		batch, err := f.collect(ctx)
-		if err != nil {
-			if ctx.Err() == nil {
-				f.c.logger.Warn("flusher read failed", "err", err)
-				sleep(ctx, f.c.opts.FlushInterval)
-			}
-			continue
-		}
 		if len(batch) > 0 {
+			// Pointers already read are in this consumer's pending list;
+			// write them now rather than wait for a claim.
 			f.process(ctx, batch)
+		}
+		if err != nil && ctx.Err() == nil {
+			f.c.logger.Warn("flusher read failed", "err", err)
+			sleep(ctx, f.c.opts.FlushInterval)
 		}
 	}
 }
