@@ -411,3 +411,35 @@ func TestAnonymousMode(t *testing.T) {
 	waitJS(t, a, 15*time.Second, "five avatars and +2",
 		`document.querySelectorAll('#people .avatar:not(.more)').length === 5 && document.querySelector('#people .avatar.more')?.textContent === '+2'`)
 }
+
+// An edit over the server's operation size limit is refused: the page says
+// why, drops it and shows the server's text again, and editing goes on.
+func TestOversizedEditIsExplained(t *testing.T) {
+	rt := startRuntimeAuth(t, "jwt", "--max-op-bytes", "64")
+	doc := docID(t)
+	tok := rt.Token("gus", "Gus", auth.PermWrite, doc)
+	g := newBrowser(t)
+	openDoc(t, g, rt, doc, tok)
+	focusAt(t, g, true)
+	typeText(t, g, "small ")
+	waitSynced(t, g, "small ")
+
+	// A paste of 200 characters: one input event, one operation.
+	eval[bool](t, g, `document.execCommand('insertText', false, 'x'.repeat(200))`)
+	waitJS(t, g, 15*time.Second, "too-large message",
+		`!document.getElementById('banner').hidden && /too large/.test(document.getElementById('banner-text').textContent)`)
+	waitSynced(t, g, "small ")
+
+	focusAt(t, g, true)
+	typeText(t, g, "ok")
+	waitSynced(t, g, "small ok")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	d, err := rt.Doc(ctx, doc, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Text != "small ok" {
+		t.Fatalf("server text = %q, want %q", d.Text, "small ok")
+	}
+}

@@ -118,7 +118,8 @@ type Runtime struct {
 	keyFile string
 	logPath string
 
-	authMode string // "jwt" or "anonymous"
+	authMode string   // "jwt" or "anonymous"
+	extra    []string // more flags
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
@@ -127,7 +128,9 @@ type Runtime struct {
 // startRuntime starts a runtime with JWT auth.
 func startRuntime(t testing.TB) *Runtime { return startRuntimeAuth(t, "jwt") }
 
-func startRuntimeAuth(t testing.TB, authMode string) *Runtime {
+// startRuntimeAuth starts a runtime with the given --auth mode and any
+// further flags (limits, for example).
+func startRuntimeAuth(t testing.TB, authMode string, extraArgs ...string) *Runtime {
 	t.Helper()
 	dir := t.TempDir()
 	// A printable key: the runtime trims line endings from key files.
@@ -149,6 +152,7 @@ func startRuntimeAuth(t testing.TB, authMode string) *Runtime {
 		keyFile:  keyFile,
 		logPath:  filepath.Join(dir, "runtime.log"),
 		authMode: authMode,
+		extra:    extraArgs,
 	}
 	r.Start()
 	t.Cleanup(func() {
@@ -194,14 +198,15 @@ func (r *Runtime) Start() {
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	cmd := exec.Command(r.bin,
+	args := []string{
 		"--addr", r.addr,
 		"--data-dir", r.dataDir,
 		"--auth", r.authMode,
 		"--jwt-key-file", r.keyFile,
 		"--allowed-origins", r.URL(),
 		"--flush-interval", "50ms",
-	)
+	}
+	cmd := exec.Command(r.bin, append(args, r.extra...)...)
 	cmd.Stdout = logf
 	cmd.Stderr = logf
 	if err := cmd.Start(); err != nil {
