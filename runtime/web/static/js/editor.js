@@ -339,9 +339,15 @@ class Editor {
 
   /** Draws remote selections in the mirror and remote carets in the overlay. */
   renderRemote() {
+    const others = [...this.others.values()].filter((p) => p.cursor);
+    if (others.length === 0) {
+      // Nobody to draw: skip copying the whole text into the mirror.
+      if (ui.mirror.firstChild) ui.mirror.replaceChildren();
+      if (ui.overlay.firstChild) ui.overlay.replaceChildren();
+      return;
+    }
     const text = ui.text.value;
     const len = ot.cpLength(text);
-    const others = [...this.others.values()].filter((p) => p.cursor);
     // Boundaries of every remote selection and caret, in UTF-16 offsets.
     const marks = others.map((p) => {
       const a = Math.min(p.cursor.anchor, len);
@@ -419,7 +425,7 @@ class Editor {
       el.style.setProperty('--l', `${ta.offsetLeft + ta.clientLeft}px`);
       el.style.setProperty('--t', `${ta.offsetTop + ta.clientTop}px`);
     }
-    if (rerender && (this.others.size || ui.mirror.childNodes.length)) this.renderRemote();
+    if (rerender && this.others.size) this.renderRemote();
   }
 
   syncScroll() {
