@@ -13,7 +13,7 @@ IMG ?= tandem:dev
 CONTAINER_TOOL ?= docker
 # Extra flags for `go test` in `make test`, e.g. GO_TEST_FLAGS='-run Foo -v'.
 GO_TEST_FLAGS ?=
-GO_TEST_TIMEOUT ?= 20m
+GO_TEST_TIMEOUT ?= 30m
 
 ##@ General
 
@@ -60,8 +60,8 @@ lint: vet ## Check formatting (gofmt -l) and run go vet.
 	if [ -n "$$unformatted" ]; then echo "not gofmt-formatted (run make fmt):"; echo "$$unformatted"; exit 1; fi
 
 .PHONY: test
-test: ## Unit, envtest and integration tests with -race (builds the envtest binaries first), plus the JS tests.
-	$(TOOLS) install kube-apiserver etcd kubectl
+test: ## Unit, envtest and integration tests with -race (builds the envtest binaries and helm first), plus the JS tests.
+	$(TOOLS) install kube-apiserver etcd kubectl helm
 	KUBEBUILDER_ASSETS="$$($(TOOLS) envtest-assets)" go test -race -timeout $(GO_TEST_TIMEOUT) $(GO_TEST_FLAGS) ./...
 	@js_tests="$$(find runtime/web -name '*.test.mjs' 2>/dev/null | sort)"; \
 	if [ -n "$$js_tests" ]; then \
