@@ -74,8 +74,8 @@ test-e2e: ## End-to-end tests (kwok cluster, helm install, real runtime pods); b
 	go test -tags e2e -timeout 40m ./test/e2e/...
 
 .PHONY: bench
-bench: ## Run the Go benchmarks of the runtime.
-	go test -run '^$$' -bench . -benchmem ./runtime/...
+bench: ## Load scenarios S1-S5 on throwaway Redis, PostgreSQL and runtimes, Go micro-benchmarks, benchstat; writes docs/benchmarks.md.
+	hack/bench.sh
 
 ##@ Build
 

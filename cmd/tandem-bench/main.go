@@ -7,6 +7,7 @@
 //	    --postgres-url postgres://... [--json] [--out results.json]
 //	tandem-bench report --results results.json --gobench micro.txt \
 //	    --benchstat benchstat.txt --out docs/benchmarks.md
+//	tandem-bench freeport
 //
 // Every scenario ends by itself and verifies that all clients converged on
 // the server's text and that every submitted operation was acknowledged;
@@ -21,6 +22,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -48,8 +50,17 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return runScenarios(args, stdout, stderr)
 	case "report":
 		return writeReport(args, stderr)
+	case "freeport":
+		// For hack/bench.sh: a free loopback port to start a service on.
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return fmt.Errorf("find a free port: %w", err)
+		}
+		defer l.Close()
+		_, err = fmt.Fprintln(stdout, l.Addr().(*net.TCPAddr).Port)
+		return err
 	default:
-		return fmt.Errorf("unknown command %q (want run or report)", cmd)
+		return fmt.Errorf("unknown command %q (want run, report or freeport)", cmd)
 	}
 }
 
