@@ -22,7 +22,9 @@ type Log struct {
 	mu sync.Mutex
 	// epochs remembers the epoch under which this process first saw each
 	// document; a different epoch later means the log was reset under it.
-	epochs map[string]string
+	// Entries unused for epochTTL are pruned so the map does not grow with
+	// every document ever opened.
+	epochs map[string]knownEpoch
 	// unpointed holds documents whose persistence pointer could not be
 	// written after a commit; repointLoop retries them.
 	unpointed map[string]int64
@@ -37,7 +39,7 @@ type Log struct {
 var _ store.Log = (*Log)(nil)
 
 func newLog(c *core) *Log {
-	l := &Log{c: c, epochs: map[string]string{}, unpointed: map[string]int64{}}
+	l := &Log{c: c, epochs: map[string]knownEpoch{}, unpointed: map[string]int64{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	l.stop = cancel
 	l.wg.Add(1)
@@ -138,9 +140,13 @@ func newEpoch() string {
 func (l *Log) epoch(ctx context.Context, doc string) (string, error) {
 	l.mu.Lock()
 	e, ok := l.epochs[doc]
+	if ok {
+		e.used = time.Now()
+		l.epochs[doc] = e
+	}
 	l.mu.Unlock()
 	if ok {
-		return e, nil
+		return e.epoch, nil
 	}
 	m, err := l.meta(ctx, doc)
 	if err != nil {
@@ -166,14 +172,36 @@ func (l *Log) observe(doc, epoch string) error {
 	defer l.mu.Unlock()
 	known, ok := l.epochs[doc]
 	if !ok {
-		l.epochs[doc] = epoch
+		l.epochs[doc] = knownEpoch{epoch: epoch, used: time.Now()}
 		return nil
 	}
-	if known != epoch {
+	if known.epoch != epoch {
 		delete(l.epochs, doc)
 		return resetError(doc)
 	}
 	return nil
+}
+
+// knownEpoch is an epoch this process works under and when it last did.
+type knownEpoch struct {
+	epoch string
+	used  time.Time
+}
+
+// epochTTL is how long an unused document's epoch is remembered. Forgetting
+// is safe: a document loaded again learns the current epoch, and one still
+// loaded but idle that long keeps its subscription, which checks the epoch
+// of every notification itself.
+const epochTTL = time.Hour
+
+func (l *Log) pruneEpochs(now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for doc, e := range l.epochs {
+		if now.Sub(e.used) > epochTTL {
+			delete(l.epochs, doc)
+		}
+	}
 }
 
 func (l *Log) forget(doc string) {
@@ -299,11 +327,16 @@ func (l *Log) enqueuePointer(doc string, head int64) {
 func (l *Log) repointLoop(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	lastPrune := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case now := <-t.C:
+			if now.Sub(lastPrune) > time.Minute {
+				l.pruneEpochs(now)
+				lastPrune = now
+			}
 		}
 		l.mu.Lock()
 		pending := l.unpointed
