@@ -16,6 +16,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	collabv1 "github.com/tandem-dev/tandem/api/v1alpha1"
@@ -373,7 +374,7 @@ func TestInvalidSpecsAreRejected(t *testing.T) {
 		}, "spec.ingress.host is required when spec.ingress.enabled is true: set the public host name"},
 		{"zero storage", func(s *collabv1.CollabClusterSpec) {
 			s.Redis = collabv1.RedisSpec{Managed: &collabv1.ManagedRedis{Storage: collabv1.StorageSpec{Size: "0"}}}
-		}, "spec.redis.managed.storage.size: Invalid value: \"string\": size must be a positive quantity such as 1Gi"},
+		}, `spec.redis.managed.storage.size: Invalid value: "0": size must be a positive quantity such as 1Gi`},
 		{"zero flush interval", func(s *collabv1.CollabClusterSpec) {
 			s.Runtime.Flush.Interval = &metav1.Duration{}
 		}, "spec.runtime.flush.interval must be a positive duration such as 500ms"},
@@ -411,10 +412,10 @@ func TestInvalidSpecsAreRejected(t *testing.T) {
 	}{
 		{"storage class changed", func(s *collabv1.CollabClusterSpec) {
 			s.Postgres.Managed.Storage.StorageClassName = ptrTo("fast")
-		}, "spec.postgres.managed.storage.storageClassName: Invalid value: \"object\": storageClassName is immutable"},
+		}, "spec.postgres.managed.storage.storageClassName: Invalid value: storageClassName is immutable: create a new CollabCluster to use another storage class"},
 		{"storage size changed", func(s *collabv1.CollabClusterSpec) {
 			s.Redis.Managed.Storage.Size = "5Gi"
-		}, "spec.redis.managed.storage.size: Invalid value: \"object\": size is immutable"},
+		}, "spec.redis.managed.storage.size: Invalid value: size is immutable: expand the PersistentVolumeClaim directly instead"},
 	}
 	for i, tc := range updates {
 		t.Run(tc.name, func(t *testing.T) {
@@ -535,11 +536,19 @@ func TestDriftIsCorrected(t *testing.T) {
 				}
 				return nil
 			}},
-		{"service port edited", &corev1.Service{}, cc.Name,
-			func(o client.Object) { o.(*corev1.Service).Spec.Ports[0].Port = 9999 },
+		{"service target port edited", &corev1.Service{}, cc.Name,
+			func(o client.Object) { o.(*corev1.Service).Spec.Ports[0].TargetPort = intstr.FromInt32(9999) },
 			func(o client.Object) error {
-				if p := o.(*corev1.Service).Spec.Ports[0].Port; p != 80 {
-					return fmt.Errorf("port %d", p)
+				if p := o.(*corev1.Service).Spec.Ports[0].TargetPort; p != intstr.FromString("http") {
+					return fmt.Errorf("target port %v", p.String())
+				}
+				return nil
+			}},
+		{"service selector edited", &corev1.Service{}, cc.Name,
+			func(o client.Object) { o.(*corev1.Service).Spec.Selector[specs.LabelInstance] = "someone-else" },
+			func(o client.Object) error {
+				if v := o.(*corev1.Service).Spec.Selector[specs.LabelInstance]; v != cc.Name {
+					return fmt.Errorf("selector instance %q", v)
 				}
 				return nil
 			}},

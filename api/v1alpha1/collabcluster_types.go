@@ -339,7 +339,7 @@ type ExternalPostgres struct {
 }
 
 // IngressSpec exposes the runtime.
-// +kubebuilder:validation:XValidation:rule="!self.enabled || (has(self.host) && size(self.host) > 0)",message="spec.ingress.host is required when spec.ingress.enabled is true: set the public host name"
+// +kubebuilder:validation:XValidation:rule="!has(self.enabled) || !self.enabled || (has(self.host) && size(self.host) > 0)",message="spec.ingress.host is required when spec.ingress.enabled is true: set the public host name"
 type IngressSpec struct {
 	// Enabled creates an Ingress for the runtime Service.
 	// +kubebuilder:default=false
