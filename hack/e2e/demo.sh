@@ -54,13 +54,38 @@ up() {
 	image="$(k -n "${release_ns}" get deployment "${release}" \
 		-o jsonpath='{.spec.template.spec.containers[0].env[?(@.name=="RUNTIME_IMAGE")].value}')"
 	[[ -n ${image} ]] || die "the chart's Deployment has no RUNTIME_IMAGE"
-	cp "${kubeconfig}" "${operator_kubeconfig}"
-	local user
-	user="$("${kubectl}" --kubeconfig "${operator_kubeconfig}" config view --minify -o jsonpath='{.contexts[0].context.user}')"
-	"${kubectl}" --kubeconfig "${operator_kubeconfig}" config set "users.${user}.as" \
-		"system:serviceaccount:${release_ns}:${release}" >/dev/null
-	"${kubectl}" --kubeconfig "${operator_kubeconfig}" config set "users.${user}.as-groups" \
-		"system:serviceaccounts" >/dev/null
+	local server ca crt key
+	server="$(k config view --minify -o jsonpath='{.clusters[0].cluster.server}')"
+	ca="$(k config view --minify -o jsonpath='{.clusters[0].cluster.certificate-authority}')"
+	crt="$(k config view --minify -o jsonpath='{.users[0].user.client-certificate}')"
+	key="$(k config view --minify -o jsonpath='{.users[0].user.client-key}')"
+	[[ -n ${server} && -n ${ca} && -n ${crt} && -n ${key} ]] || die "cannot read the admin credentials from ${kubeconfig}"
+	cat >"${operator_kubeconfig}" <<KUBECONFIG
+apiVersion: v1
+kind: Config
+clusters:
+- name: demo
+  cluster:
+    server: ${server}
+    certificate-authority: ${ca}
+users:
+- name: operator
+  user:
+    client-certificate: ${crt}
+    client-key: ${key}
+    as: system:serviceaccount:${release_ns}:${release}
+    as-groups:
+    - system:serviceaccounts
+    - system:serviceaccounts:${release_ns}
+    - system:authenticated
+contexts:
+- name: operator
+  context:
+    cluster: demo
+    user: operator
+    namespace: ${release_ns}
+current-context: operator
+KUBECONFIG
 
 	if operator_running; then
 		log "operator already running (pid $(cat "${pidfile}"))"
