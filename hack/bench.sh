@@ -172,7 +172,7 @@ nice go test -run '^$' -benchmem -count "$COUNT" \
 "$BENCHSTAT" "$WORK/micro.txt" >"$WORK/benchstat.txt"
 
 cat >"$WORK/setup.md" <<EOF
-- Replicas A and B: \`tandem-runtime --redis-url … --postgres-url …\` sharing one redis-server (no persistence) and one PostgreSQL $("$POSTGRES" --version | awk '{print $3}') (default settings, fsync on), $(redis-server --version | awk '{print $3}').
+- Replicas A and B: \`tandem-runtime --redis-url … --postgres-url …\` sharing one redis-server (no persistence) and one PostgreSQL $("$POSTGRES" --version | awk '{print $3}') (default settings, fsync on), redis-server $(redis-server --version | awk '{print $3}' | sed 's/^v=//').
 - Single: \`tandem-runtime --data-dir …\` (embedded SQLite). Idle: a second embedded runtime used only by S3, so its memory baseline is a fresh process.
 - Every runtime: \`--auth jwt --ops-per-second 1000000 --max-conns-per-doc 100000\` (the per-connection rate limit would otherwise cap the closed loop), default flush interval and batch.
 - The load tool runs on the same two cores as the runtimes, Redis and PostgreSQL.

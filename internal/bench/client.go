@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"sync"
@@ -57,6 +58,8 @@ type inflight struct {
 	rev  int64 // the base revision it was sent on
 	op   ot.Op
 	sent time.Time
+	// retries counts resubmissions after "unavailable".
+	retries int
 }
 
 // Client is one connection to one document.
@@ -74,6 +77,7 @@ type Client struct {
 	hasBuf  bool
 	// Counters for the end-of-scenario checks.
 	submitted int64 // operations sent (each seq once; resubmissions not counted)
+	retries   int64 // resubmissions after a retryable "unavailable"
 	acked     int64
 	err       error         // first fatal error (server error message, broken stream)
 	idle      chan struct{} // closed when nothing is in flight; replaced on send
@@ -300,6 +304,11 @@ func (c *Client) readConn(conn *websocket.Conn) error {
 				return err
 			}
 		case protocol.TypeError:
+			if m.Code == protocol.CodeUnavailable && m.Seq > 0 && c.retryLater(m.Seq) {
+				// Retryable by contract (storage contended or briefly
+				// down): the operation stays in flight and goes out again.
+				continue
+			}
 			err := fmt.Errorf("doc %q: %w: %s: %s", c.opts.Doc, ErrServer, m.Code, m.Message)
 			c.fail(err)
 			conn.Close()
@@ -402,6 +411,41 @@ func (c *Client) sendLocked(op ot.Op) error {
 	return c.writeLocked(protocol.ClientOp{Type: protocol.TypeOp, Seq: c.seq, Rev: c.rev, Op: op})
 }
 
+// maxRetries bounds the resubmissions of one operation refused with
+// "unavailable" before the client gives up.
+const maxRetries = 20
+
+// retryLater resends the in-flight operation seq after a short backoff,
+// on the current revision with its transformed form (the server would
+// acknowledge a duplicate once, should the first attempt have committed
+// after all). False when seq is not in flight or retries are exhausted.
+func (c *Client) retryLater(seq int64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	f := c.flight
+	if f == nil || f.seq != seq || c.closing {
+		return false
+	}
+	f.retries++
+	if f.retries > maxRetries {
+		return false
+	}
+	c.retries++
+	delay := time.Duration(f.retries) * time.Duration(1+rand.IntN(10)) * time.Millisecond
+	time.AfterFunc(delay, func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.flight != f || c.closing || c.err != nil {
+			return
+		}
+		f.rev = c.rev
+		if err := c.writeLocked(protocol.ClientOp{Type: protocol.TypeOp, Seq: f.seq, Rev: f.rev, Op: f.op}); err != nil {
+			c.err = err
+		}
+	})
+	return true
+}
+
 // Edit applies a local edit built from the current text length and submits
 // it (or composes it into the buffer while another operation is in
 // flight). It returns the seq the edit went out with, or 0 when buffered.
@@ -491,6 +535,7 @@ type State struct {
 	Submitted int64
 	Acked     int64
 	Pending   bool // an operation in flight or buffered
+	Retries   int64
 	Err       error
 }
 
@@ -499,7 +544,7 @@ func (c *Client) State() State {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return State{Text: c.text.String(), Rev: c.rev, Submitted: c.submitted, Acked: c.acked,
-		Pending: c.flight != nil || c.hasBuf, Err: c.err}
+		Pending: c.flight != nil || c.hasBuf, Retries: c.retries, Err: c.err}
 }
 
 // Rev returns the revision the client's text is at (without pending edits).

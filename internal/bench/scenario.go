@@ -503,12 +503,15 @@ func runS2(ctx context.Context, env *Env, o S2Options, replicas []string, res, s
 	if err := Verify(ctx, env, replicas[len(replicas)-1], doc, clients); err != nil {
 		return err
 	}
-	acked := int64(0)
+	acked, retries := int64(0), int64(0)
 	for _, c := range clients {
-		acked += c.State().Acked
+		st := c.State()
+		acked += st.Acked
+		retries += st.Retries
 	}
 	q := acks.Quantiles(0.5, 0.99)
 	res.add("acked_ops_per_s", float64(acked)/elapsed.Seconds(), "ops/s")
+	res.add("unavailable_retries", float64(retries), "")
 	res.add("ack_p50", q[0], "ms")
 	res.add("ack_p99", q[1], "ms")
 	res.add("acked_ops", float64(acked), "")
@@ -746,12 +749,15 @@ func runS4(ctx context.Context, env *Env, o S4Options, res *Result) error {
 			return err
 		}
 	}
-	acked := int64(0)
+	acked, retries := int64(0), int64(0)
 	for _, c := range clients {
-		acked += c.State().Acked
+		st := c.State()
+		acked += st.Acked
+		retries += st.Retries
 	}
 	q := recv.Quantiles(0.5, 0.99, 1)
 	aq := acks.Quantiles(0.5, 0.99)
+	res.add("unavailable_retries", float64(retries), "")
 	res.add("latency_p50", q[0], "ms")
 	res.add("latency_p99", q[1], "ms")
 	res.add("latency_max", q[2], "ms")

@@ -195,7 +195,7 @@ func TestScenariosDetectFaults(t *testing.T) {
 				return func(conn string, m doc.Member, msg any) (any, bool) {
 					if a, ok := msg.(protocol.Ack); ok && n.Add(1) == 3 {
 						seq := a.Seq
-						return protocol.Error{Type: protocol.TypeError, Code: protocol.CodeUnavailable, Message: "injected", Seq: &seq}, true
+						return protocol.Error{Type: protocol.TypeError, Code: protocol.CodeInternal, Message: "injected", Seq: &seq}, true
 					}
 					return msg, true
 				}
@@ -203,7 +203,7 @@ func TestScenariosDetectFaults(t *testing.T) {
 			run: func(env *Env) Result {
 				return S1(context.Background(), env, S1Options{Duration: 300 * time.Millisecond, Readers: 1, Single: true})
 			},
-			want: "unavailable: injected",
+			want: "internal: injected",
 		},
 	}
 	for _, tt := range tests {
@@ -234,5 +234,21 @@ func TestClientResumesAfterDrops(t *testing.T) {
 	}
 	if acked := metric(t, r, "acked_ops"); acked < 28 {
 		t.Fatalf("acked %v operations; every connection should have been dropped at least once", acked)
+	}
+}
+
+// TestClientRetriesUnavailable: "unavailable" is retryable by contract; the
+// client resubmits the operation on its current revision and the scenario
+// still converges, reporting how many retries it took.
+func TestClientRetriesUnavailable(t *testing.T) {
+	srv := startTestServer(t, func(s *testServer) { s.refuseEvery = 3 })
+	env := &Env{Replicas: []string{srv.URL}, Settle: 10 * time.Second, Seed: 5}
+	r, _ := S2(context.Background(), env, S2Options{Duration: 700 * time.Millisecond, Writers: 4, Single: true})
+	if r.Error != "" {
+		t.Fatalf("S2 with refused operations failed: %s", r.Error)
+	}
+	acked, retries := metric(t, r, "acked_ops"), metric(t, r, "unavailable_retries")
+	if retries < acked/3 {
+		t.Fatalf("%v retries for %v acked operations; every third submission was refused", retries, acked)
 	}
 }

@@ -35,7 +35,10 @@ type testServer struct {
 	// closeAfter, when > 0, makes every connection close abruptly after
 	// reading that many operations (to exercise reconnects).
 	closeAfter int64
-	conns      atomic.Int64
+	// refuseEvery, when > 0, answers every n-th operation read on a
+	// connection with a retryable "unavailable" instead of submitting it.
+	refuseEvery int64
+	conns       atomic.Int64
 }
 
 func startTestServer(t *testing.T, configure func(*testServer)) *testServer {
@@ -122,7 +125,7 @@ func (s *testServer) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer sess.Leave(context.Background())
-	var ops int64
+	var ops, refused int64
 	for {
 		_, data, err := ws.ReadMessage()
 		if err != nil {
@@ -134,6 +137,13 @@ func (s *testServer) serveWS(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		if op, ok := msg.(*protocol.ClientOp); ok {
+			if s.refuseEvery > 0 {
+				if refused++; refused%s.refuseEvery == 0 {
+					seq := op.Seq
+					out <- protocol.Error{Type: protocol.TypeError, Code: protocol.CodeUnavailable, Message: "injected contention", Seq: &seq}
+					continue
+				}
+			}
 			if err := sess.Submit(ctx, op.Seq, op.Rev, op.Op); err != nil {
 				return
 			}
