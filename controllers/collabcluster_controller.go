@@ -7,6 +7,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -145,6 +148,13 @@ func (r *CollabClusterReconciler) credentials(ctx context.Context, st *state) er
 			return err
 		}
 	}
+	if len(st.created) > 0 {
+		// One event for all of them: the events API folds events with the
+		// same reason into a series that keeps only the first note.
+		names := slices.Sorted(maps.Keys(st.created))
+		r.Recorder.Eventf(st.cc, nil, corev1.EventTypeNormal, "SecretGenerated", "GenerateCredentials",
+			"generated Secrets %s", strings.Join(names, ", "))
+	}
 	return nil
 }
 
@@ -173,8 +183,6 @@ func (r *CollabClusterReconciler) ensureSecret(ctx context.Context, st *state, n
 		// Later phases read Secrets through the cache, which may not have
 		// this one yet.
 		st.created[name] = created
-		r.Recorder.Eventf(cc, nil, corev1.EventTypeNormal, "SecretGenerated", "GenerateCredentials",
-			"generated Secret %s", name)
 		return nil
 	case err != nil:
 		return fmt.Errorf("get Secret %s: %w", name, err)

@@ -11,6 +11,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -141,6 +142,7 @@ func TestManagedClusterCreatesEveryChild(t *testing.T) {
 			t.Errorf("%s: not as expected", c.what)
 		}
 	}
+	wantEvent(t, ns, corev1.EventTypeNormal, "SecretGenerated", name+"-jwt")
 	eventually(t, "status endpoint and selector", func(ctx context.Context) error {
 		if err := get(ctx, ns, name, cc); err != nil {
 			return err
@@ -195,12 +197,32 @@ func TestExternalClusterUsesReferencedSecrets(t *testing.T) {
 		t.Errorf("phase %q, want Degraded", got.Status.Phase)
 	}
 	wantCondition(t, ns, cc.Name, collabv1.ConditionReady, metav1.ConditionFalse, "Degraded")
+	wantEvent(t, ns, corev1.EventTypeWarning, "SecretMissing", "notes-redis")
 	restored := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "notes-redis", Namespace: ns},
 		Data: map[string][]byte{"url": redisSecret.Data["url"]}}
 	if err := shared.client.Create(ctx, restored); err != nil {
 		t.Fatal(err)
 	}
 	wantCondition(t, ns, cc.Name, collabv1.ConditionDegraded, metav1.ConditionFalse, "AsExpected")
+}
+
+// wantEvent waits for an events.k8s.io Event about a CollabCluster.
+func wantEvent(t *testing.T, ns, eventType, reason, noteContains string) {
+	t.Helper()
+	eventually(t, fmt.Sprintf("%s event %s mentioning %s", eventType, reason, noteContains), func(ctx context.Context) error {
+		list := &eventsv1.EventList{}
+		if err := shared.client.List(ctx, list, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		var seen []string
+		for _, e := range list.Items {
+			if e.Regarding.Kind == "CollabCluster" && e.Type == eventType && e.Reason == reason && strings.Contains(e.Note, noteContains) {
+				return nil
+			}
+			seen = append(seen, e.Type+"/"+e.Reason+": "+e.Note)
+		}
+		return fmt.Errorf("events so far: %q", seen)
+	})
 }
 
 // markStatefulSetReady plays the statefulset controller and kubelet, which
