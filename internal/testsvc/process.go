@@ -137,13 +137,107 @@ func (p *process) signalGroup(sig syscall.Signal) error {
 	return nil
 }
 
-// kill sends SIGKILL to the group and waits until the leader is reaped.
+// kill takes the server down as a crash would: the leader and every
+// descendant get SIGKILL, and kill returns once they are all gone.
+// Killing the process group is not enough: PostgreSQL backends call setsid,
+// so they live in their own groups, and a backend that outlives its
+// postmaster for a moment keeps answering on its open connection.
 func (p *process) kill() error {
+	if p.exited() {
+		return nil
+	}
+	pid := p.cmd.Process.Pid
+	// Freeze the leader first so it cannot fork new children (PostgreSQL
+	// restarts crashed backends) between listing and killing them.
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("stop %s (pid %d): %w", p.name, pid, err)
+	}
+	kids := descendants(pid)
 	if err := p.signalGroup(syscall.SIGKILL); err != nil {
 		return err
 	}
+	for _, k := range kids {
+		if err := syscall.Kill(k, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+			return fmt.Errorf("kill %s child %d: %w", p.name, k, err)
+		}
+	}
 	<-p.done
+	// Orphaned children are reaped by init; wait until none can still
+	// hold a socket or a data file.
+	deadline := time.Now().Add(stopTimeout)
+	for _, k := range kids {
+		for alive(k) {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%s child %d still alive %v after SIGKILL", p.name, k, stopTimeout)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 	return nil
+}
+
+// descendants lists every process below pid, read from /proc.
+func descendants(pid int) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	children := map[int][]int{}
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if ppid, ok := parentPID(child); ok {
+			children[ppid] = append(children[ppid], child)
+		}
+	}
+	var out []int
+	queue := []int{pid}
+	for len(queue) > 0 {
+		next := queue[0]
+		queue = queue[1:]
+		for _, c := range children[next] {
+			out = append(out, c)
+			queue = append(queue, c)
+		}
+	}
+	return out
+}
+
+// procStat returns the state and parent pid fields of /proc/<pid>/stat.
+// The command name in parentheses may contain spaces, so parsing starts
+// after its closing parenthesis.
+func procStat(pid int) (state string, ppid int, ok bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return "", 0, false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return "", 0, false
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 2 {
+		return "", 0, false
+	}
+	ppid, err = strconv.Atoi(f[1])
+	if err != nil {
+		return "", 0, false
+	}
+	return f[0], ppid, true
+}
+
+func parentPID(pid int) (int, bool) {
+	_, ppid, ok := procStat(pid)
+	return ppid, ok
+}
+
+// alive reports whether pid still exists and is not a zombie (a zombie has
+// released its sockets and files already).
+func alive(pid int) bool {
+	state, _, ok := procStat(pid)
+	return ok && state != "Z" && state != "X"
 }
 
 // stop sends sig to the leader only (the server shuts its children down
