@@ -14,6 +14,10 @@ CONTAINER_TOOL ?= docker
 # Extra flags for `go test` in `make test`, e.g. GO_TEST_FLAGS='-run Foo -v'.
 GO_TEST_FLAGS ?=
 GO_TEST_TIMEOUT ?= 30m
+# envtest gives kube-apiserver 20s to start by default, too little on a busy
+# two-core CI machine.
+export KUBEBUILDER_CONTROLPLANE_START_TIMEOUT ?= 2m
+export KUBEBUILDER_CONTROLPLANE_STOP_TIMEOUT ?= 1m
 
 ##@ General
 
