@@ -377,13 +377,13 @@ func TestInvalidSpecsAreRejected(t *testing.T) {
 		want   string
 	}{
 		{"redis managed and external", func(s *collabv1.CollabClusterSpec) {
-			s.Redis = collabv1.RedisSpec{Managed: &collabv1.ManagedRedis{}, External: &collabv1.ExternalRedis{URLSecretRef: secretRef}}
+			s.Redis = &collabv1.RedisSpec{Managed: &collabv1.ManagedRedis{}, External: &collabv1.ExternalRedis{URLSecretRef: secretRef}}
 		}, "spec.redis: set exactly one of managed or external"},
 		{"redis neither", func(s *collabv1.CollabClusterSpec) {
-			s.Redis = collabv1.RedisSpec{}
+			s.Redis = &collabv1.RedisSpec{}
 		}, "spec.redis: set exactly one of managed or external"},
 		{"postgres managed and external", func(s *collabv1.CollabClusterSpec) {
-			s.Postgres = collabv1.PostgresSpec{Managed: &collabv1.ManagedPostgres{}, External: &collabv1.ExternalPostgres{DSNSecretRef: secretRef}}
+			s.Postgres = &collabv1.PostgresSpec{Managed: &collabv1.ManagedPostgres{}, External: &collabv1.ExternalPostgres{DSNSecretRef: secretRef}}
 		}, "spec.postgres: set exactly one of managed or external"},
 		{"too many replicas", func(s *collabv1.CollabClusterSpec) {
 			s.Runtime.Replicas = ptrTo[int32](101)
@@ -395,7 +395,7 @@ func TestInvalidSpecsAreRejected(t *testing.T) {
 			s.Ingress.Enabled = true
 		}, "spec.ingress.host is required when spec.ingress.enabled is true: set the public host name"},
 		{"zero storage", func(s *collabv1.CollabClusterSpec) {
-			s.Redis = collabv1.RedisSpec{Managed: &collabv1.ManagedRedis{Storage: collabv1.StorageSpec{Size: "0"}}}
+			s.Redis = &collabv1.RedisSpec{Managed: &collabv1.ManagedRedis{Storage: collabv1.StorageSpec{Size: "0"}}}
 		}, `spec.redis.managed.storage.size: Invalid value: "0": size must be a positive quantity such as 1Gi`},
 		{"zero flush interval", func(s *collabv1.CollabClusterSpec) {
 			s.Runtime.Flush.Interval = &metav1.Duration{}
@@ -404,7 +404,7 @@ func TestInvalidSpecsAreRejected(t *testing.T) {
 			s.Runtime.Auth = collabv1.AuthSpec{Mode: collabv1.AuthModeAnonymous, SecretRef: &secretRef}
 		}, "spec.runtime.auth.secretRef is only used with mode jwt: remove secretRef or set mode: jwt"},
 		{"unknown fsync", func(s *collabv1.CollabClusterSpec) {
-			s.Redis = collabv1.RedisSpec{Managed: &collabv1.ManagedRedis{AppendFsync: "sometimes"}}
+			s.Redis = &collabv1.RedisSpec{Managed: &collabv1.ManagedRedis{AppendFsync: "sometimes"}}
 		}, `spec.redis.managed.appendFsync: Unsupported value: "sometimes"`},
 		{"unknown auth mode", func(s *collabv1.CollabClusterSpec) {
 			s.Runtime.Auth.Mode = "oauth"
@@ -413,8 +413,8 @@ func TestInvalidSpecsAreRejected(t *testing.T) {
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			cc := &collabv1.CollabCluster{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("bad-%d", i), Namespace: ns}}
-			cc.Spec.Redis.Managed = &collabv1.ManagedRedis{}
-			cc.Spec.Postgres.Managed = &collabv1.ManagedPostgres{}
+			cc.Spec.Redis = &collabv1.RedisSpec{Managed: &collabv1.ManagedRedis{}}
+			cc.Spec.Postgres = &collabv1.PostgresSpec{Managed: &collabv1.ManagedPostgres{}}
 			tc.mutate(&cc.Spec)
 			err := shared.client.Create(ctx, cc)
 			if err == nil {
@@ -442,8 +442,8 @@ func TestInvalidSpecsAreRejected(t *testing.T) {
 	for i, tc := range updates {
 		t.Run(tc.name, func(t *testing.T) {
 			cc := &collabv1.CollabCluster{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("immutable-%d", i), Namespace: ns}}
-			cc.Spec.Redis.Managed = &collabv1.ManagedRedis{}
-			cc.Spec.Postgres.Managed = &collabv1.ManagedPostgres{Storage: collabv1.StorageSpec{StorageClassName: ptrTo("standard")}}
+			cc.Spec.Redis = &collabv1.RedisSpec{Managed: &collabv1.ManagedRedis{}}
+			cc.Spec.Postgres = &collabv1.PostgresSpec{Managed: &collabv1.ManagedPostgres{Storage: collabv1.StorageSpec{StorageClassName: ptrTo("standard")}}}
 			if err := shared.client.Create(ctx, cc); err != nil {
 				t.Fatalf("create valid cluster: %v", err)
 			}
@@ -604,4 +604,67 @@ func TestDriftIsCorrected(t *testing.T) {
 			})
 		})
 	}
+}
+
+func TestDefaultsAreApplied(t *testing.T) {
+	ns := namespace(t)
+	ctx := context.Background()
+	// The smallest CollabCluster: an empty spec.
+	cc := &collabv1.CollabCluster{ObjectMeta: metav1.ObjectMeta{Name: "minimal", Namespace: ns}}
+	if err := shared.client.Create(ctx, cc); err != nil {
+		t.Fatalf("create minimal CollabCluster: %v", err)
+	}
+	if err := get(ctx, ns, cc.Name, cc); err != nil {
+		t.Fatal(err)
+	}
+	s := cc.Spec
+	checks := []struct {
+		field     string
+		got, want any
+	}{
+		{"runtime.replicas", ptrDeref(s.Runtime.Replicas), int32(2)},
+		{"runtime.auth.mode", s.Runtime.Auth.Mode, collabv1.AuthModeJWT},
+		{"runtime.flush.interval", s.Runtime.Flush.Interval.Duration.String(), "500ms"},
+		{"runtime.flush.batchSize", ptrDeref(s.Runtime.Flush.BatchSize), int32(500)},
+		{"runtime.terminationGracePeriodSeconds", ptrDeref(s.Runtime.TerminationGracePeriodSeconds), int64(60)},
+		{"redis.managed present", s.Redis != nil && s.Redis.Managed != nil, true},
+		{"postgres.managed present", s.Postgres != nil && s.Postgres.Managed != nil, true},
+		{"ingress.enabled", s.Ingress.Enabled, false},
+		{"ingress.sessionAffinity.mode", s.Ingress.SessionAffinity.Mode, collabv1.SessionAffinityCookie},
+		{"ingress.proxyTimeoutSeconds", s.Ingress.ProxyTimeoutSeconds, int32(3600)},
+		{"storageRetentionPolicy", s.StorageRetentionPolicy, collabv1.StorageRetain},
+	}
+	if s.Redis != nil && s.Redis.Managed != nil {
+		checks = append(checks,
+			struct {
+				field     string
+				got, want any
+			}{"redis.managed.image", s.Redis.Managed.Image, "redis:7.0"},
+			struct {
+				field     string
+				got, want any
+			}{"redis.managed.appendFsync", s.Redis.Managed.AppendFsync, collabv1.AppendFsync("everysec")},
+			struct {
+				field     string
+				got, want any
+			}{"redis.managed.storage.size", s.Redis.Managed.Storage.Size, "1Gi"})
+	}
+	if s.Postgres != nil && s.Postgres.Managed != nil {
+		checks = append(checks, struct {
+			field     string
+			got, want any
+		}{"postgres.managed.image", s.Postgres.Managed.Image, "postgres:15"})
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("spec.%s defaulted to %v, want %v", c.field, c.got, c.want)
+		}
+	}
+}
+
+func ptrDeref[T any](p *T) any {
+	if p == nil {
+		return nil
+	}
+	return *p
 }

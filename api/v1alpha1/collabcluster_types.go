@@ -93,12 +93,12 @@ type CollabClusterSpec struct {
 	// Redis is the operation log and presence store: exactly one of managed or external.
 	// +kubebuilder:default={managed:{}}
 	// +optional
-	Redis RedisSpec `json:"redis,omitempty"`
+	Redis *RedisSpec `json:"redis,omitempty"`
 
 	// Postgres is the durable document store: exactly one of managed or external.
 	// +kubebuilder:default={managed:{}}
 	// +optional
-	Postgres PostgresSpec `json:"postgres,omitempty"`
+	Postgres *PostgresSpec `json:"postgres,omitempty"`
 
 	// Ingress exposes the runtime through an Ingress (ingress-nginx annotations).
 	// +kubebuilder:default={}

@@ -109,8 +109,16 @@ func (in *CollabClusterList) DeepCopyObject() runtime.Object {
 func (in *CollabClusterSpec) DeepCopyInto(out *CollabClusterSpec) {
 	*out = *in
 	in.Runtime.DeepCopyInto(&out.Runtime)
-	in.Redis.DeepCopyInto(&out.Redis)
-	in.Postgres.DeepCopyInto(&out.Postgres)
+	if in.Redis != nil {
+		in, out := &in.Redis, &out.Redis
+		*out = new(RedisSpec)
+		(*in).DeepCopyInto(*out)
+	}
+	if in.Postgres != nil {
+		in, out := &in.Postgres, &out.Postgres
+		*out = new(PostgresSpec)
+		(*in).DeepCopyInto(*out)
+	}
 	in.Ingress.DeepCopyInto(&out.Ingress)
 }
 

@@ -49,6 +49,12 @@ func WithDefaults(in *collabv1.CollabCluster) *collabv1.CollabCluster {
 	if r.Flush.BatchSize == nil {
 		r.Flush.BatchSize = ptr.To(DefaultFlushBatch)
 	}
+	if s.Redis == nil {
+		s.Redis = &collabv1.RedisSpec{}
+	}
+	if s.Postgres == nil {
+		s.Postgres = &collabv1.PostgresSpec{}
+	}
 	if s.Redis.Managed == nil && s.Redis.External == nil {
 		s.Redis.Managed = &collabv1.ManagedRedis{}
 	}

@@ -123,6 +123,10 @@ func TestChildrenPresence(t *testing.T) {
 			"ConfigMap", "Deployment", "Service", "Ingress", "PodDisruptionBudget", "NetworkPolicy", "NetworkPolicy"}},
 		{name: "external has no StatefulSet", sample: "collab_v1alpha1_collabcluster_external.yaml", wantKinds: []string{
 			"ConfigMap", "Deployment", "Service", "PodDisruptionBudget"}},
+		{name: "empty spec defaults to managed stores", sample: "collab_v1alpha1_collabcluster.yaml",
+			mutate: func(cc *collabv1.CollabCluster) { cc.Spec = collabv1.CollabClusterSpec{} },
+			wantKinds: []string{"Secret", "Secret", "Secret", "Service", "StatefulSet", "Service", "StatefulSet",
+				"ConfigMap", "Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy", "NetworkPolicy"}},
 		{name: "one replica has no PDB, no ingress", sample: "collab_v1alpha1_collabcluster_external.yaml",
 			mutate:    func(cc *collabv1.CollabCluster) { cc.Spec.Runtime.Replicas = ptr.To[int32](1) },
 			wantKinds: []string{"ConfigMap", "Deployment", "Service"}},
