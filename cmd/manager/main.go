@@ -13,6 +13,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -24,13 +26,16 @@ import (
 )
 
 func main() {
-	if err := run(); err != nil {
+	if err := run(ctrl.SetupSignalHandler(), os.Args[1:], ctrl.GetConfig); err != nil {
 		fmt.Fprintln(os.Stderr, "manager:", err)
 		os.Exit(1)
 	}
 }
 
-func run() error {
+// run parses args, builds the manager and blocks until ctx ends. getConfig
+// finds the cluster (ctrl.GetConfig: --kubeconfig, KUBECONFIG, in-cluster).
+func run(ctx context.Context, args []string, getConfig func() (*rest.Config, error)) error {
+	fs := flag.NewFlagSet("manager", flag.ContinueOnError)
 	var (
 		metricsAddr    string
 		probeAddr      string
@@ -38,17 +43,21 @@ func run() error {
 		leaderElectNS  string
 		secureMetrics  bool
 		watchNamespace string
+		kubeconfig     string
 	)
-	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the metrics endpoint; 0 disables it.")
-	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz.")
-	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader so that only one replica reconciles.")
-	flag.StringVar(&leaderElectNS, "leader-election-namespace", "", "Namespace of the leader election Lease (default: the pod's namespace).")
-	flag.BoolVar(&secureMetrics, "metrics-secure", false, "Serve metrics over HTTPS with authentication and authorization.")
-	flag.StringVar(&watchNamespace, "watch-namespace", os.Getenv("WATCH_NAMESPACE"),
+	fs.StringVar(&kubeconfig, "kubeconfig", "", "Path to a kubeconfig; default KUBECONFIG, ~/.kube/config or in-cluster.")
+	fs.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the metrics endpoint; 0 disables it.")
+	fs.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz.")
+	fs.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader so that only one replica reconciles.")
+	fs.StringVar(&leaderElectNS, "leader-election-namespace", "", "Namespace of the leader election Lease (default: the pod's namespace).")
+	fs.BoolVar(&secureMetrics, "metrics-secure", false, "Serve metrics over HTTPS with authentication and authorization.")
+	fs.StringVar(&watchNamespace, "watch-namespace", os.Getenv("WATCH_NAMESPACE"),
 		"Comma-separated namespaces to watch (env WATCH_NAMESPACE); empty watches all.")
 	opts := zap.Options{}
-	opts.BindFlags(flag.CommandLine)
-	flag.Parse()
+	opts.BindFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	log := ctrl.Log.WithName("setup")
 
@@ -65,7 +74,10 @@ func run() error {
 		log.Info("watching namespaces", "namespaces", namespaces)
 	}
 
-	cfg, err := ctrl.GetConfig()
+	if kubeconfig != "" {
+		getConfig = func() (*rest.Config, error) { return clientcmd.BuildConfigFromFlags("", kubeconfig) }
+	}
+	cfg, err := getConfig()
 	if err != nil {
 		return fmt.Errorf("load kubeconfig: %w", err)
 	}
@@ -85,7 +97,6 @@ func run() error {
 		return fmt.Errorf("create manager: %w", err)
 	}
 
-	ctx := ctrl.SetupSignalHandler()
 	if err := setup(ctx, mgr, os.Getenv("RUNTIME_IMAGE")); err != nil {
 		return err
 	}
