@@ -195,6 +195,7 @@ func secretManifest(r secretRef) string {
 
 func TestCollabClusterEndToEnd(t *testing.T) {
 	began := time.Now()
+	suite := t // owns what outlives a single step (the operator process)
 	c := startCluster(t)
 	root := c.root
 	managed := loadSample(t, root, managedSample)
@@ -249,16 +250,17 @@ func TestCollabClusterEndToEnd(t *testing.T) {
 		sa := "system:serviceaccount:" + releaseNS + ":" + operatorSA
 		// The impersonated identity is really restricted: it may manage
 		// runtime Deployments but not touch cluster RBAC.
-		if out := c.k(t, "auth", "can-i", "create", "deployments", "-n", appNS, "--as", sa); strings.TrimSpace(out) != "yes" {
-			t.Fatalf("chart RBAC: %s cannot create deployments: %s", sa, out)
+		if words := strings.Fields(c.k(t, "auth", "can-i", "create", "deployments", "-n", appNS, "--as", sa)); len(words) == 0 || words[len(words)-1] != "yes" {
+			t.Fatalf("chart RBAC: %s cannot create deployments: %v", sa, words)
 		}
 		ctxOut, err := c.kubectl(t.Context(), "auth", "can-i", "create", "clusterroles", "--as", sa)
-		if strings.TrimSpace(ctxOut) != "no" {
+		// kubectl prints a warning before the answer; the answer is the last word.
+		if words := strings.Fields(ctxOut); len(words) == 0 || words[len(words)-1] != "no" {
 			t.Fatalf("chart RBAC too broad: %s can create clusterroles (%v): %s", sa, err, ctxOut)
 		}
-		kubeconfig := impersonatingKubeconfig(t, c.kubeconfig, t.TempDir(), releaseNS, operatorSA)
+		kubeconfig := impersonatingKubeconfig(t, c.kubeconfig, suite.TempDir(), releaseNS, operatorSA)
 		metrics, health := freePort(t), freePort(t)
-		op = startOperator(t, root, kubeconfig,
+		op = startOperator(t, suite, root, kubeconfig,
 			[]string{"RUNTIME_IMAGE=" + runtimeImage, "WATCH_NAMESPACE=", "POD_NAMESPACE=" + releaseNS},
 			"--leader-elect",
 			"--leader-election-namespace="+releaseNS,

@@ -365,10 +365,11 @@ type operator struct {
 }
 
 // startOperator builds cmd/manager and runs it with the given kubeconfig and
-// environment; the process is stopped (SIGTERM, then SIGKILL) at cleanup.
-func startOperator(t *testing.T, root, kubeconfig string, env []string, args ...string) *operator {
+// environment. The process lives as long as owner (the whole suite, not the
+// step that starts it) and is stopped (SIGTERM, then SIGKILL) at its cleanup.
+func startOperator(t, owner *testing.T, root, kubeconfig string, env []string, args ...string) *operator {
 	t.Helper()
-	dir := t.TempDir()
+	dir := owner.TempDir()
 	bin := filepath.Join(dir, "manager")
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
@@ -393,7 +394,7 @@ func startOperator(t *testing.T, root, kubeconfig string, env []string, args ...
 	}
 	op := &operator{cmd: cmd, logPath: logPath, done: make(chan error, 1)}
 	go func() { op.done <- cmd.Wait(); logFile.Close() }()
-	t.Cleanup(func() {
+	owner.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-op.done:
@@ -401,8 +402,8 @@ func startOperator(t *testing.T, root, kubeconfig string, env []string, args ...
 			_ = cmd.Process.Kill()
 			<-op.done
 		}
-		if t.Failed() {
-			t.Logf("operator log (last 80 lines):\n%s", op.tail(80))
+		if owner.Failed() {
+			owner.Logf("operator log (last 80 lines):\n%s", op.tail(80))
 		}
 	})
 	return op
