@@ -187,8 +187,12 @@ ensure_tool() {
 	mkdir -p "$TOOLS_DIR"
 	lock="$TOOLS_DIR/.$name-$(tool_version "$name").lock"
 	(
-		flock 9
+		if ! flock -n 9; then
+			log "$name: another process is building it; waiting"
+			flock 9
+		fi
 		if [ -x "$target" ]; then
+			log "$name $(tool_version "$name"): built meanwhile by another process"
 			exit 0
 		fi
 		build_tool "$name"
