@@ -119,7 +119,7 @@ Tandem demo is up: a kwok control plane (fake nodes: pods are scheduled and
 reported Running, but no container runs), the chart in ${release_ns}, and the
 operator running locally (pid $(cat "${pidfile}"), log ${logfile}).
 
-Try:
+Try (kubectl is also at $("${root}/hack/tools.sh" bin kubectl)):
   export KUBECONFIG=${kubeconfig}
   kubectl get collab
   kubectl scale collabcluster/${name} --replicas=5
