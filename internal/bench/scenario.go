@@ -313,7 +313,11 @@ func S1(ctx context.Context, env *Env, o S1Options) Result {
 	if o.Single || len(env.Replicas) < 2 {
 		res.ID, res.Title, b = "S1-single", "single-server latency", a
 	}
-	res.Params = map[string]any{"duration": o.Duration.String(), "interval": o.Interval.String(), "readers": o.Readers, "writer": a, "readers_on": b}
+	readersOn := "replica B"
+	if a == b {
+		readersOn = "the writer's server"
+	}
+	res.Params = map[string]any{"duration": o.Duration.String(), "interval": o.Interval.String(), "readers": o.Readers, "readers_on": readersOn}
 	start := time.Now()
 	err := runS1(ctx, env, o, a, b, &res)
 	res.Seconds = time.Since(start).Seconds()
