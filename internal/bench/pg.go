@@ -19,9 +19,11 @@ type PGProbe struct {
 	// Poll is the flush-lag polling interval, which is also the lag's
 	// resolution (default 5ms).
 	Poll time.Duration
-	// StatsDelay is how long to wait before the last pg_stat_database read:
-	// backends report their counters at most about once a second (default
-	// 1.5s).
+	// StatsDelay is how long to wait before the last pg_stat_database read.
+	// A backend that goes idle less than a second after its last report
+	// holds its counters for up to 10 s (PostgreSQL 15's idle stats
+	// interval), and the runtime's pooled connections stay open, so the
+	// default is 11s.
 	StatsDelay time.Duration
 }
 
@@ -64,13 +66,20 @@ func (p *PGProbe) begin(ctx context.Context, doc string) (*pgRun, error) {
 		p.Poll = 5 * time.Millisecond
 	}
 	if p.StatsDelay <= 0 {
-		p.StatsDelay = 1500 * time.Millisecond
+		p.StatsDelay = 11 * time.Second
 	}
-	stats, err := pgx.Connect(ctx, p.URL)
+	cfg, err := pgx.ParseConfig(p.URL)
+	if err != nil {
+		return nil, fmt.Errorf("parse PostgreSQL URL: %w", err)
+	}
+	// The simple protocol makes each of our statements exactly one
+	// transaction (a prepare would be one more), so they can be subtracted.
+	cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+	stats, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect to PostgreSQL for statistics: %w", err)
 	}
-	poll, err := pgx.Connect(ctx, p.URL)
+	poll, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		stats.Close(ctx)
 		return nil, fmt.Errorf("connect to PostgreSQL for flush lag: %w", err)
@@ -80,7 +89,9 @@ func (p *PGProbe) begin(ctx context.Context, doc string) (*pgRun, error) {
 		r.stop()
 		return nil, err
 	}
-	r.ours += 2 // the two statements above, counted once our backend reports
+	// The two statements above and the start-up transaction of each of
+	// our two connections, counted once our backends report.
+	r.ours += 4
 	pctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	go r.pollLoop(pctx)
