@@ -41,10 +41,11 @@ generate: ## Generate DeepCopy methods for the API types (controller-gen).
 manifests: ## Generate the CRD and RBAC manifests into config/ (controller-gen).
 	"$$($(TOOLS) bin controller-gen)" rbac:roleName=manager-role crd paths=./... \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	hack/sync-chart.sh
 
 .PHONY: check-generated
 check-generated: generate manifests ## Fail if generate/manifests change any tracked or add any untracked file.
-	@changes="$$(git status --porcelain -- api config)"; \
+	@changes="$$(git status --porcelain -- api config charts)"; \
 	if [ -n "$$changes" ]; then \
 		echo "generated files are out of date; run 'make generate manifests' and commit:"; \
 		echo "$$changes"; git --no-pager diff --stat -- api config; exit 1; \
