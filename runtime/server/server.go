@@ -116,6 +116,10 @@ func New(opts Options) *Server {
 	s.upgrader = websocket.Upgrader{
 		ReadBufferSize:  4096,
 		WriteBufferSize: 4096,
+		// Idle connections hold no write buffer: it is taken from the pool
+		// for each write and returned after, which matters with many
+		// mostly-idle editors per replica.
+		WriteBufferPool: &sync.Pool{},
 		CheckOrigin:     s.checkOrigin,
 	}
 	mux := http.NewServeMux()
