@@ -334,7 +334,10 @@ func TestSubscriptionRepairsDroppedPubSub(t *testing.T) {
 // opens, Ready fails, and both recover when Redis is back.
 func TestBreaker(t *testing.T) {
 	e := newEnv(t, testsvc.WithAppendOnly())
-	r := e.replica(redisstore.Options{Breaker: redisstore.BreakerOptions{Failures: 3, OpenFor: 300 * time.Millisecond}})
+	// OpenFor is long enough that the failing calls below (each retries its
+	// dial before giving up) cannot outlast it and leave the breaker half-open
+	// before the state is checked, and short enough for the recovery wait.
+	r := e.replica(redisstore.Options{Breaker: redisstore.BreakerOptions{Failures: 3, OpenFor: 3 * time.Second}})
 	ctx := testCtx(t)
 	if _, err := commit(ctx, r.store.Log, "b", "c", 1, "a"); err != nil {
 		t.Fatal(err)
