@@ -44,8 +44,11 @@ func BenchmarkSequencer(b *testing.B) {
 			for i := range members {
 				i := i
 				member := doc.Member{Conn: fmt.Sprintf("c%d", i), Client: fmt.Sprintf("client%d", i), User: store.User{ID: "u"}, Perm: "write",
-					Send: func(msg any) bool {
-						if a, ok := msg.(protocol.Ack); ok && i == 0 {
+					Send: func(f *protocol.Frame) bool {
+						if _, err := f.Encoded(); err != nil {
+							b.Error(err)
+						}
+						if a, ok := f.Msg.(protocol.Ack); ok && i == 0 {
 							acks <- a
 						}
 						return true

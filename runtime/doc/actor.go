@@ -343,20 +343,21 @@ func (a *actor) commit(e store.Entry) {
 		a.unload("committed entry does not apply", err)
 		return
 	}
-	var ack protocol.Ack
-	var op protocol.Op
+	var ack, op *protocol.Frame // each encoded once, for all its receivers
 	for conn, m := range a.members {
-		var msg any
+		var f *protocol.Frame
 		if m.Client == e.Client {
-			ack = protocol.Ack{Type: protocol.TypeAck, Seq: e.Seq, Rev: e.Rev}
-			msg = ack
-		} else {
-			if op.Type == "" {
-				op = protocol.OpFromEntry(e)
+			if ack == nil {
+				ack = protocol.NewFrame(protocol.Ack{Type: protocol.TypeAck, Seq: e.Seq, Rev: e.Rev})
 			}
-			msg = op
+			f = ack
+		} else {
+			if op == nil {
+				op = protocol.NewFrame(protocol.OpFromEntry(e))
+			}
+			f = op
 		}
-		if !m.Send(msg) {
+		if !m.Send(f) {
 			a.drop(conn)
 		}
 	}
@@ -444,7 +445,7 @@ func (a *actor) join(m *Member, rev *int64) {
 		p := a.present[conn]
 		w.Presence = append(w.Presence, protocol.Presence{Type: protocol.TypePresence, User: p.User, Conn: conn, Cursor: p.Cursor})
 	}
-	if !m.Send(w) {
+	if !m.Send(protocol.NewFrame(w)) {
 		return
 	}
 	a.members[m.Conn] = m
@@ -574,8 +575,9 @@ func sameCursor(a, b *store.Cursor) bool {
 }
 
 func (a *actor) broadcastExcept(conn string, msg any) {
+	f := protocol.NewFrame(msg)
 	for c, m := range a.members {
-		if c != conn && !m.Send(msg) {
+		if c != conn && !m.Send(f) {
 			a.drop(c)
 		}
 	}
@@ -622,7 +624,7 @@ func (a *actor) sendProblem(m *Member, p *Problem) {
 	if m == nil {
 		return
 	}
-	if !m.Send(p.Wire()) {
+	if !m.Send(protocol.NewFrame(p.Wire())) {
 		a.drop(m.Conn)
 	}
 }

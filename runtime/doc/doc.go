@@ -175,8 +175,9 @@ type Member struct {
 	Perm   string // "read" or "write", echoed in the welcome
 	// Send queues a message for the connection without blocking; it returns
 	// false when the connection cannot keep up, and the document then drops
-	// the member (the connection closes itself).
-	Send func(msg any) bool
+	// the member (the connection closes itself). The same frame goes to
+	// every member it concerns, so it is encoded once.
+	Send func(f *protocol.Frame) bool
 	// Kick, optional, ends the connection when the document drops the
 	// member for its own reasons (reloading, shutting down) so the client
 	// reconnects; it must not block.

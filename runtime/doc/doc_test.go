@@ -27,9 +27,12 @@ type sink struct{ ch chan any }
 
 func newSink() *sink { return &sink{ch: make(chan any, 10000)} }
 
-func (s *sink) send(m any) bool {
+func (s *sink) send(f *protocol.Frame) bool {
+	if _, err := f.Encoded(); err != nil {
+		panic(err) // every message the document sends must encode
+	}
 	select {
-	case s.ch <- m:
+	case s.ch <- f.Msg:
 		return true
 	default:
 		return false

@@ -115,7 +115,7 @@ func (a *actor) finish(outs []outcome) {
 			a.sendProblem(o.req.member, o.problem)
 		case o.dupRev > 0:
 			if m, ok := a.members[o.req.member.Conn]; ok {
-				if !m.Send(protocol.Ack{Type: protocol.TypeAck, Seq: o.req.seq, Rev: o.dupRev}) {
+				if !m.Send(protocol.NewFrame(protocol.Ack{Type: protocol.TypeAck, Seq: o.req.seq, Rev: o.dupRev})) {
 					a.drop(m.Conn)
 				}
 			}

@@ -7,7 +7,9 @@ package protocol
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/tandem-dev/tandem/runtime/ot"
@@ -171,82 +173,132 @@ func problem(code, format string, args ...any) *Problem {
 // MaxClientIDLen bounds client ids so they cannot bloat every stored entry.
 const MaxClientIDLen = 128
 
+// clientMessage is every field a client message may carry, so a frame is
+// parsed once whatever its type. Op and Cursor stay raw: a malformed
+// operation is a bad_op rather than a bad_message, and a hello carrying an
+// odd cursor is not refused for it.
+type clientMessage struct {
+	Type   *string         `json:"type"`
+	V      int             `json:"v"`
+	Token  string          `json:"token"`
+	Client string          `json:"client"`
+	Rev    *int64          `json:"rev"`
+	Seq    *int64          `json:"seq"`
+	Op     json.RawMessage `json:"op"`
+	Cursor json.RawMessage `json:"cursor"`
+}
+
 // Decode parses one client frame into *Hello, *ClientOp or *ClientPresence.
 // Any other input yields a *Problem with code bad_message or bad_op.
-// Extra fields are ignored.
+// Unknown fields are ignored; a known field of the wrong JSON type is a
+// bad_message.
 func Decode(data []byte) (any, *Problem) {
-	var env struct {
-		Type *string `json:"type"`
-	}
 	if !utf8.Valid(data) {
 		return nil, problem(CodeBadMessage, "message is not valid UTF-8")
 	}
-	if err := json.Unmarshal(data, &env); err != nil {
+	var m clientMessage
+	err := json.Unmarshal(data, &m)
+	var typeErr *json.UnmarshalTypeError
+	if err != nil && !errors.As(err, &typeErr) {
 		return nil, problem(CodeBadMessage, "message is not a JSON object: %v", err)
 	}
-	if env.Type == nil {
+	// On a type error Unmarshal still fills the other fields, so the type
+	// (and an op's seq) are known for the answer.
+	if m.Type == nil {
+		if typeErr != nil {
+			return nil, problem(CodeBadMessage, "message is not a JSON object: %v", err)
+		}
 		return nil, problem(CodeBadMessage, `message has no "type"`)
 	}
-	switch *env.Type {
+	switch *m.Type {
 	case TypeHello:
-		var h Hello
-		if err := json.Unmarshal(data, &h); err != nil {
+		if typeErr != nil {
 			return nil, problem(CodeBadMessage, "bad hello: %v", err)
 		}
-		if h.V != Version {
-			return nil, problem(CodeBadMessage, "unsupported protocol version %d (this server speaks %d)", h.V, Version)
+		if m.V != Version {
+			return nil, problem(CodeBadMessage, "unsupported protocol version %d (this server speaks %d)", m.V, Version)
 		}
-		if h.Client == "" || len(h.Client) > MaxClientIDLen {
+		if m.Client == "" || len(m.Client) > MaxClientIDLen {
 			return nil, problem(CodeBadMessage, `hello needs a "client" id of 1 to %d bytes`, MaxClientIDLen)
 		}
-		if h.Rev != nil && *h.Rev < 0 {
-			return nil, problem(CodeBadRevision, "revision %d is negative", *h.Rev)
+		if m.Rev != nil && *m.Rev < 0 {
+			return nil, problem(CodeBadRevision, "revision %d is negative", *m.Rev)
 		}
-		return &h, nil
+		return &Hello{Type: TypeHello, V: m.V, Token: m.Token, Client: m.Client, Rev: m.Rev}, nil
 	case TypeOp:
-		var raw struct {
-			Seq *int64          `json:"seq"`
-			Rev *int64          `json:"rev"`
-			Op  json.RawMessage `json:"op"`
-		}
-		if err := json.Unmarshal(data, &raw); err != nil {
-			return nil, problem(CodeBadMessage, "bad op message: %v", err)
-		}
-		if raw.Seq == nil || *raw.Seq < 1 {
+		if m.Seq == nil || *m.Seq < 1 {
+			if typeErr != nil {
+				return nil, problem(CodeBadMessage, "bad op message: %v", err)
+			}
 			return nil, problem(CodeBadMessage, `op message needs "seq" >= 1`)
 		}
 		p := func(code, format string, args ...any) *Problem {
 			pr := problem(code, format, args...)
-			pr.Seq = raw.Seq
+			pr.Seq = m.Seq
 			return pr
 		}
-		if raw.Rev == nil {
+		if typeErr != nil {
+			return nil, p(CodeBadMessage, "bad op message: %v", err)
+		}
+		if m.Rev == nil {
 			return nil, p(CodeBadMessage, `op message needs "rev"`)
 		}
-		if *raw.Rev < 0 {
-			return nil, p(CodeBadRevision, "revision %d is negative", *raw.Rev)
+		if *m.Rev < 0 {
+			return nil, p(CodeBadRevision, "revision %d is negative", *m.Rev)
 		}
-		if len(raw.Op) == 0 || bytes.Equal(raw.Op, []byte("null")) {
+		if len(m.Op) == 0 || bytes.Equal(m.Op, []byte("null")) {
 			return nil, p(CodeBadOp, `op message needs "op"`)
 		}
 		var op ot.Op
-		if err := json.Unmarshal(raw.Op, &op); err != nil {
+		if err := json.Unmarshal(m.Op, &op); err != nil {
 			return nil, p(CodeBadOp, "%v", err)
 		}
 		if err := op.Validate(); err != nil {
 			return nil, p(CodeBadOp, "%v", err)
 		}
-		return &ClientOp{Type: TypeOp, Seq: *raw.Seq, Rev: *raw.Rev, Op: op}, nil
+		return &ClientOp{Type: TypeOp, Seq: *m.Seq, Rev: *m.Rev, Op: op}, nil
 	case TypePresence:
-		var cp ClientPresence
-		if err := json.Unmarshal(data, &cp); err != nil {
+		if typeErr != nil {
 			return nil, problem(CodeBadMessage, "bad presence: %v", err)
 		}
-		if c := cp.Cursor; c != nil && (c.Anchor < 0 || c.Head < 0) {
-			return nil, problem(CodeBadMessage, "cursor positions must not be negative")
+		cp := ClientPresence{Type: TypePresence, Rev: m.Rev}
+		if len(m.Cursor) > 0 && !bytes.Equal(m.Cursor, []byte("null")) {
+			var c Cursor
+			if err := json.Unmarshal(m.Cursor, &c); err != nil {
+				return nil, problem(CodeBadMessage, "bad presence cursor: %v", err)
+			}
+			if c.Anchor < 0 || c.Head < 0 {
+				return nil, problem(CodeBadMessage, "cursor positions must not be negative")
+			}
+			cp.Cursor = &c
 		}
 		return &cp, nil
 	default:
-		return nil, problem(CodeBadMessage, "unknown message type %q", *env.Type)
+		return nil, problem(CodeBadMessage, "unknown message type %q", *m.Type)
 	}
+}
+
+// Frame is a server message together with its encoding. The encoding is
+// made once, on first use, however many connections the frame goes to: a
+// committed operation is encoded once for all members of a document.
+type Frame struct {
+	Msg  any
+	once sync.Once
+	data []byte
+	err  error
+}
+
+// NewFrame wraps msg for sending.
+func NewFrame(msg any) *Frame { return &Frame{Msg: msg} }
+
+// Encoded returns the JSON encoding of the message. It is safe for
+// concurrent use; callers must not modify the result.
+func (f *Frame) Encoded() ([]byte, error) {
+	f.once.Do(func() {
+		f.data, f.err = json.Marshal(f.Msg)
+		if f.err != nil {
+			f.err = fmt.Errorf("encode %T: %w", f.Msg, f.err)
+		}
+	})
+	return f.data, f.err
 }

@@ -41,7 +41,21 @@ func TestDecode(t *testing.T) {
 				t.Fatalf("presence = %+v", p)
 			}
 		}},
+		{"presence without focus", `{"type":"presence","cursor":null,"rev":3}`, "", func(t *testing.T, v any) {
+			p := v.(*protocol.ClientPresence)
+			if p.Cursor != nil || p.Rev == nil || *p.Rev != 3 {
+				t.Fatalf("presence = %+v", p)
+			}
+		}},
+		{"hello ignores fields of other types", `{"type":"hello","v":1,"client":"c","cursor":5,"op":"x"}`, "", func(t *testing.T, v any) {
+			if v.(*protocol.Hello).Client != "c" {
+				t.Fatal("client lost")
+			}
+		}},
 		{"not JSON", `{"type":`, protocol.CodeBadMessage, nil},
+		{"type is a number", `{"type":1}`, protocol.CodeBadMessage, nil},
+		{"op rev is a string", `{"type":"op","seq":2,"rev":"1","op":["x"]}`, protocol.CodeBadMessage, nil},
+		{"presence cursor is a string", `{"type":"presence","cursor":"a"}`, protocol.CodeBadMessage, nil},
 		{"not UTF-8", "{\"type\":\"hello\xff\"}", protocol.CodeBadMessage, nil},
 		{"array", `[1]`, protocol.CodeBadMessage, nil},
 		{"no type", `{"v":1}`, protocol.CodeBadMessage, nil},
@@ -92,6 +106,21 @@ func TestProblemCarriesSeqForOps(t *testing.T) {
 	b, _ := json.Marshal(p.Wire())
 	if !strings.Contains(string(b), `"seq":7`) || !strings.Contains(string(b), `"type":"error"`) {
 		t.Fatalf("wire form %s", b)
+	}
+}
+
+func TestFrameEncodesOnce(t *testing.T) {
+	f := protocol.NewFrame(protocol.Ack{Type: protocol.TypeAck, Seq: 1, Rev: 2})
+	a, err := f.Encoded()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := f.Encoded()
+	if string(a) != `{"type":"ack","seq":1,"rev":2}` || &a[0] != &b[0] {
+		t.Fatalf("Encoded = %s, %s: want one shared encoding", a, b)
+	}
+	if _, err := protocol.NewFrame(func() {}).Encoded(); err == nil {
+		t.Fatal("encoding a func succeeded")
 	}
 }
 

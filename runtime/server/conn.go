@@ -1,9 +1,10 @@
 package server
 
 import (
+	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"sync"
@@ -23,99 +24,241 @@ const (
 	maxStrikes = 20
 )
 
-// conn is one WebSocket connection. The read goroutine (serveWS) parses
-// and dispatches client messages; the write goroutine (writePump) owns all
-// writes. The document never waits for a connection: Send drops the
+// conn is one WebSocket connection. The read loop (serve) runs on the
+// HTTP handler's goroutine and is the only goroutine an idle connection
+// has: a writer goroutine exists only while there is something to write
+// (frames, a ping, the close frame), and the queue grows only while frames
+// wait. The document never waits for a connection: send drops the
 // connection when its queue is full.
 type conn struct {
-	s   *Server
-	ws  *websocket.Conn
-	id  string
-	doc string
+	s     *Server
+	ws    *websocket.Conn
+	cork  *corkConn
+	id    string
+	doc   string
+	ping  *time.Timer
+	ended chan struct{} // closed once the writer has finished for good
 
-	out       chan []byte
-	closeOnce sync.Once
-	closing   chan struct{}
+	mu        sync.Mutex
+	queue     [][]byte // encoded frames waiting for the writer
+	writing   bool     // a writer goroutine is running
+	pingDue   bool
+	closing   bool
 	closeCode int
 	closeText string
 }
 
-// send queues msg; false means the connection is gone or too slow.
-func (c *conn) send(msg any) bool {
-	data, err := json.Marshal(msg)
+// send queues f; false means the connection is gone or too slow.
+func (c *conn) send(f *protocol.Frame) bool {
+	data, err := f.Encoded()
 	if err != nil {
 		c.s.log.Error("encode message", "err", err)
 		return true
 	}
-	select {
-	case <-c.closing:
-		return false
-	default:
-	}
-	select {
-	case c.out <- data:
-		return true
-	default:
-		c.close(protocol.CloseSlowConsumer, "client too slow")
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
 		return false
 	}
+	if len(c.queue) >= c.s.opts.WriteQueue {
+		c.closeLocked(protocol.CloseSlowConsumer, "client too slow")
+		return false
+	}
+	c.queue = append(c.queue, data)
+	c.wakeLocked()
+	return true
 }
 
 func (c *conn) sendProblem(p *protocol.Problem) {
 	c.s.opts.Metrics.Errors.WithLabelValues(p.Code).Inc()
-	c.send(p.Wire())
+	c.send(protocol.NewFrame(p.Wire()))
 }
 
-// close asks the write pump to send a close frame and end the connection.
+// close asks the writer to send what is queued, then a close frame, and to
+// end the connection. Only the first call counts.
 func (c *conn) close(code int, text string) {
-	c.closeOnce.Do(func() {
-		c.closeCode, c.closeText = code, text
-		close(c.closing)
-	})
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closeLocked(code, text)
 }
 
-func (c *conn) writePump(done chan<- struct{}) {
-	defer close(done)
-	ping := time.NewTicker(c.s.opts.PingInterval)
-	defer ping.Stop()
+func (c *conn) closeLocked(code int, text string) {
+	if c.closing {
+		return
+	}
+	c.closing = true
+	c.closeCode, c.closeText = code, text
+	c.ping.Stop()
+	c.wakeLocked()
+}
+
+// wakeLocked starts a writer unless one is running; it will see the new
+// work before it exits.
+func (c *conn) wakeLocked() {
+	if !c.writing {
+		c.writing = true
+		go c.write()
+	}
+}
+
+// pingTick runs on the ping timer: a ping is written by the next writer.
+func (c *conn) pingTick() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return
+	}
+	c.pingDue = true
+	c.wakeLocked()
+	c.ping.Reset(c.s.opts.PingInterval)
+}
+
+// write is the writer goroutine: it takes everything queued, writes it
+// with as few system calls as it can, and exits when nothing is left.
+func (c *conn) write() {
 	for {
-		select {
-		case data := <-c.out:
-			_ = c.ws.SetWriteDeadline(time.Now().Add(c.s.opts.WriteTimeout))
-			if err := c.ws.WriteMessage(websocket.TextMessage, data); err != nil {
-				c.close(protocol.CloseNormal, "")
-				_ = c.ws.Close()
-				return
-			}
-		case <-ping.C:
-			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.s.opts.WriteTimeout)); err != nil {
-				c.close(protocol.CloseNormal, "")
-				_ = c.ws.Close()
-				return
-			}
-		case <-c.closing:
-			// Write what is queued (an error explaining the close, acks)
-			// before the close frame.
-			for drained := false; !drained; {
-				select {
-				case data := <-c.out:
-					_ = c.ws.SetWriteDeadline(time.Now().Add(c.s.opts.WriteTimeout))
-					if c.ws.WriteMessage(websocket.TextMessage, data) != nil {
-						drained = true
-					}
-				default:
-					drained = true
-				}
-			}
-			msg := websocket.FormatCloseMessage(c.closeCode, c.closeText)
-			_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
-			// Give the peer a moment to answer the close, then cut it; the
-			// reader sees the error and ends.
-			time.AfterFunc(time.Second, func() { _ = c.ws.Close() })
+		c.mu.Lock()
+		frames := c.queue
+		c.queue = nil // an idle connection keeps no queue
+		ping, closing := c.pingDue, c.closing
+		c.pingDue = false
+		if len(frames) == 0 && !ping && !closing {
+			c.writing = false
+			c.mu.Unlock()
 			return
+		}
+		code, text := c.closeCode, c.closeText
+		c.mu.Unlock()
+
+		if err := c.writeFrames(frames, ping); err != nil {
+			c.fail()
+			return
+		}
+		if closing {
+			msg := websocket.FormatCloseMessage(code, text)
+			_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
+			// Give the peer a moment to answer the close, then cut the
+			// connection; the reader sees the error and ends.
+			time.AfterFunc(time.Second, func() { _ = c.ws.Close() })
+			close(c.ended)
+			return // writing stays true: no writer starts again
 		}
 	}
 }
+
+// writeFrames writes frames (and a ping) in one corked burst: the frames
+// leave in one write system call rather than one each.
+func (c *conn) writeFrames(frames [][]byte, ping bool) error {
+	if len(frames) == 0 && !ping {
+		return nil
+	}
+	deadline := time.Now().Add(c.s.opts.WriteTimeout)
+	_ = c.ws.SetWriteDeadline(deadline)
+	c.cork.cork()
+	for _, data := range frames {
+		if err := c.ws.WriteMessage(websocket.TextMessage, data); err != nil {
+			_ = c.cork.uncork()
+			return fmt.Errorf("write message: %w", err)
+		}
+	}
+	if ping {
+		if err := c.ws.WriteControl(websocket.PingMessage, nil, deadline); err != nil {
+			_ = c.cork.uncork()
+			return fmt.Errorf("write ping: %w", err)
+		}
+	}
+	return c.cork.uncork()
+}
+
+// fail ends a connection whose writes fail: nothing more can reach the
+// peer, so there is no close frame to send.
+func (c *conn) fail() {
+	c.mu.Lock()
+	if !c.closing {
+		c.closing = true
+		c.closeCode, c.closeText = protocol.CloseNormal, ""
+		c.ping.Stop()
+	}
+	c.queue = nil
+	c.mu.Unlock()
+	_ = c.ws.Close()
+	close(c.ended)
+}
+
+// corkConn lets the writer gather the frames of one burst into one buffer
+// and send them with a single write. Outside a burst (the handshake, control
+// frames the WebSocket library answers from the reader) writes go straight
+// through. The buffer is pooled, so an idle connection holds none.
+type corkConn struct {
+	net.Conn
+	pool *sync.Pool
+
+	mu     sync.Mutex
+	corked bool
+	buf    *[]byte
+}
+
+func (c *corkConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.corked {
+		return c.Conn.Write(p)
+	}
+	*c.buf = append(*c.buf, p...)
+	return len(p), nil
+}
+
+func (c *corkConn) cork() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.corked = true
+	if c.buf == nil {
+		c.buf = c.pool.Get().(*[]byte)
+	}
+}
+
+// uncork writes what was gathered and returns the buffer to the pool.
+func (c *corkConn) uncork() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.corked = false
+	if c.buf == nil {
+		return nil
+	}
+	var err error
+	if len(*c.buf) > 0 {
+		_, err = c.Conn.Write(*c.buf)
+	}
+	if cap(*c.buf) <= maxPooledCork {
+		*c.buf = (*c.buf)[:0]
+		c.pool.Put(c.buf)
+	}
+	c.buf = nil
+	return err
+}
+
+// maxPooledCork keeps a burst of large messages (a full-text welcome) from
+// pinning a large buffer in the pool.
+const maxPooledCork = 64 << 10
+
+// hijackWriter hands the WebSocket library a corkConn when it takes the
+// connection over from the HTTP server.
+type hijackWriter struct {
+	http.ResponseWriter
+	pool *sync.Pool
+	conn *corkConn
+}
+
+func (w *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	nc, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	w.conn = &corkConn{Conn: nc, pool: w.pool}
+	return w.conn, brw, nil
+}
+
+func (w *hijackWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	docID := r.PathValue("docId")
@@ -123,16 +266,19 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, http.StatusBadRequest, protocol.CodeBadMessage, "invalid document id")
 		return
 	}
-	ws, err := s.upgrader.Upgrade(w, r, nil)
+	hw := &hijackWriter{ResponseWriter: w, pool: &s.corkPool}
+	ws, err := s.upgrader.Upgrade(hw, r, nil)
 	if err != nil {
 		// The upgrader already answered (403 for a refused origin).
 		s.log.Debug("websocket upgrade", "err", err)
 		return
 	}
-	c := &conn{s: s, ws: ws, id: randomID(), doc: docID, out: make(chan []byte, s.opts.WriteQueue), closing: make(chan struct{})}
+	c := &conn{s: s, ws: ws, cork: hw.conn, id: randomID(), doc: docID, ended: make(chan struct{})}
+	c.ping = time.AfterFunc(s.opts.PingInterval, c.pingTick)
 	s.mu.Lock()
 	if s.draining {
 		s.mu.Unlock()
+		c.ping.Stop()
 		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(protocol.CloseRestart, "server restarting"), time.Now().Add(time.Second))
 		_ = ws.Close()
 		return
@@ -144,11 +290,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	s.opts.Metrics.Connections.Inc()
 
-	wrote := make(chan struct{})
-	go c.writePump(wrote)
 	defer func() {
 		c.close(protocol.CloseNormal, "")
-		<-wrote
+		<-c.ended
 		_ = ws.Close()
 		s.mu.Lock()
 		delete(s.conns, c)
@@ -176,17 +320,10 @@ func (c *conn) serve(r *http.Request) {
 	pongWait := s.opts.PingInterval * 5 / 2
 	ws.SetPongHandler(func(string) error { return ws.SetReadDeadline(time.Now().Add(pongWait)) })
 
+	// A close from elsewhere (slow consumer, kick, shutdown) unblocks this
+	// loop: the writer cuts the connection a second after the close frame.
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go func() {
-		select {
-		case <-c.closing:
-			// Unblock the reader once the close handshake had its chance.
-			time.Sleep(time.Second)
-			_ = ws.SetReadDeadline(time.Now())
-		case <-ctx.Done():
-		}
-	}()
 
 	// 1. hello, within HelloTimeout.
 	_ = ws.SetReadDeadline(time.Now().Add(s.opts.HelloTimeout))

@@ -63,6 +63,8 @@ type Server struct {
 	log      *slog.Logger
 	upgrader websocket.Upgrader
 	mux      *http.ServeMux
+	// corkPool holds the buffers connections gather a burst of frames in.
+	corkPool sync.Pool
 
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
@@ -113,8 +115,11 @@ func New(opts Options) *Server {
 		conns:  map[*conn]struct{}{},
 		perDoc: map[string]int{},
 	}
+	s.corkPool.New = func() any { b := make([]byte, 0, 4096); return &b }
 	s.upgrader = websocket.Upgrader{
-		ReadBufferSize:  4096,
+		// Zero reuses the HTTP server's 4 KiB read buffer for the
+		// connection instead of allocating a second one.
+		ReadBufferSize:  0,
 		WriteBufferSize: 4096,
 		// Idle connections hold no write buffer: it is taken from the pool
 		// for each write and returned after, which matters with many

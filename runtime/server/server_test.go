@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -622,5 +623,37 @@ func TestTieBreakIncomingInsertFirst(t *testing.T) {
 	}
 	if d := s.doc("tie"); d.Text != "ba" || watcher.Text() != "ba" {
 		t.Fatalf("server %q, watcher %q; want \"ba\"", d.Text, watcher.Text())
+	}
+}
+
+// TestIdleConnectionsHoldOneGoroutine: once its welcome is written, an idle
+// connection keeps only its reader; the writer exists while there is
+// something to write.
+func TestIdleConnectionsHoldOneGoroutine(t *testing.T) {
+	s := newStack(t, stackOptions{})
+	const n = 40
+	// Warm the document (its actor and subscriptions) before counting.
+	first := s.raw("idle", nil)
+	first.hello("", "c-first")
+	first.expect("welcome")
+	settle := func() int {
+		// Goroutines that are ending (a writer after its last frame) need a
+		// moment; take the lowest of a few readings.
+		low := runtime.NumGoroutine()
+		for range 20 {
+			time.Sleep(25 * time.Millisecond)
+			low = min(low, runtime.NumGoroutine())
+		}
+		return low
+	}
+	before := settle()
+	for i := range n {
+		r := s.raw("idle", nil)
+		r.hello("", fmt.Sprintf("c%d", i))
+		r.expect("welcome")
+	}
+	after := settle()
+	if per := float64(after-before) / n; per > 1.1 {
+		t.Fatalf("%d idle connections added %d goroutines (%.2f each), want about 1 each", n, after-before, per)
 	}
 }
