@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
@@ -149,6 +150,20 @@ func run(ctx context.Context, cfg *config.Config, stdout io.Writer) error {
 		_ = b.Close(context.Background())
 		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
+	if cfg.DebugAddr != "" {
+		dln, err := net.Listen("tcp", cfg.DebugAddr)
+		if err != nil {
+			_ = ln.Close()
+			_ = b.Close(context.Background())
+			return fmt.Errorf("listen on debug address %s: %w", cfg.DebugAddr, err)
+		}
+		// A separate listener, so profiles are never reachable through the
+		// Service or Ingress that carries the editor.
+		ds := &http.Server{Handler: debugHandler(), ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = ds.Serve(dln) }()
+		defer func() { _ = ds.Close() }()
+		logger.Info("serving profiles", "addr", dln.Addr().String()+"/debug/pprof/")
+	}
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
@@ -188,4 +203,15 @@ func run(ctx context.Context, cfg *config.Config, stdout io.Writer) error {
 	}
 	logger.Info("stopped cleanly")
 	return nil
+}
+
+// debugHandler serves the standard net/http/pprof endpoints.
+func debugHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -197,6 +198,32 @@ func TestBinary(t *testing.T) {
 				t.Errorf("--help lacks %q", want)
 			}
 		}
+	})
+
+	t.Run("DebugAddrServesProfilesOnItsOwnListener", func(t *testing.T) {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		debug := l.Addr().String()
+		l.Close()
+		p := start(t, bin, "--addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--debug-addr", debug)
+		body := func(url string) (int, string) {
+			resp, err := http.Get(url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			return resp.StatusCode, string(b)
+		}
+		if code, b := body("http://" + debug + "/debug/pprof/goroutine?debug=1"); code != http.StatusOK || !strings.Contains(b, "goroutine profile") {
+			t.Fatalf("debug listener: HTTP %d %.200q", code, b)
+		}
+		if _, b := body(p.base + "/debug/pprof/goroutine?debug=1"); strings.Contains(b, "goroutine profile") {
+			t.Fatal("the public listener serves profiles")
+		}
+		p.stop(t)
 	})
 
 	t.Run("HalfConfiguredDistributedModeRefused", func(t *testing.T) {

@@ -17,6 +17,7 @@ import (
 // Config is the runtime's configuration.
 type Config struct {
 	Addr           string
+	DebugAddr      string // serves /debug/pprof when set; keep it off public networks
 	DataDir        string
 	Auth           string // "jwt" or "anonymous"
 	JWTKeyFile     string
@@ -67,6 +68,7 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 		envs = append(envs, envFlag{name, env})
 	}
 	str(&c.Addr, "addr", "TANDEM_ADDR", ":8080", "listen address for the editor, the API, probes and metrics")
+	str(&c.DebugAddr, "debug-addr", "TANDEM_DEBUG_ADDR", "", `listen address for /debug/pprof profiles (e.g. "127.0.0.1:6060"); empty turns it off`)
 	str(&c.DataDir, "data-dir", "TANDEM_DATA_DIR", "./data", "directory of the embedded SQLite database")
 	str(&auth, "auth", "TANDEM_AUTH", "", `"jwt" or "anonymous"; default anonymous in embedded mode, jwt with Redis/PostgreSQL`)
 	str(&c.JWTKeyFile, "jwt-key-file", "TANDEM_JWT_KEY_FILE", "", "file holding the HS256 key (at least 32 bytes); TANDEM_JWT_KEY may hold the key itself")
