@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tandem-dev/tandem/runtime/client"
 	"github.com/tandem-dev/tandem/runtime/ot"
 	"github.com/tandem-dev/tandem/runtime/protocol"
 )
@@ -139,76 +140,31 @@ func (l *sendLog) get(client string, seq int64) (time.Time, bool) {
 	return t, ok
 }
 
-// dialAll opens connections with bounded parallelism; on error every
-// opened client is closed.
-func dialAll(ctx context.Context, env *Env, opts []ClientOptions) ([]*Client, error) {
-	clients := make([]*Client, len(opts))
-	sem := make(chan struct{}, env.dialParallel())
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var firstErr error
-	for i := range opts {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			defer cancel()
-			o := opts[i]
-			if o.Reconnects == 0 {
-				o.Reconnects = env.Reconnects
-			}
-			c, err := Dial(dctx, o)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				if firstErr == nil {
-					firstErr = fmt.Errorf("connection %d of %d: %w", i+1, len(opts), err)
-				}
-				return
-			}
-			clients[i] = c
-		}()
-	}
-	wg.Wait()
-	if firstErr != nil {
-		closeAll(clients)
-		return nil, firstErr
-	}
-	return clients, nil
-}
-
-func closeAll(clients []*Client) {
-	var wg sync.WaitGroup
-	for _, c := range clients {
-		if c != nil {
-			wg.Add(1)
-			go func() { defer wg.Done(); c.Close() }()
-		}
-	}
-	wg.Wait()
-}
-
 // Verify is the end-of-scenario check for one document: every client's
-// submitted operations were acknowledged, and every client ends with the
+// submitted operations were acknowledged, no server error other than a
+// retried "unavailable" reached a client, and every client ends with the
 // server's text at the server's revision. The server's view is read by a
 // fresh connection to base.
-func Verify(ctx context.Context, env *Env, base, doc string, clients []*Client) error {
+func Verify(ctx context.Context, env *Env, base, doc string, clients []*client.Client) error {
 	ctx, cancel := context.WithTimeout(ctx, env.settle())
 	defer cancel()
 	var errs []error
 	for _, c := range clients {
-		if err := c.WaitIdle(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("client %s: %w", c.opts.ClientID, err))
+		if err := c.WaitSynced(ctx, -1); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if len(errs) > 0 {
 		return errors.Join(errs...)
 	}
 	for _, c := range clients {
-		if s := c.State(); s.Acked != s.Submitted {
-			errs = append(errs, fmt.Errorf("client %s: %d operations submitted, %d acknowledged", c.opts.ClientID, s.Submitted, s.Acked))
+		if s := c.Stats(); s.Acked != s.Submitted {
+			errs = append(errs, fmt.Errorf("client %s: %d operations submitted, %d acknowledged", c.ClientID(), s.Submitted, s.Acked))
+		}
+		for _, e := range c.Errors() {
+			if e.Code != protocol.CodeUnavailable {
+				errs = append(errs, fmt.Errorf("client %s: server error %s: %s", c.ClientID(), e.Code, e.Message))
+			}
 		}
 	}
 	if len(errs) > 0 {
@@ -218,30 +174,28 @@ func Verify(ctx context.Context, env *Env, base, doc string, clients []*Client) 
 	if err != nil {
 		return err
 	}
-	obs, err := Dial(ctx, ClientOptions{BaseURL: base, Doc: doc, ClientID: newDocID("verify"), Token: tok})
+	obs, err := dial(ctx, connSpec{Base: base, Doc: doc, Options: client.Options{ClientID: newDocID("verify"), Token: tok}}, newDialer())
 	if err != nil {
 		return fmt.Errorf("read server text of %q: %w", doc, err)
 	}
-	want := obs.State()
+	want, wantRev := obs.Snapshot()
 	obs.Close()
 	for _, c := range clients {
 		// Idle clients may still be receiving the last remote operations.
-		var s State
-		for {
-			s = c.State()
-			if s.Err != nil || s.Rev >= want.Rev || ctx.Err() != nil {
-				break
+		if err := c.WaitSynced(ctx, wantRev); err != nil {
+			if c.Err() == nil {
+				err = fmt.Errorf("client %s of %q is at revision %d, the server at %d: %w", c.ClientID(), doc, c.Rev(), wantRev, err)
 			}
-			time.Sleep(5 * time.Millisecond)
+			errs = append(errs, err)
+			continue
 		}
+		text, rev := c.Snapshot()
 		switch {
-		case s.Err != nil:
-			errs = append(errs, fmt.Errorf("client %s: %w", c.opts.ClientID, s.Err))
-		case s.Rev != want.Rev:
-			errs = append(errs, fmt.Errorf("client %s of %q is at revision %d, the server at %d", c.opts.ClientID, doc, s.Rev, want.Rev))
-		case s.Text != want.Text:
+		case rev != wantRev:
+			errs = append(errs, fmt.Errorf("client %s of %q is at revision %d, the server at %d", c.ClientID(), doc, rev, wantRev))
+		case text != want:
 			errs = append(errs, fmt.Errorf("client %s of %q diverged at revision %d: %d code points %q, server has %d %q",
-				c.opts.ClientID, doc, s.Rev, len([]rune(s.Text)), clip(s.Text), len([]rune(want.Text)), clip(want.Text)))
+				c.ClientID(), doc, rev, len([]rune(text)), clip(text), len([]rune(want)), clip(want)))
 		}
 	}
 	return errors.Join(errs...)
@@ -338,20 +292,20 @@ func runS1(ctx context.Context, env *Env, o S1Options, a, b string, res *Result)
 	var recv Samples
 	var missing atomic.Int64
 	var acks Samples
-	opts := []ClientOptions{{BaseURL: a, Doc: doc, ClientID: writerID, Token: tok,
+	specs := []connSpec{{Base: a, Doc: doc, Options: client.Options{ClientID: writerID, Token: tok,
 		OnSend: func(seq int64, at time.Time) { sent.put(writerID, seq, at) },
-		OnAck:  func(_, _ int64, d time.Duration, _ time.Time) { acks.Add(d) }}}
+		OnAck:  func(_, _ int64, d time.Duration, _ time.Time) { acks.Add(d) }}}}
 	for i := range o.Readers {
-		opts = append(opts, ClientOptions{BaseURL: b, Doc: doc, ClientID: fmt.Sprintf("%s-r%d", doc, i), Token: tok,
+		specs = append(specs, connSpec{Base: b, Doc: doc, Options: client.Options{ClientID: fmt.Sprintf("%s-r%d", doc, i), Token: tok,
 			OnRemote: func(op protocol.Op, at time.Time) {
 				if t, ok := sent.get(op.Client, op.Seq); ok {
 					recv.Add(at.Sub(t))
 				} else {
 					missing.Add(1)
 				}
-			}})
+			}}})
 	}
-	clients, err := dialAll(ctx, env, opts)
+	clients, err := dialAll(ctx, env, specs)
 	if err != nil {
 		return err
 	}
@@ -369,7 +323,10 @@ loop:
 		case <-deadline:
 			break loop
 		case <-tick.C:
-			if _, err := writer.Edit(appendChar(string(rune('a' + n%26)))); err != nil {
+			if err := writer.Err(); err != nil {
+				return fmt.Errorf("writer: %w", err)
+			}
+			if err := writer.EditLen(appendChar(string(rune('a' + n%26)))); err != nil {
 				return fmt.Errorf("writer: %w", err)
 			}
 			n++
@@ -389,7 +346,7 @@ loop:
 	res.add("ack_p50", aq[0], "ms")
 	res.add("ack_p99", aq[1], "ms")
 	res.add("edits", float64(n), "")
-	res.add("ops_sent", float64(writer.State().Submitted), "")
+	res.add("ops_sent", float64(writer.Stats().Submitted), "")
 	res.add("receipts", float64(recv.Len()), "")
 	return nil
 }
@@ -445,17 +402,17 @@ func runS2(ctx context.Context, env *Env, o S2Options, replicas []string, res, s
 	}
 	var acks Samples
 	var ackLog ackRecorder
-	opts := make([]ClientOptions, o.Writers)
-	for i := range opts {
-		opts[i] = ClientOptions{BaseURL: replicas[i%len(replicas)], Doc: doc, ClientID: fmt.Sprintf("%s-w%d", doc, i), Token: tok,
+	specs := make([]connSpec, o.Writers)
+	for i := range specs {
+		specs[i] = connSpec{Base: replicas[i%len(replicas)], Doc: doc, Options: client.Options{ClientID: fmt.Sprintf("%s-w%d", doc, i), Token: tok,
 			OnAck: func(_, rev int64, d time.Duration, at time.Time) {
 				acks.Add(d)
 				if s5 != nil {
 					ackLog.add(rev, at)
 				}
-			}}
+			}}}
 	}
-	clients, err := dialAll(ctx, env, opts)
+	clients, err := dialAll(ctx, env, specs)
 	if err != nil {
 		return err
 	}
@@ -474,6 +431,9 @@ func runS2(ctx context.Context, env *Env, o S2Options, replicas []string, res, s
 	}
 	runCtx, cancel := context.WithTimeout(ctx, o.Duration)
 	defer cancel()
+	// An ack that never comes fails the wait after the settle time.
+	ackCtx, ackCancel := context.WithTimeout(ctx, o.Duration+env.settle())
+	defer ackCancel()
 	began := time.Now()
 	var wg sync.WaitGroup
 	errs := make([]error, len(clients))
@@ -483,12 +443,12 @@ func runS2(ctx context.Context, env *Env, o S2Options, replicas []string, res, s
 			defer wg.Done()
 			r := env.rng(uint64(i))
 			for runCtx.Err() == nil {
-				if _, err := c.Edit(randomEdit(r)); err != nil {
+				if err := c.EditLen(randomEdit(r)); err != nil {
 					errs[i] = fmt.Errorf("writer %d: %w", i, err)
 					return
 				}
 				// Closed loop: the next edit waits for this one's ack.
-				if err := c.WaitIdle(ctx); err != nil {
+				if err := c.WaitSynced(ackCtx, -1); err != nil {
 					errs[i] = fmt.Errorf("writer %d: %w", i, err)
 					return
 				}
@@ -509,7 +469,7 @@ func runS2(ctx context.Context, env *Env, o S2Options, replicas []string, res, s
 	}
 	acked, retries := int64(0), int64(0)
 	for _, c := range clients {
-		st := c.State()
+		st := c.Stats()
 		acked += st.Acked
 		retries += st.Retries
 	}
@@ -589,16 +549,16 @@ func runS3(ctx context.Context, env *Env, o S3Options, res *Result) error {
 	if err != nil {
 		return err
 	}
-	opts := make([]ClientOptions, o.Conns)
-	for i := range opts {
+	specs := make([]connSpec, o.Conns)
+	for i := range specs {
 		doc := fmt.Sprintf("%s-%d", prefix, i%o.Docs)
 		tok, err := env.token(doc)
 		if err != nil {
 			return err
 		}
-		opts[i] = ClientOptions{BaseURL: base, Doc: doc, ClientID: fmt.Sprintf("%s-c%d", prefix, i), Token: tok}
+		specs[i] = connSpec{Base: base, Doc: doc, Options: client.Options{ClientID: fmt.Sprintf("%s-c%d", prefix, i), Token: tok}}
 	}
-	clients, err := dialAll(ctx, env, opts)
+	clients, err := dialAll(ctx, env, specs)
 	if err != nil {
 		return err
 	}
@@ -624,11 +584,11 @@ func runS3(ctx context.Context, env *Env, o S3Options, res *Result) error {
 	}
 	// Every connection must still be open and usable.
 	for d := range min(o.Docs, o.Conns) {
-		var group []*Client
+		var group []*client.Client
 		for i := d; i < len(clients); i += o.Docs {
 			group = append(group, clients[i])
 		}
-		if err := Verify(ctx, env, base, opts[d].Doc, group); err != nil {
+		if err := Verify(ctx, env, base, specs[d].Doc, group); err != nil {
 			return err
 		}
 	}
@@ -678,7 +638,7 @@ func runS4(ctx context.Context, env *Env, o S4Options, res *Result) error {
 	prefix := newDocID("s4")
 	sent := newSendLog()
 	var recv, acks Samples
-	opts := make([]ClientOptions, 0, o.Docs*o.Editors)
+	specs := make([]connSpec, 0, o.Docs*o.Editors)
 	for d := range o.Docs {
 		doc := fmt.Sprintf("%s-%d", prefix, d)
 		tok, err := env.token(doc)
@@ -687,17 +647,17 @@ func runS4(ctx context.Context, env *Env, o S4Options, res *Result) error {
 		}
 		for e := range o.Editors {
 			id := fmt.Sprintf("%s-e%d", doc, e)
-			opts = append(opts, ClientOptions{BaseURL: env.replica(d + e), Doc: doc, ClientID: id, Token: tok,
+			specs = append(specs, connSpec{Base: env.replica(d + e), Doc: doc, Options: client.Options{ClientID: id, Token: tok,
 				OnSend: func(seq int64, at time.Time) { sent.put(id, seq, at) },
 				OnAck:  func(_, _ int64, d time.Duration, _ time.Time) { acks.Add(d) },
 				OnRemote: func(op protocol.Op, at time.Time) {
 					if t, ok := sent.get(op.Client, op.Seq); ok {
 						recv.Add(at.Sub(t))
 					}
-				}})
+				}}})
 		}
 	}
-	clients, err := dialAll(ctx, env, opts)
+	clients, err := dialAll(ctx, env, specs)
 	if err != nil {
 		return err
 	}
@@ -726,7 +686,11 @@ func runS4(ctx context.Context, env *Env, o S4Options, res *Result) error {
 			t := time.NewTicker(interval)
 			defer t.Stop()
 			for {
-				if _, err := c.Edit(randomEdit(r)); err != nil {
+				if err := c.Err(); err != nil {
+					errs[i] = err
+					return
+				}
+				if err := c.EditLen(randomEdit(r)); err != nil {
 					errs[i] = err
 					return
 				}
@@ -749,13 +713,13 @@ func runS4(ctx context.Context, env *Env, o S4Options, res *Result) error {
 	}
 	for d := range o.Docs {
 		group := clients[d*o.Editors : (d+1)*o.Editors]
-		if err := Verify(ctx, env, env.replica(d), opts[d*o.Editors].Doc, group); err != nil {
+		if err := Verify(ctx, env, env.replica(d), specs[d*o.Editors].Doc, group); err != nil {
 			return err
 		}
 	}
 	acked, retries := int64(0), int64(0)
 	for _, c := range clients {
-		st := c.State()
+		st := c.Stats()
 		acked += st.Acked
 		retries += st.Retries
 	}

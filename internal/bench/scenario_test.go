@@ -217,6 +217,7 @@ func TestScenariosDetectFaults(t *testing.T) {
 			if !strings.Contains(r.Error, tt.want) {
 				t.Fatalf("error = %q, want it to mention %q", r.Error, tt.want)
 			}
+			t.Logf("%s reported: %s", r.ID, r.Error)
 		})
 	}
 }

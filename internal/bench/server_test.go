@@ -86,9 +86,9 @@ func (s *testServer) serveWS(w http.ResponseWriter, r *http.Request) {
 	connID := fmt.Sprintf("conn-%d", s.conns.Add(1))
 	out := make(chan any, 1024)
 	member := doc.Member{Conn: connID, Client: hello.Client, User: store.User{ID: "u-" + hello.Client}, Perm: "write"}
-	member.Send = func(m any) bool {
+	member.Send = func(f *protocol.Frame) bool {
 		select {
-		case out <- m:
+		case out <- f.Msg: // the fault hook sees and may change the message
 			return true
 		default:
 			return false
