@@ -290,6 +290,16 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	s.opts.Metrics.Connections.Inc()
 
+	// The connection continues on a goroutine of its own and the handler
+	// returns: the HTTP server then lets go of the request, its headers and
+	// its buffers, which an idle connection would otherwise keep for its
+	// whole life.
+	go c.run(full, bearer(r))
+}
+
+// run serves the connection until it ends, then unregisters it.
+func (c *conn) run(full bool, headerToken string) {
+	s, ws, docID := c.s, c.ws, c.doc
 	defer func() {
 		c.close(protocol.CloseNormal, "")
 		<-c.ended
@@ -308,11 +318,12 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		c.close(protocol.CloseDocFull, "too many connections to this document")
 		return
 	}
-	c.serve(r)
+	c.serve(headerToken)
 }
 
-// serve runs the read loop until the connection ends.
-func (c *conn) serve(r *http.Request) {
+// serve runs the read loop until the connection ends. headerToken is the
+// bearer token of the upgrade request, used when hello carries none.
+func (c *conn) serve(headerToken string) {
 	s := c.s
 	ws := c.ws
 	ws.SetReadLimit(s.opts.Limits.MaxMessageBytes)
@@ -350,7 +361,7 @@ func (c *conn) serve(r *http.Request) {
 	// 2. who is it?
 	token := hello.Token
 	if token == "" {
-		token = bearer(r)
+		token = headerToken
 	}
 	id, err := s.opts.Auth.Authenticate(token, c.doc)
 	if err != nil {

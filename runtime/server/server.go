@@ -117,9 +117,10 @@ func New(opts Options) *Server {
 	}
 	s.corkPool.New = func() any { b := make([]byte, 0, 4096); return &b }
 	s.upgrader = websocket.Upgrader{
-		// Zero reuses the HTTP server's 4 KiB read buffer for the
-		// connection instead of allocating a second one.
-		ReadBufferSize:  0,
+		// Every idle connection holds its read buffer. Client messages are
+		// small (one operation or cursor); a larger one is read straight
+		// into the message rather than through the buffer.
+		ReadBufferSize:  1024,
 		WriteBufferSize: 4096,
 		// Idle connections hold no write buffer: it is taken from the pool
 		// for each write and returned after, which matters with many

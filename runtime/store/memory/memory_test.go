@@ -98,7 +98,7 @@ func TestPresenceExpiryWithDrivenClock(t *testing.T) {
 				if !ev.Left || ev.Entry.Conn != s.wantLeft {
 					t.Fatalf("step %d: event %+v, want %s leaving", i, ev, s.wantLeft)
 				}
-			default:
+			case <-time.After(5 * time.Second):
 				t.Fatalf("step %d: no departure event for %s", i, s.wantLeft)
 			}
 		}

@@ -39,11 +39,61 @@ type presenceItem struct {
 	expires time.Time
 }
 
-// presenceSub buffers events for one subscriber. Presence is advisory and
-// refreshed constantly, so a subscriber that falls this far behind loses
-// events rather than blocking the writer.
+// presenceSub queues events for one subscriber and hands them over one at
+// a time. The queue grows only while events wait, so a quiet document
+// holds no buffer. Presence is advisory and refreshed constantly, so a
+// subscriber that falls presenceBuffer events behind loses events rather
+// than blocking the writer.
 type presenceSub struct {
-	ch chan store.PresenceEvent
+	ch   chan store.PresenceEvent
+	wake chan struct{}
+
+	mu    sync.Mutex
+	queue []store.PresenceEvent
+}
+
+func (s *presenceSub) push(ev store.PresenceEvent) {
+	s.mu.Lock()
+	if len(s.queue) < presenceBuffer {
+		s.queue = append(s.queue, ev)
+	}
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *presenceSub) pop() (store.PresenceEvent, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.queue) == 0 {
+		s.queue = nil // let the grown array go
+		return store.PresenceEvent{}, false
+	}
+	ev := s.queue[0]
+	s.queue = s.queue[1:]
+	return ev, true
+}
+
+// deliver moves queued events to the subscriber until ctx ends.
+func (s *presenceSub) deliver(ctx context.Context) {
+	for {
+		ev, ok := s.pop()
+		if !ok {
+			select {
+			case <-s.wake:
+				continue
+			case <-ctx.Done():
+				return
+			}
+		}
+		select {
+		case s.ch <- ev:
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 const presenceBuffer = 1024
@@ -155,7 +205,7 @@ func (p *Presence) Subscribe(ctx context.Context, doc string) (<-chan store.Pres
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	s := &presenceSub{ch: make(chan store.PresenceEvent, presenceBuffer)}
+	s := &presenceSub{ch: make(chan store.PresenceEvent), wake: make(chan struct{}, 1)}
 	p.mu.Lock()
 	if p.subs[doc] == nil {
 		p.subs[doc] = map[*presenceSub]struct{}{}
@@ -163,14 +213,14 @@ func (p *Presence) Subscribe(ctx context.Context, doc string) (<-chan store.Pres
 	p.subs[doc][s] = struct{}{}
 	p.mu.Unlock()
 	go func() {
-		<-ctx.Done()
+		s.deliver(ctx)
 		p.mu.Lock()
 		delete(p.subs[doc], s)
 		if len(p.subs[doc]) == 0 {
 			delete(p.subs, doc)
 		}
-		close(s.ch)
 		p.mu.Unlock()
+		close(s.ch)
 	}()
 	return s.ch, nil
 }
@@ -198,9 +248,6 @@ func (p *Presence) sweepLocked() {
 // (which also keeps a subscriber's channel open while we send).
 func (p *Presence) publish(doc string, ev store.PresenceEvent) {
 	for s := range p.subs[doc] {
-		select {
-		case s.ch <- ev:
-		default:
-		}
+		s.push(ev)
 	}
 }
