@@ -709,7 +709,7 @@ func (c *Client) onError(ws *websocket.Conn, m serverMessage) error {
 	switch m.Code {
 	case protocol.CodeUnavailable, protocol.CodeRateLimited:
 		if p.retries >= c.maxRetries {
-			return fmt.Errorf("operation %d refused %d times (%s: %s): reconnect to resubmit", m.Seq, p.retries+1, m.Code, m.Message)
+			return fmt.Errorf("operation %d refused after %d retries: %s: %s (reconnecting resubmits it)", m.Seq, p.retries, m.Code, m.Message)
 		}
 		p.retries++
 		c.stats.Retries++
