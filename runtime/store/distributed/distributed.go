@@ -33,7 +33,12 @@ type Config struct {
 	Tail          int64         // persisted revisions kept in each document's stream (1000)
 	PresenceTTL   time.Duration // presence entry lifetime without refresh (30s)
 	CatchUp       time.Duration // silence after which a subscription polls the stream (1s)
-	Breaker       redisstore.BreakerOptions
+	// Replica names this process among the replicas: its document owner
+	// leases and its inbox for forwarded submissions. It must be unique
+	// among live replicas (default: host name, process id, random suffix).
+	Replica  string
+	LeaseTTL time.Duration // document owner lease lifetime without renewal (5s)
+	Breaker  redisstore.BreakerOptions
 
 	Logger *slog.Logger
 }
@@ -43,6 +48,9 @@ type Stores struct {
 	Log      store.Log
 	Durable  store.Durable
 	Presence store.Presence
+	// Router routes a busy document's submissions to the replica holding
+	// its owner lease, so that one replica appends them.
+	Router store.Router
 
 	redis *redis.Client
 	pg    *pgstore.Store
@@ -94,6 +102,8 @@ func Open(ctx context.Context, cfg Config, reg prometheus.Registerer) (*Stores, 
 		Tail:          cfg.Tail,
 		CatchUp:       cfg.CatchUp,
 		PresenceTTL:   cfg.PresenceTTL,
+		Replica:       cfg.Replica,
+		LeaseTTL:      cfg.LeaseTTL,
 		Breaker:       cfg.Breaker,
 		IsPermanent:   pgstore.IsPermanent,
 		Logger:        cfg.Logger,
@@ -103,7 +113,7 @@ func Open(ctx context.Context, cfg Config, reg prometheus.Registerer) (*Stores, 
 		rdb.Close()
 		return nil, err
 	}
-	return &Stores{Log: rs.Log, Durable: pg, Presence: rs.Presence, redis: rdb, pg: pg, rs: rs}, nil
+	return &Stores{Log: rs.Log, Durable: pg, Presence: rs.Presence, Router: rs.Router, redis: rdb, pg: pg, rs: rs}, nil
 }
 
 // Ready fails while Redis is unreachable or its circuit breaker is open.

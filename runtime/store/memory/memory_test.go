@@ -354,3 +354,14 @@ func TestLogForgetsIdleDurableDocuments(t *testing.T) {
 		t.Fatalf("durable has %d entries, want 4", d.count("idle"))
 	}
 }
+
+func TestRouterConformance(t *testing.T) {
+	const ttl = 300 * time.Millisecond
+	storetest.RunRouter(t, func(t *testing.T) (store.Router, store.Router) {
+		routes := memory.NewRoutes(ttl, nil)
+		a, b := routes.Router("replica-a"), routes.Router("replica-b")
+		t.Cleanup(a.Close)
+		t.Cleanup(b.Close)
+		return a, b
+	}, ttl)
+}

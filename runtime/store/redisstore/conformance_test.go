@@ -25,3 +25,14 @@ func TestPresenceConformance(t *testing.T) {
 		return sub.replica(redisstore.Options{PresenceTTL: ttl}).store.Presence
 	}, ttl)
 }
+
+func TestRouterConformance(t *testing.T) {
+	e := newEnv(t)
+	const ttl = 500 * time.Millisecond
+	storetest.RunRouter(t, func(t *testing.T) (store.Router, store.Router) {
+		sub := &env{t: t, redis: e.redis, pg: e.pg}
+		a := sub.replica(redisstore.Options{LeaseTTL: ttl, NoFlusher: true}).store.Router
+		b := sub.replica(redisstore.Options{LeaseTTL: ttl, NoFlusher: true}).store.Router
+		return a, b
+	}, ttl)
+}

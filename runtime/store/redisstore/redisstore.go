@@ -1,6 +1,7 @@
 // Package redisstore implements the distributed mode's operation log,
-// sequencer, fan-out and presence on Redis, and the flusher that moves
-// committed operations from Redis into the durable store (PostgreSQL).
+// sequencer, fan-out, presence and document owner leases (Router) on
+// Redis, and the flusher that moves committed operations from Redis into
+// the durable store (PostgreSQL).
 //
 // Layout per document (all keys share the hash tag {doc:<id>}):
 //
@@ -8,8 +9,10 @@
 //	tandem:{doc:ID}:log      stream: one entry per revision, ID "<rev>-1"
 //	tandem:{doc:ID}:ops      pub/sub channel: commit notifications
 //	tandem:{doc:ID}:presence hash + ":presence:exp" sorted set by expiry
+//	tandem:{doc:ID}:owner    string: the replica holding the owner lease
 //
-// and shared persistence streams tandem:{persist:N} (N < Shards) read by
+// and per replica the pub/sub channel tandem:{replica:ID}:inbox (Router),
+// plus shared persistence streams tandem:{persist:N} (N < Shards) read by
 // the consumer group "flushers", with dead letters in tandem:{persist:dead}.
 package redisstore
 
@@ -65,6 +68,13 @@ type Options struct {
 	PresenceTTL time.Duration
 	// Consumer names this process in the flusher group (default host-pid-random).
 	Consumer string
+	// Replica is this process's id for document owner leases and its inbox
+	// channel; it must be unique among the live replicas (default Consumer).
+	Replica string
+	// LeaseTTL is how long a document's owner lease lasts without renewal
+	// (default 5s): after an owner dies, other replicas append the
+	// document's operations themselves until it expires.
+	LeaseTTL time.Duration
 	// IsPermanent classifies durable Write errors that will recur on retry
 	// (bad data, not an outage); such batches are dead-lettered after
 	// MaxDeliveries. Default: errors implementing PermanentError.
@@ -105,16 +115,23 @@ func (o *Options) setDefaults() {
 		host, _ := os.Hostname()
 		o.Consumer = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), randomID(4))
 	}
+	if o.Replica == "" {
+		o.Replica = o.Consumer
+	}
+	if o.LeaseTTL <= 0 {
+		o.LeaseTTL = 5 * time.Second
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 }
 
-// Store bundles the Redis-backed Log and Presence of one process; they
-// share one connection pool, one pub/sub connection and one breaker.
+// Store bundles the Redis-backed Log, Presence and Router of one process;
+// they share one connection pool, one pub/sub connection and one breaker.
 type Store struct {
 	Log      *Log
 	Presence *Presence
+	Router   *Router
 
 	core      *core
 	closeOnce sync.Once
@@ -162,6 +179,7 @@ func New(rdb redis.UniversalClient, durable store.Durable, opts Options, reg pro
 	s := &Store{core: c}
 	s.Log = newLog(c)
 	s.Presence = newPresence(c)
+	s.Router = newRouter(c)
 	return s, nil
 }
 
@@ -175,6 +193,7 @@ func (s *Store) Close(ctx context.Context) error {
 	s.closeOnce.Do(func() {
 		err := s.Log.Close(ctx)
 		s.Presence.close()
+		s.Router.close()
 		s.closeErr = errors.Join(err, s.core.hub.close())
 	})
 	return s.closeErr
