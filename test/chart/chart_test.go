@@ -19,6 +19,8 @@ import (
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+
+	"github.com/tandem-dev/tandem/test/testtools"
 )
 
 const (
@@ -28,51 +30,8 @@ const (
 	keepAnno      = "helm.sh/resource-policy"
 	releaseName   = "tandem"
 	releaseNS     = "tandem-system"
-	toolTimeout   = 20 * time.Minute // a cold build of helm or kubectl takes minutes
 	renderTimeout = 2 * time.Minute
 )
-
-// repoRoot walks up from the test's directory to the module root.
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatalf("getwd: %v", err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatalf("no go.mod above the test directory")
-		}
-		dir = parent
-	}
-}
-
-// tool returns the path of a pinned tool, building it if needed. Outside CI a
-// missing tool skips the test (a fresh checkout without the toolchain cache);
-// under CI=true it fails, so a broken tool build can never pass silently.
-func tool(t *testing.T, name string) string {
-	t.Helper()
-	root := repoRoot(t)
-	ctx, cancel := context.WithTimeout(context.Background(), toolTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(root, "hack", "tools.sh"), "bin", name)
-	cmd.Dir = root
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		msg := fmt.Sprintf("hack/tools.sh bin %s: %v\n%s", name, err, stderr.String())
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	return strings.TrimSpace(string(out))
-}
 
 // run executes a command in the repository root and returns its stdout, or an
 // error carrying the command line and its stderr.
@@ -121,7 +80,7 @@ func decodeFile(t *testing.T, path string) []*unstructured.Unstructured {
 // helmTemplate renders the chart with --set style overrides.
 func helmTemplate(t *testing.T, helm string, sets ...string) ([]*unstructured.Unstructured, error) {
 	t.Helper()
-	root := repoRoot(t)
+	root := testtools.RepoRoot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), renderTimeout)
 	defer cancel()
 	args := []string{"template", releaseName, chartDir, "--namespace", releaseNS}
@@ -163,7 +122,7 @@ func findNamed(t *testing.T, objs []*unstructured.Unstructured, kind, name strin
 // generatedRules returns the rules controller-gen wrote into role.yaml.
 func generatedRules(t *testing.T) []any {
 	t.Helper()
-	roles := find(decodeFile(t, filepath.Join(repoRoot(t), roleFile)), "ClusterRole")
+	roles := find(decodeFile(t, filepath.Join(testtools.RepoRoot(t), roleFile)), "ClusterRole")
 	if len(roles) != 1 {
 		t.Fatalf("%s: want exactly one ClusterRole, got %d", roleFile, len(roles))
 	}
@@ -184,7 +143,7 @@ func rulesOf(t *testing.T, o *unstructured.Unstructured) []any {
 }
 
 func TestChartRBACMatchesGeneratedRole(t *testing.T) {
-	helm := tool(t, "helm")
+	helm := testtools.Tool(t.Context(), t, "helm")
 	want := generatedRules(t)
 	tests := []struct {
 		name     string
@@ -250,8 +209,8 @@ func TestChartRBACMatchesGeneratedRole(t *testing.T) {
 }
 
 func TestChartCRDMatchesGenerated(t *testing.T) {
-	helm := tool(t, "helm")
-	generated := find(decodeFile(t, filepath.Join(repoRoot(t), crdFile)), "CustomResourceDefinition")
+	helm := testtools.Tool(t.Context(), t, "helm")
+	generated := find(decodeFile(t, filepath.Join(testtools.RepoRoot(t), crdFile)), "CustomResourceDefinition")
 	if len(generated) != 1 {
 		t.Fatalf("%s: want one CRD, got %d", crdFile, len(generated))
 	}
@@ -329,7 +288,7 @@ func hasArg(c map[string]any, arg string) bool {
 }
 
 func TestChartRendersValues(t *testing.T) {
-	helm := tool(t, "helm")
+	helm := testtools.Tool(t.Context(), t, "helm")
 	tests := []struct {
 		name  string
 		sets  []string
@@ -421,7 +380,7 @@ func TestChartRendersValues(t *testing.T) {
 }
 
 func TestChartRejectsBadValues(t *testing.T) {
-	helm := tool(t, "helm")
+	helm := testtools.Tool(t.Context(), t, "helm")
 	tests := []struct {
 		name    string
 		sets    []string
@@ -448,8 +407,8 @@ func TestChartRejectsBadValues(t *testing.T) {
 }
 
 func TestChartLintStrict(t *testing.T) {
-	helm := tool(t, "helm")
-	root := repoRoot(t)
+	helm := testtools.Tool(t.Context(), t, "helm")
+	root := testtools.RepoRoot(t)
 	tests := []struct {
 		name string
 		sets []string
@@ -473,8 +432,8 @@ func TestChartLintStrict(t *testing.T) {
 }
 
 func TestKustomizeDefaultRenders(t *testing.T) {
-	kubectl := tool(t, "kubectl")
-	root := repoRoot(t)
+	kubectl := testtools.Tool(t.Context(), t, "kubectl")
+	root := testtools.RepoRoot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), renderTimeout)
 	defer cancel()
 	out, err := run(ctx, root, kubectl, "kustomize", "config/default")

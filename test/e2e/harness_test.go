@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/tandem-dev/tandem/test/testtools"
 )
 
 // cluster is a kwokctl control plane plus the tools to drive it.
@@ -27,46 +29,6 @@ type cluster struct {
 	kubeconfig string // admin kubeconfig
 	kubectlBin string
 	helmBin    string
-}
-
-// repoRoot walks up to the module root.
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatalf("getwd: %v", err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the test directory")
-		}
-		dir = parent
-	}
-}
-
-// tool returns a pinned tool from hack/tools.sh, building it if needed. Under
-// CI=true a tool that cannot be built fails the suite; elsewhere it skips.
-func tool(t *testing.T, root, name string) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(root, "hack", "tools.sh"), "bin", name)
-	cmd.Dir = root
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		msg := fmt.Sprintf("hack/tools.sh bin %s: %v\n%s", name, err, stderr.String())
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	return strings.TrimSpace(string(out))
 }
 
 // runCmd runs a command and returns combined output; the error names the
@@ -89,14 +51,14 @@ func runCmd(ctx context.Context, dir string, env []string, bin string, args ...s
 // its deletion (and the removal of its state directory) with t.Cleanup.
 func startCluster(t *testing.T) *cluster {
 	t.Helper()
-	root := repoRoot(t)
+	root := testtools.RepoRoot(t)
 	c := &cluster{root: root}
 	// Build (or find) every tool before the clock of any step starts.
 	for _, name := range []string{"kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler", "kwok", "kwokctl"} {
-		tool(t, root, name)
+		testtools.Tool(t.Context(), t, name)
 	}
-	c.kubectlBin = tool(t, root, "kubectl")
-	c.helmBin = tool(t, root, "helm")
+	c.kubectlBin = testtools.Tool(t.Context(), t, "kubectl")
+	c.helmBin = testtools.Tool(t.Context(), t, "helm")
 
 	c.name = fmt.Sprintf("tandem-e2e-%d-%d", os.Getpid(), time.Now().UnixNano()%100000)
 	// Not t.TempDir: kwokctl's processes must be gone before the directory
@@ -115,7 +77,7 @@ func startCluster(t *testing.T) *cluster {
 		defer cancel()
 		if t.Failed() {
 			logs := filepath.Join(dir, "logs")
-			if _, err := runCmd(ctx, root, env, tool(t, root, "kwokctl"), "export", "logs", "--name", c.name, logs); err == nil {
+			if _, err := runCmd(ctx, root, env, testtools.Tool(ctx, t, "kwokctl"), "export", "logs", "--name", c.name, logs); err == nil {
 				t.Logf("control plane logs kept in %s", logs)
 				dir = "" // keep them for the person debugging
 			}

@@ -1,0 +1,66 @@
+// Package testtools finds the repository root and the pinned tool binaries
+// (helm, kubectl, kwokctl, the control plane) that hack/tools.sh builds, for
+// the suites under test/ that drive those tools.
+package testtools
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// buildTimeout bounds one `hack/tools.sh bin`: a cold build of helm, kubectl
+// or the control plane takes minutes; a built tool answers at once.
+const buildTimeout = 30 * time.Minute
+
+// RepoRoot walks up from the test's working directory (its package
+// directory under go test) to the module root.
+func RepoRoot(t testing.TB) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatalf("getwd: %v", err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("no go.mod above the test directory")
+		}
+		dir = parent
+	}
+}
+
+// Tool returns the path of the pinned tool name, building it with
+// `hack/tools.sh bin` if it is not built yet. Outside CI a tool that cannot
+// be had skips the test (a fresh checkout without the tool cache); under
+// CI=true it fails, so a broken tool build can never pass silently.
+func Tool(ctx context.Context, t testing.TB, name string) string {
+	t.Helper()
+	root := RepoRoot(t)
+	ctx, cancel := context.WithTimeout(ctx, buildTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(root, "hack", "tools.sh"), "bin", name)
+	cmd.Dir = root
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		msg := fmt.Sprintf("hack/tools.sh bin %s: %v\n%s", name, err, stderr.String())
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		} else {
+			t.Skip(msg)
+		}
+		return ""
+	}
+	return strings.TrimSpace(string(out))
+}
