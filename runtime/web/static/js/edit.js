@@ -5,7 +5,17 @@
 // editor keeps the previous value and diffs. The caret after the edit
 // disambiguates repeated characters (typing "a" inside "aa"), so concurrent
 // edits land where the person actually typed.
+//
+// Code points are counted, and caret and selection offsets converted, by
+// the OT module's helpers; the conversions are re-exported so the editor has
+// one place for edge conversions.
 
+import { cpLength } from './ot.js';
+
+export { utf16ToCp, cpToUtf16 } from './ot.js';
+
+// Surrogate tests for splitsPair, which looks at one offset in constant
+// time; the OT module's conversions walk the text from its start.
 function isHigh(c) {
   return c >= 0xd800 && c <= 0xdbff;
 }
@@ -18,21 +28,6 @@ function splitsPair(s, i) {
   return i > 0 && i < s.length && isHigh(s.charCodeAt(i - 1)) && isLow(s.charCodeAt(i));
 }
 
-/** Number of code points in s[from:to] (UTF-16 offsets). */
-export function cpCount(s, from = 0, to = s.length) {
-  let n = 0;
-  for (let i = from; i < to; i++) {
-    const c = s.charCodeAt(i);
-    if (isHigh(c) && i + 1 < to && isLow(s.charCodeAt(i + 1))) i++;
-    n++;
-  }
-  return n;
-}
-
-// The conversions for caret and selection offsets come from the OT module;
-// they are re-exported so the editor has one place for edge conversions.
-export { utf16ToCp, cpToUtf16 } from './ot.js';
-
 /**
  * The operation (code points, trailing retain left out) that turns `before` into
  * `after`, or null when they are equal. `caret` is the UTF-16 caret offset
@@ -43,9 +38,9 @@ export function editOp(before, after, caret = -1) {
   const region = (caret >= 0 && guided(before, after, caret)) || plainDiff(before, after);
   const { start, delLen, insLen } = region;
   const op = [];
-  const pre = cpCount(before, 0, start);
+  const pre = cpLength(before.slice(0, start));
   if (pre > 0) op.push(pre);
-  const del = cpCount(before, start, start + delLen);
+  const del = cpLength(before.slice(start, start + delLen));
   if (del > 0) op.push({ d: del });
   if (insLen > 0) op.push(after.slice(start, start + insLen));
   // No trailing retain (the protocol allows leaving it out): counting the
