@@ -297,33 +297,55 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	go c.run(full, bearer(r))
 }
 
-// run serves the connection until it ends, then unregisters it.
+// run serves the connection: the handshake here, the messages on a fresh
+// goroutine. The handshake (token check, join) grows a goroutine's stack
+// to several KiB; starting the long-lived read loop on a new goroutine
+// lets an idle connection keep only the small stack the loop needs.
 func (c *conn) run(full bool, headerToken string) {
-	s, ws, docID := c.s, c.ws, c.doc
-	defer func() {
-		c.close(protocol.CloseNormal, "")
-		<-c.ended
-		_ = ws.Close()
-		s.mu.Lock()
-		delete(s.conns, c)
-		if s.perDoc[docID]--; s.perDoc[docID] <= 0 {
-			delete(s.perDoc, docID)
-		}
-		s.mu.Unlock()
-		s.opts.Metrics.Connections.Dec()
-		s.wg.Done()
-	}()
 	if full {
 		c.sendProblem(&protocol.Problem{Code: protocol.CodeTooLarge, Message: "too many connections to this document"})
 		c.close(protocol.CloseDocFull, "too many connections to this document")
+		c.finish()
 		return
 	}
-	c.serve(headerToken)
+	// A close from elsewhere (slow consumer, kick, shutdown) unblocks the
+	// reader: the writer cuts the connection a second after the close frame.
+	ctx, cancel := context.WithCancel(context.Background())
+	sess, id, ok := c.handshake(ctx, headerToken)
+	if !ok {
+		cancel()
+		c.finish()
+		return
+	}
+	go func() {
+		defer c.finish()
+		defer cancel()
+		defer sess.Leave(context.Background())
+		c.messages(ctx, sess, id)
+	}()
 }
 
-// serve runs the read loop until the connection ends. headerToken is the
-// bearer token of the upgrade request, used when hello carries none.
-func (c *conn) serve(headerToken string) {
+// finish ends the connection and unregisters it.
+func (c *conn) finish() {
+	s := c.s
+	c.close(protocol.CloseNormal, "")
+	<-c.ended
+	_ = c.ws.Close()
+	s.mu.Lock()
+	delete(s.conns, c)
+	if s.perDoc[c.doc]--; s.perDoc[c.doc] <= 0 {
+		delete(s.perDoc, c.doc)
+	}
+	s.mu.Unlock()
+	s.opts.Metrics.Connections.Dec()
+	s.wg.Done()
+}
+
+// handshake reads hello, authenticates and joins the document; false when
+// the connection ended or was refused (the client was told why).
+// headerToken is the bearer token of the upgrade request, used when hello
+// carries none.
+func (c *conn) handshake(ctx context.Context, headerToken string) (*doc.Session, auth.Identity, bool) {
 	s := c.s
 	ws := c.ws
 	ws.SetReadLimit(s.opts.Limits.MaxMessageBytes)
@@ -331,18 +353,13 @@ func (c *conn) serve(headerToken string) {
 	pongWait := s.opts.PingInterval * 5 / 2
 	ws.SetPongHandler(func(string) error { return ws.SetReadDeadline(time.Now().Add(pongWait)) })
 
-	// A close from elsewhere (slow consumer, kick, shutdown) unblocks this
-	// loop: the writer cuts the connection a second after the close frame.
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-
 	// 1. hello, within HelloTimeout.
 	_ = ws.SetReadDeadline(time.Now().Add(s.opts.HelloTimeout))
 	var hello *protocol.Hello
 	for hello == nil {
 		data, ok := c.read()
 		if !ok {
-			return
+			return nil, auth.Identity{}, false
 		}
 		msg, p := protocol.Decode(data)
 		if p != nil {
@@ -373,7 +390,7 @@ func (c *conn) serve(headerToken string) {
 		c.sendProblem(&protocol.Problem{Code: code, Message: err.Error()})
 		c.close(close, code)
 		c.drain()
-		return
+		return nil, auth.Identity{}, false
 	}
 
 	// 3. join: the document sends the welcome through c.send.
@@ -386,11 +403,14 @@ func (c *conn) serve(headerToken string) {
 		c.sendProblem(&protocol.Problem{Code: protocol.CodeUnavailable, Message: "document unavailable, retry"})
 		c.close(protocol.CloseTryLater, "document unavailable")
 		c.drain()
-		return
+		return nil, auth.Identity{}, false
 	}
-	defer sess.Leave(context.Background())
+	return sess, id, true
+}
 
-	// 4. messages.
+// messages reads the client's messages until the connection ends.
+func (c *conn) messages(ctx context.Context, sess *doc.Session, id auth.Identity) {
+	s := c.s
 	limiter := rate.NewLimiter(rate.Limit(s.opts.Limits.OpsPerSecond), s.opts.Limits.OpsBurst)
 	cursorLimiter := rate.NewLimiter(rate.Limit(30), 30)
 	strikes := 0
