@@ -36,8 +36,9 @@ func openDistributed(ctx context.Context, cfg *config.Config, reg prometheus.Reg
 	if err != nil {
 		return nil, err
 	}
+	slog.Info("distributed mode", "replica", s.Router.Self())
 	return &backends{
-		Log: s.Log, Durable: s.Durable, Presence: s.Presence,
+		Log: s.Log, Durable: s.Durable, Presence: s.Presence, Router: s.Router,
 		Ready: []func(context.Context) error{s.Ready},
 		Close: s.Close,
 	}, nil

@@ -57,6 +57,9 @@ type backends struct {
 	Log      store.Log
 	Durable  store.Durable
 	Presence store.Presence
+	// Router, in the distributed mode, routes a busy document's
+	// submissions to the one replica that appends them (nil: embedded).
+	Router store.Router
 	// Ready are readiness checks for /readyz.
 	Ready []func(context.Context) error
 	// Close flushes and releases everything, after the documents stopped.
@@ -132,7 +135,7 @@ func run(ctx context.Context, cfg *config.Config, stdout io.Writer) error {
 	}
 
 	mgr := doc.NewManager(doc.Options{
-		Log: b.Log, Durable: b.Durable, Presence: b.Presence, Metrics: m, Logger: logger,
+		Log: b.Log, Durable: b.Durable, Presence: b.Presence, Router: b.Router, Metrics: m, Logger: logger,
 		MaxDocBytes: cfg.MaxDocBytes,
 	})
 	srv := server.New(server.Options{

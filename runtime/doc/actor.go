@@ -27,6 +27,11 @@ type (
 		seq, rev int64
 		op       ot.Op
 		received time.Time
+		// origin is the replica that forwarded the submission to this one
+		// as the document's owner; member is then a proxy (route.go).
+		origin string
+		// here: taken back after forwarding; append it here, never forward.
+		here bool
 	}
 	leaveReq struct {
 		conn string
@@ -67,18 +72,25 @@ type actor struct {
 	idle    time.Time                      // since when there are no members
 	// resetErr is set when a read found the log reset (store.ErrReset).
 	resetErr error
+
+	// Owner lease (route.go; only with a Router).
+	owner     string    // holder as last seen
+	ownerSeen time.Time // when
+	selfUntil time.Time // after a take-back: append here until then
+	forwarded map[clientSeq]*forwardedReq
 }
 
 func newActor(m *Manager, id string) *actor {
 	return &actor{
 		m: m, id: id, opts: &m.opts,
-		log:     m.log.With("doc", id),
-		inbox:   make(chan any, 256),
-		done:    make(chan struct{}),
-		quit:    make(chan struct{}),
-		lastSeq: map[string]int64{},
-		members: map[string]*Member{},
-		present: map[string]store.PresenceEntry{},
+		log:       m.log.With("doc", id),
+		inbox:     make(chan any, 256),
+		done:      make(chan struct{}),
+		quit:      make(chan struct{}),
+		lastSeq:   map[string]int64{},
+		members:   map[string]*Member{},
+		present:   map[string]store.PresenceEntry{},
+		forwarded: map[clientSeq]*forwardedReq{},
 	}
 }
 
@@ -113,6 +125,7 @@ func (a *actor) run() {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	a.ctx = ctx
+	defer a.releaseLease()
 
 	if err := a.load(); err != nil {
 		a.log.Error("load document", "err", err)
@@ -139,6 +152,12 @@ func (a *actor) run() {
 	a.idle = time.Now()
 	tick := time.NewTicker(min(a.opts.PresenceRefresh, a.opts.IdleTimeout/2+time.Millisecond))
 	defer tick.Stop()
+	var takeBack <-chan time.Time
+	if a.opts.Router != nil {
+		t := time.NewTicker(a.opts.ForwardTimeout / 4)
+		defer t.Stop()
+		takeBack = t.C
+	}
 	var resubscribe <-chan time.Time
 	var next any // a request read while gathering a batch, handled next
 	for {
@@ -190,6 +209,11 @@ func (a *actor) run() {
 				}
 				a.presenceEvent(ev)
 				continue
+			case now := <-takeBack:
+				if len(a.forwarded) > 0 {
+					a.takeBack(now)
+				}
+				continue
 			case <-tick.C:
 				if len(a.members) == 0 && time.Since(a.idle) >= a.opts.IdleTimeout {
 					a.log.Debug("unloading idle document")
@@ -226,6 +250,8 @@ func (a *actor) run() {
 			a.setCursor(r)
 		case snapshotReq:
 			r.reply <- result[store.Snapshot]{v: store.Snapshot{Doc: a.id, Rev: a.head, Text: a.text.String()}}
+		case replyReq:
+			a.reply(r.r)
 		}
 	}
 }
@@ -343,6 +369,9 @@ func (a *actor) commit(e store.Entry) {
 		a.unload("committed entry does not apply", err)
 		return
 	}
+	// A forwarded submission is done once its entry is here: commit acks
+	// its member below like any other.
+	delete(a.forwarded, clientSeq{e.Client, e.Seq})
 	var ack, op *protocol.Frame // each encoded once, for all its receivers
 	for conn, m := range a.members {
 		var f *protocol.Frame
@@ -445,6 +474,7 @@ func (a *actor) join(m *Member, rev *int64) {
 		p := a.present[conn]
 		w.Presence = append(w.Presence, protocol.Presence{Type: protocol.TypePresence, User: p.User, Conn: conn, Cursor: p.Cursor})
 	}
+	m.joined = a.head
 	if !m.Send(protocol.NewFrame(w)) {
 		return
 	}

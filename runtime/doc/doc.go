@@ -45,6 +45,15 @@ type Options struct {
 	PresenceRefresh time.Duration
 	// MaxBatch bounds how many queued submissions are appended at once.
 	MaxBatch int
+
+	// Router, in the distributed mode, lets one replica append a busy
+	// document's operations: the others forward their submissions to the
+	// holder of the document's owner lease (route.go). nil: this process
+	// appends everything itself.
+	Router store.Router
+	// ForwardTimeout is how long a forwarded submission may go without its
+	// entry or a reply before this replica appends it itself (default 2s).
+	ForwardTimeout time.Duration
 }
 
 // Manager owns the loaded documents.
@@ -56,6 +65,7 @@ type Manager struct {
 	docs   map[string]*actor
 	closed bool
 	wg     sync.WaitGroup
+	quit   chan struct{} // closed by Close: stops the route loop
 }
 
 // NewManager returns a Manager; Close it to stop every document.
@@ -75,13 +85,24 @@ func NewManager(opts Options) *Manager {
 	if opts.MaxBatch <= 0 {
 		opts.MaxBatch = 64
 	}
+	if opts.ForwardTimeout <= 0 {
+		opts.ForwardTimeout = 2 * time.Second
+	}
 	if opts.Metrics == nil {
 		opts.Metrics = metrics.New()
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Manager{opts: opts, log: opts.Logger, docs: map[string]*actor{}}
+	m := &Manager{opts: opts, log: opts.Logger, docs: map[string]*actor{}, quit: make(chan struct{})}
+	if opts.Router != nil {
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			m.routeLoop(opts.Router.Inbox())
+		}()
+	}
+	return m
 }
 
 // ErrClosed is returned once the manager is shutting down.
@@ -182,6 +203,10 @@ type Member struct {
 	// member for its own reasons (reloading, shutting down) so the client
 	// reconnects; it must not block.
 	Kick func(reason string)
+
+	// joined is the head revision the member's welcome was made at: every
+	// entry after it was sent to the member as it committed.
+	joined int64
 }
 
 // Session is a member's handle on a joined document.
@@ -249,6 +274,9 @@ func (m *Manager) Loaded() int {
 // stores.
 func (m *Manager) Close(ctx context.Context) error {
 	m.mu.Lock()
+	if !m.closed {
+		close(m.quit)
+	}
 	m.closed = true
 	actors := make([]*actor, 0, len(m.docs))
 	for _, a := range m.docs {

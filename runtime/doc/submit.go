@@ -41,6 +41,26 @@ type outcome struct {
 }
 
 func (a *actor) submit(batch []submitReq) {
+	if a.opts.Router != nil {
+		if batch = a.route(batch); len(batch) == 0 {
+			return
+		}
+		for _, req := range batch {
+			if req.origin != "" && req.rev > a.head {
+				// Forwarded by a replica that has seen more of the log.
+				a.catchUp()
+				break
+			}
+		}
+		if len(a.members) == 0 {
+			// Kept busy by other replicas: not idle.
+			a.idle = time.Now()
+		}
+		if a.broken() {
+			a.failBatch(a.outcomesOf(batch), "document reloading, retry")
+			return
+		}
+	}
 	for attempt := 0; attempt < a.opts.MaxRetries; attempt++ {
 		outs, entries := a.prepare(batch)
 		if a.resetErr != nil {
@@ -114,13 +134,35 @@ func (a *actor) finish(outs []outcome) {
 		case o.problem != nil:
 			a.sendProblem(o.req.member, o.problem)
 		case o.dupRev > 0:
-			if m, ok := a.members[o.req.member.Conn]; ok {
-				if !m.Send(protocol.NewFrame(protocol.Ack{Type: protocol.TypeAck, Seq: o.req.seq, Rev: o.dupRev})) {
-					a.drop(m.Conn)
-				}
+			m := o.req.member
+			if o.req.origin == "" && a.members[m.Conn] != m {
+				continue // left
 			}
+			a.dupAck(m, o.req.seq, o.dupRev)
 		}
 	}
+}
+
+// dupAck acks a resubmission already committed as rev, unless the member
+// was in the document when rev committed: commit acked it then, and a
+// second ack would confuse the client.
+func (a *actor) dupAck(m *Member, seq, rev int64) {
+	if rev > m.joined {
+		return
+	}
+	if !m.Send(protocol.NewFrame(protocol.Ack{Type: protocol.TypeAck, Seq: seq, Rev: rev})) {
+		a.drop(m.Conn)
+	}
+}
+
+// outcomesOf wraps submissions that were not prepared, so that failBatch
+// answers each of them.
+func (a *actor) outcomesOf(batch []submitReq) []outcome {
+	outs := make([]outcome, len(batch))
+	for i, req := range batch {
+		outs[i] = outcome{req: req, entry: &store.Entry{}}
+	}
+	return outs
 }
 
 // prepare runs steps 1-5 for every submission of the batch against the

@@ -22,6 +22,12 @@ type Metrics struct {
 	CommitTime      prometheus.Histogram
 	CommitRetries   prometheus.Counter
 	Errors          *prometheus.CounterVec
+
+	// Distributed mode: submissions routed to the replica holding a
+	// document's owner lease.
+	Forwarded   prometheus.Counter
+	TakeBacks   prometheus.Counter
+	LeaseClaims prometheus.Counter
 }
 
 // New creates the metrics, registered with a new registry that also carries
@@ -53,11 +59,21 @@ func New() *Metrics {
 		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tandem_errors_total", Help: "Errors sent to clients, by protocol error code.",
 		}, []string{"code"}),
+		Forwarded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tandem_submissions_forwarded_total", Help: "Submissions forwarded to the replica holding their document's owner lease instead of appended here.",
+		}),
+		TakeBacks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tandem_submissions_taken_back_total", Help: "Forwarded submissions appended here after all because the owner did not answer in time or was gone.",
+		}),
+		LeaseClaims: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tandem_owner_lease_claims_total", Help: "Document owner leases this replica acquired (renewals not counted).",
+		}),
 	}
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.Connections, m.DocumentsLoaded, m.OpsCommitted, m.TransformTime, m.CommitTime, m.CommitRetries, m.Errors,
+		m.Forwarded, m.TakeBacks, m.LeaseClaims,
 	)
 	return m
 }
