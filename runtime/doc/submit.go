@@ -21,6 +21,11 @@ package doc
 //     retryable "unavailable".
 //  7. Apply the committed entries in revision order and send each to every
 //     member: an ack to the author's connection, the operation to the rest.
+//
+// With a Router (distributed mode), a replica that does not hold the
+// document's owner lease runs 0-5 only to answer errors and resubmissions,
+// and forwards the rest to the holder, which runs the whole path on them
+// in its own batches; see route.go.
 
 import (
 	"errors"
