@@ -196,6 +196,21 @@ type corkConn struct {
 	mu     sync.Mutex
 	corked bool
 	buf    *[]byte
+	// The WebSocket library sets the write deadline before every frame;
+	// during a burst only the last one matters, and it is set once, when
+	// the burst is written (each setting costs a timer update).
+	deadline    time.Time
+	deadlineSet bool
+}
+
+func (c *corkConn) SetWriteDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.corked {
+		c.deadline, c.deadlineSet = t, true
+		return nil
+	}
+	return c.Conn.SetWriteDeadline(t)
 }
 
 func (c *corkConn) Write(p []byte) (int, error) {
@@ -226,7 +241,11 @@ func (c *corkConn) uncork() error {
 		return nil
 	}
 	var err error
-	if len(*c.buf) > 0 {
+	if c.deadlineSet {
+		c.deadlineSet = false
+		err = c.Conn.SetWriteDeadline(c.deadline)
+	}
+	if len(*c.buf) > 0 && err == nil {
 		_, err = c.Conn.Write(*c.buf)
 	}
 	if cap(*c.buf) <= maxPooledCork {

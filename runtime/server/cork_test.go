@@ -6,12 +6,18 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // countingConn counts the writes that reach the network.
 type countingConn struct {
 	net.Conn
-	writes atomic.Int64
+	writes, deadlines atomic.Int64
+}
+
+func (c *countingConn) SetWriteDeadline(t time.Time) error {
+	c.deadlines.Add(1)
+	return c.Conn.SetWriteDeadline(t)
 }
 
 func (c *countingConn) Write(p []byte) (int, error) {
@@ -53,7 +59,13 @@ func TestCorkConnGathersABurst(t *testing.T) {
 	write("a") // uncorked: straight through
 	cc.cork()
 	for _, s := range []string{"b", "cc", "ddd", "a frame longer than the pooled buffer's capacity"} {
+		if err := cc.SetWriteDeadline(time.Now().Add(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
 		write(s)
+	}
+	if got := counted.deadlines.Load(); got != 0 {
+		t.Fatalf("%d deadlines reached the connection while corked, want 0", got)
 	}
 	if got := counted.writes.Load(); got != 1 {
 		t.Fatalf("%d writes reached the network while corked, want only the first", got)
@@ -63,6 +75,9 @@ func TestCorkConnGathersABurst(t *testing.T) {
 	}
 	if got := counted.writes.Load(); got != 2 {
 		t.Fatalf("%d writes after uncork, want 2 (one for the whole burst)", got)
+	}
+	if got := counted.deadlines.Load(); got != 1 {
+		t.Fatalf("%d deadlines set for the burst, want 1", got)
 	}
 	if err := cc.uncork(); err != nil { // nothing gathered: no write
 		t.Fatal(err)
