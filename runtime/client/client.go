@@ -78,7 +78,8 @@ type Options struct {
 	// OnSend is called when an operation goes out for the first time (not
 	// when it is resent after a refusal or a reconnect), before it is
 	// written, with its seq and the time its latency is measured from. So
-	// OnSend of a seq runs before its OnAck.
+	// OnSend of a seq runs before its OnAck, unless a reconnection resends
+	// the operation while its first send is still being written.
 	OnSend func(seq int64, at time.Time)
 	// OnAck is called for every acknowledgement of this client's
 	// operations (including its own operation found in a resume list), with
