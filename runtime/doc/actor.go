@@ -68,8 +68,10 @@ type actor struct {
 	window  []store.Entry
 	lastSeq map[string]int64 // highest committed seq per client id
 	members map[string]*Member
-	present map[string]store.PresenceEntry // every known presence entry, cursors at head
-	idle    time.Time                      // since when there are no members
+	// unflushed are the members sent frames since the last flush.
+	unflushed []*Member
+	present   map[string]store.PresenceEntry // every known presence entry, cursors at head
+	idle      time.Time                      // since when there are no members
 	// resetErr is set when a read found the log reset (store.ErrReset).
 	resetErr error
 
@@ -126,6 +128,7 @@ func (a *actor) run() {
 	defer cancel()
 	a.ctx = ctx
 	defer a.releaseLease()
+	defer a.flush() // what failPending and shutdown answered
 
 	if err := a.load(); err != nil {
 		a.log.Error("load document", "err", err)
@@ -165,6 +168,9 @@ func (a *actor) run() {
 			a.failPending(fmt.Errorf("document %q reloading: %w", a.id, store.ErrUnavailable))
 			return
 		}
+		// Everything the last request produced goes out now, one write per
+		// connection.
+		a.flush()
 		var req any
 		if next != nil {
 			req, next = next, nil
@@ -190,6 +196,20 @@ func (a *actor) run() {
 					continue
 				}
 				a.remote(e)
+				// Apply what else has arrived before flushing, so a run of
+				// entries reaches each member in one write.
+				for more := true; more && !a.broken(); {
+					select {
+					case e, ok := <-logC:
+						if !ok {
+							more = false // seen again by the select above
+							break
+						}
+						a.remote(e)
+					default:
+						more = false
+					}
+				}
 				continue
 			case <-resubscribe:
 				resubscribe = nil
@@ -386,7 +406,7 @@ func (a *actor) commit(e store.Entry) {
 			}
 			f = op
 		}
-		if !m.Send(f) {
+		if !a.deliver(m, f) {
 			a.drop(conn)
 		}
 	}
@@ -475,7 +495,7 @@ func (a *actor) join(m *Member, rev *int64) {
 		w.Presence = append(w.Presence, protocol.Presence{Type: protocol.TypePresence, User: p.User, Conn: conn, Cursor: p.Cursor})
 	}
 	m.joined = a.head
-	if !m.Send(protocol.NewFrame(w)) {
+	if !a.deliver(m, protocol.NewFrame(w)) {
 		return
 	}
 	a.members[m.Conn] = m
@@ -607,7 +627,7 @@ func sameCursor(a, b *store.Cursor) bool {
 func (a *actor) broadcastExcept(conn string, msg any) {
 	f := protocol.NewFrame(msg)
 	for c, m := range a.members {
-		if c != conn && !m.Send(f) {
+		if c != conn && !a.deliver(m, f) {
 			a.drop(c)
 		}
 	}
@@ -649,12 +669,34 @@ func transformPresence(p store.PresenceEntry, e store.Entry) store.PresenceEntry
 	return p
 }
 
+// deliver gives f to a member, to be written at the next flush.
+func (a *actor) deliver(m *Member, f *protocol.Frame) bool {
+	if !m.Send(f) {
+		return false
+	}
+	if m.Flush != nil && !m.unflushed {
+		m.unflushed = true
+		a.unflushed = append(a.unflushed, m)
+	}
+	return true
+}
+
+// flush ends the burst for every member sent to since the last flush.
+func (a *actor) flush() {
+	for i, m := range a.unflushed {
+		m.unflushed = false
+		m.Flush()
+		a.unflushed[i] = nil
+	}
+	a.unflushed = a.unflushed[:0]
+}
+
 func (a *actor) sendProblem(m *Member, p *Problem) {
 	a.opts.Metrics.Errors.WithLabelValues(p.Code).Inc()
 	if m == nil {
 		return
 	}
-	if !m.Send(protocol.NewFrame(p.Wire())) {
+	if !a.deliver(m, protocol.NewFrame(p.Wire())) {
 		a.drop(m.Conn)
 	}
 }

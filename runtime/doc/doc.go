@@ -199,6 +199,12 @@ type Member struct {
 	// the member (the connection closes itself). The same frame goes to
 	// every member it concerns, so it is encoded once.
 	Send func(f *protocol.Frame) bool
+	// Flush, optional, ends a burst: the connection may hold the frames
+	// given to Send until Flush and write them together. The document
+	// flushes every member it sent to before it waits for more work, so a
+	// committed batch reaches each connection in one write. It must not
+	// block.
+	Flush func()
 	// Kick, optional, ends the connection when the document drops the
 	// member for its own reasons (reloading, shutting down) so the client
 	// reconnects; it must not block.
@@ -207,6 +213,8 @@ type Member struct {
 	// joined is the head revision the member's welcome was made at: every
 	// entry after it was sent to the member as it committed.
 	joined int64
+	// unflushed: the member was sent frames since the last flush.
+	unflushed bool
 }
 
 // Session is a member's handle on a joined document.

@@ -22,8 +22,15 @@ import (
 	"github.com/tandem-dev/tandem/runtime/store/sqlite"
 )
 
-// sink is a member's outgoing queue.
-type sink struct{ ch chan any }
+// sink is a member's outgoing queue. Like a connection, it holds what it
+// is sent until the document flushes: a test that waits for a message
+// also checks that the document flushed it.
+type sink struct {
+	ch chan any
+
+	mu   sync.Mutex
+	held []any
+}
 
 func newSink() *sink { return &sink{ch: make(chan any, 10000)} }
 
@@ -31,12 +38,22 @@ func (s *sink) send(f *protocol.Frame) bool {
 	if _, err := f.Encoded(); err != nil {
 		panic(err) // every message the document sends must encode
 	}
-	select {
-	case s.ch <- f.Msg:
-		return true
-	default:
-		return false
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.ch)+len(s.held) >= cap(s.ch) {
+		return false // too slow
 	}
+	s.held = append(s.held, f.Msg)
+	return true
+}
+
+func (s *sink) flush() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, m := range s.held {
+		s.ch <- m
+	}
+	s.held = nil
 }
 
 // next returns the next message of type T, skipping others.
@@ -70,7 +87,7 @@ func newManager(t *testing.T, o doc.Options) *doc.Manager {
 }
 
 func member(conn, client string, s *sink) doc.Member {
-	return doc.Member{Conn: conn, Client: client, User: store.User{ID: "u-" + client}, Perm: "write", Send: s.send}
+	return doc.Member{Conn: conn, Client: client, User: store.User{ID: "u-" + client}, Perm: "write", Send: s.send, Flush: s.flush}
 }
 
 // TestReplicasShareOneLog runs two managers on one log, as two replicas of
@@ -272,7 +289,7 @@ func TestReadOnlyWelcomeAndResumeFromDurable(t *testing.T) {
 	m := newManager(t, doc.Options{Log: l, Durable: durable, Window: 10})
 	s := newSink()
 	rev := int64(15)
-	if _, err := m.Join(ctx, "old", doc.Member{Conn: "k", Client: "r", Perm: "read", Send: s.send}, &rev); err != nil {
+	if _, err := m.Join(ctx, "old", doc.Member{Conn: "k", Client: "r", Perm: "read", Send: s.send, Flush: s.flush}, &rev); err != nil {
 		t.Fatal(err)
 	}
 	w := next[protocol.Welcome](t, s)

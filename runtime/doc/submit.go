@@ -155,7 +155,7 @@ func (a *actor) dupAck(m *Member, seq, rev int64) {
 	if rev > m.joined {
 		return
 	}
-	if !m.Send(protocol.NewFrame(protocol.Ack{Type: protocol.TypeAck, Seq: seq, Rev: rev})) {
+	if !a.deliver(m, protocol.NewFrame(protocol.Ack{Type: protocol.TypeAck, Seq: seq, Rev: rev})) {
 		a.drop(m.Conn)
 	}
 }

@@ -40,7 +40,7 @@ type conn struct {
 	ended chan struct{} // closed once the writer has finished for good
 
 	mu        sync.Mutex
-	queue     [][]byte // encoded frames waiting for the writer
+	frames    [][]byte // encoded frames waiting for the writer
 	writing   bool     // a writer goroutine is running
 	pingDue   bool
 	closing   bool
@@ -48,8 +48,18 @@ type conn struct {
 	closeText string
 }
 
-// send queues f; false means the connection is gone or too slow.
+// send queues f and has it written; false means the connection is gone
+// or too slow.
 func (c *conn) send(f *protocol.Frame) bool {
+	if !c.queue(f) {
+		return false
+	}
+	c.flush()
+	return true
+}
+
+// queue adds f to what the next flush writes (the document's Member.Send).
+func (c *conn) queue(f *protocol.Frame) bool {
 	data, err := f.Encoded()
 	if err != nil {
 		c.s.log.Error("encode message", "err", err)
@@ -60,13 +70,21 @@ func (c *conn) send(f *protocol.Frame) bool {
 	if c.closing {
 		return false
 	}
-	if len(c.queue) >= c.s.opts.WriteQueue {
+	if len(c.frames) >= c.s.opts.WriteQueue {
 		c.closeLocked(protocol.CloseSlowConsumer, "client too slow")
 		return false
 	}
-	c.queue = append(c.queue, data)
-	c.wakeLocked()
+	c.frames = append(c.frames, data)
 	return true
+}
+
+// flush has the queued frames written (the document's Member.Flush).
+func (c *conn) flush() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.frames) > 0 {
+		c.wakeLocked()
+	}
 }
 
 func (c *conn) sendProblem(p *protocol.Problem) {
@@ -118,8 +136,8 @@ func (c *conn) pingTick() {
 func (c *conn) write() {
 	for {
 		c.mu.Lock()
-		frames := c.queue
-		c.queue = nil // an idle connection keeps no queue
+		frames := c.frames
+		c.frames = nil // an idle connection keeps no queue
 		ping, closing := c.pingDue, c.closing
 		c.pingDue = false
 		if len(frames) == 0 && !ping && !closing {
@@ -179,7 +197,7 @@ func (c *conn) fail() {
 		c.closeCode, c.closeText = protocol.CloseNormal, ""
 		c.ping.Stop()
 	}
-	c.queue = nil
+	c.frames = nil
 	c.mu.Unlock()
 	_ = c.ws.Close()
 	close(c.ended)
@@ -414,7 +432,7 @@ func (c *conn) handshake(ctx context.Context, headerToken string) (*doc.Session,
 
 	// 3. join: the document sends the welcome through c.send.
 	sess, err := s.opts.Manager.Join(ctx, c.doc, doc.Member{
-		Conn: c.id, Client: hello.Client, User: id.User, Perm: string(id.Perm), Send: c.send,
+		Conn: c.id, Client: hello.Client, User: id.User, Perm: string(id.Perm), Send: c.queue, Flush: c.flush,
 		Kick: func(reason string) { c.close(protocol.CloseRestart, reason) },
 	}, hello.Rev)
 	if err != nil {
