@@ -2,52 +2,84 @@ package ot
 
 import (
 	"fmt"
+	"math"
 	"unicode/utf8"
 )
 
-// cursor walks an operation one component at a time and lets the caller
-// consume part of the current component. Past the last component the
-// operation behaves as an endless retain, which is what an omitted trailing
-// retain means.
-type cursor struct {
-	op  Op
-	i   int    // index of the next component to load
-	ok  bool   // a component is loaded
-	n   int    // remaining count (retain, delete) or code points (insert)
-	s   string // remaining insert text
-	del bool   // loaded component is a delete
+// kind is what a component does.
+type kind uint8
+
+const (
+	retains kind = iota
+	inserts
+	deletes
+)
+
+// endless is the length of the retain an operation reads as past its end.
+const endless = math.MaxInt
+
+// opIter walks an operation one component at a time and hands out pieces
+// of the current component, splitting it where the other operation's
+// component ends. Past the last component the operation reads as an endless
+// retain, which is what an omitted trailing retain means, so the walks
+// below need no separate cases for one operation ending before the other.
+// Each step is load, then peek, then take; load is a step of its own so
+// that it inlines into the walk, which loads at every component boundary.
+// It expects a valid operation.
+type opIter struct {
+	op   Op
+	i    int    // index of the next component to load
+	kind kind   // what the current component does
+	n    int    // code points left in the current component; 0 or less past the end
+	s    string // what is left of the current insert
 }
 
-func (c *cursor) load() {
-	if c.ok || c.i >= len(c.op) {
-		return
+// load makes the next component current once the current one is used up,
+// and reports whether one is: false past the end.
+func (it *opIter) load() bool {
+	if it.n <= 0 && it.i < len(it.op) {
+		c := it.op[it.i]
+		it.i++
+		it.kind, it.n, it.s = retains, c.Retain, c.Insert
+		if c.Delete > 0 {
+			it.kind, it.n = deletes, c.Delete
+		} else if c.Insert != "" {
+			it.kind, it.n = inserts, utf8.RuneCountInString(c.Insert)
+		}
 	}
-	x := c.op[c.i]
-	c.i++
-	c.ok = true
-	c.s = x.Insert
-	c.del = x.Delete > 0
-	switch {
-	case x.Retain > 0:
-		c.n = x.Retain
-	case x.Delete > 0:
-		c.n = x.Delete
-	default:
-		c.n = utf8.RuneCountInString(x.Insert)
-	}
+	return it.n > 0
 }
 
-func (c *cursor) isInsert() bool { return c.ok && c.s != "" }
-func (c *cursor) isDelete() bool { return c.ok && c.del }
-func (c *cursor) isRetain() bool { return c.ok && c.s == "" && !c.del }
-
-// take consumes n code points of the loaded component.
-func (c *cursor) take(n int) {
-	c.n -= n
-	if c.n == 0 {
-		c.ok = false
-		c.s = ""
+// peek returns what the loaded component does and its length in code
+// points, without consuming it; past the end, an endless retain.
+func (it *opIter) peek() (kind, int) {
+	if it.n <= 0 {
+		// Taking from the endless retain only counts n further down.
+		it.kind = retains
+		return retains, endless
 	}
+	return it.kind, it.n
+}
+
+// take consumes n code points of the component peek returned, at most the
+// length it returned; when that is an insert, it returns the text taken.
+func (it *opIter) take(n int) (inserted string) {
+	it.n -= n
+	if it.kind != inserts {
+		return ""
+	}
+	if it.n > 0 {
+		return it.splitInsert(n)
+	}
+	// The whole rest of the insert: no need to find the split.
+	return it.s
+}
+
+// splitInsert takes the first n code points of the current insert, short
+// of all of it. It is kept apart so that take can inline.
+func (it *opIter) splitInsert(n int) (head string) {
+	head, it.s = prefix(it.s, n)
+	return head
 }
 
 // Transform returns a', the version of a that has the same intent when
@@ -78,44 +110,34 @@ func Transform(a, b Op, side Side) (Op, error) {
 		b = b.Normalize()
 	}
 	out := builder{ops: make(Op, 0, len(a)+len(b))}
-	ca, cb := cursor{op: a}, cursor{op: b}
-	for {
-		ca.load()
-		cb.load()
+	ia, ib := opIter{op: a}, opIter{op: b}
+	// Once a has ended, a' only retains over the rest of b's text, and the
+	// canonical form drops a trailing retain: the rest of b needs no walk.
+	for ia.load() {
+		ib.load()
+		ka, na := ia.peek()
+		kb, nb := ib.peek()
 		switch {
-		case !ca.ok && !cb.ok:
-			return out.finish(), nil
-		case ca.isInsert() && (side == Left || !cb.isInsert()):
-			out.insert(ca.s)
-			ca.take(ca.n)
-		case cb.isInsert():
-			out.retain(cb.n)
-			cb.take(cb.n)
-		case !cb.ok:
-			// b has ended: the rest of a applies unchanged.
-			if ca.del {
-				out.delete(ca.n)
-			} else {
-				out.retain(ca.n)
-			}
-			ca.take(ca.n)
-		case !ca.ok:
-			// a has ended: it retains whatever b kept, implicitly.
-			cb.take(cb.n)
+		case ka == inserts && (side == Left || kb != inserts):
+			out.insert(ia.take(na))
+		case kb == inserts:
+			ib.take(nb)
+			out.retain(nb)
 		default:
-			n := min(ca.n, cb.n)
+			n := min(na, nb)
+			ia.take(n)
+			ib.take(n)
 			switch {
-			case ca.isRetain() && cb.isRetain():
+			case ka == retains && kb == retains:
 				out.retain(n)
-			case ca.del && cb.isRetain():
+			case ka == deletes && kb == retains:
 				out.delete(n)
 			}
-			// a retains what b deleted, or both deleted it: nothing is left
-			// for a' to do there.
-			ca.take(n)
-			cb.take(n)
+			// a retains what b deleted, or both deleted it: nothing is
+			// left for a' to do there.
 		}
 	}
+	return out.finish(), nil
 }
 
 // Compose returns one operation with the effect of a followed by b: b
@@ -129,56 +151,37 @@ func Compose(a, b Op) (Op, error) {
 		return nil, fmt.Errorf("compose: second operation: %w", err)
 	}
 	out := builder{ops: make(Op, 0, len(a)+len(b))}
-	ca, cb := cursor{op: a}, cursor{op: b}
+	ia, ib := opIter{op: a}, opIter{op: b}
 	for {
-		ca.load()
-		cb.load()
+		if moreA, moreB := ia.load(), ib.load(); !moreA && !moreB {
+			break
+		}
+		ka, na := ia.peek()
+		kb, nb := ib.peek()
 		switch {
-		case !ca.ok && !cb.ok:
-			return out.finish(), nil
-		case ca.isDelete():
+		case ka == deletes:
 			// b never sees what a deleted.
-			out.delete(ca.n)
-			ca.take(ca.n)
-		case cb.isInsert():
-			out.insert(cb.s)
-			cb.take(cb.n)
-		case !ca.ok:
-			// Past a's end the text is untouched by a.
-			if cb.del {
-				out.delete(cb.n)
-			} else {
-				out.retain(cb.n)
-			}
-			cb.take(cb.n)
-		case !cb.ok:
-			// Past b's end a's output is kept as is.
-			if ca.isInsert() {
-				out.insert(ca.s)
-			} else {
-				out.retain(ca.n)
-			}
-			ca.take(ca.n)
+			ia.take(na)
+			out.delete(na)
+		case kb == inserts:
+			out.insert(ib.take(nb))
 		default:
 			// a retains or inserts; b retains or deletes that output.
-			n := min(ca.n, cb.n)
+			n := min(na, nb)
+			inserted := ia.take(n)
+			ib.take(n)
 			switch {
-			case ca.isRetain() && cb.isRetain():
+			case ka == retains && kb == retains:
 				out.retain(n)
-			case ca.isRetain() && cb.del:
+			case ka == retains && kb == deletes:
 				out.delete(n)
-			case ca.isInsert() && cb.isRetain():
-				head, tail := prefix(ca.s, n)
-				out.insert(head)
-				ca.s = tail
-			case ca.isInsert() && cb.del:
-				// Text a inserted and b deleted vanishes.
-				_, ca.s = prefix(ca.s, n)
+			case kb == retains:
+				out.insert(inserted)
 			}
-			ca.take(n)
-			cb.take(n)
+			// Text a inserted and b deleted vanishes.
 		}
 	}
+	return out.finish(), nil
 }
 
 // TransformCursor moves a caret position through op. Positions before an
