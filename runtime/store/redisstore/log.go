@@ -25,8 +25,13 @@ type Log struct {
 	// Entries unused for epochTTL are pruned so the map does not grow with
 	// every document ever opened.
 	epochs map[string]knownEpoch
+	// queued holds the persistence pointers commits have asked for and
+	// pointerLoop has not written yet, in commit order; wake tells
+	// pointerLoop there are some.
+	queued []persistPointer
+	wake   chan struct{}
 	// unpointed holds documents whose persistence pointer could not be
-	// written after a commit; repointLoop retries them.
+	// written; repointLoop queues them again every second.
 	unpointed map[string]int64
 
 	flusher   *flusher
@@ -39,13 +44,22 @@ type Log struct {
 var _ store.Log = (*Log)(nil)
 
 func newLog(c *core) *Log {
-	l := &Log{c: c, epochs: map[string]knownEpoch{}, unpointed: map[string]int64{}}
+	l := &Log{
+		c:         c,
+		epochs:    map[string]knownEpoch{},
+		wake:      make(chan struct{}, 1),
+		unpointed: map[string]int64{},
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	l.stop = cancel
-	l.wg.Add(1)
+	l.wg.Add(2)
 	go func() {
 		defer l.wg.Done()
 		l.repointLoop(ctx)
+	}()
+	go func() {
+		defer l.wg.Done()
+		l.pointerLoop(ctx)
 	}()
 	if !c.opts.NoFlusher {
 		l.flusher = newFlusher(c)
@@ -64,9 +78,10 @@ func (l *Log) Ready(ctx context.Context) error {
 	return err
 }
 
-// Close stops background work; the flusher first writes what this process
-// has read but not yet flushed and drains the persistence streams as far
-// as ctx allows. Entries left behind stay in Redis for other replicas.
+// Close stops background work: queued persistence pointers are written,
+// then the flusher writes what this process has read but not yet flushed
+// and drains the persistence streams as far as ctx allows. Entries left
+// behind stay in Redis for other replicas.
 func (l *Log) Close(ctx context.Context) error {
 	l.closeOnce.Do(func() {
 		l.stop()
@@ -279,7 +294,7 @@ func (l *Log) Append(ctx context.Context, doc string, expected int64, entries []
 	switch status {
 	case "ok":
 		head, _ := strconv.ParseInt(fmt.Sprint(res[1]), 10, 64)
-		l.pointer(ctx, doc, head)
+		l.queuePointer(doc, head)
 		return nil
 	case "conflict":
 		l.c.m.commitRetries.Inc()
@@ -298,21 +313,91 @@ func shardOf(doc string, shards int) int {
 	return int(h.Sum32() % uint32(shards))
 }
 
-// pointer tells the flushers that doc has commits up to head. It is a
-// separate command from the commit (the shard lives in another Cluster
-// slot). If it fails the commit still stands: the document is remembered
-// and retried, and any replica that later opens the document re-adds the
-// pointer when PostgreSQL is behind (see epoch).
-func (l *Log) pointer(ctx context.Context, doc string, head int64) {
-	_, err := call(l.c.cb, "enqueue persistence of doc "+strconv.Quote(doc), func() (string, error) {
-		return l.c.rdb.XAdd(context.WithoutCancel(ctx), &redis.XAddArgs{
-			Stream: persistShardKey(shardOf(doc, l.c.opts.Shards)),
-			Values: []any{"doc", doc, "rev", head},
-		}).Result()
+// persistPointer is one persistence pointer: doc has commits up to rev.
+type persistPointer struct {
+	doc string
+	rev int64
+}
+
+// queuePointer asks for a persistence pointer telling the flushers that
+// doc has commits up to head. The pointer is a separate command from the
+// commit (the shard lives in another Redis Cluster slot), and Append does
+// not wait for it: pointerLoop writes the pointers of all commits since its
+// last write in one pipeline, so a commit costs one round trip to Redis,
+// not two. There is still one pointer per commit, so the flushers' batch
+// size (FlushBatch) keeps counting commits. A pointer that is never
+// written (Redis refuses it, or the process dies first) loses nothing: the
+// commit is in the document's stream, a failed pointer is retried, the
+// next commit's pointer covers it, and any replica that opens a document
+// whose persisted marker is behind its head adds one (see epoch).
+func (l *Log) queuePointer(doc string, head int64) {
+	l.mu.Lock()
+	l.queued = append(l.queued, persistPointer{doc, head})
+	l.mu.Unlock()
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+// pointerLoop writes queued pointers until ctx ends, then once more so
+// that Close leaves none behind for the flusher's drain.
+func (l *Log) pointerLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+		case <-l.wake:
+		}
+		if ctx.Err() != nil {
+			// Last call: the ones that failed before get one more try.
+			l.mu.Lock()
+			for doc, head := range l.unpointed {
+				l.queued = append(l.queued, persistPointer{doc, head})
+			}
+			l.unpointed = map[string]int64{}
+			l.mu.Unlock()
+			final, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			l.writePointers(final)
+			cancel()
+			return
+		}
+		l.writePointers(ctx)
+	}
+}
+
+// writePointers writes every queued pointer in one pipeline; the ones
+// that fail are retried by repointLoop.
+func (l *Log) writePointers(ctx context.Context) {
+	l.mu.Lock()
+	batch := l.queued
+	if len(batch) == 0 {
+		l.mu.Unlock()
+		return
+	}
+	l.queued = nil
+	l.mu.Unlock()
+
+	cmds := make([]*redis.StringCmd, len(batch))
+	_, err := call(l.c.cb, "enqueue persistence", func() ([]redis.Cmder, error) {
+		return l.c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, pp := range batch {
+				cmds[i] = p.XAdd(ctx, &redis.XAddArgs{
+					Stream: persistShardKey(shardOf(pp.doc, l.c.opts.Shards)),
+					Values: []any{"doc", pp.doc, "rev", pp.rev},
+				})
+			}
+			return nil
+		})
 	})
-	if err != nil {
-		l.c.logger.Warn("persistence pointer not written; will retry", "doc", doc, "rev", head, "err", err)
-		l.enqueuePointer(doc, head)
+	failed := 0
+	for i, pp := range batch {
+		if cmds[i] == nil || cmds[i].Err() != nil {
+			failed++
+			l.enqueuePointer(pp.doc, pp.rev)
+		}
+	}
+	if failed > 0 {
+		l.c.logger.Warn("persistence pointers not written; will retry", "pointers", failed, "err", err)
 	}
 }
 
@@ -343,7 +428,7 @@ func (l *Log) repointLoop(ctx context.Context) {
 		l.unpointed = map[string]int64{}
 		l.mu.Unlock()
 		for doc, head := range pending {
-			l.pointer(ctx, doc, head)
+			l.queuePointer(doc, head)
 		}
 	}
 }

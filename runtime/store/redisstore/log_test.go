@@ -165,8 +165,13 @@ func TestClaimsDeadConsumersEntries(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// The "dead" consumer takes every entry and never acknowledges.
+	// The "dead" consumer takes every entry and never acknowledges. Append
+	// returns before its pointer is written, so wait for all 20.
 	raw := writer.rdb
+	eventually(t, 5*time.Second, "20 pointers written", func() (bool, string) {
+		n, err := raw.XLen(ctx, "tandem:{persist:0}").Result()
+		return err == nil && n == 20, fmt.Sprintf("%d, %v", n, err)
+	})
 	if err := raw.XGroupCreateMkStream(ctx, "tandem:{persist:0}", "flushers", "0").Err(); err != nil {
 		t.Fatalf("create group: %v", err)
 	}
@@ -525,4 +530,34 @@ func TestRollbackEndsSubscription(t *testing.T) {
 	if _, err := r.store.Log.Subscribe(ctx, "rb", 5); !errors.Is(err, store.ErrReset) {
 		t.Fatalf("Subscribe beyond the head: err = %v, want ErrReset", err)
 	}
+}
+
+// A persistence pointer Redis refuses after the commit stood is retried
+// until it is written, and the commit then reaches PostgreSQL.
+func TestRefusedPointerIsRetried(t *testing.T) {
+	e := newEnv(t)
+	writer := e.replica(redisstore.Options{NoFlusher: true, Shards: 1})
+	ctx := testCtx(t)
+	raw := writer.rdb
+	// A string where the shard stream should be: every XADD to it fails
+	// with WRONGTYPE, while the document's own keys accept the commit.
+	if err := raw.Set(ctx, "tandem:{persist:0}", "in the way", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := commit(ctx, writer.store.Log, "late", "c", 1, "q"); err != nil {
+		t.Fatalf("commit with the pointer refused: %v", err)
+	}
+	// Past the first attempt, nothing was written and the commit stands.
+	time.Sleep(300 * time.Millisecond)
+	if v, err := raw.Get(ctx, "tandem:{persist:0}").Result(); err != nil || v != "in the way" {
+		t.Fatalf("shard key = %q, %v", v, err)
+	}
+	if err := raw.Del(ctx, "tandem:{persist:0}").Err(); err != nil {
+		t.Fatal(err)
+	}
+	flusher := e.replica(redisstore.Options{Shards: 1, FlushInterval: 50 * time.Millisecond})
+	eventually(t, 10*time.Second, "retried pointer flushed", func() (bool, string) {
+		snap, err := flusher.durable.Load(ctx, "late")
+		return err == nil && snap.Rev == 1 && snap.Text == "q", fmt.Sprintf("rev %d %q, err %v", snap.Rev, snap.Text, err)
+	})
 }
