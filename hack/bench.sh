@@ -18,10 +18,26 @@
 #   BENCH_OUT           document to write (default docs/benchmarks.md)
 #   BENCH_ARGS          extra flags for `tandem-bench run` (e.g. --s2-duration 5s)
 #   BENCH_KEEP          keep the work directory (logs, raw results) when set
+#   BENCH_PROFILE       directory to write pprof profiles into (created); unset: no profiles
 #   TANDEM_TOOLS_DIR    cache of built tools (benchstat), as in hack/tools.sh
+#
+# Profiles: BENCH_PROFILE=/tmp/prof make bench starts every runtime with
+# --debug-addr and has tandem-bench fetch, during the first run only, a CPU
+# profile of each runtime S1, S2, S2-single and S4 drive, for about the
+# scenario's load duration (<scenario>-<runtime>.cpu.pprof, runtimes A, B,
+# single), and a heap profile of the idle runtime with S3's connections open
+# (S3-idle.heap.pprof). Read them with `go tool pprof -top FILE`: they carry
+# their symbols, so the binaries (deleted with the work directory) are not
+# needed. docs/development.md has more.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PROFILE=""
+if [[ -n ${BENCH_PROFILE:-} ]]; then
+	# Absolute before the cd: a relative BENCH_PROFILE means where make ran.
+	mkdir -p "$BENCH_PROFILE"
+	PROFILE=$(cd "$BENCH_PROFILE" && pwd)
+fi
 cd "$ROOT"
 
 RUNS=${BENCH_RUNS:-3}
@@ -141,27 +157,39 @@ PG_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres?sslmode=disable"
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$WORK/jwt.key"
 COMMON=(--auth jwt --jwt-key-file "$WORK/jwt.key" --ops-per-second 1000000 --max-conns-per-doc 100000 --log-level warn)
 
-start_runtime() { # variable name extra-args...: sets the variable to the base URL
-	local var=$1 name=$2 port
-	shift 2
+DEBUG=() # with BENCH_PROFILE: name=debug URL of every runtime, for tandem-bench --debug
+start_runtime() { # variable name debug-name extra-args...: sets the variable to the base URL
+	local var=$1 name=$2 debug_name=$3 port dport
+	local debug=()
+	shift 3
 	port=$("$BENCH" freeport)
-	"$RUNTIME" --addr "127.0.0.1:$port" "${COMMON[@]}" "$@" >"$WORK/$name.log" 2>&1 &
+	if [[ -n $PROFILE ]]; then
+		dport=$("$BENCH" freeport)
+		debug=(--debug-addr "127.0.0.1:$dport")
+		DEBUG+=("$debug_name=http://127.0.0.1:$dport")
+	fi
+	"$RUNTIME" --addr "127.0.0.1:$port" "${debug[@]}" "${COMMON[@]}" "$@" >"$WORK/$name.log" 2>&1 &
 	PIDS+=($!)
 	wait_ready "http://127.0.0.1:$port" "$name" "$WORK/$name.log"
 	printf -v "$var" 'http://127.0.0.1:%s' "$port"
 }
 
 log "starting the runtimes"
-start_runtime A replica-a --redis-url "$REDIS_URL" --postgres-url "$PG_URL"
-start_runtime B replica-b --redis-url "$REDIS_URL" --postgres-url "$PG_URL"
-start_runtime SINGLE single --data-dir "$WORK/single"
-start_runtime IDLE idle --data-dir "$WORK/idle"
+start_runtime A replica-a A --redis-url "$REDIS_URL" --postgres-url "$PG_URL"
+start_runtime B replica-b B --redis-url "$REDIS_URL" --postgres-url "$PG_URL"
+start_runtime SINGLE single single --data-dir "$WORK/single"
+start_runtime IDLE idle idle --data-dir "$WORK/idle"
+
+PROFILE_ARGS=()
+if [[ -n $PROFILE ]]; then
+	PROFILE_ARGS=(--profile-dir "$PROFILE" --debug "$(IFS=,; echo "${DEBUG[*]}")")
+fi
 
 log "running the scenarios ($RUNS runs each; S4 at $S4_DOCS documents for $S4_DURATION)"
 set +e
 "$BENCH" run --replicas "$A,$B" --single "$SINGLE" --idle "$IDLE" --postgres-url "$PG_URL" \
 	--jwt-key-file "$WORK/jwt.key" --runs "$RUNS" --out "$WORK/results.json" \
-	--s3-conns "$S3_CONNS" --s4-docs "$S4_DOCS" --s4-duration "$S4_DURATION" ${BENCH_ARGS:-}
+	--s3-conns "$S3_CONNS" --s4-docs "$S4_DOCS" --s4-duration "$S4_DURATION" "${PROFILE_ARGS[@]}" ${BENCH_ARGS:-}
 SCENARIOS_RC=$?
 set -e
 
@@ -178,12 +206,18 @@ cat >"$WORK/setup.md" <<EOF
 - The load tool runs on the same two cores as the runtimes, Redis and PostgreSQL.
 - S4 is scaled down by default to $S4_DOCS documents × 5 editors × $S4_DURATION (the full 1,000 × 5 × 30 s is \`BENCH_S4_DOCS=1000 BENCH_S4_DURATION=30s make bench\`).
 EOF
+if [[ -n $PROFILE ]]; then
+	echo '- Run 1 was profiled (`BENCH_PROFILE`: CPU profiles of the runtimes during S1, S2, S2-single and S4, a heap profile during S3); the medians absorb its small overhead.' >>"$WORK/setup.md"
+fi
 
 NOTES=()
 [[ -f hack/bench-notes.md ]] && NOTES=(--notes hack/bench-notes.md)
 "$BENCH" report --results "$WORK/results.json" --gobench "$WORK/micro.txt" --benchstat "$WORK/benchstat.txt" \
 	--setup "$WORK/setup.md" "${NOTES[@]}" --out "$OUT"
 log "wrote $OUT"
+if [[ -n $PROFILE ]]; then
+	log "profiles in $PROFILE (go tool pprof -top FILE)"
+fi
 if [[ $SCENARIOS_RC != 0 ]]; then
 	log "some scenarios failed verification; see $OUT"
 	exit "$SCENARIOS_RC"

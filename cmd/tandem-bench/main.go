@@ -4,7 +4,8 @@
 //
 //	tandem-bench run --replicas http://127.0.0.1:8081,http://127.0.0.1:8082 \
 //	    --single http://127.0.0.1:8083 --idle http://127.0.0.1:8084 \
-//	    --postgres-url postgres://... [--json] [--out results.json]
+//	    --postgres-url postgres://... [--json] [--out results.json] \
+//	    [--profile-dir DIR --debug A=http://127.0.0.1:6061,B=...,single=...,idle=...]
 //	tandem-bench report --results results.json --gobench micro.txt \
 //	    --benchstat benchstat.txt --out docs/benchmarks.md
 //	tandem-bench freeport
@@ -13,6 +14,13 @@
 // the server's text and that every submitted operation was acknowledged;
 // a scenario that does not verify is reported as failed and the command
 // exits non-zero.
+//
+// With --profile-dir, the first run also fetches pprof profiles from the
+// runtimes' debug listeners (tandem-runtime --debug-addr, named in --debug):
+// a CPU profile of every runtime S1, S2, S2-single and S4 drive, taken
+// while the scenario runs (<scenario>-<name>.cpu.pprof), and a heap
+// profile of the idle runtime with S3's connections open (S3-idle.heap.pprof).
+// A profile that cannot be fetched is a warning, not a failed scenario.
 package main
 
 import (
@@ -25,6 +33,8 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -95,6 +105,8 @@ func runScenarios(args []string, stdout, stderr io.Writer) error {
 		s4Editors  = fs.Int("s4-editors", 5, "S4: editors per document")
 		s4Rate     = fs.Float64("s4-rate", 2, "S4: characters per second per editor")
 		s4Dur      = fs.Duration("s4-duration", 30*time.Second, "S4: duration")
+		profileDir = fs.String("profile-dir", "", "write pprof profiles of the runtimes, taken during the first run, into this directory (needs --debug)")
+		debug      = fs.String("debug", "", "comma-separated name=URL of the runtimes' --debug-addr listeners, names "+strings.Join(runtimeNames, ", ")+" (with --profile-dir)")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -104,6 +116,22 @@ func runScenarios(args []string, stdout, stderr io.Writer) error {
 	}
 	if *runs < 1 {
 		return errors.New("--runs must be at least 1")
+	}
+	var prof *profiler
+	switch {
+	case *profileDir != "" && *debug == "":
+		return errors.New("--profile-dir needs --debug")
+	case *profileDir == "" && *debug != "":
+		return errors.New("--debug is only used with --profile-dir")
+	case *profileDir != "":
+		urls, err := parseDebug(*debug)
+		if err != nil {
+			return err
+		}
+		if err := os.MkdirAll(*profileDir, 0o755); err != nil {
+			return fmt.Errorf("create profile directory: %w", err)
+		}
+		prof = &profiler{dir: *profileDir, debug: urls, stderr: stderr}
 	}
 	raiseFileLimit(stderr)
 
@@ -146,6 +174,11 @@ func runScenarios(args []string, stdout, stderr io.Writer) error {
 	type job struct {
 		id  string
 		run func(ctx context.Context) []bench.Result
+		// With --profile-dir, the first run takes CPU profiles of the
+		// runtimes named in cpuOf for about load, the scenario's load
+		// duration.
+		cpuOf []string
+		load  time.Duration
 	}
 	var jobs []job
 	for _, id := range split(*scenarios) {
@@ -154,49 +187,54 @@ func runScenarios(args []string, stdout, stderr io.Writer) error {
 			if len(repl) < 2 {
 				return errors.New("S1 needs two --replicas")
 			}
-			jobs = append(jobs, job{id, func(ctx context.Context) []bench.Result {
+			jobs = append(jobs, job{id: id, run: func(ctx context.Context) []bench.Result {
 				return []bench.Result{bench.S1(ctx, envFor(repl...), bench.S1Options{Duration: *s1Dur, Interval: *s1Interval, Readers: *s1Readers})}
-			}})
+			}, cpuOf: []string{"A", "B"}, load: *s1Dur})
 		case "S1-single":
 			if *single == "" {
 				return errors.New("S1-single needs --single")
 			}
-			jobs = append(jobs, job{id, func(ctx context.Context) []bench.Result {
+			jobs = append(jobs, job{id: id, run: func(ctx context.Context) []bench.Result {
 				return []bench.Result{bench.S1(ctx, envFor(*single), bench.S1Options{Duration: *s1Dur, Interval: *s1Interval, Readers: *s1Readers, Single: true})}
 			}})
 		case "S2":
 			if len(repl) < 2 {
 				return errors.New("S2 needs two --replicas")
 			}
-			jobs = append(jobs, job{id, func(ctx context.Context) []bench.Result {
+			jobs = append(jobs, job{id: id, run: func(ctx context.Context) []bench.Result {
 				r, s5 := bench.S2(ctx, envFor(repl...), bench.S2Options{Duration: *s2Dur, Writers: *s2Writers, Persistence: probe})
 				if s5 != nil {
 					return []bench.Result{r, *s5}
 				}
 				return []bench.Result{r}
-			}})
+			}, cpuOf: []string{"A", "B"}, load: *s2Dur})
 		case "S2-single":
 			if *single == "" {
 				return errors.New("S2-single needs --single")
 			}
-			jobs = append(jobs, job{id, func(ctx context.Context) []bench.Result {
+			jobs = append(jobs, job{id: id, run: func(ctx context.Context) []bench.Result {
 				r, _ := bench.S2(ctx, envFor(*single), bench.S2Options{Duration: *s2Dur, Writers: *s2Writers, Single: true})
 				return []bench.Result{r}
-			}})
+			}, cpuOf: []string{"single"}, load: *s2Dur})
 		case "S3":
 			if idleURL == "" {
 				return errors.New("S3 needs --idle, --single or --replicas")
 			}
-			jobs = append(jobs, job{id, func(ctx context.Context) []bench.Result {
-				return []bench.Result{bench.S3(ctx, envFor(idleURL), bench.S3Options{Conns: *s3Conns, Docs: *s3Docs, Idle: *s3Idle})}
+			jobs = append(jobs, job{id: id, run: func(ctx context.Context) []bench.Result {
+				o := bench.S3Options{Conns: *s3Conns, Docs: *s3Docs, Idle: *s3Idle}
+				if prof != nil {
+					// S3 runs only once, so this is the first run.
+					o.OnIdle = func(ctx context.Context) { prof.heap(ctx, "S3", "idle") }
+				}
+				return []bench.Result{bench.S3(ctx, envFor(idleURL), o)}
 			}})
 		case "S4":
 			if len(repl) == 0 {
 				return errors.New("S4 needs --replicas")
 			}
-			jobs = append(jobs, job{id, func(ctx context.Context) []bench.Result {
+			jobs = append(jobs, job{id: id, run: func(ctx context.Context) []bench.Result {
 				return []bench.Result{bench.S4(ctx, envFor(repl...), bench.S4Options{Docs: *s4Docs, Editors: *s4Editors, Rate: *s4Rate, Duration: *s4Dur})}
-			}})
+			}, cpuOf: []string{"A", "B"}, load: *s4Dur})
 		default:
 			return fmt.Errorf("unknown scenario %q (known: %s)", id, strings.Join(allScenarios, ", "))
 		}
@@ -214,7 +252,16 @@ func runScenarios(args []string, stdout, stderr io.Writer) error {
 				continue
 			}
 			fmt.Fprintf(stderr, "run %d/%d: %s ...\n", i+1, *runs, j.id)
-			for _, r := range j.run(ctx) {
+			// Profiling slows the runtimes a little: only the first run
+			// pays for it, and the medians of several runs absorb it.
+			waitProfiles := func() {}
+			if prof != nil && i == 0 && len(j.cpuOf) > 0 {
+				waitProfiles = prof.cpu(ctx, j.id, j.load, j.cpuOf)
+			}
+			rs := j.run(ctx)
+			// The next scenario's profiles must not overlap this one's.
+			waitProfiles()
+			for _, r := range rs {
 				if r.Error != "" {
 					fmt.Fprintf(stderr, "run %d/%d: %s FAILED: %s\n", i+1, *runs, r.ID, r.Error)
 				}
@@ -253,6 +300,81 @@ func runScenarios(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("scenarios failed verification: %s", strings.Join(failed, ", "))
 	}
 	return nil
+}
+
+// runtimeNames are the names --debug knows the runtimes by: the replicas
+// (first and second of --replicas), --single and the runtime S3 uses.
+var runtimeNames = []string{"A", "B", "single", "idle"}
+
+// parseDebug reads --debug: comma-separated name=URL pairs.
+func parseDebug(s string) (map[string]string, error) {
+	urls := map[string]string{}
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		name, u, ok := strings.Cut(p, "=")
+		u = strings.TrimRight(strings.TrimSpace(u), "/")
+		if !ok || u == "" {
+			return nil, fmt.Errorf("--debug: %q is not name=URL", p)
+		}
+		name = strings.TrimSpace(name)
+		if !slices.Contains(runtimeNames, name) {
+			return nil, fmt.Errorf("--debug: unknown runtime %q (known: %s)", name, strings.Join(runtimeNames, ", "))
+		}
+		if _, dup := urls[name]; dup {
+			return nil, fmt.Errorf("--debug: %s given twice", name)
+		}
+		urls[name] = u
+	}
+	if len(urls) == 0 {
+		return nil, errors.New("--debug names no runtime")
+	}
+	return urls, nil
+}
+
+// profiler fetches the runtimes' profiles into dir. A profile that cannot
+// be fetched is a warning: the scenario's figures do not depend on it.
+type profiler struct {
+	dir    string
+	debug  map[string]string // runtime name -> debug listener base URL
+	stderr io.Writer
+}
+
+func (p *profiler) file(scenario, name, kind string) string {
+	return filepath.Join(p.dir, scenario+"-"+name+"."+kind+".pprof")
+}
+
+// cpu starts CPU profiles of about d of the named runtimes; wait blocks
+// until they are written and warns about those that were not.
+func (p *profiler) cpu(ctx context.Context, scenario string, d time.Duration, names []string) (wait func()) {
+	var ps []bench.Profile
+	for _, n := range names {
+		base, ok := p.debug[n]
+		if !ok {
+			fmt.Fprintf(p.stderr, "warning: no --debug URL for %s: no %s CPU profile of it\n", n, scenario)
+			continue
+		}
+		ps = append(ps, bench.CPUProfile(base, d, p.file(scenario, n, "cpu")))
+	}
+	fetched := bench.StartProfiles(ctx, ps)
+	return func() {
+		for _, err := range fetched() {
+			fmt.Fprintf(p.stderr, "warning: %s: %v\n", scenario, err)
+		}
+	}
+}
+
+// heap writes a heap profile of the named runtime.
+func (p *profiler) heap(ctx context.Context, scenario, name string) {
+	base, ok := p.debug[name]
+	if !ok {
+		fmt.Fprintf(p.stderr, "warning: no --debug URL for %s: no %s heap profile of it\n", name, scenario)
+		return
+	}
+	if err := bench.FetchProfile(ctx, bench.HeapProfile(base, p.file(scenario, name, "heap"))); err != nil {
+		fmt.Fprintf(p.stderr, "warning: %s: %v\n", scenario, err)
+	}
 }
 
 // raiseFileLimit lifts the soft open-files limit to the hard one: S3 and

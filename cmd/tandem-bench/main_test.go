@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strings"
@@ -108,6 +110,11 @@ func TestRunRejectsBadArguments(t *testing.T) {
 		{[]string{"run", "--scenarios", "S2-single"}, "S2-single needs --single"},
 		{[]string{"run", "--runs", "0"}, "--runs must be at least 1"},
 		{[]string{"report"}, "report needs --results"},
+		{[]string{"run", "--single", "http://127.0.0.1:1", "--profile-dir", "/nonexistent"}, "--profile-dir needs --debug"},
+		{[]string{"run", "--single", "http://127.0.0.1:1", "--debug", "single=http://127.0.0.1:2"}, "--debug is only used with --profile-dir"},
+		{[]string{"run", "--single", "http://127.0.0.1:1", "--profile-dir", "/nonexistent", "--debug", "C=http://127.0.0.1:2"}, `unknown runtime "C"`},
+		{[]string{"run", "--single", "http://127.0.0.1:1", "--profile-dir", "/nonexistent", "--debug", "single"}, `"single" is not name=URL`},
+		{[]string{"run", "--single", "http://127.0.0.1:1", "--profile-dir", "/nonexistent", "--debug", "A=http://x,A=http://y"}, "A given twice"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -117,6 +124,55 @@ func TestRunRejectsBadArguments(t *testing.T) {
 				t.Fatalf("err = %v, want %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestRunWritesProfiles: with --profile-dir, the first run writes a CPU
+// profile per runtime a load scenario drives and S3's heap profile; a debug
+// listener that is down costs its profile and a warning, not the run.
+func TestRunWritesProfiles(t *testing.T) {
+	url := startRuntime(t)
+	// The runtime runs in the test process: profiles of this process stand
+	// in for the runtime's.
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	debug := httptest.NewServer(mux)
+	t.Cleanup(debug.Close)
+	down := httptest.NewServer(nil)
+	down.Close()
+
+	dir := filepath.Join(t.TempDir(), "profiles") // created by the run
+	var stdout, stderr bytes.Buffer
+	err := run([]string{"run", "--single", url, "--idle", url, "--scenarios", "S3,S2-single,S1-single", "--runs", "2",
+		"--profile-dir", dir, "--debug", "single=" + debug.URL + ",idle=" + down.URL,
+		"--s1-duration", "200ms", "--s1-readers", "1",
+		"--s2-duration", "300ms", "--s2-writers", "2",
+		"--s3-conns", "10", "--s3-docs", "2", "--s3-idle", "100ms",
+	}, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("run: %v\n%s", err, stderr.String())
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var files []string
+	for _, e := range entries {
+		files = append(files, e.Name())
+	}
+	// One CPU profile (S2-single, first run only); none for S1-single, and
+	// none for S3 whose debug listener is down.
+	if want := []string{"S2-single-single.cpu.pprof"}; strings.Join(files, " ") != strings.Join(want, " ") {
+		t.Errorf("profile directory holds %q, want %q", files, want)
+	}
+	for _, f := range files {
+		if fi, err := os.Stat(filepath.Join(dir, f)); err != nil || fi.Size() == 0 {
+			t.Errorf("%s: %v, %v", f, fi, err)
+		}
+	}
+	if !strings.Contains(stderr.String(), "warning: S3: fetch profile "+down.URL) {
+		t.Errorf("no warning about the idle runtime's heap profile:\n%s", stderr.String())
 	}
 }
 

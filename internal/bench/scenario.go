@@ -517,6 +517,12 @@ type S3Options struct {
 	Conns int           // default 2000
 	Docs  int           // default 100
 	Idle  time.Duration // how long CPU is measured while idle (default 10s)
+	// OnIdle, when set, is called once all connections are open and the
+	// idle readings have been taken, while the connections are still open
+	// and idle (e.g. to take a heap profile). It runs after the readings
+	// so that its own work, such as a heap profile's forced collection,
+	// does not count as idle CPU.
+	OnIdle func(ctx context.Context)
 }
 
 // S3 opens Conns idle connections over Docs documents on the first replica
@@ -581,6 +587,9 @@ func runS3(ctx context.Context, env *Env, o S3Options, res *Result) error {
 	after, err := ScrapeProcess(ctx, base)
 	if err != nil {
 		return err
+	}
+	if o.OnIdle != nil {
+		o.OnIdle(ctx)
 	}
 	// Every connection must still be open and usable.
 	for d := range min(o.Docs, o.Conns) {

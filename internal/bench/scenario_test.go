@@ -76,7 +76,18 @@ func TestScenariosVerifyAgainstHealthyServer(t *testing.T) {
 			}
 		}},
 		{"S3", func() Result {
-			return S3(ctx, env, S3Options{Conns: 60, Docs: 6, Idle: 300 * time.Millisecond})
+			// OnIdle runs once, with all 60 connections open and the
+			// verification connections not yet dialled.
+			before := srv.conns.Load()
+			var calls, open atomic.Int64
+			r := S3(ctx, env, S3Options{Conns: 60, Docs: 6, Idle: 300 * time.Millisecond, OnIdle: func(context.Context) {
+				calls.Add(1)
+				open.Store(srv.conns.Load() - before)
+			}})
+			if calls.Load() != 1 || open.Load() != 60 {
+				t.Errorf("OnIdle called %d times with %d connections open, want once with 60", calls.Load(), open.Load())
+			}
+			return r
 		}, func(t *testing.T, r Result) {
 			if g := metric(t, r, "goroutines_per_conn"); g <= 0 {
 				t.Errorf("goroutines per connection %v: the server runs goroutines per connection", g)
