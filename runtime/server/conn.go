@@ -41,6 +41,7 @@ type conn struct {
 
 	mu        sync.Mutex
 	frames    [][]byte // encoded frames waiting for the writer
+	queued    int      // bytes in frames
 	writing   bool     // a writer goroutine is running
 	pingDue   bool
 	closing   bool
@@ -70,11 +71,15 @@ func (c *conn) queue(f *protocol.Frame) bool {
 	if c.closing {
 		return false
 	}
-	if len(c.frames) >= c.s.opts.WriteQueue {
+	// The bound is in bytes, not frames: what it protects is memory, and a
+	// busy document sends many small frames in bursts that a healthy
+	// client drains a moment later.
+	if c.queued+len(data) > c.s.opts.WriteQueueBytes && len(c.frames) > 0 {
 		c.closeLocked(protocol.CloseSlowConsumer, "client too slow")
 		return false
 	}
 	c.frames = append(c.frames, data)
+	c.queued += len(data)
 	return true
 }
 
@@ -138,6 +143,7 @@ func (c *conn) write() {
 		c.mu.Lock()
 		frames := c.frames
 		c.frames = nil // an idle connection keeps no queue
+		c.queued = 0
 		ping, closing := c.pingDue, c.closing
 		c.pingDue = false
 		if len(frames) == 0 && !ping && !closing {
@@ -198,6 +204,7 @@ func (c *conn) fail() {
 		c.ping.Stop()
 	}
 	c.frames = nil
+	c.queued = 0
 	c.mu.Unlock()
 	_ = c.ws.Close()
 	close(c.ended)

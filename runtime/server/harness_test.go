@@ -46,7 +46,7 @@ type stackOptions struct {
 	origins []string
 	hello   time.Duration
 	ping    time.Duration
-	queue   int
+	queue   int // WriteQueueBytes
 	wtime   time.Duration
 }
 
@@ -75,7 +75,7 @@ func newStack(t testing.TB, o stackOptions) *stack {
 	}
 	srv := server.New(server.Options{
 		Manager: mgr, Auth: authn, Metrics: m, Logger: logger, Limits: o.limits,
-		AllowedOrigins: o.origins, HelloTimeout: o.hello, PingInterval: o.ping, WriteQueue: o.queue, WriteTimeout: o.wtime, Ready: []func(context.Context) error{durable.Ready},
+		AllowedOrigins: o.origins, HelloTimeout: o.hello, PingInterval: o.ping, WriteQueueBytes: o.queue, WriteTimeout: o.wtime, Ready: []func(context.Context) error{durable.Ready},
 	})
 	hs := httptest.NewServer(srv.Handler())
 	s := &stack{t: t, srv: srv, http: hs, manager: mgr, log: l, durable: durable, metrics: m, jwt: o.jwt}

@@ -53,8 +53,12 @@ type Options struct {
 
 	HelloTimeout time.Duration // default 10s
 	PingInterval time.Duration // default 20s; a connection that misses two pongs is closed
-	WriteQueue   int           // messages queued per connection before it counts as slow (default 1024)
-	WriteTimeout time.Duration // longest a single write to a client may take (default 10s)
+	// WriteQueueBytes is how much may wait to be written to one
+	// connection before it counts as slow and is closed (default 1 MiB).
+	// A single frame larger than that is still sent when nothing else
+	// waits.
+	WriteQueueBytes int
+	WriteTimeout    time.Duration // longest a single write to a client may take (default 10s)
 }
 
 // Server serves documents over HTTP and WebSocket.
@@ -97,8 +101,8 @@ func New(opts Options) *Server {
 	if opts.PingInterval <= 0 {
 		opts.PingInterval = 20 * time.Second
 	}
-	if opts.WriteQueue <= 0 {
-		opts.WriteQueue = 1024
+	if opts.WriteQueueBytes <= 0 {
+		opts.WriteQueueBytes = 1 << 20
 	}
 	if opts.WriteTimeout <= 0 {
 		opts.WriteTimeout = 10 * time.Second

@@ -501,7 +501,7 @@ func TestUnresponsiveClientLeaves(t *testing.T) {
 // TestSlowConsumerDoesNotBlockTheDocument: a connection that stops reading
 // is dropped once its queue fills; the writer keeps committing meanwhile.
 func TestSlowConsumerDoesNotBlockTheDocument(t *testing.T) {
-	s := newStack(t, stackOptions{queue: 4, wtime: 300 * time.Millisecond, limits: highLimits()})
+	s := newStack(t, stackOptions{queue: 240 << 10, wtime: 300 * time.Millisecond, limits: highLimits()})
 	ctx := testContext(t)
 	r := s.raw("slow", nil)
 	r.hello("", "sleepy")
