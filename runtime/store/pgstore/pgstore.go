@@ -21,7 +21,7 @@ import (
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
 
-	"github.com/tandem-dev/tandem/runtime/ot"
+	"github.com/tandem-dev/tandem/runtime/rope"
 	"github.com/tandem-dev/tandem/runtime/store"
 )
 
@@ -252,6 +252,9 @@ func advance(ctx context.Context, tx pgx.Tx, b docBatch) ([][]any, error) {
 	}
 	var rows [][]any
 	next := rev
+	// A rope, not ot.Apply on the string: that copies the whole text for
+	// every entry, which made a busy document's flush quadratic.
+	doc := rope.New(text)
 	for _, e := range b.entries {
 		if e.Rev <= rev {
 			continue // already stored: idempotent rewrite
@@ -259,8 +262,7 @@ func advance(ctx context.Context, tx pgx.Tx, b docBatch) ([][]any, error) {
 		if e.Rev != next+1 {
 			return nil, fmt.Errorf("%w: doc %q stored at rev %d, batch jumps to rev %d", ErrInvalidBatch, b.doc, next, e.Rev)
 		}
-		applied, err := ot.Apply(text, e.Op)
-		if err != nil {
+		if err := doc.Apply(e.Op); err != nil {
 			return nil, fmt.Errorf("%w: doc %q rev %d does not apply: %v", ErrInvalidBatch, b.doc, e.Rev, err)
 		}
 		opJSON, err := json.Marshal(e.Op)
@@ -272,13 +274,12 @@ func advance(ctx context.Context, tx pgx.Tx, b docBatch) ([][]any, error) {
 			t = now
 		}
 		rows = append(rows, []any{b.doc, e.Rev, e.User, e.Client, e.Seq, string(opJSON), t})
-		text = applied
 		next = e.Rev
 	}
 	if next == rev {
 		return nil, nil
 	}
-	if _, err := tx.Exec(ctx, `UPDATE documents SET text = $2, rev = $3, updated_at = $4 WHERE id = $1`, b.doc, text, next, now); err != nil {
+	if _, err := tx.Exec(ctx, `UPDATE documents SET text = $2, rev = $3, updated_at = $4 WHERE id = $1`, b.doc, doc.String(), next, now); err != nil {
 		return nil, fmt.Errorf("update snapshot of doc %q: %w", b.doc, err)
 	}
 	return rows, nil
