@@ -278,13 +278,16 @@ func (f *flusher) group(batch []pointerMsg) []*docWork {
 }
 
 // prepareAndWrite loads each document's unpersisted entries, writes all of
-// them in one durable transaction, then records and acknowledges.
+// them in one durable transaction, then records and acknowledges. The Redis
+// side takes a fixed number of round trips whatever the number of
+// documents: one pipeline reads their metadata, one their log ranges, one
+// marks them persisted and one per shard acknowledges the pointers.
 func (f *flusher) prepareAndWrite(ctx context.Context, works []*docWork) error {
+	if err := f.prepare(ctx, works); err != nil {
+		return err
+	}
 	var all []store.Entry
 	for _, w := range works {
-		if err := f.prepare(ctx, w); err != nil {
-			return err
-		}
 		all = append(all, w.entries...)
 	}
 	start := time.Now()
@@ -293,62 +296,122 @@ func (f *flusher) prepareAndWrite(ctx context.Context, works []*docWork) error {
 			return fmt.Errorf("write %d entries: %w", len(all), err)
 		}
 	}
-	for _, w := range works {
-		if err := f.finish(ctx, w); err != nil {
-			// The data is safely in PostgreSQL; an unacknowledged pointer is
-			// simply claimed and rewritten (idempotently) later.
-			f.c.logger.Warn("acknowledging flushed entries failed", "doc", w.doc, "err", err)
-		}
-	}
+	f.finish(ctx, works)
 	f.c.m.flushBatch.Observe(float64(len(all)))
 	f.c.m.flushLatency.Observe(time.Since(start).Seconds())
 	return nil
 }
 
-func (f *flusher) prepare(ctx context.Context, w *docWork) error {
-	w.entries = nil
-	vals, err := call(f.c.cb, "read meta of doc "+strconv.Quote(w.doc), func() ([]any, error) {
-		return f.c.rdb.HMGet(ctx, metaKey(w.doc), "head", "epoch", "persisted").Result()
+// prepare sets each document's epoch, the revision it is to be written up
+// to, and the entries above its persisted marker.
+func (f *flusher) prepare(ctx context.Context, works []*docWork) error {
+	metas := make([]*redis.SliceCmd, len(works))
+	_, err := call(f.c.cb, fmt.Sprintf("read meta of %d docs", len(works)), func() ([]redis.Cmder, error) {
+		return f.c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, w := range works {
+				metas[i] = p.HMGet(ctx, metaKey(w.doc), "head", "epoch", "persisted")
+			}
+			return nil
+		})
 	})
 	if err != nil {
 		return err
 	}
-	if vals[0] == nil || vals[1] == nil {
-		w.epoch = "" // the document's log is gone; nothing to write
+	type rangeRead struct {
+		w        *docWork
+		from, to int64
+		cmd      *redis.Cmd
+	}
+	var reads []rangeRead
+	for i, w := range works {
+		w.entries = nil
+		vals, err := metas[i].Result()
+		if err != nil {
+			return fmt.Errorf("read meta of doc %q: %w", w.doc, err)
+		}
+		if vals[0] == nil || vals[1] == nil {
+			w.epoch = "" // the document's log is gone; nothing to write
+			continue
+		}
+		m, err := parseMeta(vals[0], vals[1], vals[2])
+		if err != nil {
+			return fmt.Errorf("doc %q: %w", w.doc, err)
+		}
+		w.epoch = m.epoch
+		upTo := min(w.upTo, m.head)
+		if upTo <= m.persisted {
+			w.upTo = m.persisted
+			continue
+		}
+		w.upTo = upTo
+		reads = append(reads, rangeRead{w: w, from: m.persisted, to: upTo})
+	}
+	if len(reads) == 0 {
 		return nil
 	}
-	m, err := parseMeta(vals[0], vals[1], vals[2])
+	// EVAL rather than EVALSHA: a pipeline cannot fall back to EVAL when
+	// Redis lost its script cache, and the script is short.
+	_, err = call(f.c.cb, fmt.Sprintf("read unflushed entries of %d docs", len(reads)), func() ([]redis.Cmder, error) {
+		return f.c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i := range reads {
+				r := &reads[i]
+				r.cmd = f.c.sc.read.Eval(ctx, p, []string{metaKey(r.w.doc), logKey(r.w.doc)}, r.from, r.to)
+			}
+			return nil
+		})
+	})
 	if err != nil {
-		return fmt.Errorf("doc %q: %w", w.doc, err)
+		return err
 	}
-	w.epoch = m.epoch
-	upTo := min(w.upTo, m.head)
-	if upTo <= m.persisted {
-		w.upTo = m.persisted
-		return nil
+	for _, r := range reads {
+		res, err := r.cmd.Slice()
+		if err != nil {
+			return fmt.Errorf("load unflushed entries of doc %q: %w", r.w.doc, err)
+		}
+		entries, _, err := parseRead(r.w.doc, r.w.epoch, r.from, r.to, res)
+		if err != nil {
+			return fmt.Errorf("load unflushed entries of doc %q: %w", r.w.doc, err)
+		}
+		r.w.entries = entries
 	}
-	entries, _, err := f.c.readLog(ctx, w.doc, m.epoch, m.persisted, upTo)
-	if err != nil {
-		return fmt.Errorf("load unflushed entries of doc %q: %w", w.doc, err)
-	}
-	w.entries = entries
-	w.upTo = upTo
 	return nil
 }
 
-// finish advances the document's persisted marker (trimming its stream) and
-// acknowledges and deletes its pointers.
-func (f *flusher) finish(ctx context.Context, w *docWork) error {
-	if w.epoch != "" && w.upTo > 0 {
-		_, err := call(f.c.cb, "mark doc "+strconv.Quote(w.doc)+" persisted", func() (int64, error) {
-			return f.c.sc.persisted.Run(ctx, f.c.rdb, []string{metaKey(w.doc), logKey(w.doc)},
-				w.epoch, w.upTo, f.c.opts.Tail).Int64()
+// finish advances the documents' persisted markers (trimming their
+// streams) and acknowledges and deletes their pointers. The data is safely
+// in PostgreSQL already: a document whose marker or pointers could not be
+// updated is logged, and its pointers are claimed and rewritten
+// (idempotently) later.
+func (f *flusher) finish(ctx context.Context, works []*docWork) {
+	marks := make([]*redis.Cmd, len(works))
+	_, err := call(f.c.cb, fmt.Sprintf("mark %d docs persisted", len(works)), func() ([]redis.Cmder, error) {
+		return f.c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, w := range works {
+				if w.epoch != "" && w.upTo > 0 {
+					marks[i] = f.c.sc.persisted.Eval(ctx, p, []string{metaKey(w.doc), logKey(w.doc)},
+						w.epoch, w.upTo, f.c.opts.Tail)
+				}
+			}
+			return nil
 		})
-		if err != nil {
-			return err
+	})
+	var done []pointerMsg
+	for i, w := range works {
+		if w.epoch != "" && w.upTo > 0 {
+			if marks[i] == nil || marks[i].Err() != nil {
+				merr := err
+				if marks[i] != nil {
+					merr = marks[i].Err()
+				}
+				f.c.logger.Warn("marking flushed entries persisted failed", "doc", w.doc, "err", merr)
+				continue
+			}
 		}
+		done = append(done, w.pointers...)
 	}
-	return f.ack(ctx, w.pointers)
+	if err := f.ack(ctx, done); err != nil {
+		f.c.logger.Warn("acknowledging flushed entries failed", "pointers", len(done), "err", err)
+	}
 }
 
 func (f *flusher) ack(ctx context.Context, ps []pointerMsg) error {

@@ -460,6 +460,12 @@ func (c *core) readLog(ctx context.Context, doc, epoch string, from, to int64) (
 	if err != nil {
 		return nil, 0, err
 	}
+	return parseRead(doc, epoch, from, to, res)
+}
+
+// parseRead decodes the reply of the read script (lua/read.lua) for the
+// range from < rev <= to of doc under epoch.
+func parseRead(doc, epoch string, from, to int64, res []any) ([]store.Entry, int64, error) {
 	if len(res) < 2 {
 		return nil, 0, resetError(doc)
 	}
