@@ -193,6 +193,11 @@ func groupByDoc(entries []store.Entry) ([]docBatch, error) {
 // Write stores entries and advances each document's snapshot in one
 // transaction. Entries at or below a document's stored revision are skipped,
 // so writing a batch twice is harmless.
+//
+// A flush carries a few entries for each of hundreds of documents, so the
+// statements are set-based over all of them: a Write costs the same handful
+// of round trips (begin, lock, store, commit) whatever its number of
+// documents.
 func (s *Store) Write(ctx context.Context, entries []store.Entry) error {
 	if len(entries) == 0 {
 		return nil
@@ -204,6 +209,11 @@ func (s *Store) Write(ctx context.Context, entries []store.Entry) error {
 	// Sorting documents by id avoids deadlocks between two flushers locking
 	// the same documents in different orders.
 	sortBatches(batches)
+	ids := make([]string, len(batches))
+	for i, b := range batches {
+		ids[i] = b.doc
+	}
+	now := time.Now()
 
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
@@ -211,25 +221,20 @@ func (s *Store) Write(ctx context.Context, entries []store.Entry) error {
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // no-op after commit
 
-	var rows [][]any
-	for _, b := range batches {
-		newRows, err := advance(ctx, tx, b)
-		if err != nil {
+	stored, err := lockDocs(ctx, tx, ids, now)
+	if err != nil {
+		return err
+	}
+	var snaps snapshotColumns
+	var ops opColumns
+	for i, b := range batches {
+		if err := advance(b, stored[i], now, &snaps, &ops); err != nil {
 			return err
 		}
-		rows = append(rows, newRows...)
 	}
-	if len(rows) > 0 {
-		if _, err := tx.Exec(ctx, `CREATE TEMP TABLE tandem_ops_in (LIKE operations) ON COMMIT DROP`); err != nil {
-			return fmt.Errorf("create staging table: %w", err)
-		}
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"tandem_ops_in"},
-			[]string{"doc_id", "rev", "author", "client_id", "seq", "op", "created_at"},
-			pgx.CopyFromRows(rows)); err != nil {
-			return fmt.Errorf("copy %d ops: %w", len(rows), err)
-		}
-		if _, err := tx.Exec(ctx, `INSERT INTO operations SELECT * FROM tandem_ops_in ON CONFLICT (doc_id, rev) DO NOTHING`); err != nil {
-			return fmt.Errorf("insert %d ops: %w", len(rows), err)
+	if len(snaps.ids) > 0 {
+		if err := storeAdvances(ctx, tx, &snaps, &ops, now); err != nil {
+			return err
 		}
 	}
 	if err := tx.Commit(ctx); err != nil {
@@ -238,51 +243,151 @@ func (s *Store) Write(ctx context.Context, entries []store.Entry) error {
 	return nil
 }
 
-// advance locks the document's row, applies the entries newer than its
-// stored revision to its snapshot and returns the operation rows to insert.
-func advance(ctx context.Context, tx pgx.Tx, b docBatch) ([][]any, error) {
-	now := time.Now()
-	if _, err := tx.Exec(ctx, `INSERT INTO documents (id, created_at, updated_at) VALUES ($1, $2, $2) ON CONFLICT (id) DO NOTHING`, b.doc, now); err != nil {
-		return nil, fmt.Errorf("create doc %q: %w", b.doc, err)
+// storedDoc is a document's row as locked at the start of a Write.
+type storedDoc struct {
+	text string
+	rev  int64
+}
+
+// lockDocs creates the rows of documents not stored yet and locks the rows
+// of all of ids (sorted), in one round trip. It returns their stored
+// snapshots in the order of ids.
+func lockDocs(ctx context.Context, tx pgx.Tx, ids []string, now time.Time) ([]storedDoc, error) {
+	var batch pgx.Batch
+	// Rows are inserted and locked in the order of ids, which sortBatches
+	// sorted bytewise; COLLATE "C" makes PostgreSQL's ORDER BY the same
+	// order whatever the database's collation, so concurrent Writes take
+	// their row locks (including those on rows a concurrent Write is
+	// inserting) in one global order and cannot deadlock.
+	batch.Queue(`
+		INSERT INTO documents (id, created_at, updated_at)
+		SELECT id, $2, $2 FROM unnest($1::text[]) WITH ORDINALITY AS u(id, ord)
+		ORDER BY ord
+		ON CONFLICT (id) DO NOTHING`, ids, now)
+	batch.Queue(`SELECT id, text, rev FROM documents WHERE id = ANY($1) ORDER BY id COLLATE "C" FOR UPDATE`, ids)
+	br := tx.SendBatch(ctx, &batch)
+	defer br.Close()
+	if _, err := br.Exec(); err != nil {
+		return nil, fmt.Errorf("create %d docs: %w", len(ids), err)
 	}
-	var text string
-	var rev int64
-	if err := tx.QueryRow(ctx, `SELECT text, rev FROM documents WHERE id = $1 FOR UPDATE`, b.doc).Scan(&text, &rev); err != nil {
-		return nil, fmt.Errorf("lock doc %q: %w", b.doc, err)
+	rows, err := br.Query()
+	if err != nil {
+		return nil, fmt.Errorf("lock %d docs: %w", len(ids), err)
 	}
-	var rows [][]any
-	next := rev
+	defer rows.Close()
+	out := make([]storedDoc, 0, len(ids))
+	for rows.Next() {
+		var id string
+		var d storedDoc
+		if err := rows.Scan(&id, &d.text, &d.rev); err != nil {
+			return nil, fmt.Errorf("scan locked doc: %w", err)
+		}
+		// Both sides are in the same order, so row i must be ids[i]; a
+		// mismatch would silently apply one document's entries to another.
+		if i := len(out); i >= len(ids) || ids[i] != id {
+			return nil, fmt.Errorf("lock %d docs: row %d is doc %q, out of order", len(ids), i, id)
+		}
+		out = append(out, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("lock %d docs: %w", len(ids), err)
+	}
+	if len(out) != len(ids) {
+		return nil, fmt.Errorf("lock %d docs: only %d rows found", len(ids), len(out))
+	}
+	return out, nil
+}
+
+// snapshotColumns are the advanced snapshots of a Write, one slice per
+// column: the shape unnest takes them in.
+type snapshotColumns struct {
+	ids, texts []string
+	revs       []int64
+}
+
+// opColumns are the operation rows of a Write, one slice per column.
+type opColumns struct {
+	docs, authors, clients, ops []string
+	revs, seqs                  []int64
+	times                       []time.Time
+}
+
+// advance applies the entries of b newer than its stored revision to its
+// snapshot and appends the advanced snapshot (if any) and the operation rows
+// to insert to snaps and ops.
+func advance(b docBatch, stored storedDoc, now time.Time, snaps *snapshotColumns, ops *opColumns) error {
+	next := stored.rev
 	// A rope, not ot.Apply on the string: that copies the whole text for
 	// every entry, which made a busy document's flush quadratic.
-	doc := rope.New(text)
+	doc := rope.New(stored.text)
 	for _, e := range b.entries {
-		if e.Rev <= rev {
+		if e.Rev <= stored.rev {
 			continue // already stored: idempotent rewrite
 		}
 		if e.Rev != next+1 {
-			return nil, fmt.Errorf("%w: doc %q stored at rev %d, batch jumps to rev %d", ErrInvalidBatch, b.doc, next, e.Rev)
+			return fmt.Errorf("%w: doc %q stored at rev %d, batch jumps to rev %d", ErrInvalidBatch, b.doc, next, e.Rev)
 		}
 		if err := doc.Apply(e.Op); err != nil {
-			return nil, fmt.Errorf("%w: doc %q rev %d does not apply: %v", ErrInvalidBatch, b.doc, e.Rev, err)
+			return fmt.Errorf("%w: doc %q rev %d does not apply: %v", ErrInvalidBatch, b.doc, e.Rev, err)
 		}
 		opJSON, err := json.Marshal(e.Op)
 		if err != nil {
-			return nil, fmt.Errorf("%w: encode op of doc %q rev %d: %v", ErrInvalidBatch, b.doc, e.Rev, err)
+			return fmt.Errorf("%w: encode op of doc %q rev %d: %v", ErrInvalidBatch, b.doc, e.Rev, err)
 		}
 		t := e.Time
 		if t.IsZero() {
 			t = now
 		}
-		rows = append(rows, []any{b.doc, e.Rev, e.User, e.Client, e.Seq, string(opJSON), t})
+		ops.docs = append(ops.docs, b.doc)
+		ops.revs = append(ops.revs, e.Rev)
+		ops.authors = append(ops.authors, e.User)
+		ops.clients = append(ops.clients, e.Client)
+		ops.seqs = append(ops.seqs, e.Seq)
+		ops.ops = append(ops.ops, string(opJSON))
+		ops.times = append(ops.times, t)
 		next = e.Rev
 	}
-	if next == rev {
-		return nil, nil
+	if next == stored.rev {
+		return nil
 	}
-	if _, err := tx.Exec(ctx, `UPDATE documents SET text = $2, rev = $3, updated_at = $4 WHERE id = $1`, b.doc, doc.String(), next, now); err != nil {
-		return nil, fmt.Errorf("update snapshot of doc %q: %w", b.doc, err)
+	snaps.ids = append(snaps.ids, b.doc)
+	snaps.texts = append(snaps.texts, doc.String())
+	snaps.revs = append(snaps.revs, next)
+	return nil
+}
+
+// storeAdvances writes the advanced snapshots and inserts the new operation
+// rows in one round trip. The rows are already locked, so the UPDATE's
+// order does not matter.
+func storeAdvances(ctx context.Context, tx pgx.Tx, snaps *snapshotColumns, ops *opColumns, now time.Time) error {
+	var batch pgx.Batch
+	batch.Queue(`
+		UPDATE documents AS d SET text = u.text, rev = u.rev, updated_at = $4
+		FROM unnest($1::text[], $2::text[], $3::bigint[]) AS u(id, text, rev)
+		WHERE d.id = u.id`, snaps.ids, snaps.texts, snaps.revs, now)
+	batch.Queue(`
+		INSERT INTO operations (doc_id, rev, author, client_id, seq, op, created_at)
+		SELECT doc_id, rev, author, client_id, seq, op::jsonb, created_at
+		FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::timestamptz[])
+			AS u(doc_id, rev, author, client_id, seq, op, created_at)
+		ON CONFLICT (doc_id, rev) DO NOTHING`,
+		ops.docs, ops.revs, ops.authors, ops.clients, ops.seqs, ops.ops, ops.times)
+	br := tx.SendBatch(ctx, &batch)
+	defer br.Close()
+	tag, err := br.Exec()
+	if err != nil {
+		return fmt.Errorf("update snapshots of %d docs: %w", len(snaps.ids), err)
 	}
-	return rows, nil
+	if n := tag.RowsAffected(); n != int64(len(snaps.ids)) {
+		return fmt.Errorf("update snapshots of %d docs: %d rows updated", len(snaps.ids), n)
+	}
+	if _, err := br.Exec(); err != nil {
+		return fmt.Errorf("insert %d ops: %w", len(ops.docs), err)
+	}
+	if err := br.Close(); err != nil {
+		return fmt.Errorf("store %d docs' advances: %w", len(snaps.ids), err)
+	}
+	return nil
 }
 
 // IsPermanent reports whether a Write error will recur on retry (bad data)

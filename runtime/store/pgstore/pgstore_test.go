@@ -3,6 +3,9 @@ package pgstore_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -122,5 +125,188 @@ func TestOutageIsNotPermanent(t *testing.T) {
 	}
 	if snap, err := s.Load(ctxFor(t), "d"); err != nil || snap.Text != "x" || snap.Rev != 1 {
 		t.Fatalf("Load after restart = %+v, %v", snap, err)
+	}
+}
+
+// appendEntry returns the entry that appends s to doc at rev: an insert
+// after the text the previous entries built, so snapshots are predictable.
+func appendEntry(doc string, rev int64, textLen int, s, user string) store.Entry {
+	op := ot.Op{{Insert: s}}
+	if textLen > 0 {
+		op = ot.Op{{Retain: textLen}, {Insert: s}}
+	}
+	return store.Entry{Doc: doc, Rev: rev, Op: op, Client: "c-" + doc, Seq: rev, User: user, Time: time.Now()}
+}
+
+// One Write spanning many documents — new ones, stored ones advancing, and
+// stored ones whose entries are all already stored — advances every
+// snapshot exactly once and stores each operation once, whatever order the
+// documents' entries arrive in.
+func TestWriteManyDocs(t *testing.T) {
+	pg := testsvc.StartPostgres(t)
+	s := open(t, pg.URL())
+	ctx := ctxFor(t)
+
+	const docs = 50
+	type docCase struct {
+		id     string
+		stored int64 // revisions written before the big Write
+		upTo   int64 // the big Write carries revisions 1..upTo
+	}
+	var cases []docCase
+	for i := range docs {
+		c := docCase{id: fmt.Sprintf("doc-%02d", docs-1-i)} // ids arrive unsorted
+		switch i % 3 {
+		case 0: // new document
+			c.upTo = int64(1 + i%4)
+		case 1: // stored, advanced by the Write
+			c.stored, c.upTo = int64(1+i%5), int64(3+i%5)
+		case 2: // stored, every entry already there
+			c.stored, c.upTo = int64(2+i%3), int64(2+i%3)
+		}
+		cases = append(cases, c)
+	}
+	piece := func(rev int64) string { return fmt.Sprintf("r%d;", rev) }
+	textAt := func(rev int64) string {
+		var sb strings.Builder
+		for r := int64(1); r <= rev; r++ {
+			sb.WriteString(piece(r))
+		}
+		return sb.String()
+	}
+	entry := func(doc string, rev int64, user string) store.Entry {
+		return appendEntry(doc, rev, len(textAt(rev-1)), piece(rev), user)
+	}
+
+	var first []store.Entry
+	for _, c := range cases {
+		for rev := int64(1); rev <= c.stored; rev++ {
+			first = append(first, entry(c.id, rev, "first"))
+		}
+	}
+	if err := s.Write(ctx, first); err != nil {
+		t.Fatalf("first Write: %v", err)
+	}
+
+	// Interleave the documents' entries: rev 1 of every document, then rev
+	// 2, and so on, as a flush of many busy documents would.
+	var big []store.Entry
+	for rev := int64(1); rev <= 8; rev++ {
+		for _, c := range cases {
+			if rev <= c.upTo {
+				big = append(big, entry(c.id, rev, "second"))
+			}
+		}
+	}
+	if err := s.Write(ctx, big); err != nil {
+		t.Fatalf("big Write: %v", err)
+	}
+
+	for _, c := range cases {
+		t.Run(c.id, func(t *testing.T) {
+			snap, err := s.Load(ctx, c.id)
+			if err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			if want := textAt(c.upTo); snap.Text != want || snap.Rev != c.upTo {
+				t.Fatalf("snapshot = %q at rev %d, want %q at rev %d", snap.Text, snap.Rev, want, c.upTo)
+			}
+			ops, err := s.Ops(ctx, c.id, 0, -1)
+			if err != nil {
+				t.Fatalf("Ops: %v", err)
+			}
+			if int64(len(ops)) != c.upTo {
+				t.Fatalf("%d ops stored, want %d", len(ops), c.upTo)
+			}
+			for i, op := range ops {
+				rev := int64(i + 1)
+				// Entries already stored are skipped, not rewritten.
+				wantUser := "second"
+				if rev <= c.stored {
+					wantUser = "first"
+				}
+				want := entry(c.id, rev, wantUser)
+				if op.Rev != rev || op.User != wantUser || op.Client != want.Client || op.Seq != want.Seq || !reflect.DeepEqual(op.Op, want.Op) {
+					t.Fatalf("op %d = %+v, want rev %d by %s: %+v", i, op, rev, wantUser, want.Op)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkWriteManyDocs measures one flush as the Redis flusher issues it
+// under the S4 load: 200 documents with a few new entries each.
+func BenchmarkWriteManyDocs(b *testing.B) {
+	const docs, perDoc = 200, 3
+	pg := testsvc.StartPostgres(b)
+	s, err := pgstore.Open(context.Background(), pg.URL(), nil)
+	if err != nil {
+		b.Fatalf("Open: %v", err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+
+	textLen := make([]int, docs)
+	var rev int64
+	batch := make([]store.Entry, 0, docs*perDoc)
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		batch = batch[:0]
+		for k := range perDoc {
+			for d := range docs {
+				e := appendEntry(fmt.Sprintf("bench-%03d", d), rev+int64(k)+1, textLen[d], "abc", "u")
+				batch = append(batch, e)
+				textLen[d] += 3
+			}
+		}
+		rev += perDoc
+		b.StartTimer()
+		if err := s.Write(ctx, batch); err != nil {
+			b.Fatalf("Write: %v", err)
+		}
+	}
+}
+
+// Replicas flushing overlapping documents lock the same rows; whatever the
+// order their batches list the documents in, none may deadlock (PostgreSQL
+// would abort one with 40P01) and the snapshots end as if written once.
+func TestConcurrentOverlappingWrites(t *testing.T) {
+	pg := testsvc.StartPostgres(t)
+	s := open(t, pg.URL())
+	ctx := ctxFor(t)
+	const docs, writers, rounds = 40, 4, 5
+	for round := range int64(rounds) {
+		var wg sync.WaitGroup
+		errs := make([]error, writers)
+		for w := range writers {
+			// Each writer lists the documents in a different order: some
+			// forwards, some backwards, all overlapping.
+			var batch []store.Entry
+			for i := range docs {
+				d := i
+				if w%2 == 1 {
+					d = docs - 1 - i
+				}
+				batch = append(batch, appendEntry(fmt.Sprintf("doc-%02d", d), round+1, int(round), "x", "u"))
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[w] = s.Write(ctx, batch)
+			}()
+		}
+		wg.Wait()
+		for w, err := range errs {
+			if err != nil {
+				t.Fatalf("round %d: writer %d: %v", round, w, err)
+			}
+		}
+	}
+	for d := range docs {
+		snap, err := s.Load(ctx, fmt.Sprintf("doc-%02d", d))
+		if err != nil || snap.Text != strings.Repeat("x", rounds) || snap.Rev != rounds {
+			t.Fatalf("Load(doc-%02d) = %+v, %v; want %d x at rev %d", d, snap, err, rounds, rounds)
+		}
 	}
 }
