@@ -18,6 +18,7 @@ type Redis struct {
 	svc        service
 	bin        string
 	appendOnly bool
+	extra      []string
 }
 
 // RedisOption configures StartRedis.
@@ -29,6 +30,12 @@ type RedisOption func(*Redis)
 // keeps no data at all across restarts.
 func WithAppendOnly() RedisOption {
 	return func(r *Redis) { r.appendOnly = true }
+}
+
+// WithArgs passes extra command-line settings to every start of
+// redis-server, e.g. "--key-load-delay", "100" to make loading slow.
+func WithArgs(args ...string) RedisOption {
+	return func(r *Redis) { r.extra = append(r.extra, args...) }
 }
 
 // StartRedis starts a redis-server for the test and waits until it answers
@@ -106,7 +113,7 @@ func (r *Redis) start() error {
 	if r.appendOnly {
 		appendOnly = "yes"
 	}
-	cmd := exec.Command(r.bin,
+	cmd := exec.Command(r.bin, append([]string{
 		"--port", strconv.Itoa(r.svc.port),
 		"--bind", "127.0.0.1",
 		"--dir", r.svc.dir,
@@ -114,7 +121,7 @@ func (r *Redis) start() error {
 		"--appendonly", appendOnly,
 		"--daemonize", "no",
 		"--logfile", "",
-	)
+	}, r.extra...)...)
 	cmd.Dir = r.svc.dir
 	p, err := startProcess("redis-server", cmd, filepath.Join(r.svc.dir, "redis.log"))
 	if err != nil {

@@ -8,9 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
@@ -39,6 +44,13 @@ type Config struct {
 	Replica  string
 	LeaseTTL time.Duration // document owner lease lifetime without renewal (5s)
 	Breaker  redisstore.BreakerOptions
+
+	// RetryMin and RetryMax bound the backoff between attempts to reach a
+	// store that does not answer yet (defaults 250ms and 5s).
+	RetryMin, RetryMax time.Duration
+	// Waiting, when set, is told why Open is still waiting: the last
+	// error of the store it waits for. /readyz shows it.
+	Waiting func(reason error)
 
 	Logger *slog.Logger
 }
@@ -83,13 +95,30 @@ func Open(ctx context.Context, cfg Config, reg prometheus.Registerer) (*Stores, 
 	}
 	ropts.MaxRetries = 1
 	rdb := redis.NewClient(ropts)
-	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if err := rdb.Ping(pingCtx).Err(); err != nil {
+	// Stores may come up after the runtime (in Kubernetes a headless
+	// Service has no DNS record until its pod is ready, and Redis answers
+	// LOADING while it reads its append-only file). Exiting would put the
+	// pod in the kubelet's growing crash back-off, so wait instead.
+	w := waiter{cfg: cfg}
+	err = w.retry(ctx, "redis", ropts.Addr, func(ctx context.Context) error {
+		pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		return rdb.Ping(pingCtx).Err()
+	})
+	if err != nil {
 		rdb.Close()
-		return nil, fmt.Errorf("connect to redis at %s: %w", ropts.Addr, err)
+		return nil, err
 	}
-	pg, err := pgstore.Open(ctx, cfg.PostgresURL, cfg.Logger)
+	var pg *pgstore.Store
+	err = w.retry(ctx, "postgres", pgHost(cfg.PostgresURL), func(ctx context.Context) error {
+		// Bound each attempt: a host that drops packets would otherwise
+		// hang the first connect without a log line.
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		var err error
+		pg, err = pgstore.Open(ctx, cfg.PostgresURL, cfg.Logger)
+		return err
+	})
 	if err != nil {
 		rdb.Close()
 		return nil, err
@@ -114,6 +143,87 @@ func Open(ctx context.Context, cfg Config, reg prometheus.Registerer) (*Stores, 
 		return nil, err
 	}
 	return &Stores{Log: rs.Log, Durable: pg, Presence: rs.Presence, Router: rs.Router, redis: rdb, pg: pg, rs: rs}, nil
+}
+
+// waiter retries the first contact with a store with capped exponential
+// backoff, logging each failure with its reason.
+type waiter struct{ cfg Config }
+
+func (w waiter) retry(ctx context.Context, name, addr string, try func(context.Context) error) error {
+	lo, hi := w.cfg.RetryMin, w.cfg.RetryMax
+	if lo <= 0 {
+		lo = 250 * time.Millisecond
+	}
+	if hi < lo {
+		hi = max(lo, 5*time.Second)
+	}
+	delay := lo
+	for attempt := 1; ; attempt++ {
+		err := try(ctx)
+		if err == nil {
+			if attempt > 1 {
+				w.cfg.Logger.Info("store answers", "store", name, "addr", addr, "attempts", attempt)
+			}
+			if w.cfg.Waiting != nil {
+				w.cfg.Waiting(nil)
+			}
+			return nil
+		}
+		err = fmt.Errorf("connect to %s at %s: %w", name, addr, err)
+		if ctx.Err() != nil {
+			return fmt.Errorf("%w (stopped waiting: %w)", err, ctx.Err())
+		}
+		if !retryable(err) {
+			return err
+		}
+		if w.cfg.Waiting != nil {
+			w.cfg.Waiting(err)
+		}
+		// Jitter spreads the replicas of a new cluster apart.
+		d := delay/2 + rand.N(delay/2+1)
+		w.cfg.Logger.Warn("waiting for store", "store", name, "addr", addr, "attempt", attempt, "retry_in", d.Round(time.Millisecond), "err", err)
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%w (stopped waiting: %w)", err, ctx.Err())
+		case <-t.C:
+		}
+		delay = min(2*delay, hi)
+	}
+}
+
+// retryable tells a store that is not there yet (unresolvable, refusing,
+// loading, starting up, migrations locked) from a configuration that can
+// never work; only the latter ends the wait, so that a typo fails fast.
+func retryable(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && len(pe.Code) == 5 {
+		switch pe.Code[:2] {
+		case "28": // invalid authorization: wrong user or password
+			return false
+		case "3D": // invalid catalog name: the database does not exist
+			return false
+		}
+		return true
+	}
+	msg := err.Error()
+	for _, s := range []string{"WRONGPASS", "NOAUTH", "invalid password", "invalid username-password"} {
+		if strings.Contains(msg, s) {
+			return false
+		}
+	}
+	return true
+}
+
+// pgHost is the host:port of a PostgreSQL URL for log lines, never its
+// password.
+func pgHost(url string) string {
+	cfg, err := pgconn.ParseConfig(url)
+	if err != nil {
+		return "?"
+	}
+	return net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port)))
 }
 
 // Ready fails while Redis is unreachable or its circuit breaker is open.
