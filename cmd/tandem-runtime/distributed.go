@@ -11,26 +11,35 @@ import (
 	"github.com/tandem-dev/tandem/runtime/store/distributed"
 )
 
-// openDistributed connects the Redis log and presence and the PostgreSQL
-// durable store (migrating it). Both URLs are required: the distributed
-// mode has no half-configured variant.
-func openDistributed(ctx context.Context, cfg *config.Config, reg prometheus.Registerer) (*backends, error) {
-	redisURL, err := cfg.Redis()
-	if err != nil {
-		return nil, err
+// distributedURLs returns the Redis and PostgreSQL URLs. Both are
+// required: the distributed mode has no half-configured variant.
+func distributedURLs(cfg *config.Config) (redisURL, pgURL string, err error) {
+	if redisURL, err = cfg.Redis(); err != nil {
+		return "", "", err
 	}
-	pgURL, err := cfg.Postgres()
-	if err != nil {
-		return nil, err
+	if pgURL, err = cfg.Postgres(); err != nil {
+		return "", "", err
 	}
 	if redisURL == "" || pgURL == "" {
-		return nil, fmt.Errorf("distributed mode needs both --redis-url (or --redis-url-file) and --postgres-url (or --postgres-url-file)")
+		return "", "", fmt.Errorf("distributed mode needs both --redis-url (or --redis-url-file) and --postgres-url (or --postgres-url-file)")
+	}
+	return redisURL, pgURL, nil
+}
+
+// openDistributed connects the Redis log and presence and the PostgreSQL
+// durable store (migrating it). It waits for the stores with backoff and
+// tells waiting why.
+func openDistributed(ctx context.Context, cfg *config.Config, reg prometheus.Registerer, waiting func(error)) (*backends, error) {
+	redisURL, pgURL, err := distributedURLs(cfg)
+	if err != nil {
+		return nil, err
 	}
 	s, err := distributed.Open(ctx, distributed.Config{
 		RedisURL:      redisURL,
 		PostgresURL:   pgURL,
 		FlushInterval: cfg.FlushInterval,
 		FlushBatch:    cfg.FlushBatch,
+		Waiting:       waiting,
 		Logger:        slog.Default(),
 	}, reg)
 	if err != nil {

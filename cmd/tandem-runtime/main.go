@@ -14,6 +14,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/tandem-dev/tandem/runtime/config"
 	"github.com/tandem-dev/tandem/runtime/doc"
 	"github.com/tandem-dev/tandem/runtime/metrics"
+	"github.com/tandem-dev/tandem/runtime/protocol"
 	"github.com/tandem-dev/tandem/runtime/server"
 	"github.com/tandem-dev/tandem/runtime/store"
 	"github.com/tandem-dev/tandem/runtime/store/memory"
@@ -123,14 +125,38 @@ func run(ctx context.Context, cfg *config.Config, stdout io.Writer) error {
 		}
 	}
 
-	var b *backends
-	var err error
 	if cfg.Distributed() {
-		b, err = openDistributed(ctx, cfg, m.Registry)
+		// A configuration that can never work fails before listening.
+		if _, _, err := distributedURLs(cfg); err != nil {
+			return err
+		}
+	}
+	// Listen before opening storage: the stores may come up after this
+	// process (a new cluster), and while it waits for them the probes must
+	// answer, live on /healthz and not ready on /readyz with the reason.
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+	}
+	g := &gate{metrics: m.Handler()}
+	g.setReason(errors.New("opening storage"))
+	hs := &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(ln) }()
+	logger.Info("listening", "addr", ln.Addr().String())
+
+	var b *backends
+	if cfg.Distributed() {
+		b, err = openDistributed(ctx, cfg, m.Registry, g.setReason)
 	} else {
 		b, err = openEmbedded(ctx, cfg, logger)
 	}
 	if err != nil {
+		_ = hs.Close()
+		if ctx.Err() != nil {
+			logger.Info("stopped before storage was ready", "err", err)
+			return nil
+		}
 		return fmt.Errorf("open storage: %w", err)
 	}
 
@@ -148,15 +174,10 @@ func run(ctx context.Context, cfg *config.Config, stdout io.Writer) error {
 		Ready:          b.Ready,
 		Web:            web.Handler(),
 	})
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		_ = b.Close(context.Background())
-		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
-	}
 	if cfg.DebugAddr != "" {
 		dln, err := net.Listen("tcp", cfg.DebugAddr)
 		if err != nil {
-			_ = ln.Close()
+			_ = hs.Close()
 			_ = b.Close(context.Background())
 			return fmt.Errorf("listen on debug address %s: %w", cfg.DebugAddr, err)
 		}
@@ -167,14 +188,13 @@ func run(ctx context.Context, cfg *config.Config, stdout io.Writer) error {
 		defer func() { _ = ds.Close() }()
 		logger.Info("serving profiles", "addr", dln.Addr().String()+"/debug/pprof/")
 	}
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
-	served := make(chan error, 1)
-	go func() { served <- hs.Serve(ln) }()
+	g.open(srv.Handler())
 	mode := "embedded (SQLite in " + cfg.DataDir + ")"
 	if cfg.Distributed() {
 		mode = "distributed (Redis + PostgreSQL)"
 	}
 	logger.Info("serving", "addr", ln.Addr().String(), "storage", mode, "auth", cfg.Auth)
+	// Printed once documents are served: scripts wait for this line.
 	fmt.Fprintf(stdout, "Tandem editor: %s\n", editorURL(ln.Addr()))
 
 	select {
@@ -206,6 +226,49 @@ func run(ctx context.Context, cfg *config.Config, stdout io.Writer) error {
 	}
 	logger.Info("stopped cleanly")
 	return nil
+}
+
+// gate answers the probes while storage is being opened and hands every
+// request to the server once it is.
+type gate struct {
+	h       atomic.Pointer[http.Handler]
+	reason  atomic.Pointer[string]
+	metrics http.Handler
+}
+
+// setReason records why storage is not open yet (nil: it answers).
+func (g *gate) setReason(err error) {
+	r := "storage answers, starting"
+	if err != nil {
+		r = err.Error()
+	}
+	g.reason.Store(&r)
+}
+
+// open sends every later request to h.
+func (g *gate) open(h http.Handler) { g.h.Store(&h) }
+
+func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h := g.h.Load(); h != nil {
+		(*h).ServeHTTP(w, r)
+		return
+	}
+	switch r.URL.Path {
+	case "/healthz":
+		// Live: the process is healthy, it waits for its stores. A
+		// restart would not bring them sooner.
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	case "/readyz":
+		http.Error(w, "not ready: waiting for storage: "+*g.reason.Load(), http.StatusServiceUnavailable)
+	case "/metrics":
+		g.metrics.ServeHTTP(w, r)
+	default:
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Retry-After", "1")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = fmt.Fprintf(w, `{"code":%q,"message":"starting: waiting for storage, retry"}`+"\n", protocol.CodeUnavailable)
+	}
 }
 
 // debugHandler serves the standard net/http/pprof endpoints.

@@ -12,10 +12,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/tandem-dev/tandem/internal/testsvc"
 	"github.com/tandem-dev/tandem/runtime/client"
 	"github.com/tandem-dev/tandem/runtime/ot"
 )
@@ -38,9 +40,27 @@ type proc struct {
 	cmd  *exec.Cmd
 	base string // http://127.0.0.1:PORT
 	done chan error
+	log  *testLog
 }
 
 func start(t *testing.T, bin string, args ...string) *proc {
+	t.Helper()
+	p, lines := launch(t, bin, args...)
+	select {
+	case u := <-lines:
+		// The printed URL says localhost; tests stay on the loopback IP.
+		p.base = strings.TrimSuffix(strings.Replace(u, "localhost", "127.0.0.1", 1), "/")
+	case err := <-p.done:
+		t.Fatalf("runtime exited before serving: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("runtime did not print its URL")
+	}
+	return p
+}
+
+// launch starts the runtime; lines receives the editor URL it prints once
+// it serves documents.
+func launch(t *testing.T, bin string, args ...string) (*proc, <-chan string) {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), "TANDEM_JWT_KEY="+testKey)
@@ -48,11 +68,12 @@ func start(t *testing.T, bin string, args ...string) *proc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stderr = &testLog{t: t}
+	log := &testLog{t: t}
+	cmd.Stderr = log
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start: %v", err)
 	}
-	p := &proc{cmd: cmd, done: make(chan error, 1)}
+	p := &proc{cmd: cmd, done: make(chan error, 1), log: log}
 	lines := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stdout)
@@ -70,16 +91,7 @@ func start(t *testing.T, bin string, args ...string) *proc {
 			<-p.done
 		}
 	})
-	select {
-	case u := <-lines:
-		// The printed URL says localhost; tests stay on the loopback IP.
-		p.base = strings.TrimSuffix(strings.Replace(u, "localhost", "127.0.0.1", 1), "/")
-	case err := <-p.done:
-		t.Fatalf("runtime exited before serving: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("runtime did not print its URL")
-	}
-	return p
+	return p, lines
 }
 
 func (p *proc) stop(t *testing.T) {
@@ -97,11 +109,26 @@ func (p *proc) stop(t *testing.T) {
 	}
 }
 
-type testLog struct{ t *testing.T }
+// testLog passes the runtime's log to the test log and keeps it for
+// checks.
+type testLog struct {
+	t   *testing.T
+	mu  sync.Mutex
+	all strings.Builder
+}
 
 func (l *testLog) Write(b []byte) (int, error) {
 	l.t.Log(strings.TrimSpace(string(b)))
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.all.Write(b)
 	return len(b), nil
+}
+
+func (l *testLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.all.String()
 }
 
 func mint(t *testing.T, bin string, args ...string) string {
@@ -233,6 +260,109 @@ func TestBinary(t *testing.T) {
 			t.Fatalf("redis without postgres: err %v, output %s", err, out)
 		}
 	})
+}
+
+// probe returns the status and body of GET url.
+func probe(t *testing.T, url string) (int, string) {
+	t.Helper()
+	code, b, err := tryProbe(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	return code, b
+}
+
+func tryProbe(url string) (int, string, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+// waitProbe polls url until it answers code with a body containing want.
+func waitProbe(t *testing.T, url string, code int, want string) {
+	t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		// Connection errors count as "not yet": the process is starting.
+		c, b, _ := tryProbe(url)
+		if c == code && strings.Contains(b, want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET %s = %d %q; want %d with %q", url, c, b, code, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// A replica started before its Redis and PostgreSQL (a new cluster) stays
+// up, live but not ready with the reason, and serves once they answer:
+// no exit, so no kubelet crash back-off.
+func TestBinaryWaitsForStores(t *testing.T) {
+	r := testsvc.StartRedis(t)
+	pg := testsvc.StartPostgres(t)
+	r.Stop()
+	pg.Stop()
+	bin := buildBinary(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	p, served := launch(t, bin, "--addr", addr, "--auth", "jwt", "--redis-url", r.URL(), "--postgres-url", pg.URL(), "--flush-interval", "50ms")
+	p.base = "http://" + addr
+	waitProbe(t, p.base+"/healthz", http.StatusOK, "ok")
+
+	if code, b := probe(t, p.base+"/healthz"); code != http.StatusOK {
+		t.Fatalf("/healthz while waiting = %d %q, want 200", code, b)
+	}
+	waitProbe(t, p.base+"/readyz", http.StatusServiceUnavailable, "connect to redis at "+r.Addr())
+	token := mint(t, bin, "--sub", "alice", "--doc", "notes", "--perm", "write", "--ttl", "1h")
+	if code, b := probe(t, p.base+"/v1/docs/notes"); code != http.StatusServiceUnavailable || !strings.Contains(b, `"unavailable"`) {
+		t.Fatalf("document while waiting = %d %q, want 503 unavailable", code, b)
+	}
+	if code, _ := probe(t, p.base+"/metrics"); code != http.StatusOK {
+		t.Fatalf("/metrics while waiting = %d", code)
+	}
+
+	r.Start()
+	waitProbe(t, p.base+"/readyz", http.StatusServiceUnavailable, "connect to postgres at "+pg.Addr())
+	if code, _ := probe(t, p.base+"/healthz"); code != http.StatusOK {
+		t.Fatalf("/healthz while waiting for postgres = %d", code)
+	}
+	pg.Start()
+	waitProbe(t, p.base+"/readyz", http.StatusOK, "ok")
+	select {
+	case <-served:
+	case <-time.After(10 * time.Second):
+		t.Fatal("ready, but the editor URL was not printed")
+	}
+	if log := p.log.String(); !strings.Contains(log, "waiting for store") || !strings.Contains(log, "retry_in") {
+		t.Errorf("retries were not logged with their reason:\n%s", log)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c := client.New(client.Options{URL: "ws" + strings.TrimPrefix(p.base, "http") + "/v1/docs/notes/ws", Token: token, ClientID: "alice-1"})
+	if err := c.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Edit(ot.Op{{Insert: "stores came late"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitSynced(ctx, -1); err != nil {
+		t.Fatal(err)
+	}
+	if rev, text := getDoc(t, p.base, "notes", token); rev != 1 || text != "stores came late" {
+		t.Fatalf("document = rev %d %q", rev, text)
+	}
+	p.stop(t)
 }
 
 func TestEditorURL(t *testing.T) {
