@@ -10,14 +10,17 @@ WORKDIR /src
 
 # Dependencies first, so source edits reuse the module download layer.
 COPY go.mod go.sum ./
-RUN go mod download
+RUN --mount=type=cache,target=/go/pkg/mod go mod download
 
 COPY api/ api/
 COPY cmd/ cmd/
 COPY controllers/ controllers/
 COPY internal/ internal/
 COPY runtime/ runtime/
-RUN GOOS=${TARGETOS} GOARCH=${TARGETARCH} go build -trimpath -o bin/manager ./cmd/manager && \
+# The build cache survives between builds (BuildKit cache mount), so a source
+# edit recompiles only the packages it touches.
+RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
+    GOOS=${TARGETOS} GOARCH=${TARGETARCH} go build -trimpath -o bin/manager ./cmd/manager && \
     GOOS=${TARGETOS} GOARCH=${TARGETARCH} go build -trimpath -o bin/tandem-runtime ./cmd/tandem-runtime
 
 FROM gcr.io/distroless/static:nonroot

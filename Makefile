@@ -78,6 +78,19 @@ test-e2e: ## End-to-end tests (kwok cluster, helm install, real runtime pods); b
 	$(TOOLS) install
 	go test -tags e2e -timeout 40m ./test/e2e/...
 
+.PHONY: test-e2e-real
+test-e2e-real: ## End-to-end tests on a real single-node Kubernetes (containerd, the image built from the Dockerfile); root, ~20 min cold, a few warm.
+	$(TOOLS) install kubectl helm
+	hack/real-cluster/test.sh
+
+.PHONY: real-cluster-up
+real-cluster-up: ## Start the real single-node cluster and leave it running (root); prints its KUBECONFIG.
+	hack/real-cluster/up.sh
+
+.PHONY: real-cluster-down
+real-cluster-down: ## Stop the real cluster and restore the host.
+	hack/real-cluster/down.sh
+
 .PHONY: bench
 bench: ## Load scenarios S1-S5 on throwaway Redis, PostgreSQL and runtimes, Go micro-benchmarks, benchstat; writes docs/benchmarks.md.
 	hack/bench.sh

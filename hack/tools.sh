@@ -8,7 +8,8 @@
 # and is rebuilt only when that file is missing, so a second run does nothing.
 #
 # Usage:
-#   hack/tools.sh install [name...]   build the named tools (default: all)
+#   hack/tools.sh install [name...]   build the named tools (default: all but the real
+#                                     cluster's; "install real-cluster" builds those)
 #   hack/tools.sh bin <name>          print the absolute path of a tool (builds it if missing)
 #   hack/tools.sh envtest-assets      print a directory with kube-apiserver, etcd and kubectl
 #                                     (the value for KUBEBUILDER_ASSETS)
@@ -24,10 +25,17 @@ ETCD_VERSION=v3.6.16
 KWOK_VERSION=v0.8.0
 HELM_VERSION=v4.3.1
 CONTROLLER_GEN_VERSION=v0.23.0
+# The real single-node cluster of `make test-e2e-real` (hack/real-cluster/).
+COREDNS_VERSION=v1.15.0
+BUILDKIT_VERSION=v0.34.2
+CRANE_VERSION=v0.22.1
 
 # Order matters for "install" without arguments: envtest needs kube-apiserver
 # and etcd first, so they are built first.
 ALL_TOOLS=(kube-apiserver etcd kubectl kube-controller-manager kube-scheduler controller-gen helm kwok kwokctl)
+# Built only on request ("install real-cluster" or by name): the node agents,
+# cluster DNS and the image builders of the real cluster.
+REAL_CLUSTER_TOOLS=(kubelet kube-proxy coredns buildkitd buildctl crane)
 
 TOOLS_DIR=${TANDEM_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tandem/tools}
 
@@ -42,12 +50,15 @@ die() { printf '[tools] ERROR: %s\n' "$*" >&2; exit 1; }
 
 tool_version() {
 	case "$1" in
-	kube-apiserver | kube-controller-manager | kube-scheduler | kubectl) echo "$KUBE_VERSION" ;;
+	kube-apiserver | kube-controller-manager | kube-scheduler | kubectl | kubelet | kube-proxy) echo "$KUBE_VERSION" ;;
 	etcd) echo "$ETCD_VERSION" ;;
 	kwok | kwokctl) echo "$KWOK_VERSION" ;;
 	helm) echo "$HELM_VERSION" ;;
 	controller-gen) echo "$CONTROLLER_GEN_VERSION" ;;
-	*) die "unknown tool '$1' (known: ${ALL_TOOLS[*]})" ;;
+	coredns) echo "$COREDNS_VERSION" ;;
+	buildkitd | buildctl) echo "$BUILDKIT_VERSION" ;;
+	crane) echo "$CRANE_VERSION" ;;
+	*) die "unknown tool '$1' (known: ${ALL_TOOLS[*]} ${REAL_CLUSTER_TOOLS[*]})" ;;
 	esac
 }
 
@@ -104,6 +115,19 @@ write_kube_wrapper() {
 		die "kubernetes: could not read the staging module list from $kmod"
 }
 
+# write_buildkit_wrapper <dir>: BuildKit's go.mod has exclude directives,
+# which `go install pkg@version` refuses; a module that requires it and
+# repeats them builds the same dependency graph.
+write_buildkit_wrapper() {
+	local dir=$1 bmod
+	bmod=$(go mod download -json "github.com/moby/buildkit@$BUILDKIT_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')
+	[ -f "$bmod" ] || die "buildkit: go mod download github.com/moby/buildkit@$BUILDKIT_VERSION gave no go.mod"
+	{
+		printf 'module tandem.dev/tools/buildkit\n\ngo 1.26.8\n\nrequire github.com/moby/buildkit %s\n\n' "$BUILDKIT_VERSION"
+		awk '/^exclude \(/,/^\)/' "$bmod" | grep -v '^[[:space:]]*//'
+	} >"$dir/go.mod"
+}
+
 write_etcd_wrapper() {
 	local dir=$1
 	cat >"$dir/go.mod" <<EOF
@@ -133,7 +157,7 @@ build_tool() {
 	start=$(date +%s)
 	log "$name $version: building (cold builds take minutes)"
 	case "$name" in
-	kube-apiserver | kube-controller-manager | kube-scheduler | kubectl)
+	kube-apiserver | kube-controller-manager | kube-scheduler | kubectl | kubelet | kube-proxy)
 		write_kube_wrapper "$work"
 		(cd "$work" && GOFLAGS="-mod=mod -trimpath -buildvcs=false" run_go "$name" build -ldflags "$(kube_ldflags)" -o "$tmpbin" "k8s.io/kubernetes/cmd/$name")
 		;;
@@ -154,6 +178,18 @@ build_tool() {
 		(cd "$work" && GOFLAGS="-trimpath -buildvcs=false" GOBIN="$work/bin" run_go "$name" install "sigs.k8s.io/controller-tools/cmd/controller-gen@$version")
 		mv "$work/bin/$name" "$tmpbin"
 		;;
+	coredns)
+		(cd "$work" && GOFLAGS="-trimpath -buildvcs=false" GOBIN="$work/bin" run_go "$name" install -ldflags "-s -w" "github.com/coredns/coredns@$version")
+		mv "$work/bin/$name" "$tmpbin"
+		;;
+	crane)
+		(cd "$work" && GOFLAGS="-trimpath -buildvcs=false" GOBIN="$work/bin" run_go "$name" install -ldflags "-s -w" "github.com/google/go-containerregistry/cmd/crane@$version")
+		mv "$work/bin/$name" "$tmpbin"
+		;;
+	buildkitd | buildctl)
+		write_buildkit_wrapper "$work"
+		(cd "$work" && GOFLAGS="-mod=mod -trimpath -buildvcs=false" run_go "$name" build -ldflags "-s -w -X github.com/moby/buildkit/version.Version=$version" -o "$tmpbin" "github.com/moby/buildkit/cmd/$name")
+		;;
 	esac
 	verify_tool "$name" "$tmpbin"
 	mv -f "$tmpbin" "$target"
@@ -165,12 +201,13 @@ verify_tool() {
 	local name=$1 bin=$2 out
 	case "$name" in
 	kubectl) out=$("$bin" version --client 2>&1) ;;
-	helm) out=$("$bin" version 2>&1) ;;
+	helm | crane) out=$("$bin" version 2>&1) ;;
+	coredns) out=$("$bin" -version 2>&1) ;;
 	*) out=$("$bin" --version 2>&1) ;;
 	esac || die "$name: built binary does not run: $out"
 	log "$name: $(printf '%s' "$out" | head -n 1)"
 	case "$name" in
-	kube-apiserver | kube-controller-manager | kube-scheduler | kubectl)
+	kube-apiserver | kube-controller-manager | kube-scheduler | kubectl | kubelet | kube-proxy)
 		printf '%s' "$out" | grep -q "$KUBE_VERSION" || die "$name: version stamp missing (got: $out)"
 		;;
 	esac
@@ -203,6 +240,8 @@ cmd_install() {
 	local tools=("$@") t
 	if [ ${#tools[@]} -eq 0 ]; then
 		tools=("${ALL_TOOLS[@]}")
+	elif [ "${tools[*]}" = real-cluster ]; then
+		tools=("${REAL_CLUSTER_TOOLS[@]}")
 	fi
 	for t in "${tools[@]}"; do
 		tool_version "$t" >/dev/null
@@ -237,7 +276,7 @@ cmd_envtest_assets() {
 
 cmd_list() {
 	local t state
-	for t in "${ALL_TOOLS[@]}"; do
+	for t in "${ALL_TOOLS[@]}" "${REAL_CLUSTER_TOOLS[@]}"; do
 		state=missing
 		[ -x "$(tool_path "$t")" ] && state=installed
 		printf '%-24s %-8s %-9s %s\n' "$t" "$(tool_version "$t")" "$state" "$(tool_path "$t")"

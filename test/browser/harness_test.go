@@ -120,6 +120,7 @@ type Runtime struct {
 
 	authMode string   // "jwt" or "anonymous"
 	extra    []string // more flags
+	external bool     // a runtime this test did not start (TANDEM_BROWSER_TARGET)
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
@@ -130,8 +131,24 @@ func startRuntime(t testing.TB) *Runtime { return startRuntimeAuth(t, "jwt") }
 
 // startRuntimeAuth starts a runtime with the given --auth mode and any
 // further flags (limits, for example).
+//
+// With TANDEM_BROWSER_TARGET set (a base URL such as http://127.0.0.1:8080)
+// the tests drive that runtime instead, minting tokens with the key in
+// TANDEM_BROWSER_JWT_KEY: `make test-e2e-real` runs the editor against a
+// runtime in a real cluster this way. A test that needs a runtime of its
+// own (other flags, a restart) fails there rather than pretend.
 func startRuntimeAuth(t testing.TB, authMode string, extraArgs ...string) *Runtime {
 	t.Helper()
+	if target := os.Getenv("TANDEM_BROWSER_TARGET"); target != "" {
+		if authMode != "jwt" || len(extraArgs) > 0 {
+			t.Fatalf("this test needs a runtime of its own (--auth %s %v); it cannot run against TANDEM_BROWSER_TARGET", authMode, extraArgs)
+		}
+		key := os.Getenv("TANDEM_BROWSER_JWT_KEY")
+		if key == "" {
+			t.Fatal("TANDEM_BROWSER_TARGET needs TANDEM_BROWSER_JWT_KEY, the runtime's JWT key")
+		}
+		return &Runtime{t: t, addr: strings.TrimPrefix(target, "http://"), key: []byte(key), authMode: authMode, external: true}
+	}
 	dir := t.TempDir()
 	// A printable key: the runtime trims line endings from key files.
 	raw := make([]byte, 32)
@@ -191,6 +208,9 @@ func (r *Runtime) Start() {
 	r.t.Helper()
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.external {
+		r.t.Fatal("cannot start a runtime this test does not own (TANDEM_BROWSER_TARGET)")
+	}
 	if r.cmd != nil {
 		r.t.Fatal("runtime already running")
 	}
@@ -227,6 +247,9 @@ func (r *Runtime) Start() {
 func (r *Runtime) Stop() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.external {
+		r.t.Fatal("cannot stop a runtime this test does not own (TANDEM_BROWSER_TARGET)")
+	}
 	if r.cmd == nil {
 		return
 	}
