@@ -4,6 +4,8 @@ package auth
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -32,6 +34,24 @@ const MinKeyBytes = 32
 type Identity struct {
 	User store.User
 	Perm Perm
+	// Anonymous: nobody was authenticated (anonymous mode); see ForClient.
+	Anonymous bool
+}
+
+// ForClient returns the identity a connection with client id client acts
+// as. An authenticated identity is returned as is. An anonymous one gets a
+// user id derived from the client id: the document keys resubmissions and
+// acks by user and client id together, so an anonymous user must stay the
+// same user across the reconnects of one client. (Anonymous mode
+// authenticates nobody, so it cannot keep users apart either.)
+func (i Identity) ForClient(client string) Identity {
+	if !i.Anonymous {
+		return i
+	}
+	sum := sha256.Sum256([]byte(client))
+	i.User.ID = "anon-" + hex.EncodeToString(sum[:5])
+	i.User.Color = ColorFor(i.User.ID)
+	return i
 }
 
 // CanWrite reports whether the identity may submit operations.
@@ -194,7 +214,7 @@ type Anonymous struct{}
 // Authenticate implements Authenticator; the token is ignored.
 func (Anonymous) Authenticate(token, doc string) (Identity, error) {
 	id := "anon-" + randomString(10)
-	return Identity{User: store.User{ID: id, Name: randomName(), Color: ColorFor(id)}, Perm: PermWrite}, nil
+	return Identity{User: store.User{ID: id, Name: randomName(), Color: ColorFor(id)}, Perm: PermWrite, Anonymous: true}, nil
 }
 
 var (

@@ -100,3 +100,37 @@ func TestAnonymousGivesDistinctWriters(t *testing.T) {
 		t.Fatalf("anonymous identities %+v and %+v", a, b)
 	}
 }
+
+func TestForClient(t *testing.T) {
+	anon := func() auth.Identity {
+		id, err := auth.Anonymous{}.Authenticate("", "d")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	// Anonymous: one client id, one user, whatever the connection.
+	a1, a2, b := anon().ForClient("tab-1"), anon().ForClient("tab-1"), anon().ForClient("tab-2")
+	if a1.User.ID != a2.User.ID || a1.User.Color != a2.User.Color || !strings.HasPrefix(a1.User.ID, "anon-") {
+		t.Fatalf("reconnects of one anonymous client: %+v and %+v, want the same anon- user", a1.User, a2.User)
+	}
+	if b.User.ID == a1.User.ID {
+		t.Fatalf("two anonymous clients share user %q", b.User.ID)
+	}
+	// Authenticated: the token decides, never the client id.
+	j, err := auth.NewJWT(key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := auth.Mint(key, auth.MintOptions{Subject: "alice", Docs: []string{"d"}, Perm: auth.PermWrite, TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := j.Authenticate(tok, "d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := id.ForClient("tab-1"); got.User.ID != "alice" || got.Anonymous {
+		t.Fatalf("authenticated identity for a client: %+v, want alice unchanged", got)
+	}
+}

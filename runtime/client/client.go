@@ -138,6 +138,7 @@ type Client struct {
 	ws       *websocket.Conn
 	welcomed bool
 	welcome  protocol.Welcome
+	userID   string // who the server says this client is (from the welcome)
 	// reconnecting is set while an automatic reconnection runs; cancel
 	// stops it.
 	reconnecting    bool
@@ -753,6 +754,8 @@ func (c *Client) resend(ws *websocket.Conn, seq int64) {
 }
 
 func (c *Client) onWelcome(w protocol.Welcome, at time.Time, eff *effects) error {
+	// Who we are decides which of the operations below are ours.
+	c.userID = w.User.ID
 	if w.Text != nil {
 		if c.hasInflight || c.buffer != nil {
 			c.hasInflight, c.inflight, c.buffer = false, pending{}, nil
@@ -829,7 +832,9 @@ func (c *Client) onOp(o protocol.Op, at time.Time, eff *effects) (bool, error) {
 		}
 		return false, fmt.Errorf("operation for revision %d arrived at revision %d (gap or reorder)", o.Rev, c.rev)
 	}
-	if o.Client == c.opts.ClientID {
+	// Ours only when both the client id and the user are: a client id is
+	// public, and another user's operation under the same id is theirs.
+	if o.Client == c.opts.ClientID && o.User == c.userID {
 		if !c.hasInflight || o.Seq != c.inflight.seq {
 			return false, fmt.Errorf("server sent our own operation seq %d as revision %d, but it is not in flight", o.Seq, o.Rev)
 		}

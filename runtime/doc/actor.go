@@ -66,7 +66,7 @@ type actor struct {
 	text    *rope.Rope
 	head    int64 // revision of text
 	window  []store.Entry
-	lastSeq map[string]int64 // highest committed seq per client id
+	lastSeq map[author]committedSeq // highest committed seq per author
 	members map[string]*Member
 	// unflushed are the members sent frames since the last flush.
 	unflushed []*Member
@@ -89,7 +89,7 @@ func newActor(m *Manager, id string) *actor {
 		inbox:     make(chan any, 256),
 		done:      make(chan struct{}),
 		quit:      make(chan struct{}),
-		lastSeq:   map[string]int64{},
+		lastSeq:   map[author]committedSeq{},
 		members:   map[string]*Member{},
 		present:   map[string]store.PresenceEntry{},
 		forwarded: map[clientSeq]*forwardedReq{},
@@ -373,8 +373,8 @@ func (a *actor) applyEntry(e store.Entry) error {
 		// Trim in chunks so appends stay amortised O(1).
 		a.window = append([]store.Entry(nil), a.window[over:]...)
 	}
-	if e.Seq > a.lastSeq[e.Client] {
-		a.lastSeq[e.Client] = e.Seq
+	if k := entryAuthor(e); e.Seq > a.lastSeq[k].seq {
+		a.lastSeq[k] = committedSeq{seq: e.Seq, rev: e.Rev}
 	}
 	for conn, p := range a.present {
 		a.present[conn] = transformPresence(p, e)
@@ -383,19 +383,21 @@ func (a *actor) applyEntry(e store.Entry) error {
 }
 
 // commit applies a committed entry and sends it to every member: an ack to
-// the connections of the client that wrote it, the operation to the others.
+// the connections of the author that wrote it (the same user with the same
+// client id), the operation to the others.
 func (a *actor) commit(e store.Entry) {
 	if err := a.applyEntry(e); err != nil {
 		a.unload("committed entry does not apply", err)
 		return
 	}
+	k := entryAuthor(e)
 	// A forwarded submission is done once its entry is here: commit acks
 	// its member below like any other.
-	delete(a.forwarded, clientSeq{e.Client, e.Seq})
+	delete(a.forwarded, clientSeq{k, e.Seq})
 	var ack, op *protocol.Frame // each encoded once, for all its receivers
 	for conn, m := range a.members {
 		var f *protocol.Frame
-		if m.Client == e.Client {
+		if m.author() == k {
 			if ack == nil {
 				ack = protocol.NewFrame(protocol.Ack{Type: protocol.TypeAck, Seq: e.Seq, Rev: e.Rev})
 			}

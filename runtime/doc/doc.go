@@ -191,7 +191,7 @@ type result[T any] struct {
 // Member is a connection joining a document.
 type Member struct {
 	Conn   string // unique connection id
-	Client string // the client's stable id: its committed entries are acked to it
+	Client string // the client's stable id: with User, its committed entries are acked to it
 	User   store.User
 	Perm   string // "read" or "write", echoed in the welcome
 	// Send queues a message for the connection without blocking; it returns
@@ -215,6 +215,25 @@ type Member struct {
 	joined int64
 	// unflushed: the member was sent frames since the last flush.
 	unflushed bool
+}
+
+// author identifies who wrote an operation: the authenticated user and the
+// client id together. Client ids are public (every broadcast operation and
+// /ops carries them), so a client id alone must never decide whose
+// operation an entry is: another user could connect with the same id and
+// receive the acks, swallow the operations or poison the seq of the
+// client it copies. Dedupe, seq order and ack routing all go by author.
+type author struct {
+	user, client string
+}
+
+func (m *Member) author() author { return author{user: m.User.ID, client: m.Client} }
+
+func entryAuthor(e store.Entry) author { return author{user: e.User, client: e.Client} }
+
+// committedSeq is an author's highest committed seq and its revision.
+type committedSeq struct {
+	seq, rev int64
 }
 
 // Session is a member's handle on a joined document.

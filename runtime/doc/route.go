@@ -48,7 +48,7 @@ import (
 
 // clientSeq identifies a submission across replicas.
 type clientSeq struct {
-	client string
+	author author
 	seq    int64
 }
 
@@ -179,7 +179,7 @@ func (a *actor) route(batch []submitReq) []submitReq {
 	}
 	a.opts.Metrics.Forwarded.Add(float64(len(fwd)))
 	for _, req := range fwd {
-		a.forwarded[clientSeq{req.member.Client, req.seq}] = &forwardedReq{req: req, sent: now}
+		a.forwarded[clientSeq{req.member.author(), req.seq}] = &forwardedReq{req: req, sent: now}
 	}
 	return here
 }
@@ -216,7 +216,7 @@ func (a *actor) takeBack(now time.Time) {
 
 // reply handles the owner's answer to a forwarded submission.
 func (a *actor) reply(r store.Reply) {
-	k := clientSeq{r.Client, r.Seq}
+	k := clientSeq{author{user: r.User, client: r.Client}, r.Seq}
 	f, ok := a.forwarded[k]
 	if !ok {
 		return // committed and acked already, or taken back
@@ -311,7 +311,7 @@ func (m *Manager) proxy(f store.Forwarded) *Member {
 		// ack is sent.
 		joined: math.MaxInt64,
 		Send: func(fr *protocol.Frame) bool {
-			rep := store.Reply{Doc: f.Doc, Client: f.Client, Seq: f.Seq}
+			rep := store.Reply{Doc: f.Doc, Client: f.Client, User: f.User.ID, Seq: f.Seq}
 			switch msg := fr.Msg.(type) {
 			case protocol.Ack:
 				rep.DupRev = msg.Rev

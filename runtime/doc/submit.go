@@ -7,9 +7,10 @@ package doc
 //  1. Refuse a base revision in the future (bad_revision).
 //  2. Collect the entries committed after the base: from the in-memory
 //     window, else the log, else the durable store.
-//  3. If one of them carries the same client id and seq, this is a
-//     resubmission after a reconnect: ack it again with that revision and
-//     never apply it twice.
+//  3. If one of them carries the same author (user and client id) and
+//     seq, this is a resubmission after a reconnect: ack it again with that
+//     revision and never apply it twice. A seq at or below the author's
+//     highest committed or queued one is refused.
 //  4. Transform op against each of them in order, with the incoming
 //     operation's inserts first on ties (ot.Left); the browser client
 //     mirrors the rule.
@@ -203,6 +204,23 @@ func (a *actor) prepareOne(req submitReq, pending []store.Entry, length, size *i
 	if req.rev > a.head {
 		return fail(protocol.CodeBadRevision, "base revision %d is ahead of the document (revision %d)", req.rev, a.head)
 	}
+	k := req.member.author()
+	last := a.lastSeq[k]
+	// An author's seqs only grow, also inside one batch: the highest one
+	// queued before this submission counts like a committed one.
+	for _, e := range pending {
+		if entryAuthor(e) != k {
+			continue
+		}
+		if e.Seq == req.seq {
+			// Duplicate inside this batch: the first copy's commit acks it;
+			// nothing more to send.
+			return outcome{req: req}
+		}
+		if e.Seq > last.seq {
+			last = committedSeq{seq: e.Seq, rev: e.Rev}
+		}
+	}
 	// 2. Committed since the base.
 	committed, err := a.entriesAfter(req.rev)
 	if errors.Is(err, store.ErrReset) {
@@ -213,22 +231,16 @@ func (a *actor) prepareOne(req submitReq, pending []store.Entry, length, size *i
 		return fail(protocol.CodeUnavailable, "history unavailable, retry")
 	}
 	// 3. Resubmission?
-	for _, group := range [][]store.Entry{committed, pending} {
-		for _, e := range group {
-			if e.Client == req.member.Client && e.Seq == req.seq {
-				if e.Rev > a.head {
-					// Duplicate inside this batch: the first copy's commit
-					// acks it; nothing more to send.
-					return outcome{req: req}
-				}
-				return outcome{req: req, dupRev: e.Rev}
-			}
+	for _, e := range committed {
+		if e.Seq == req.seq && entryAuthor(e) == k {
+			return outcome{req: req, dupRev: e.Rev}
 		}
 	}
-	if req.seq <= a.lastSeq[req.member.Client] {
-		// Committed before the client's own base revision: the client
-		// already saw it and must not send it again.
-		return fail(protocol.CodeBadMessage, "operation %d of client %q was already committed before revision %d", req.seq, req.member.Client, req.rev)
+	if req.seq <= last.seq {
+		// Committed before the client's own base revision (the client
+		// already saw it and must not send it again), or lower than a seq
+		// the author committed or queued already: seqs never go back.
+		return fail(protocol.CodeBadMessage, "operation %d of client %q is not above its operation %d, already committed or queued", req.seq, req.member.Client, last.seq)
 	}
 	// 4. Transform.
 	start := time.Now()

@@ -437,6 +437,8 @@ func (c *conn) handshake(ctx context.Context, headerToken string) (*doc.Session,
 		return nil, auth.Identity{}, false
 	}
 
+	id = id.ForClient(hello.Client)
+
 	// 3. join: the document sends the welcome through c.send.
 	sess, err := s.opts.Manager.Join(ctx, c.doc, doc.Member{
 		Conn: c.id, Client: hello.Client, User: id.User, Perm: string(id.Perm), Send: c.queue, Flush: c.flush,

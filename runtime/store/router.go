@@ -33,8 +33,11 @@ type Forwarded struct {
 // the client (Code and Message). A committed submission needs no reply: the
 // origin sees its entry in the log like every other.
 type Reply struct {
-	Doc     string `json:"doc"`
-	Client  string `json:"client"`
+	Doc    string `json:"doc"`
+	Client string `json:"client"`
+	// User is the author's user id: with Client, it names the submission
+	// (a client id alone is not an identity; see docs/protocol.md).
+	User    string `json:"user,omitempty"`
 	Seq     int64  `json:"seq"`
 	DupRev  int64  `json:"dupRev,omitempty"`
 	Code    string `json:"code,omitempty"`

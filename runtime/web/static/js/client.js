@@ -551,8 +551,9 @@ export class Client {
   handleRemote(msg) {
     if (!Number.isInteger(msg.rev)) throw new Error('op without rev');
     // Our own operation seen in a welcome's catch-up list: its ack was
-    // lost with the old connection.
-    if (msg.client === this.clientId && this.inflight && msg.seq === this.inflight.seq) {
+    // lost with the old connection. Ours only when the user matches too: a
+    // client id is public, and another user may send under the same one.
+    if (msg.client === this.clientId && msg.user === this.user?.id && this.inflight && msg.seq === this.inflight.seq) {
       return this.ackInflight(msg.rev);
     }
     if (msg.rev <= this.rev) return; // already have it

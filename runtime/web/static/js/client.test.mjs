@@ -543,3 +543,29 @@ test('offline edits are rebased onto a full-text welcome', () => {
   assert.equal(server.text, 'zero one two three');
   assert.deepEqual(a.errors, [], 'nothing was discarded');
 });
+
+test("another user's operation under our client id is theirs, not our ack", () => {
+  // Client ids are public. While alice's seq 1 is lost with her connection,
+  // mallory connects with alice's client id and commits her own seq 1. The
+  // welcome alice resumes with lists it: same client id and seq, but not
+  // her user, so it is a remote operation and alice resubmits hers.
+  const server = new ServerModel({ text: 'abc' });
+  const net = new Network(server);
+  const clock = new Clock();
+  const alice = newClient(net, clock, { clientId: 'A', token: 'alice' });
+  net.drain(() => 0);
+  insert(alice, 3, '!');
+  net.kill(net.conns[0]); // the op never reaches the server
+  const mallory = newClient(net, clock, { clientId: 'A', token: 'mallory' });
+  net.drain(() => 0);
+  insert(mallory, 0, 'M');
+  net.drain(() => 0);
+  assert.equal(server.text, 'Mabc');
+  clock.advance(BACKOFF_MAX_MS);
+  net.drain(() => 0);
+  assert.equal(alice.state, State.CONNECTED);
+  assert.ok(alice.synchronized());
+  assert.equal(server.text, 'Mabc!');
+  assert.equal(alice.text, server.text);
+  assert.equal(mallory.text, server.text);
+});

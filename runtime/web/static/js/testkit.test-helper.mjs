@@ -91,7 +91,9 @@ export class ServerModel {
     const msg = JSON.parse(data);
     if (!conn.user) {
       if (msg.type !== 'hello') return conn.send({ type: 'error', code: 'bad_message', message: 'hello first' });
-      const name = msg.token || `user${this.nextUser++}`;
+      // Like the runtime: a token names the user; without one (anonymous
+      // mode) the user follows from the client id.
+      const name = msg.token || `anon-${msg.client}`;
       conn.user = { id: name, name, color: '#123456' };
       conn.id = `conn${this.nextConn++}`;
       conn.clientId = msg.client;
@@ -129,7 +131,9 @@ export class ServerModel {
 
   submit(conn, msg) {
     this.submissions++;
-    const seen = this.committed.get(conn.clientId)?.get(msg.seq);
+    // Dedupe by author: user and client id together, as the runtime does.
+    const author = `${conn.user.id}\n${conn.clientId}`;
+    const seen = this.committed.get(author)?.get(msg.seq);
     if (seen !== undefined) return conn.send({ type: 'ack', seq: msg.seq, rev: seen });
     if (this.readOnly.has(conn.user.id)) {
       return conn.send({ type: 'error', code: 'forbidden', message: 'read-only', seq: msg.seq });
@@ -142,8 +146,8 @@ export class ServerModel {
     this.text = ot.apply(this.text, op);
     const entry = { op, client: conn.clientId, seq: msg.seq, user: conn.user.id };
     this.log.push(entry);
-    if (!this.committed.has(conn.clientId)) this.committed.set(conn.clientId, new Map());
-    this.committed.get(conn.clientId).set(msg.seq, this.rev);
+    if (!this.committed.has(author)) this.committed.set(author, new Map());
+    this.committed.get(author).set(msg.seq, this.rev);
     conn.send({ type: 'ack', seq: msg.seq, rev: this.rev });
     const m = this.opMsg(entry, this.rev);
     for (const c of this.conns) if (c !== conn && c.user) c.send(m);
