@@ -12,8 +12,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
 	"os"
 	"os/signal"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -140,11 +142,26 @@ func run(ctx context.Context, cfg *config.Config, stdout io.Writer) error {
 	}
 	g := &gate{metrics: m.Handler()}
 	g.setReason(errors.New("opening storage"))
-	hs := &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
+	// IdleTimeout closes kept-alive connections nobody uses: without it
+	// they pile up until the process runs out of file descriptors.
+	hs := &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: cfg.IdleTimeout, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
 	logger.Info("listening", "addr", ln.Addr().String())
 
+	if cfg.DebugAddr != "" {
+		dln, err := net.Listen("tcp", cfg.DebugAddr)
+		if err != nil {
+			_ = hs.Close()
+			return fmt.Errorf("listen on debug address %s: %w", cfg.DebugAddr, err)
+		}
+		// A separate listener, so profiles are never reachable through the
+		// Service or Ingress that carries the editor.
+		ds := &http.Server{Handler: debugHandler(), ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = ds.Serve(dln) }()
+		defer func() { _ = ds.Close() }()
+		logger.Info("serving profiles", "addr", dln.Addr().String()+"/debug/pprof/")
+	}
 	var b *backends
 	if cfg.Distributed() {
 		b, err = openDistributed(ctx, cfg, m.Registry, g.setReason)
@@ -171,23 +188,10 @@ func run(ctx context.Context, cfg *config.Config, stdout io.Writer) error {
 			OpsPerSecond: cfg.OpsPerSecond, MaxConnsPerDoc: cfg.MaxConnsPerDoc,
 		},
 		AllowedOrigins: cfg.AllowedOrigins,
+		CheckHost:      cfg.Auth == "anonymous",
 		Ready:          b.Ready,
 		Web:            web.Handler(),
 	})
-	if cfg.DebugAddr != "" {
-		dln, err := net.Listen("tcp", cfg.DebugAddr)
-		if err != nil {
-			_ = hs.Close()
-			_ = b.Close(context.Background())
-			return fmt.Errorf("listen on debug address %s: %w", cfg.DebugAddr, err)
-		}
-		// A separate listener, so profiles are never reachable through the
-		// Service or Ingress that carries the editor.
-		ds := &http.Server{Handler: debugHandler(), ReadHeaderTimeout: 10 * time.Second}
-		go func() { _ = ds.Serve(dln) }()
-		defer func() { _ = ds.Close() }()
-		logger.Info("serving profiles", "addr", dln.Addr().String()+"/debug/pprof/")
-	}
 	g.open(srv.Handler())
 	mode := "embedded (SQLite in " + cfg.DataDir + ")"
 	if cfg.Distributed() {
@@ -275,9 +279,41 @@ func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func debugHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/cmdline", redactedCmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return mux
+}
+
+// redactedCmdline is pprof's cmdline with the passwords of URL arguments
+// replaced: a --redis-url or --postgres-url given on the command line
+// would otherwise be readable by anyone who reaches the debug listener.
+// (Prefer TANDEM_REDIS_URL, TANDEM_POSTGRES_URL or the *-file flags.)
+func redactedCmdline(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	args := make([]string, len(os.Args))
+	for i, a := range os.Args {
+		args[i] = redactArg(a)
+	}
+	fmt.Fprint(w, strings.Join(args, "\x00"))
+}
+
+// redactArg hides the password of a URL argument, also in --flag=URL form.
+func redactArg(a string) string {
+	prefix, v := "", a
+	if strings.HasPrefix(a, "-") {
+		if i := strings.IndexByte(a, '='); i >= 0 {
+			prefix, v = a[:i+1], a[i+1:]
+		}
+	}
+	u, err := url.Parse(v)
+	if err != nil || u.User == nil {
+		return a
+	}
+	if _, ok := u.User.Password(); !ok {
+		return a
+	}
+	return prefix + u.Redacted()
 }

@@ -383,3 +383,67 @@ type fakeAddr string
 
 func (a fakeAddr) Network() string { return "tcp" }
 func (a fakeAddr) String() string  { return string(a) }
+
+// freeAddr returns a loopback address nothing listens on.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// Kept-alive connections nobody uses are closed: without an idle timeout
+// they pile up until the process runs out of file descriptors.
+func TestBinaryClosesIdleConnections(t *testing.T) {
+	bin := buildBinary(t)
+	p := start(t, bin, "--addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--idle-timeout", "500ms")
+	nc, err := net.Dial("tcp", strings.TrimPrefix(p.base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	br := bufio.NewReader(nc)
+	if _, err := io.WriteString(nc, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	begin := time.Now()
+	_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("idle connection: read %v after %v, want EOF (closed by the server)", err, time.Since(begin))
+	}
+	if d := time.Since(begin); d > 5*time.Second {
+		t.Fatalf("idle connection closed after %v, want about 500ms", d)
+	}
+	p.stop(t)
+}
+
+// /debug/pprof/cmdline shows the command line; passwords in URL flags
+// must not be readable there.
+func TestBinaryCmdlineHidesPasswords(t *testing.T) {
+	bin := buildBinary(t)
+	debug := freeAddr(t)
+	// The stores never answer: the runtime waits, and the debug listener
+	// serves meanwhile.
+	p, _ := launch(t, bin, "--addr", freeAddr(t), "--debug-addr", debug, "--auth", "anonymous",
+		"--redis-url", "redis://:s3cret-redis@127.0.0.1:1/0", "--postgres-url=postgres://tandem:s3cret-pg@127.0.0.1:1/tandem")
+	waitProbe(t, "http://"+debug+"/debug/pprof/cmdline", http.StatusOK, "postgres")
+	_, b := probe(t, "http://"+debug+"/debug/pprof/cmdline")
+	if strings.Contains(b, "s3cret") {
+		t.Fatalf("cmdline shows a password: %q", b)
+	}
+	for _, want := range []string{"--redis-url\x00redis://:xxxxx@127.0.0.1:1/0", "--postgres-url=postgres://tandem:xxxxx@127.0.0.1:1/tandem", "--debug-addr\x00" + debug} {
+		if !strings.Contains(b, want) {
+			t.Errorf("cmdline %q lacks %q", b, want)
+		}
+	}
+	p.stop(t)
+}

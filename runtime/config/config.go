@@ -39,6 +39,7 @@ type Config struct {
 	MaxConnsPerDoc  int
 
 	ShutdownTimeout time.Duration
+	IdleTimeout     time.Duration
 	LogLevel        slog.Level
 	LogFormat       string // "text" or "json"
 }
@@ -85,6 +86,7 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 	fs.Float64Var(&c.OpsPerSecond, "ops-per-second", 50, "operations per second per connection (env TANDEM_OPS_PER_SECOND)")
 	envs = append(envs, envFlag{"ops-per-second", "TANDEM_OPS_PER_SECOND"})
 	num(&c.MaxConnsPerDoc, "max-conns-per-doc", "TANDEM_MAX_CONNS_PER_DOC", 200, "connections to one document on this process")
+	dur(&c.IdleTimeout, "idle-timeout", "TANDEM_IDLE_TIMEOUT", 60*time.Second, "how long an idle keep-alive HTTP connection is kept open")
 	dur(&c.ShutdownTimeout, "shutdown-timeout", "TANDEM_SHUTDOWN_TIMEOUT", 20*time.Second, "how long a graceful shutdown may take")
 	str(&level, "log-level", "TANDEM_LOG_LEVEL", "info", "debug, info, warn or error")
 	str(&c.LogFormat, "log-format", "TANDEM_LOG_FORMAT", "text", `"text" or "json"`)
@@ -135,8 +137,8 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 			return nil, fmt.Errorf("--%s must be positive, not %d", name, v)
 		}
 	}
-	if c.FlushInterval <= 0 || c.OpsPerSecond <= 0 || c.ShutdownTimeout <= 0 {
-		return nil, errors.New("--flush-interval, --ops-per-second and --shutdown-timeout must be positive")
+	if c.FlushInterval <= 0 || c.OpsPerSecond <= 0 || c.ShutdownTimeout <= 0 || c.IdleTimeout <= 0 {
+		return nil, errors.New("--flush-interval, --ops-per-second, --shutdown-timeout and --idle-timeout must be positive")
 	}
 	if c.Auth == "jwt" && c.JWTKeyFile == "" && c.JWTKey == "" {
 		return nil, errors.New("--auth=jwt needs --jwt-key-file or TANDEM_JWT_KEY")

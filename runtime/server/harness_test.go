@@ -44,10 +44,12 @@ type stackOptions struct {
 	window  int
 	maxDoc  int
 	origins []string
-	hello   time.Duration
-	ping    time.Duration
-	queue   int // WriteQueueBytes
-	wtime   time.Duration
+	// checkHost turns on the anonymous mode's Host check.
+	checkHost bool
+	hello     time.Duration
+	ping      time.Duration
+	queue     int // WriteQueueBytes
+	wtime     time.Duration
 }
 
 func newStack(t testing.TB, o stackOptions) *stack {
@@ -75,7 +77,7 @@ func newStack(t testing.TB, o stackOptions) *stack {
 	}
 	srv := server.New(server.Options{
 		Manager: mgr, Auth: authn, Metrics: m, Logger: logger, Limits: o.limits,
-		AllowedOrigins: o.origins, HelloTimeout: o.hello, PingInterval: o.ping, WriteQueueBytes: o.queue, WriteTimeout: o.wtime, Ready: []func(context.Context) error{durable.Ready},
+		AllowedOrigins: o.origins, CheckHost: o.checkHost, HelloTimeout: o.hello, PingInterval: o.ping, WriteQueueBytes: o.queue, WriteTimeout: o.wtime, Ready: []func(context.Context) error{durable.Ready},
 	})
 	hs := httptest.NewServer(srv.Handler())
 	s := &stack{t: t, srv: srv, http: hs, manager: mgr, log: l, durable: durable, metrics: m, jwt: o.jwt}

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -46,6 +47,13 @@ type Options struct {
 	// whose Origin matches the Host they were sent to. Requests without an
 	// Origin header (non-browser clients) are always allowed.
 	AllowedOrigins []string
+	// CheckHost refuses requests whose Host header is a DNS name other
+	// than localhost (or *.localhost) or the host of an allowed origin;
+	// IP literals are always accepted. Set in anonymous mode: a page on
+	// any domain the attacker points at a local server (DNS rebinding) is
+	// same-origin to the browser, so neither CORS nor the Origin check
+	// stops it from reading and editing every document.
+	CheckHost bool
 	// Ready are readiness checks for /readyz (a store's Ready method).
 	Ready []func(context.Context) error
 	// Web serves "/" and "/d/..." (the editor); nil serves nothing there.
@@ -58,7 +66,11 @@ type Options struct {
 	// A single frame larger than that is still sent when nothing else
 	// waits.
 	WriteQueueBytes int
-	WriteTimeout    time.Duration // longest a single write to a client may take (default 10s)
+	// WriteTimeout is the longest a single write to a client may take
+	// (default 10s): on a WebSocket, one burst of frames; on an HTTP
+	// response, each chunk of at most 64 KiB, so a slow but steady reader
+	// is served and one that stops reading is cut.
+	WriteTimeout time.Duration
 }
 
 // Server serves documents over HTTP and WebSocket.
@@ -150,7 +162,83 @@ func New(opts Options) *Server {
 }
 
 // Handler returns the HTTP handler.
-func (s *Server) Handler() http.Handler { return s.mux }
+func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.guard) }
+
+// guard applies what every request needs before the routes: the Host check
+// and write deadlines on every response except the WebSocket's, which
+// sets its own per burst.
+func (s *Server) guard(w http.ResponseWriter, r *http.Request) {
+	if s.opts.CheckHost && !s.allowedHost(r.Host) {
+		s.writeError(w, http.StatusMisdirectedRequest, protocol.CodeForbidden,
+			"host "+strconv.Quote(r.Host)+" is not served in anonymous mode; use localhost or an IP address, or list the origin in --allowed-origins")
+		return
+	}
+	if websocket.IsWebSocketUpgrade(r) {
+		s.mux.ServeHTTP(w, r)
+		return
+	}
+	dw := &deadlineWriter{ResponseWriter: w, rc: http.NewResponseController(w), timeout: s.opts.WriteTimeout}
+	// Also covers a response without a body: its headers are written
+	// after the handler returns.
+	_ = dw.rc.SetWriteDeadline(time.Now().Add(dw.timeout))
+	s.mux.ServeHTTP(dw, r)
+}
+
+// allowedHost implements CheckHost.
+func (s *Server) allowedHost(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.ToLower(strings.Trim(host, "[]")), ".")
+	if net.ParseIP(host) != nil || host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	for _, o := range s.opts.AllowedOrigins {
+		if o == "*" {
+			return true
+		}
+		if u, err := url.Parse(o); err == nil && strings.EqualFold(u.Hostname(), host) {
+			return true
+		}
+	}
+	return false
+}
+
+// deadlineWriter gives every write of an HTTP response a deadline,
+// renewed for each chunk: a client that stops reading is cut after
+// timeout instead of holding the handler, its buffers and a file
+// descriptor forever.
+type deadlineWriter struct {
+	http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration
+}
+
+// deadlineChunk bounds what one deadline covers.
+const deadlineChunk = 64 << 10
+
+func (d *deadlineWriter) Write(p []byte) (int, error) {
+	n := 0
+	for len(p) > 0 {
+		c := p[:min(len(p), deadlineChunk)]
+		_ = d.rc.SetWriteDeadline(time.Now().Add(d.timeout))
+		k, err := d.ResponseWriter.Write(c)
+		n += k
+		if err != nil {
+			return n, err
+		}
+		p = p[len(c):]
+	}
+	return n, nil
+}
+
+func (d *deadlineWriter) Flush() {
+	_ = d.rc.SetWriteDeadline(time.Now().Add(d.timeout))
+	_ = d.rc.Flush()
+}
+
+func (d *deadlineWriter) Unwrap() http.ResponseWriter { return d.ResponseWriter }
 
 // checkOrigin implements the allowed-origins rule for browsers.
 func (s *Server) checkOrigin(r *http.Request) bool {
