@@ -3,6 +3,7 @@
 package server
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -24,6 +25,7 @@ import (
 	"github.com/tandem-dev/tandem/runtime/doc"
 	"github.com/tandem-dev/tandem/runtime/metrics"
 	"github.com/tandem-dev/tandem/runtime/protocol"
+	"github.com/tandem-dev/tandem/runtime/store"
 )
 
 // Limits protect the process and the other users of a document.
@@ -338,8 +340,18 @@ func (s *Server) serveDoc(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, docResponse{ID: id, Rev: snap.Rev, Text: snap.Text})
 }
 
-// MaxHistory bounds the entries returned by one history request.
-const MaxHistory = 10000
+// History paging: /ops returns at most limit operations per request
+// (default DefaultHistoryLimit, at most MaxHistory), and fewer when they
+// are large, so that one request never holds more than about
+// historyPageBytes of operations; a Link header names the next page.
+const (
+	DefaultHistoryLimit = 1000
+	MaxHistory          = 10000
+	historyPageBytes    = 1 << 20
+	// historyChunk is how many revisions one read from storage asks for
+	// while a page is gathered.
+	historyChunk = 64
+)
 
 func (s *Server) serveOps(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("docId")
@@ -347,7 +359,7 @@ func (s *Server) serveOps(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	from, to := int64(0), int64(-1)
+	from, to, limit := int64(0), int64(-1), int64(DefaultHistoryLimit)
 	var err error
 	if v := q.Get("from"); v != "" {
 		if from, err = strconv.ParseInt(v, 10, 64); err != nil || from < 0 {
@@ -361,21 +373,88 @@ func (s *Server) serveOps(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if to < 0 || to-from > MaxHistory {
-		// Bound the answer; clients page with from.
-		to = from + MaxHistory
+	if v := q.Get("limit"); v != "" {
+		if limit, err = strconv.ParseInt(v, 10, 64); err != nil || limit < 1 {
+			s.writeError(w, http.StatusBadRequest, protocol.CodeBadMessage, fmt.Sprintf("limit must be between 1 and %d", MaxHistory))
+			return
+		}
+		limit = min(limit, MaxHistory)
 	}
-	entries, err := s.opts.Manager.History(r.Context(), id, from, to)
-	if err != nil {
-		s.log.Warn("history", "doc", id, "err", err)
-		s.writeError(w, http.StatusServiceUnavailable, protocol.CodeUnavailable, "history unavailable, retry")
-		return
+	end := from + limit // last revision this page may hold
+	if to >= 0 {
+		end = min(end, to)
 	}
-	out := make([]protocol.Op, len(entries))
-	for i, e := range entries {
-		out[i] = protocol.OpFromEntry(e)
+	// Gather the page a chunk at a time: a request holds at most about
+	// historyPageBytes of operations, whatever limit asks for.
+	var page []store.Entry
+	size := 0
+	last := from
+	done := false // the head (or to) is reached: no next page
+	for last < end && size < historyPageBytes {
+		upto := min(end, last+historyChunk)
+		want := upto - last
+		chunk, err := s.opts.Manager.History(r.Context(), id, last, upto)
+		if err != nil {
+			s.log.Warn("history", "doc", id, "err", err)
+			s.writeError(w, http.StatusServiceUnavailable, protocol.CodeUnavailable, "history unavailable, retry")
+			return
+		}
+		took := 0
+		for _, e := range chunk {
+			if size >= historyPageBytes {
+				break
+			}
+			page = append(page, e)
+			size += entrySize(e)
+			last = e.Rev
+			took++
+		}
+		if took < len(chunk) {
+			break // the page is full; the rest is on the next one
+		}
+		if int64(len(chunk)) < want {
+			done = true // fewer than asked: the document ends here
+			break
+		}
 	}
-	writeJSON(w, http.StatusOK, out)
+	if to >= 0 && last >= to {
+		done = true
+	}
+	if !done {
+		next := url.Values{"from": {strconv.FormatInt(last, 10)}, "limit": {strconv.FormatInt(limit, 10)}}
+		if to >= 0 {
+			next.Set("to", strconv.FormatInt(to, 10))
+		}
+		w.Header().Set("Link", fmt.Sprintf("<%s?%s>; rel=\"next\"", r.URL.Path, next.Encode()))
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	// Encode one operation at a time straight to the client rather than
+	// the whole answer into one buffer.
+	bw := bufio.NewWriterSize(w, 32<<10)
+	enc := json.NewEncoder(bw)
+	_ = bw.WriteByte('[')
+	for i := range page {
+		if i > 0 {
+			_ = bw.WriteByte(',')
+		}
+		if err := enc.Encode(protocol.OpFromEntry(page[i])); err != nil {
+			return // the client went away or stopped reading
+		}
+		page[i] = store.Entry{} // let what is written go
+	}
+	_, _ = bw.WriteString("]\n")
+	_ = bw.Flush()
+}
+
+// entrySize estimates the encoded size of an entry.
+func entrySize(e store.Entry) int {
+	n := 64 + len(e.Client) + len(e.User)
+	for _, c := range e.Op {
+		n += 8 + len(c.Insert)
+	}
+	return n
 }
 
 func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
