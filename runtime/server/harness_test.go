@@ -173,15 +173,37 @@ func (s *stack) doc(docID string) docJSON {
 
 func (s *stack) history(docID string) []protocol.Op {
 	s.t.Helper()
-	var ops []protocol.Op
 	tok := ""
 	if s.jwt {
 		tok = s.token("reader", auth.PermRead, docID)
 	}
-	if code := s.get("/v1/docs/"+docID+"/ops?from=0", tok, &ops); code != http.StatusOK {
-		s.t.Fatalf("GET ops %s: HTTP %d", docID, code)
+	// Follow the pages (Link rel="next") to the end.
+	var all []protocol.Op
+	for path := "/v1/docs/" + docID + "/ops?from=0"; path != ""; {
+		req, err := http.NewRequest(http.MethodGet, s.http.URL+path, nil)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		if tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			s.t.Fatalf("GET %s: %v", path, err)
+		}
+		var ops []protocol.Op
+		err = json.NewDecoder(resp.Body).Decode(&ops)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || err != nil {
+			s.t.Fatalf("GET ops %s: HTTP %d, %v", path, resp.StatusCode, err)
+		}
+		all = append(all, ops...)
+		path = ""
+		if l, ok := strings.CutPrefix(resp.Header.Get("Link"), "<"); ok {
+			path, _, _ = strings.Cut(l, ">")
+		}
 	}
-	return ops
+	return all
 }
 
 // raw is a WebSocket spoken to by hand, for malformed input.
