@@ -11,7 +11,8 @@
 //
 // Beyond the protocol's minimum the client can resend an operation the
 // server refused as retryable (unavailable, rate_limited) after a short
-// backoff (Options.MaxRetries), re-establish a lost connection by itself
+// backoff, or rebased on a newer revision after bad_revision
+// (Options.MaxRetries), re-establish a lost connection by itself
 // (Options.Reconnects), and report every first send, acknowledgement and
 // remote operation with its time (Options.OnSend, OnAck, OnRemote), which is
 // what a load generator measures latency with.
@@ -58,8 +59,9 @@ type Options struct {
 	// (unauthorized, forbidden, protocol violation) is not re-dialled.
 	Reconnects int
 	// MaxRetries bounds how many times one operation the server refused as
-	// retryable (unavailable, rate_limited; see docs/protocol.md) is sent
-	// again on the same connection after a short backoff. When they are used
+	// retryable (unavailable, rate_limited, and bad_revision, after which it
+	// goes on the current revision; see docs/protocol.md) is sent again on
+	// the same connection after a short backoff. When they are used
 	// up the connection is dropped, as for any other refusal of the
 	// in-flight operation; a reconnect then resubmits it. 0 means
 	// DefaultMaxRetries; negative means no resending.
@@ -170,6 +172,7 @@ type pending struct {
 	op      ot.Op
 	sent    time.Time // first send; zero until then
 	retries int       // resends after retryable refusals
+	rev     int64     // the revision it was last sent on
 }
 
 // New returns a disconnected client with an empty document.
@@ -432,6 +435,7 @@ func (c *Client) sendLocked() outgoing {
 		return outgoing{}
 	}
 	p := &c.inflight
+	p.rev = c.rev
 	o := outgoing{ws: c.ws, seq: p.seq, rev: c.rev, op: p.op}
 	if p.sent.IsZero() {
 		p.sent = time.Now()
@@ -719,6 +723,25 @@ func (c *Client) onError(ws *websocket.Conn, m serverMessage) error {
 		seq := p.seq
 		time.AfterFunc(delay, func() { c.resend(ws, seq) })
 		return nil
+	case protocol.CodeBadRevision:
+		// Not committed: its base is outside what the server transforms
+		// over (or, after the server lost history, ahead of it). The server
+		// sends the operations up to the revision it checked against before
+		// the error, and every one of them has rebased the operation, so it
+		// goes again at once on the current revision. Without progress
+		// since the refused send, wait a little for the operations first.
+		if p.retries >= c.maxRetries {
+			return fmt.Errorf("operation %d refused after %d retries: %s: %s (reconnecting resyncs)", m.Seq, p.retries, m.Code, m.Message)
+		}
+		p.retries++
+		c.stats.Retries++
+		var delay time.Duration
+		if c.rev <= p.rev {
+			delay = retryDelay(m.Code, p.retries)
+		}
+		seq := p.seq
+		time.AfterFunc(delay, func() { c.resend(ws, seq) })
+		return nil
 	default:
 		return fmt.Errorf("operation %d refused: %s: %s", m.Seq, m.Code, m.Message)
 	}
@@ -747,6 +770,7 @@ func (c *Client) resend(ws *websocket.Conn, seq int64) {
 		return
 	}
 	op, rev := c.inflight.op, c.rev
+	c.inflight.rev = rev
 	c.mu.Unlock()
 	if err := c.writeOp(ws, seq, rev, op); err != nil {
 		c.lost(ws, err)

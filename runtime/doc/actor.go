@@ -643,6 +643,12 @@ func (a *actor) cursorAtHead(e store.PresenceEntry) store.PresenceEntry {
 		e.Rev = a.head
 		return e
 	}
+	if a.head-e.Rev > int64(a.opts.Window) {
+		// Never read history for a cursor: a client could send old
+		// revisions at will and keep the document busy reading.
+		e.Cursor, e.Rev = nil, a.head
+		return e
+	}
 	entries, err := a.entriesAfter(e.Rev)
 	if err != nil {
 		e.Cursor, e.Rev = nil, a.head

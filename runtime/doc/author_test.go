@@ -127,3 +127,64 @@ func TestAuthorIsUserAndClientID(t *testing.T) {
 		t.Fatalf("document %q at %d, want \"ba\" at 2", snap.Text, snap.Rev)
 	}
 }
+
+// TestBaseOlderThanWindow: an operation based further back than the window
+// is refused with bad_revision without reading history, except the
+// resubmission of its author's latest operation, which is acked.
+func TestBaseOlderThanWindow(t *testing.T) {
+	ctx := context.Background()
+	l := memory.NewLog(memory.LogOptions{})
+	t.Cleanup(func() { _ = l.Close(ctx) })
+	m := newManager(t, doc.Options{Log: l, Window: 3})
+	s := newSink()
+	sess, err := m.Join(ctx, "old", member("k1", "me", s), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next[protocol.Welcome](t, s)
+	for seq := int64(1); seq <= 6; seq++ {
+		if err := sess.Submit(ctx, seq, seq-1, ot.Op{{Insert: "a"}}); err != nil {
+			t.Fatal(err)
+		}
+		next[protocol.Ack](t, s)
+	}
+	// A second connection of the same author, after the ack of 6 was lost.
+	s2 := newSink()
+	sess2, err := m.Join(ctx, "old", member("k2", "me", s2), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next[protocol.Welcome](t, s2)
+	tests := []struct {
+		seq, rev int64
+		wantCode string // "" means acked with wantRev
+		wantRev  int64
+	}{
+		{6, 0, "", 6},                       // its latest, resubmitted on an old base
+		{2, 0, protocol.CodeBadMessage, 0},  // an older one: already committed
+		{7, 0, protocol.CodeBadRevision, 0}, // a new one 6 behind: refused
+		{7, 2, protocol.CodeBadRevision, 0}, // 4 behind, window 3
+		{7, 3, "", 7},                       // 3 behind: transformed and committed
+	}
+	for _, tc := range tests {
+		if err := sess2.Submit(ctx, tc.seq, tc.rev, ot.Op{{Insert: "z"}}); err != nil {
+			t.Fatal(err)
+		}
+		if tc.wantCode == "" {
+			if ack := next[protocol.Ack](t, s2); ack.Seq != tc.seq || ack.Rev != tc.wantRev {
+				t.Fatalf("seq %d on %d: ack %+v, want rev %d", tc.seq, tc.rev, ack, tc.wantRev)
+			}
+			continue
+		}
+		if e := next[protocol.Error](t, s2); e.Code != tc.wantCode || e.Seq == nil || *e.Seq != tc.seq {
+			t.Fatalf("seq %d on %d: %+v, want %s", tc.seq, tc.rev, e, tc.wantCode)
+		}
+	}
+	snap, err := m.Snapshot(ctx, "old")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap.Rev != 7 || snap.Text != "zaaaaaa" {
+		t.Fatalf("document %q at %d, want \"zaaaaaa\" at 7", snap.Text, snap.Rev)
+	}
+}

@@ -239,6 +239,15 @@ func (a *actor) reply(r store.Reply) {
 		}
 		return
 	}
+	if r.Code == protocol.CodeBadRevision {
+		// The owner judged the base against a head this replica may not
+		// have reached: send those entries first, so that the client, which
+		// rebases on what it receives and resubmits, is past that head.
+		a.catchUp()
+		if a.broken() {
+			return
+		}
+	}
 	delete(a.forwarded, k)
 	if a.members[f.req.member.Conn] == f.req.member {
 		seq := r.Seq

@@ -4,7 +4,9 @@ package doc
 // revision rev and numbered it seq. To commit it:
 //
 //  0. Validate the operation's shape (bad_op).
-//  1. Refuse a base revision in the future (bad_revision).
+//  1. Refuse a base revision in the future, or older than the in-memory
+//     window (bad_revision: the client resyncs and resubmits), so that no
+//     submission costs more than Window transforms.
 //  2. Collect the entries committed after the base: from the in-memory
 //     window, else the log, else the durable store.
 //  3. If one of them carries the same author (user and client id) and
@@ -220,6 +222,21 @@ func (a *actor) prepareOne(req submitReq, pending []store.Entry, length, size *i
 		if e.Seq > last.seq {
 			last = committedSeq{seq: e.Seq, rev: e.Rev}
 		}
+	}
+	if a.head-req.rev > int64(a.opts.Window) {
+		// Older than what the document keeps at hand: transforming it would
+		// mean reading and walking an unbounded stretch of history on the
+		// document's only goroutine, which one client could repeat at will
+		// and stall every other writer. A resubmission of the author's
+		// latest operation is still recognised without that walk.
+		switch {
+		case req.seq == last.seq && last.rev <= a.head:
+			return outcome{req: req, dupRev: last.rev}
+		case req.seq <= last.seq:
+			return fail(protocol.CodeBadMessage, "operation %d of client %q was already committed", req.seq, req.member.Client)
+		}
+		return fail(protocol.CodeBadRevision, "base revision %d is %d revisions behind the document (revision %d), more than the %d this server transforms over; resync: apply the operations after it (or load the text), rebase the operation and resubmit it on a newer revision",
+			req.rev, a.head-req.rev, a.head, a.opts.Window)
 	}
 	// 2. Committed since the base.
 	committed, err := a.entriesAfter(req.rev)

@@ -122,7 +122,7 @@ export class Client {
     this.reloadRev = null; // rev of a full-text reload that rebased a sent op
     this.rev = null; // last server revision this client has, null before the first welcome
     this.nextSeq = 1;
-    this.inflight = null; // {seq, op, sent, everSent}
+    this.inflight = null; // {seq, op, sent, everSent, rev: base of the last send}
     this.buffer = null; // op made after inflight, composed
     this.bufferEdits = 0; // how many local edits buffer holds
     this.user = null; // this connection's user from welcome
@@ -621,6 +621,18 @@ export class Client {
       return;
     }
     if (msg.seq !== undefined && this.inflight && msg.seq === this.inflight.seq) {
+      if (error.code === 'bad_revision') {
+        // Not committed: its base fell outside what the server transforms
+        // over. The server sent the operations we missed before this error
+        // and each one has rebased the in-flight operation, so it goes again
+        // at once on our current revision. Without progress since it was
+        // sent, resynchronize: the welcome brings the missing operations
+        // (or the text, onto which pending edits are rebased).
+        this.inflight.sent = false;
+        if (this.rev > this.inflight.rev) this.flush();
+        else this.reconnectNow();
+        return;
+      }
       if (error.code === 'rate_limited' || error.code === 'unavailable') {
         // Not committed; send the same seq again after a pause. If it had
         // been committed after all, the server acknowledges it again.
@@ -644,6 +656,7 @@ export class Client {
     if (ok) {
       this.inflight.sent = true;
       this.inflight.everSent = true;
+      this.inflight.rev = this.rev; // the base it was sent on
     }
   }
 

@@ -569,3 +569,76 @@ test("another user's operation under our client id is theirs, not our ack", () =
   assert.equal(alice.text, server.text);
   assert.equal(mallory.text, server.text);
 });
+
+/** Delivers what one connection has queued toward the server. */
+function pumpToServer(net, conn) {
+  while (conn.toServer.length) net.server.receive(conn, conn.toServer.shift());
+}
+
+/** Delivers what one connection has queued toward its client. */
+function pumpToClient(conn) {
+  while (conn.toClient.length) {
+    const ev = conn.toClient.shift();
+    if (ev.kind === 'open') conn.socket.onopen?.({});
+    else if (ev.kind === 'message') conn.socket.onmessage?.({ data: ev.data });
+    else if (ev.kind === 'close') conn.socket.onclose?.({ code: ev.code, reason: ev.reason || '' });
+  }
+}
+
+test('bad_revision: the in-flight op is rebased over the missed ops and resubmitted', () => {
+  // The server transforms over at most 3 revisions. A's op, made on
+  // revision 0, arrives after B committed 5: refused, and by the time the
+  // refusal arrives A has the 5 ops, so it sends the rebased op again.
+  const server = new ServerModel({ text: 'xy', window: 3 });
+  const net = new Network(server);
+  const clock = new Clock();
+  const a = newClient(net, clock, { clientId: 'A' });
+  const b = newClient(net, clock, { clientId: 'B' });
+  net.drain(() => 0);
+  const [ca, cb] = net.conns;
+  insert(a, 1, 'A'); // on revision 0, held in A's queue
+  for (let i = 0; i < 5; i++) {
+    insert(b, ot.cpLength(b.text), String(i));
+    pumpToServer(net, cb);
+    pumpToClient(cb);
+  }
+  assert.equal(server.rev, 5);
+  pumpToServer(net, ca); // refused: 5 behind
+  assert.equal(server.rev, 5);
+  pumpToClient(ca); // 5 ops, then bad_revision: resent on revision 5
+  assert.deepEqual(ca.socket.sent.at(-1), { type: 'op', seq: 1, rev: 5, op: a.inflight.op });
+  net.drain(() => 0);
+  assert.deepEqual(a.errors.map((e) => e.code), ['bad_revision']);
+  assert.ok(a.synchronized());
+  assert.equal(server.text, 'xAy01234');
+  assert.equal(a.text, server.text);
+  assert.equal(b.text, server.text);
+  assert.equal(a.state, State.CONNECTED);
+});
+
+test('bad_revision without the missed ops: resync from the welcome, keep the edit', () => {
+  // The refusal arrives while A has seen nothing newer (as if it overtook
+  // the operations): A reconnects, the welcome carries the full text (too
+  // far behind to replay), A rebases its edit onto it and resubmits.
+  const server = new ServerModel({ text: 'xy', window: 3, keepOps: 2 });
+  const net = new Network(server);
+  const clock = new Clock();
+  const a = newClient(net, clock, { clientId: 'A' });
+  const b = newClient(net, clock, { clientId: 'B' });
+  net.drain(() => 0);
+  const [ca, cb] = net.conns;
+  insert(a, 1, 'A');
+  for (let i = 0; i < 5; i++) {
+    insert(b, ot.cpLength(b.text), String(i));
+    pumpToServer(net, cb);
+    pumpToClient(cb);
+  }
+  ca.socket.onmessage({ data: JSON.stringify({ type: 'error', code: 'bad_revision', message: 'too old', seq: 1 }) });
+  assert.equal(a.unsentEdits(), 1, 'the edit is kept');
+  net.drain(() => 0);
+  assert.equal(a.state, State.CONNECTED);
+  assert.ok(a.synchronized());
+  assert.equal(server.text, 'xAy01234');
+  assert.equal(a.text, server.text);
+  assert.equal(b.text, server.text);
+});

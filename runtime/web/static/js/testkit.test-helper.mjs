@@ -59,7 +59,7 @@ export class Clock {
 
 /** The runtime, reduced to what the protocol promises. */
 export class ServerModel {
-  constructor({ text = '', readOnly = new Set(), keepOps = Infinity } = {}) {
+  constructor({ text = '', readOnly = new Set(), keepOps = Infinity, window = Infinity } = {}) {
     this.initial = text;
     this.text = text;
     this.log = []; // [{op, client, seq, user}], revision i+1 = log[i]
@@ -67,6 +67,7 @@ export class ServerModel {
     this.conns = new Set();
     this.readOnly = readOnly; // user ids that may not submit
     this.keepOps = keepOps; // how many recent ops a welcome may replay
+    this.window = window; // how far behind an op's base may be (else bad_revision)
     this.nextUser = 1;
     this.nextConn = 1;
     this.submissions = 0;
@@ -138,7 +139,7 @@ export class ServerModel {
     if (this.readOnly.has(conn.user.id)) {
       return conn.send({ type: 'error', code: 'forbidden', message: 'read-only', seq: msg.seq });
     }
-    if (!Number.isInteger(msg.rev) || msg.rev > this.rev || msg.rev < 0) {
+    if (!Number.isInteger(msg.rev) || msg.rev > this.rev || msg.rev < 0 || this.rev - msg.rev > this.window) {
       return conn.send({ type: 'error', code: 'bad_revision', message: 'bad rev', seq: msg.seq });
     }
     let op = msg.op;
