@@ -44,6 +44,9 @@ type (
 	snapshotReq struct {
 		reply chan<- result[store.Snapshot]
 	}
+	encodedReq struct {
+		reply chan<- result[*protocol.EncodedText]
+	}
 )
 
 // storeTimeout bounds every single call to a backing store, so a stuck
@@ -72,6 +75,9 @@ type actor struct {
 	unflushed []*Member
 	present   map[string]store.PresenceEntry // every known presence entry, cursors at head
 	idle      time.Time                      // since when there are no members
+	// encoded is the text encoded for sending at revision encoded.Rev,
+	// shared by every welcome and GET until the next commit.
+	encoded *protocol.EncodedText
 	// resetErr is set when a read found the log reset (store.ErrReset).
 	resetErr error
 
@@ -270,6 +276,9 @@ func (a *actor) run() {
 			a.setCursor(r)
 		case snapshotReq:
 			r.reply <- result[store.Snapshot]{v: store.Snapshot{Doc: a.id, Rev: a.head, Text: a.text.String()}}
+		case encodedReq:
+			t, err := a.encodedText()
+			r.reply <- result[*protocol.EncodedText]{v: t, err: err}
 		case replyReq:
 			a.reply(r.r)
 		}
@@ -287,6 +296,8 @@ func (a *actor) failPending(err error) {
 				r.reply <- result[*actor]{err: err}
 			case snapshotReq:
 				r.reply <- result[store.Snapshot]{err: err}
+			case encodedReq:
+				r.reply <- result[*protocol.EncodedText]{err: err}
 			case submitReq:
 				a.sendProblem(r.member, problemf(protocol.CodeUnavailable, &r.seq, "document unavailable, retry"))
 			}
@@ -481,9 +492,13 @@ func (a *actor) join(m *Member, rev *int64) {
 			a.log.Warn("resume from log failed; sending full text", "err", err)
 		}
 	}
+	var text *protocol.EncodedText
 	if !resumed {
-		text := a.text.String()
-		w.Text = &text
+		var err error
+		if text, err = a.encodedText(); err != nil {
+			a.log.Error("encode text", "err", err)
+			return
+		}
 	}
 	conns := make([]string, 0, len(a.present))
 	for conn := range a.present {
@@ -497,11 +512,28 @@ func (a *actor) join(m *Member, rev *int64) {
 		w.Presence = append(w.Presence, protocol.Presence{Type: protocol.TypePresence, User: p.User, Conn: conn, Cursor: p.Cursor})
 	}
 	m.joined = a.head
-	if !a.deliver(m, protocol.NewFrame(w)) {
+	f := protocol.NewFrame(w)
+	if text != nil {
+		f = protocol.NewTextFrame(w, text)
+	}
+	if !a.deliver(m, f) {
 		return
 	}
 	a.members[m.Conn] = m
 	a.updatePresence(store.PresenceEntry{Doc: a.id, Conn: m.Conn, User: m.User, Rev: a.head})
+}
+
+// encodedText returns the text at the head encoded once for every
+// welcome and GET at this revision.
+func (a *actor) encodedText() (*protocol.EncodedText, error) {
+	if a.encoded == nil || a.encoded.Rev != a.head {
+		t, err := protocol.EncodeText(a.head, a.text.String())
+		if err != nil {
+			return nil, err
+		}
+		a.encoded = t
+	}
+	return a.encoded, nil
 }
 
 // drop removes a member (left, or too slow) and its presence.

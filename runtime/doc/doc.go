@@ -283,6 +283,15 @@ func (m *Manager) Snapshot(ctx context.Context, id string) (store.Snapshot, erro
 	})
 }
 
+// EncodedText returns the current text and revision of a document, the
+// text encoded as a JSON string that is shared (never modify it): serving
+// a large document to many clients holds one encoding, not one each.
+func (m *Manager) EncodedText(ctx context.Context, id string) (*protocol.EncodedText, error) {
+	return ask(ctx, m, id, func(reply chan<- result[*protocol.EncodedText]) any {
+		return encodedReq{reply: reply}
+	})
+}
+
 // History returns committed entries with from < Rev <= to (to < 0: all),
 // from the log or, for older ones, the durable store.
 func (m *Manager) History(ctx context.Context, id string, from, to int64) ([]store.Entry, error) {

@@ -286,19 +286,84 @@ type Frame struct {
 	once sync.Once
 	data []byte
 	err  error
+	// text, when set, is appended as the message's "text" field without
+	// being copied into data (NewTextFrame).
+	text *EncodedText
+	all  []byte // data and text joined, made only if Encoded is called
+	join sync.Once
 }
 
 // NewFrame wraps msg for sending.
 func NewFrame(msg any) *Frame { return &Frame{Msg: msg} }
 
-// Encoded returns the JSON encoding of the message. It is safe for
-// concurrent use; callers must not modify the result.
-func (f *Frame) Encoded() ([]byte, error) {
+// EncodedText is a document's text at revision Rev encoded once as a JSON
+// string. A large document's text is the biggest thing the server sends;
+// one encoding per revision is shared by every welcome and every GET of the
+// document instead of a copy per client.
+type EncodedText struct {
+	Rev  int64
+	JSON []byte // a JSON string literal, quotes included; never modified
+}
+
+// EncodeText encodes text for sharing.
+func EncodeText(rev int64, text string) (*EncodedText, error) {
+	b, err := json.Marshal(text)
+	if err != nil {
+		return nil, fmt.Errorf("encode text: %w", err)
+	}
+	return &EncodedText{Rev: rev, JSON: b}, nil
+}
+
+// NewTextFrame wraps msg, a struct whose encoding is a JSON object and
+// that has no "text" field set, and gives it the field "text" with value
+// text, shared rather than copied (see Parts).
+func NewTextFrame(msg any, text *EncodedText) *Frame { return &Frame{Msg: msg, text: text} }
+
+// Parts returns the encoding as pieces to be sent one after the other as
+// one message; the shared text is one of them. Safe for concurrent use;
+// callers must not modify the result.
+func (f *Frame) Parts() ([][]byte, error) {
 	f.once.Do(func() {
 		f.data, f.err = json.Marshal(f.Msg)
 		if f.err != nil {
 			f.err = fmt.Errorf("encode %T: %w", f.Msg, f.err)
+			return
+		}
+		if f.text != nil {
+			n := len(f.data)
+			if n < 2 || f.data[n-1] != '}' {
+				f.err = fmt.Errorf("encode %T: not a JSON object", f.Msg)
+				return
+			}
+			sep := ","
+			if n == 2 {
+				sep = ""
+			}
+			f.data = append(f.data[:n-1], sep+`"text":`...)
 		}
 	})
-	return f.data, f.err
+	if f.err != nil {
+		return nil, f.err
+	}
+	if f.text == nil {
+		return [][]byte{f.data}, nil
+	}
+	return [][]byte{f.data, f.text.JSON, closeBrace}, nil
+}
+
+var closeBrace = []byte("}")
+
+// Encoded returns the JSON encoding of the message in one piece (for a
+// frame with shared text, a copy; senders use Parts). It is safe for
+// concurrent use; callers must not modify the result.
+func (f *Frame) Encoded() ([]byte, error) {
+	parts, err := f.Parts()
+	if err != nil || len(parts) == 1 {
+		if err != nil {
+			return nil, err
+		}
+		return parts[0], nil
+	}
+	f.join.Do(func() { f.all = bytes.Join(parts, nil) })
+	return f.all, nil
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -40,9 +41,9 @@ type conn struct {
 	ended chan struct{} // closed once the writer has finished for good
 
 	mu        sync.Mutex
-	frames    [][]byte // encoded frames waiting for the writer
-	queued    int      // bytes in frames
-	writing   bool     // a writer goroutine is running
+	frames    [][][]byte // encoded frames (each in parts) waiting for the writer
+	queued    int        // bytes in frames
+	writing   bool       // a writer goroutine is running
 	pingDue   bool
 	closing   bool
 	closeCode int
@@ -61,10 +62,16 @@ func (c *conn) send(f *protocol.Frame) bool {
 
 // queue adds f to what the next flush writes (the document's Member.Send).
 func (c *conn) queue(f *protocol.Frame) bool {
-	data, err := f.Encoded()
+	// Parts, not one buffer: a welcome's text is the document's shared
+	// encoding and stays shared while it waits here.
+	data, err := f.Parts()
 	if err != nil {
 		c.s.log.Error("encode message", "err", err)
 		return true
+	}
+	size := 0
+	for _, p := range data {
+		size += len(p)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -74,12 +81,12 @@ func (c *conn) queue(f *protocol.Frame) bool {
 	// The bound is in bytes, not frames: what it protects is memory, and a
 	// busy document sends many small frames in bursts that a healthy
 	// client drains a moment later.
-	if c.queued+len(data) > c.s.opts.WriteQueueBytes && len(c.frames) > 0 {
+	if c.queued+size > c.s.opts.WriteQueueBytes && len(c.frames) > 0 {
 		c.closeLocked(protocol.CloseSlowConsumer, "client too slow")
 		return false
 	}
 	c.frames = append(c.frames, data)
-	c.queued += len(data)
+	c.queued += size
 	return true
 }
 
@@ -171,19 +178,31 @@ func (c *conn) write() {
 }
 
 // writeFrames writes frames (and a ping) in one corked burst: the frames
-// leave in one write system call rather than one each.
-func (c *conn) writeFrames(frames [][]byte, ping bool) error {
+// leave in one write system call rather than one each. A large frame (a
+// full-text welcome) is written straight to the connection instead, so
+// that a client that does not read pins no copy of it in a cork buffer.
+func (c *conn) writeFrames(frames [][][]byte, ping bool) error {
 	if len(frames) == 0 && !ping {
 		return nil
 	}
 	deadline := time.Now().Add(c.s.opts.WriteTimeout)
 	_ = c.ws.SetWriteDeadline(deadline)
 	c.cork.cork()
-	for _, data := range frames {
-		if err := c.ws.WriteMessage(websocket.TextMessage, data); err != nil {
-			_ = c.cork.uncork()
-			return fmt.Errorf("write message: %w", err)
+	for _, parts := range frames {
+		if msg, small := joinSmall(parts); small {
+			if err := c.ws.WriteMessage(websocket.TextMessage, msg); err != nil {
+				_ = c.cork.uncork()
+				return fmt.Errorf("write message: %w", err)
+			}
+			continue
 		}
+		if err := c.cork.uncork(); err != nil {
+			return err
+		}
+		if err := c.writeParts(parts); err != nil {
+			return err
+		}
+		c.cork.cork()
 	}
 	if ping {
 		if err := c.ws.WriteControl(websocket.PingMessage, nil, deadline); err != nil {
@@ -192,6 +211,40 @@ func (c *conn) writeFrames(frames [][]byte, ping bool) error {
 		}
 	}
 	return c.cork.uncork()
+}
+
+// joinSmall returns a frame's parts as one message when it is small
+// enough to go through the cork buffer.
+func joinSmall(parts [][]byte) ([]byte, bool) {
+	if len(parts) == 1 {
+		return parts[0], len(parts[0]) <= maxPooledCork
+	}
+	n := 0
+	for _, p := range parts {
+		n += len(p)
+	}
+	if n > maxPooledCork {
+		return nil, false
+	}
+	return bytes.Join(parts, nil), true
+}
+
+// writeParts writes one message from its parts, without joining them.
+func (c *conn) writeParts(parts [][]byte) error {
+	w, err := c.ws.NextWriter(websocket.TextMessage)
+	if err != nil {
+		return fmt.Errorf("write message: %w", err)
+	}
+	for _, p := range parts {
+		if _, err := w.Write(p); err != nil {
+			_ = w.Close()
+			return fmt.Errorf("write message: %w", err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		return fmt.Errorf("write message: %w", err)
+	}
+	return nil
 }
 
 // fail ends a connection whose writes fail: nothing more can reach the

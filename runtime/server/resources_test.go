@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+
 	"github.com/tandem-dev/tandem/runtime/ot"
 	"github.com/tandem-dev/tandem/runtime/protocol"
 	"github.com/tandem-dev/tandem/runtime/server"
@@ -87,14 +89,7 @@ func bigLimits() server.Limits {
 // one GET and never reads the answer.
 func dialNonReader(t *testing.T, s *stack, path string) net.Conn {
 	t.Helper()
-	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-		var serr error
-		err := rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
-		if err != nil {
-			return err
-		}
-		return serr
-	}}
+	d := smallBufferDialer()
 	nc, err := d.Dial("tcp", strings.TrimPrefix(s.http.URL, "http://"))
 	if err != nil {
 		t.Fatal(err)
@@ -287,4 +282,54 @@ func appendText(n int, text string) ot.Op {
 		return ot.Op{{Insert: text}}
 	}
 	return ot.Op{{Retain: n}, {Insert: text}}
+}
+
+// smallBufferDialer dials with a tiny receive buffer, so that a client
+// that does not read leaves almost everything on the server's side.
+func smallBufferDialer() *net.Dialer {
+	return &net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+}
+
+// A large document is encoded once per revision and shared by every
+// reader: clients that fetch it, or join it, and never read must not each
+// pin a copy (the issue measured 2.2 GB for 150 GETs of 8 MB).
+func TestLargeTextSharedByNonReaders(t *testing.T) {
+	const size, readers = 8 << 20, 40
+	for _, mode := range []string{"get", "join"} {
+		t.Run(mode, func(t *testing.T) {
+			s := newStack(t, stackOptions{limits: bigLimits(), maxDoc: 64 << 20, wtime: 30 * time.Second})
+			bigDoc(t, s, "big", size)
+			_ = s.doc("big") // load and encode once before measuring
+			before := heapAfterGC()
+			for i := range readers {
+				if mode == "get" {
+					dialNonReader(t, s, "/v1/docs/big")
+					continue
+				}
+				d := websocket.Dialer{NetDial: smallBufferDialer().Dial}
+				ws, _, err := d.Dial(s.wsURL("big"), nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { ws.Close() })
+				if err := ws.WriteMessage(websocket.TextMessage, []byte(fmt.Sprintf(`{"type":"hello","v":1,"client":"r%d"}`, i))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			time.Sleep(2 * time.Second) // every answer is stuck by now
+			grown := int64(heapAfterGC()) - int64(before)
+			t.Logf("%d non-reading %s of an %d MiB document: heap grew %.1f MiB", readers, mode, size>>20, float64(grown)/(1<<20))
+			// One copy per reader would be readers × 8 MiB or more.
+			if grown > 2*size+readers<<18 {
+				t.Fatalf("heap grew %.1f MiB", float64(grown)/(1<<20))
+			}
+		})
+	}
 }

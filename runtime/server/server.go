@@ -320,10 +320,11 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, docID string)
 	return true
 }
 
+// docResponse is the answer of GET /v1/docs/{id} without its text, which
+// is appended as the last field.
 type docResponse struct {
-	ID   string `json:"id"`
-	Rev  int64  `json:"rev"`
-	Text string `json:"text"`
+	ID  string `json:"id"`
+	Rev int64  `json:"rev"`
 }
 
 func (s *Server) serveDoc(w http.ResponseWriter, r *http.Request) {
@@ -331,13 +332,28 @@ func (s *Server) serveDoc(w http.ResponseWriter, r *http.Request) {
 	if !s.authorize(w, r, id) {
 		return
 	}
-	snap, err := s.opts.Manager.Snapshot(r.Context(), id)
+	text, err := s.opts.Manager.EncodedText(r.Context(), id)
 	if err != nil {
 		s.log.Warn("snapshot", "doc", id, "err", err)
 		s.writeError(w, http.StatusServiceUnavailable, protocol.CodeUnavailable, "document unavailable, retry")
 		return
 	}
-	writeJSON(w, http.StatusOK, docResponse{ID: id, Rev: snap.Rev, Text: snap.Text})
+	// The text is the document's shared encoding at this revision: every
+	// reader of a large document holds a reference, not a copy.
+	head, err := json.Marshal(docResponse{ID: id, Rev: text.Rev})
+	if err != nil {
+		s.writeError(w, http.StatusInternalServerError, protocol.CodeUnavailable, "encode document")
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Content-Length", strconv.Itoa(len(head)-1+len(`,"text":`)+len(text.JSON)+len("}\n")))
+	w.WriteHeader(http.StatusOK)
+	for _, part := range [][]byte{head[:len(head)-1], []byte(`,"text":`), text.JSON, []byte("}\n")} {
+		if _, err := w.Write(part); err != nil {
+			return // the client went away or stopped reading
+		}
+	}
 }
 
 // History paging: /ops returns at most limit operations per request
