@@ -137,6 +137,11 @@ func (j *JWT) Authenticate(token, doc string) (Identity, error) {
 	if c.Subject == "" {
 		return Identity{}, &Error{Code: CodeUnauthorized, Msg: "token has no subject"}
 	}
+	if strings.IndexByte(c.Subject, 0) >= 0 {
+		// The subject is stored as the author of every operation, and
+		// PostgreSQL cannot hold U+0000 (see protocol.CheckText).
+		return Identity{}, &Error{Code: CodeUnauthorized, Msg: "token subject contains U+0000"}
+	}
 	if c.Perm != PermRead && c.Perm != PermWrite {
 		return Identity{}, &Error{Code: CodeUnauthorized, Msg: fmt.Sprintf("token permission %q is neither read nor write", c.Perm)}
 	}

@@ -45,6 +45,7 @@ func TestJWT(t *testing.T) {
 		{"bad signature", mint(good, []byte("ffffffffffffffffffffffffffffffff")), "notes", auth.CodeUnauthorized, ""},
 		{"missing", "", "notes", auth.CodeUnauthorized, ""},
 		{"garbage", "not.a.token", "notes", auth.CodeUnauthorized, ""},
+		{"subject with U+0000", mint(auth.MintOptions{Subject: "a\x00b", Docs: []string{"notes"}, Perm: auth.PermWrite, TTL: time.Hour}, key), "notes", auth.CodeUnauthorized, ""},
 		{"alg none", "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJ4IiwiZG9jcyI6WyIqIl0sInBlcm0iOiJ3cml0ZSIsImV4cCI6OTk5OTk5OTk5OX0.", "notes", auth.CodeUnauthorized, ""},
 	}
 	for _, tc := range tests {

@@ -191,7 +191,7 @@ func TestInvalidOperationNeverReachesTheLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	next[protocol.Welcome](t, s)
-	for i, op := range []ot.Op{{{Retain: 0}, {Insert: "x"}}, {{Insert: ""}}, {{Delete: -1}}, {{Retain: 3}, {Insert: "x"}}} {
+	for i, op := range []ot.Op{{{Retain: 0}, {Insert: "x"}}, {{Insert: ""}}, {{Delete: -1}}, {{Retain: 3}, {Insert: "x"}}, {{Insert: "A\x00B"}}} {
 		if err := sess.Submit(ctx, int64(i+1), 0, op); err != nil {
 			t.Fatal(err)
 		}

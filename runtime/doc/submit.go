@@ -3,7 +3,7 @@ package doc
 // The submit path, in one place. A client made operation op on the text at
 // revision rev and numbered it seq. To commit it:
 //
-//  0. Validate the operation's shape (bad_op).
+//  0. Validate the operation's shape and content (bad_op).
 //  1. Refuse a base revision in the future, or older than the in-memory
 //     window (bad_revision: the client resyncs and resubmits), so that no
 //     submission costs more than Window transforms.
@@ -200,6 +200,12 @@ func (a *actor) prepareOne(req submitReq, pending []store.Entry, length, size *i
 	// The server validated the shape already; the document checks again
 	// because nothing invalid may ever reach the log.
 	if err := req.op.Validate(); err != nil {
+		return fail(protocol.CodeBadOp, "%v", err)
+	}
+	// What a document may contain (docs/protocol.md): checked here too, so
+	// that forwarded submissions and other callers of the document layer
+	// cannot put into the log what PostgreSQL would refuse to store.
+	if err := protocol.CheckOpText(req.op); err != nil {
 		return fail(protocol.CodeBadOp, "%v", err)
 	}
 	// 1. Base revision.

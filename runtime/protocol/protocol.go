@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"unicode/utf8"
 
@@ -173,6 +174,43 @@ func problem(code, format string, args ...any) *Problem {
 // MaxClientIDLen bounds client ids so they cannot bloat every stored entry.
 const MaxClientIDLen = 128
 
+// What a document may contain, in every mode: any Unicode text except the
+// code point U+0000. The rule follows what every store can hold faithfully:
+// PostgreSQL refuses U+0000 in text ("invalid byte sequence") and in jsonb
+// ("unsupported Unicode escape sequence"), and a row it refuses can never be
+// flushed, so an operation carrying one must be refused before it is
+// acknowledged, not discovered later by the flusher. Everything else
+// PostgreSQL stores as given: the other control characters, noncharacters
+// such as U+FFFF, and every code point up to U+10FFFF. Invalid UTF-8 and
+// surrogate code points are not Unicode text at all; frames carrying them
+// are refused as not UTF-8, and JSON escapes of lone surrogates decode to
+// U+FFFD.
+
+// CheckText reports whether s may be stored in a document, client id or
+// user id: an error naming the first forbidden code point, or nil.
+func CheckText(s string) error {
+	if !utf8.ValidString(s) {
+		return errors.New("text is not valid UTF-8")
+	}
+	if i := strings.IndexByte(s, 0); i >= 0 {
+		return fmt.Errorf("text contains U+0000 at code point %d; documents may hold any Unicode text except U+0000", utf8.RuneCountInString(s[:i]))
+	}
+	return nil
+}
+
+// CheckOpText applies CheckText to every insert of op.
+func CheckOpText(op ot.Op) error {
+	for i, c := range op {
+		if c.Insert == "" {
+			continue
+		}
+		if err := CheckText(c.Insert); err != nil {
+			return fmt.Errorf("component %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
 // clientMessage is every field a client message may carry, so a frame is
 // parsed once whatever its type. Op and Cursor stay raw: a malformed
 // operation is a bad_op rather than a bad_message, and a hello carrying an
@@ -221,6 +259,10 @@ func Decode(data []byte) (any, *Problem) {
 		if m.Client == "" || len(m.Client) > MaxClientIDLen {
 			return nil, problem(CodeBadMessage, `hello needs a "client" id of 1 to %d bytes`, MaxClientIDLen)
 		}
+		if err := CheckText(m.Client); err != nil {
+			// The client id is stored with every operation.
+			return nil, problem(CodeBadMessage, "client id: %v", err)
+		}
 		if m.Rev != nil && *m.Rev < 0 {
 			return nil, problem(CodeBadRevision, "revision %d is negative", *m.Rev)
 		}
@@ -254,6 +296,9 @@ func Decode(data []byte) (any, *Problem) {
 			return nil, p(CodeBadOp, "%v", err)
 		}
 		if err := op.Validate(); err != nil {
+			return nil, p(CodeBadOp, "%v", err)
+		}
+		if err := CheckOpText(op); err != nil {
 			return nil, p(CodeBadOp, "%v", err)
 		}
 		return &ClientOp{Type: TypeOp, Seq: *m.Seq, Rev: *m.Rev, Op: op}, nil

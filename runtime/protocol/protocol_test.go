@@ -77,6 +77,26 @@ func TestDecode(t *testing.T) {
 		{"op object", `{"type":"op","seq":1,"rev":0,"op":{"retain":1}}`, protocol.CodeBadOp, nil},
 		{"seq is a string", `{"type":"op","seq":"1","rev":0,"op":["x"]}`, protocol.CodeBadMessage, nil},
 		{"negative cursor", `{"type":"presence","cursor":{"anchor":-1,"head":0}}`, protocol.CodeBadMessage, nil},
+		// What a document may contain: anything but U+0000, escaped or not.
+		{"op inserting escaped U+0000", `{"type":"op","seq":2,"rev":1,"op":[7,"A\u0000B"]}`, protocol.CodeBadOp, nil},
+		{"op inserting only U+0000", `{"type":"op","seq":2,"rev":1,"op":["\u0000"]}`, protocol.CodeBadOp, nil},
+		{"hello with U+0000 in the client id", `{"type":"hello","v":1,"client":"c\u0000"}`, protocol.CodeBadMessage, nil},
+		{"op with other control characters", `{"type":"op","seq":1,"rev":0,"op":["\u0001\u001f\u007f\t"]}`, "", func(t *testing.T, v any) {
+			if o := v.(*protocol.ClientOp); o.Op[0].Insert != "\x01\x1f\x7f\t" {
+				t.Fatalf("insert = %q", o.Op[0].Insert)
+			}
+		}},
+		{"op with noncharacters and the last code point", `{"type":"op","seq":1,"rev":0,"op":["\uffff\ufffe\udbff\udfff"]}`, "", func(t *testing.T, v any) {
+			if o := v.(*protocol.ClientOp); o.Op[0].Insert != "\uffff\ufffe\U0010ffff" {
+				t.Fatalf("insert = %q", o.Op[0].Insert)
+			}
+		}},
+		{"op with an escaped lone surrogate", `{"type":"op","seq":1,"rev":0,"op":["a\ud800b"]}`, "", func(t *testing.T, v any) {
+			// encoding/json turns a lone surrogate into U+FFFD: valid text.
+			if o := v.(*protocol.ClientOp); o.Op[0].Insert != "a\ufffdb" {
+				t.Fatalf("insert = %q", o.Op[0].Insert)
+			}
+		}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -158,6 +158,7 @@ func TestBadInput(t *testing.T) {
 		{"zero delete", write, []string{opAt(1, `[{"d":0}]`)}, protocol.CodeBadOp, 0},
 		{"empty insert", write, []string{opAt(1, `[""]`)}, protocol.CodeBadOp, 0},
 		{"op is not a list", write, []string{opAt(1, `"hello"`)}, protocol.CodeBadOp, 0},
+		{"insert containing U+0000", write, []string{opAt(1, `[5,"A\u0000B"]`)}, protocol.CodeBadOp, 0},
 		{"base revision in the future", write, []string{opAt(9, `["x"]`)}, protocol.CodeBadRevision, 0},
 		{"negative revision", write, []string{opAt(-1, `["x"]`)}, protocol.CodeBadRevision, 0},
 		{"missing seq", write, []string{`{"type":"op","rev":1,"op":["x"]}`}, protocol.CodeBadMessage, 0},

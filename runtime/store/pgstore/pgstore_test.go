@@ -12,6 +12,7 @@ import (
 
 	"github.com/tandem-dev/tandem/internal/testsvc"
 	"github.com/tandem-dev/tandem/runtime/ot"
+	"github.com/tandem-dev/tandem/runtime/protocol"
 	"github.com/tandem-dev/tandem/runtime/store"
 	"github.com/tandem-dev/tandem/runtime/store/pgstore"
 	"github.com/tandem-dev/tandem/runtime/store/storetest"
@@ -308,5 +309,67 @@ func TestConcurrentOverlappingWrites(t *testing.T) {
 		if err != nil || snap.Text != strings.Repeat("x", rounds) || snap.Rev != rounds {
 			t.Fatalf("Load(doc-%02d) = %+v, %v; want %d x at rev %d", d, snap, err, rounds, rounds)
 		}
+	}
+}
+
+// The content rule of docs/protocol.md ("any Unicode text except U+0000")
+// is exactly what PostgreSQL can hold: every text the rule admits is
+// stored and read back unchanged, in the snapshot, the operation (jsonb)
+// and the author and client id columns, and the one it refuses is refused
+// by PostgreSQL too, which is why it must never be acknowledged.
+func TestStoresEveryTextTheProtocolAdmits(t *testing.T) {
+	pg := testsvc.StartPostgres(t)
+	s := open(t, pg.URL())
+	ctx := ctxFor(t)
+	tests := []struct {
+		name    string
+		text    string
+		allowed bool
+	}{
+		{"ASCII", "hello", true},
+		{"control characters", "\x01\x07\x08\x0b\x0c\x1b\x1f\x7f", true},
+		{"whitespace and separators", "\t\r\n\u0085\u2028\u2029\u00a0", true},
+		{"JSON specials", `"\/'` + "`", true},
+		{"C1 controls", "\u0080\u009f", true},
+		{"noncharacters", "\ufdd0\ufffe\uffff\U0001fffe\U0010fffe\U0010ffff", true},
+		{"replacement character and BOM", "\ufffd\ufeff", true},
+		{"astral", "😀𝄞\U000e0001", true},
+		{"private use", "\ue000\U000f0000", true},
+		{"U+0000 alone", "\x00", false},
+		{"U+0000 inside", "A\x00B", false},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := protocol.CheckText(tc.text)
+			if (err == nil) != tc.allowed {
+				t.Fatalf("CheckText(%q) = %v, want allowed %v", tc.text, err, tc.allowed)
+			}
+			doc := fmt.Sprintf("text-%d", i)
+			e := store.Entry{Doc: doc, Rev: 1, Op: ot.Op{{Insert: tc.text}}, Client: "c" + tc.text, Seq: 1, User: "u" + tc.text, Time: time.Now()}
+			werr := s.Write(ctx, []store.Entry{e})
+			if !tc.allowed {
+				if werr == nil {
+					t.Fatalf("PostgreSQL stored %q; the rule refuses it for nothing", tc.text)
+				}
+				if !pgstore.IsPermanent(werr) {
+					t.Errorf("Write error %v is not classified permanent", werr)
+				}
+				return
+			}
+			if werr != nil {
+				t.Fatalf("Write(%q): %v", tc.text, werr)
+			}
+			snap, err := s.Load(ctx, doc)
+			if err != nil || snap.Text != tc.text || snap.Rev != 1 {
+				t.Fatalf("Load = %+v, %v; want %q at rev 1", snap, err, tc.text)
+			}
+			ops, err := s.Ops(ctx, doc, 0, -1)
+			if err != nil || len(ops) != 1 {
+				t.Fatalf("Ops = %v, %v", ops, err)
+			}
+			if got := ops[0]; !ot.Equal(got.Op, e.Op) || got.Client != e.Client || got.User != e.User {
+				t.Fatalf("stored entry = %+v, want %+v", got, e)
+			}
+		})
 	}
 }

@@ -70,6 +70,20 @@ export function backoffDelay(attempt, random = Math.random) {
   return Math.round(base * (1 - 0.2 * random()));
 }
 
+/**
+ * What a document may contain (docs/protocol.md): any Unicode text except
+ * U+0000, which the server refuses with bad_op (PostgreSQL cannot store it).
+ * Returns the UTF-16 index of the first forbidden character, or -1.
+ */
+export function forbiddenIndex(s) {
+  return s.indexOf('\u0000');
+}
+
+/** s without the characters a document may not contain. */
+export function withoutForbidden(s) {
+  return s.indexOf('\u0000') < 0 ? s : s.replaceAll('\u0000', '');
+}
+
 /** A fresh client id: stable for the lifetime of one Client object. */
 export function newClientId(random = Math.random) {
   if (globalThis.crypto?.randomUUID) return globalThis.crypto.randomUUID();
@@ -221,14 +235,24 @@ export class Client {
   /**
    * Applies a local edit made on the current text and queues it for the
    * server. Throws (and changes nothing) when the operation is malformed,
-   * does not fit the text, or no text has been loaded yet (see loaded());
-   * the caller's view is then out of step and should reload client.text.
+   * inserts a character documents may not contain (U+0000; clean the text
+   * with withoutForbidden first), does not fit the text, or no text has
+   * been loaded yet (see loaded()); the caller's view is then out of step
+   * and should reload client.text.
    */
   submit(op) {
     // Before the first welcome there is no text to edit; the editor keeps
     // the field read-only until then.
     if (this.rev === null) throw new Error('document not loaded yet');
     checkOp(op);
+    // The server would refuse it with bad_op, and the whole pending edit
+    // (everything composed with it) would be discarded: refuse it here,
+    // before it touches the local state.
+    for (const c of op) {
+      if (typeof c === 'string' && forbiddenIndex(c) >= 0) {
+        throw new Error('the operation inserts U+0000, which a document cannot contain');
+      }
+    }
     const norm = ot.normalize(op);
     const next = ot.apply(this.text, norm); // throws on a bad op: nothing changed yet
     if (isNoop(norm)) return;

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Client, State, backoffDelay, BACKOFF_MAX_MS } from './client.js';
+import { Client, State, backoffDelay, BACKOFF_MAX_MS, withoutForbidden } from './client.js';
 import { Clock, Network, ServerModel, rng } from './testkit.test-helper.mjs';
 import * as ot from './ot.js';
 
@@ -493,6 +493,30 @@ test('bad local ops throw and change nothing', async (t) => {
       assert.ok(a.synchronized());
     });
   }
+});
+
+test('U+0000 never leaves the client: refused before it is applied, the rest of the edits kept', () => {
+  const server = new ServerModel({ text: 'before ' });
+  const net = new Network(server);
+  const clock = new Clock();
+  const a = newClient(net, clock, { clientId: 'A' });
+  const b = newClient(net, clock, { clientId: 'B' });
+  net.drain(() => 0);
+  const sock = net.conns[0].socket;
+  insert(a, 7, 'one');
+  const sent = sock.sent.length;
+  // Typed while 'one' is in flight, so a refusal on the server would take
+  // the buffered edits with it.
+  insert(a, 10, ' two');
+  assert.throws(() => insert(a, 14, 'A\u0000B'), /U\+0000/);
+  assert.equal(a.text, 'before one two', 'a refused edit changes nothing');
+  assert.equal(sock.sent.length, sent, 'nothing more was sent');
+  insert(a, 14, withoutForbidden(' A\u0000B\u0000'));
+  settle(net, clock, () => 0);
+  assertConverged(server, [a, b]);
+  assert.equal(server.text, 'before one two AB');
+  assert.deepEqual(a.errors, [], 'the server refused nothing');
+  assert.ok(!a.states.some((s) => s.state === State.RECONNECTING), 'no reconnect');
 });
 
 test('a revision the server does not know makes the client start over', () => {

@@ -11,6 +11,7 @@
 // one place for edge conversions.
 
 import { cpLength } from './ot.js';
+import { withoutForbidden, forbiddenIndex } from './client.js';
 
 export { utf16ToCp, cpToUtf16 } from './ot.js';
 
@@ -78,4 +79,17 @@ function plainDiff(before, after) {
   while (pre > 0 && (splitsPair(before, pre) || splitsPair(after, pre))) pre--;
   while (suf > 0 && (splitsPair(before, before.length - suf) || splitsPair(after, after.length - suf))) suf--;
   return { start: pre, delLen: before.length - pre - suf, insLen: after.length - pre - suf };
+}
+
+/**
+ * The field's value without the characters a document may not contain
+ * (U+0000, see docs/protocol.md), with the selection offsets (UTF-16) moved
+ * to the same places in the cleaned value. removed counts what was taken
+ * out; when it is 0 the value is returned as is.
+ */
+export function cleanField(value, start, end) {
+  if (forbiddenIndex(value) < 0) return { value, start, end, removed: 0 };
+  const shift = (i) => i - (value.slice(0, i).length - withoutForbidden(value.slice(0, i)).length);
+  const cleaned = withoutForbidden(value);
+  return { value: cleaned, start: shift(start), end: shift(end), removed: value.length - cleaned.length };
 }

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { editOp, utf16ToCp, cpToUtf16 } from './edit.js';
+import { editOp, utf16ToCp, cpToUtf16, cleanField } from './edit.js';
 
 // applyCp applies an op (code points) to a string; an independent reference
 // so these tests do not depend on the OT module.
@@ -91,4 +91,20 @@ test('code point conversions', async (t) => {
     assert.equal(cpToUtf16(s, 99), s.length);
     assert.equal(utf16ToCp(s, 99), 5);
   });
+});
+
+test('cleanField takes U+0000 out of typed or pasted text and keeps the selection in place', () => {
+  const cases = [
+    { name: 'nothing to clean', value: 'abc', start: 1, end: 2, want: { value: 'abc', start: 1, end: 2, removed: 0 } },
+    { name: 'pasted in the middle, caret after it', value: 'ab\u0000\u0000cd', start: 5, end: 5, want: { value: 'abcd', start: 3, end: 3, removed: 2 } },
+    { name: 'selection around it', value: 'a\u0000b', start: 0, end: 3, want: { value: 'ab', start: 0, end: 2, removed: 1 } },
+    { name: 'only U+0000', value: '\u0000', start: 1, end: 1, want: { value: '', start: 0, end: 0, removed: 1 } },
+    { name: 'next to an emoji', value: '😀\u0000x', start: 3, end: 3, want: { value: '😀x', start: 2, end: 2, removed: 1 } },
+  ];
+  for (const c of cases) {
+    assert.deepEqual(cleanField(c.value, c.start, c.end), c.want, c.name);
+  }
+  // The cleaned field diffs into an operation the server accepts.
+  const got = cleanField('ab\u0000c', 4, 4);
+  assert.deepEqual(editOp('ab', got.value, got.end), [2, 'c']);
 });

@@ -13,7 +13,7 @@
 // go, and highlighted spans there show remote selections.
 
 import { Client, State } from './client.js';
-import { editOp, utf16ToCp, cpToUtf16 } from './edit.js';
+import { editOp, utf16ToCp, cpToUtf16, cleanField } from './edit.js';
 import * as ot from './ot.js';
 
 const $ = (id) => document.getElementById(id);
@@ -47,6 +47,7 @@ const ERROR_TEXT = {
   unavailable: 'The server is temporarily unavailable; your edits are kept and will be sent.',
   doc_full: 'This document has too many people connected right now. Retrying…',
   resync: 'Edits made while disconnected could not be merged and were discarded.',
+  nul_removed: 'Null characters (U+0000) cannot be part of a document and were removed from what you typed or pasted.',
 };
 
 function docIdFromPath() {
@@ -134,7 +135,16 @@ class Editor {
 
   onInput() {
     const ta = ui.text;
-    const next = ta.value;
+    let next = ta.value;
+    const clean = cleanField(next, ta.selectionStart, ta.selectionEnd);
+    if (clean.removed > 0) {
+      // A document cannot hold U+0000 (the server refuses it): take it out
+      // of what was typed or pasted and say so, keeping the rest.
+      ta.value = clean.value;
+      ta.setSelectionRange(clean.start, clean.end, ta.selectionDirection);
+      next = clean.value;
+      this.showError({ code: 'nul_removed', message: '' });
+    }
     const op = editOp(this.value, next, ta.selectionStart === ta.selectionEnd ? ta.selectionEnd : -1);
     if (!op) return;
     try {

@@ -142,6 +142,10 @@ export class ServerModel {
     if (!Number.isInteger(msg.rev) || msg.rev > this.rev || msg.rev < 0 || this.rev - msg.rev > this.window) {
       return conn.send({ type: 'error', code: 'bad_revision', message: 'bad rev', seq: msg.seq });
     }
+    if (msg.op.some((c) => typeof c === 'string' && c.includes('\u0000'))) {
+      // What a document may contain (docs/protocol.md).
+      return conn.send({ type: 'error', code: 'bad_op', message: 'text contains U+0000', seq: msg.seq });
+    }
     let op = msg.op;
     for (const e of this.log.slice(msg.rev)) op = ot.transform(op, e.op, 'left');
     this.text = ot.apply(this.text, op);
