@@ -2,13 +2,17 @@ package cluster_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tandem-dev/tandem/internal/testsvc"
@@ -309,5 +313,168 @@ func eventuallyCluster(t *testing.T, within time.Duration, what string, cond fun
 			t.Fatalf("%s: not within %v", what, within)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// The fault ledger's refused-row fault: PostgreSQL refuses one row of a
+// document (a trigger installed by the test; the next poison row will be
+// something else) while its clients type, then Redis loses everything.
+// The refused document's acknowledged commits stay in Redis however long
+// the refusal lasts, counted in the lag gauges and the failing-documents
+// gauge; the other documents keep flushing; once PostgreSQL accepts the row
+// they are written without any new commit, and the Redis data loss that
+// follows costs nothing acknowledged. Before that, the one refusal that
+// used to cause this, an insert of U+0000, is refused up front.
+func TestRefusedRowThenRedisLoss(t *testing.T) {
+	cl := newCluster(t)
+	rs := []*inproc{cl.startInproc(nodeOptions{}), cl.startInproc(nodeOptions{})}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+
+	// The frames of the report: U+0000 gets bad_op and is never acked.
+	ws, _, err := websocket.DefaultDialer.DialContext(ctx, "ws://"+rs[0].addr()+"/v1/docs/nul/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	for _, f := range []string{`{"type":"hello","v":1,"client":"raw"}`,
+		`{"type":"op","seq":1,"rev":0,"op":["before "]}`, `{"type":"op","seq":2,"rev":1,"op":[7,"A\u0000B"]}`} {
+		if err := ws.WriteMessage(websocket.TextMessage, []byte(f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var answers []string
+	for len(answers) < 3 {
+		_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+		var m struct{ Type, Code string }
+		if err := ws.ReadJSON(&m); err != nil {
+			t.Fatalf("after %v: %v", answers, err)
+		}
+		answers = append(answers, m.Type+m.Code)
+	}
+	// The refusal is answered on decoding, possibly before the ack.
+	sort.Strings(answers[1:])
+	if fmt.Sprint(answers) != "[welcome ack errorbad_op]" {
+		t.Fatalf("answers to hello, a valid op and one inserting U+0000 = %v", answers)
+	}
+
+	pg, err := pgx.Connect(ctx, cl.pg.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Close(ctx)
+	const refusedRev = 40
+	if _, err := pg.Exec(ctx, fmt.Sprintf(`
+		CREATE FUNCTION refuse_row() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF NEW.doc_id = 'refused' AND NEW.rev = %d THEN
+				-- A data exception, like PostgreSQL's refusal of U+0000.
+				RAISE EXCEPTION 'row refused by the test' USING ERRCODE = 'data_exception';
+			END IF;
+			RETURN NEW;
+		END $$;
+		CREATE TRIGGER refuse_row BEFORE INSERT ON operations FOR EACH ROW EXECUTE FUNCTION refuse_row();`, refusedRev)); err != nil {
+		t.Fatalf("install trigger: %v", err)
+	}
+
+	const n = 6
+	cs := make([]*client.Client, n)
+	ids := make([]string, n)
+	for i := range cs {
+		ids[i] = fmt.Sprintf("refused-c%02d", i)
+		cs[i] = cl.client("refused", ids[i], dialerTo(rs[i%2]))
+		t.Cleanup(cs[i].Close)
+	}
+	other := cl.client("healthy", "healthy-c", dialerTo(rs[1]))
+	t.Cleanup(other.Close)
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	errs := make(chan error, n+1)
+	for i, c := range append([]*client.Client{other}, cs...) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := (typing{pause: 30 * time.Millisecond}).run(ctx, c, uint64(i), stop.Load); err != nil {
+				errs <- fmt.Errorf("client %d: %w", i, err)
+			}
+		}()
+	}
+	// Longer than the three deliveries after which the flusher used to
+	// dead-letter a refused document's pointers (ClaimIdle is 2 s here).
+	time.Sleep(12 * time.Second)
+	stop.Store(true)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	text, head := settle(ctx, t, cs)
+	if head <= refusedRev {
+		t.Fatalf("only %d revisions: the refused row was never reached", head)
+	}
+	healthy := other.Rev()
+	eventuallyCluster(t, 30*time.Second, "the other document keeps flushing", func() bool {
+		d, err := cl.readPG(ctx, "healthy")
+		return err == nil && d.rev >= healthy
+	})
+	// The document goes quiet while PostgreSQL still refuses it, for longer
+	// than three more deliveries of its last pointers.
+	time.Sleep(10 * time.Second)
+	// A document's flush is one transaction, so it stops below the row.
+	if d, err := cl.readPG(ctx, "refused"); err != nil || d.rev >= refusedRev {
+		t.Fatalf("refused document in PostgreSQL at rev %d (%v), want below %d", d.rev, err, refusedRev)
+	}
+	var failing, lag, oldest float64
+	for _, r := range rs {
+		failing += r.metric("tandem_flush_failing_documents")
+		lag = max(lag, r.metric("tandem_flush_lag_commits")) // both measure the shared streams
+		oldest = max(oldest, r.metric("tandem_flush_oldest_unpersisted_seconds"))
+	}
+	t.Logf("refused row at rev %d, head %d: failing documents %v, flush lag %v, oldest unpersisted %.1fs", refusedRev, head, failing, lag, oldest)
+	// The lag counts appends (one per batch of queued operations), so it
+	// is at most the number of waiting revisions; it must not be zero.
+	if failing < 1 || lag < 1 || oldest < 10 {
+		t.Errorf("gauges hide the refused document: failing documents %v, flush lag %v, oldest unpersisted %vs",
+			failing, lag, oldest)
+	}
+
+	// PostgreSQL accepts the row again; nobody types.
+	if _, err := pg.Exec(ctx, `DROP TRIGGER refuse_row ON operations`); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		d, err := cl.readPG(ctx, "refused")
+		if err == nil && d.rev == head {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("refused document still at rev %d in PostgreSQL 30 s after the row was accepted, head %d", d.rev, head)
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	// Redis loses everything. The replicas find out (their documents reload
+	// from PostgreSQL), the clients reconnect, and one more edit goes
+	// through on top of what they had.
+	admin := redis.NewClient(&redis.Options{Addr: cl.redis.Addr()})
+	defer admin.Close()
+	if err := admin.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ensureConnected(ctx, cs[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := cs[0].Edit(ot.Op{{Insert: "after the loss "}}); err != nil && !errors.Is(err, client.ErrResync) && cs[0].Connected() {
+		t.Fatal(err)
+	}
+	text, head = settle(ctx, t, cs)
+	if !strings.HasPrefix(text, "after the loss ") {
+		t.Fatalf("the edit after the Redis data loss is missing: %q", text)
+	}
+	cl.checkLedger(ctx, t, "refused", cs, ids, text, head)
+	if d, err := cl.readPG(ctx, "nul"); err != nil || d.rev != 1 || d.text != "before " {
+		t.Fatalf("document nul in PostgreSQL = rev %d %q (%v), want only the valid op", d.rev, d.text, err)
 	}
 }

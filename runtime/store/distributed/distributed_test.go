@@ -58,7 +58,8 @@ func TestOpenCommitFlushReopen(t *testing.T) {
 	}
 	for _, want := range []string{"tandem_redis_commit_retries_total", "tandem_redis_fanout_gaps_repaired_total",
 		"tandem_flush_batch_operations", "tandem_flush_duration_seconds", "tandem_flush_lag_commits",
-		"tandem_flush_dead_letters_total", "tandem_redis_breaker_state"} {
+		"tandem_flush_failing_documents", "tandem_flush_document_failures_total",
+		"tandem_flush_oldest_unpersisted_seconds", "tandem_redis_breaker_state"} {
 		if !names[want] {
 			t.Errorf("metric %s not registered", want)
 		}

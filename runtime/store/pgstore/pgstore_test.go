@@ -72,7 +72,8 @@ func TestConcurrentMigrations(t *testing.T) {
 }
 
 // A batch that cannot be applied is refused as a whole, is classified as
-// permanent (so the flusher dead-letters rather than retries it), and
+// permanent (so the flusher writes the batch's documents one by one at once
+// rather than retrying it whole), and
 // leaves every document of the batch untouched.
 func TestWriteRejectsBadBatchAtomically(t *testing.T) {
 	pg := testsvc.StartPostgres(t)

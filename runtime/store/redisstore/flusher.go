@@ -17,8 +17,8 @@ import (
 const flushGroup = "flushers"
 
 // PermanentError lets a durable store mark Write errors that will recur on
-// retry (bad data rather than an outage); such batches are dead-lettered
-// after MaxDeliveries instead of being retried forever.
+// retry (bad data rather than an outage); such a batch is split into its
+// documents at once instead of being retried whole.
 type PermanentError interface{ Permanent() bool }
 
 // flusher moves committed operations from Redis to the durable store. It
@@ -32,10 +32,31 @@ type flusher struct {
 	streams  []string
 	isPerm   func(error) bool
 	groupsOK bool
+	// failing holds the documents whose own write the durable store
+	// refused while it was up, by id. Only the flusher's goroutine (run,
+	// then drain) touches it.
+	failing map[string]*failure
+	// claimFrom is where the next XAUTOCLAIM scan of each stream starts.
+	claimFrom map[string]string
+}
+
+// failure is what the flusher remembers of a document whose write keeps
+// being refused. Its pointers are never acknowledged meanwhile: they stay
+// pending, so the commits stay in Redis (streams are trimmed only below
+// what PostgreSQL holds), count in the flush lag, and are written as soon
+// as PostgreSQL takes them.
+type failure struct {
+	since    time.Time // first refusal
+	last     time.Time // last attempt
+	logged   time.Time // last time it was logged
+	retryAt  time.Time // no new attempt before this
+	backoff  time.Duration
+	err      string
+	attempts int
 }
 
 func newFlusher(c *core) *flusher {
-	f := &flusher{c: c}
+	f := &flusher{c: c, failing: map[string]*failure{}, claimFrom: map[string]string{}}
 	for i := 0; i < c.opts.Shards; i++ {
 		f.streams = append(f.streams, persistShardKey(i))
 	}
@@ -62,6 +83,7 @@ func (f *flusher) ensureGroups(ctx context.Context) error {
 		}
 	}
 	f.groupsOK = true
+	f.claimFrom = map[string]string{} // the streams may be new
 	return nil
 }
 
@@ -81,6 +103,7 @@ func (f *flusher) run(ctx context.Context) {
 	defer func() { <-lagDone }()
 	for ctx.Err() == nil {
 		batch, err := f.collect(ctx)
+		f.expireFailing()
 		if len(batch) > 0 {
 			// Pointers already read are in this consumer's pending list;
 			// write them now rather than wait for a claim.
@@ -148,24 +171,35 @@ func (f *flusher) readNew(ctx context.Context, n int, id string) ([]pointerMsg, 
 		if len(out) >= n {
 			break
 		}
-		res, err := call(f.c.cb, "read persistence stream "+s, func() ([]redis.XStream, error) {
-			return f.c.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
-				Group: flushGroup, Consumer: f.c.opts.Consumer,
-				Streams: []string{s, id}, Count: int64(n - len(out)), Block: -1,
-			}).Result()
-		})
-		if errors.Is(err, redis.Nil) {
-			continue
-		}
+		got, err := f.readStream(ctx, s, n-len(out), id)
 		if err != nil {
-			if strings.Contains(err.Error(), "NOGROUP") {
-				f.groupsOK = false // the stream was lost (Redis restart without data)
-			}
 			return out, err
 		}
-		for _, st := range res {
-			out = append(out, parsePointers(st.Stream, st.Messages)...)
+		out = append(out, got...)
+	}
+	return out, nil
+}
+
+// readStream reads up to n pointers of stream s after id (">": new ones).
+func (f *flusher) readStream(ctx context.Context, s string, n int, id string) ([]pointerMsg, error) {
+	res, err := call(f.c.cb, "read persistence stream "+s, func() ([]redis.XStream, error) {
+		return f.c.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
+			Group: flushGroup, Consumer: f.c.opts.Consumer,
+			Streams: []string{s, id}, Count: int64(n), Block: -1,
+		}).Result()
+	})
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		if strings.Contains(err.Error(), "NOGROUP") {
+			f.groupsOK = false // the stream was lost (Redis restart without data)
 		}
+		return nil, err
+	}
+	var out []pointerMsg
+	for _, st := range res {
+		out = append(out, parsePointers(st.Stream, st.Messages)...)
 	}
 	return out, nil
 }
@@ -179,10 +213,14 @@ func (f *flusher) claim(ctx context.Context, n int) ([]pointerMsg, error) {
 		if len(out) >= n {
 			break
 		}
-		msgs, _, err := call2(f, "claim idle persistence entries on "+s, func() ([]redis.XMessage, string, error) {
+		start := f.claimFrom[s]
+		if start == "" {
+			start = "0-0"
+		}
+		msgs, next, err := call2(f, "claim idle persistence entries on "+s, func() ([]redis.XMessage, string, error) {
 			return f.c.rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{
 				Stream: s, Group: flushGroup, Consumer: f.c.opts.Consumer,
-				MinIdle: f.c.opts.ClaimIdle, Start: "0-0", Count: int64(n - len(out)),
+				MinIdle: f.c.opts.ClaimIdle, Start: start, Count: int64(n - len(out)),
 			}).Result()
 		})
 		if err != nil {
@@ -191,6 +229,10 @@ func (f *flusher) claim(ctx context.Context, n int) ([]pointerMsg, error) {
 			}
 			return out, err
 		}
+		// Go on from where this claim stopped next time ("0-0" once the
+		// scan is complete), so that many pending pointers of a document
+		// PostgreSQL refuses cannot hide other idle ones behind them.
+		f.claimFrom[s] = next
 		if len(msgs) > 0 {
 			f.c.logger.Info("claimed idle persistence entries", "stream", s, "count", len(msgs))
 		}
@@ -232,15 +274,27 @@ type docWork struct {
 }
 
 // process writes one batch. Transient failures (PostgreSQL down) are retried
-// here with backoff, holding the batch, so an outage never burns delivery
-// attempts; a permanent failure is narrowed down to the offending
-// documents, whose pointers stay pending and are dead-lettered once they
-// have been delivered MaxDeliveries times.
+// here with backoff, holding the batch, so an outage costs no more than the
+// outage. A write refused while PostgreSQL answers is about the data, not
+// an outage: the batch is written document by document so that one poison
+// document cannot hold back the others, and a document that is still
+// refused is marked failing and retried on its own with a backoff. Its
+// pointers are never acknowledged before its commits are in PostgreSQL.
 func (f *flusher) process(ctx context.Context, batch []pointerMsg) {
-	works := f.group(batch)
+	var healthy []*docWork
+	for _, w := range f.group(batch) {
+		if f.failing[w.doc] != nil {
+			f.retryFailing(ctx, w)
+			continue
+		}
+		healthy = append(healthy, w)
+	}
+	if len(healthy) == 0 {
+		return
+	}
 	backoff := 100 * time.Millisecond
 	for {
-		err := f.prepareAndWrite(ctx, works)
+		err := f.prepareAndWrite(ctx, healthy)
 		if err == nil {
 			return
 		}
@@ -248,15 +302,41 @@ func (f *flusher) process(ctx context.Context, batch []pointerMsg) {
 		if ctx.Err() != nil {
 			return
 		}
-		if f.isPerm(err) {
-			f.c.logger.Error("flush batch rejected; isolating documents", "err", err)
-			f.isolate(ctx, works)
+		if refusedData(err) && (f.isPerm(err) || f.durableAnswers(ctx)) {
+			f.c.logger.Warn("flush batch refused while PostgreSQL answers; writing its documents one by one",
+				"docs", len(healthy), "err", err)
+			f.isolate(ctx, healthy)
 			return
 		}
 		f.c.logger.Warn("flush failed; retrying", "err", err, "in", backoff)
 		sleep(ctx, backoff)
 		backoff = min(backoff*2, 2*time.Second)
 	}
+}
+
+// writeError is a failure of the durable store's Write, as opposed to one
+// of the Redis reads and writes around it: only such a failure says
+// something about a document's data.
+type writeError struct{ err error }
+
+func (e *writeError) Error() string { return e.err.Error() }
+func (e *writeError) Unwrap() error { return e.err }
+
+func refusedData(err error) bool {
+	var we *writeError
+	return errors.As(err, &we)
+}
+
+// durableAnswers reports whether the durable store is up (PostgreSQL
+// answers a ping), which makes a failed write a refusal of its data.
+func (f *flusher) durableAnswers(ctx context.Context) bool {
+	p, ok := f.c.durable.(interface{ Ping(context.Context) error })
+	if !ok {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	return p.Ping(ctx) == nil
 }
 
 func (f *flusher) group(batch []pointerMsg) []*docWork {
@@ -293,9 +373,10 @@ func (f *flusher) prepareAndWrite(ctx context.Context, works []*docWork) error {
 	start := time.Now()
 	if len(all) > 0 {
 		if err := f.c.durable.Write(ctx, all); err != nil {
-			return fmt.Errorf("write %d entries: %w", len(all), err)
+			return &writeError{fmt.Errorf("write %d entries of %d docs: %w", len(all), len(works), err)}
 		}
 	}
+	f.recovered(works)
 	f.finish(ctx, works)
 	f.c.m.flushBatch.Observe(float64(len(all)))
 	f.c.m.flushLatency.Observe(time.Since(start).Seconds())
@@ -435,74 +516,146 @@ func (f *flusher) ack(ctx context.Context, ps []pointerMsg) error {
 }
 
 // isolate writes each document on its own so one bad document does not
-// hold back the rest, and handles the ones that still fail.
+// hold back the rest; the ones still refused are marked failing.
 func (f *flusher) isolate(ctx context.Context, works []*docWork) {
 	for _, w := range works {
-		err := f.prepareAndWrite(ctx, []*docWork{w})
-		if err == nil {
-			continue
-		}
-		if !f.isPerm(err) {
-			f.c.logger.Warn("flush of document failed; left pending", "doc", w.doc, "err", err)
-			continue
-		}
-		f.deadLetterIfExhausted(ctx, w, err)
+		f.writeAlone(ctx, w)
 	}
 }
 
-func (f *flusher) deadLetterIfExhausted(ctx context.Context, w *docWork, cause error) {
-	for _, p := range w.pointers {
-		pend, err := call(f.c.cb, "inspect pending entry", func() ([]redis.XPendingExt, error) {
-			return f.c.rdb.XPendingExt(ctx, &redis.XPendingExtArgs{
-				Stream: p.stream, Group: flushGroup, Start: p.id, End: p.id, Count: 1,
-			}).Result()
-		})
-		if err != nil || len(pend) == 0 {
-			continue
-		}
-		if pend[0].RetryCount < f.c.opts.MaxDeliveries {
-			f.c.logger.Warn("flush of document failed; will retry after claim", "doc", w.doc,
-				"rev", p.rev, "deliveries", pend[0].RetryCount, "err", cause)
-			continue
-		}
-		_, err = call(f.c.cb, "dead-letter persistence entry", func() (string, error) {
-			return f.c.rdb.XAdd(ctx, &redis.XAddArgs{
-				Stream: deadLetterKey(),
-				Values: []any{"doc", p.doc, "rev", p.rev, "stream", p.stream, "id", p.id,
-					"deliveries", pend[0].RetryCount, "error", cause.Error(), "consumer", f.c.opts.Consumer},
-			}).Result()
-		})
-		if err != nil {
-			f.c.logger.Warn("dead-lettering failed", "doc", p.doc, "err", err)
-			continue
-		}
-		if err := f.ack(ctx, []pointerMsg{p}); err != nil {
-			f.c.logger.Warn("acknowledging dead letter failed", "doc", p.doc, "err", err)
-			continue
-		}
-		f.c.m.deadLetters.Inc()
-		f.c.logger.Error("persistence entry dead-lettered", "doc", p.doc, "rev", p.rev,
-			"deliveries", pend[0].RetryCount, "err", cause)
+// retryFailing writes a failing document on its own once its backoff has
+// passed. Until then its pointers stay pending: they come back with the
+// document's next commit or, at the latest, when they are claimed after
+// ClaimIdle.
+func (f *flusher) retryFailing(ctx context.Context, w *docWork) {
+	if time.Now().Before(f.failing[w.doc].retryAt) {
+		return
+	}
+	f.writeAlone(ctx, w)
+}
+
+func (f *flusher) writeAlone(ctx context.Context, w *docWork) {
+	err := f.prepareAndWrite(ctx, []*docWork{w})
+	if err == nil {
+		return
+	}
+	f.c.m.flushErrors.Inc()
+	if ctx.Err() != nil {
+		return
+	}
+	if !refusedData(err) {
+		f.c.logger.Warn("flush of document failed; left pending", "doc", w.doc, "err", err)
+		return
+	}
+	f.markFailing(w.doc, err)
+}
+
+// markFailing records a refused write of doc. The first refusal and every
+// change of reason are logged at once, a lasting one every minute.
+func (f *flusher) markFailing(doc string, cause error) {
+	now := time.Now()
+	f.c.m.docFailures.Inc()
+	fl := f.failing[doc]
+	if fl == nil {
+		fl = &failure{since: now, backoff: f.c.opts.FlushInterval}
+		f.failing[doc] = fl
+		f.c.m.failingDocs.Set(float64(len(f.failing)))
+	} else {
+		fl.backoff = min(2*fl.backoff, f.c.opts.ClaimIdle)
+	}
+	fl.attempts++
+	fl.last = now
+	fl.retryAt = now.Add(fl.backoff)
+	if msg := cause.Error(); msg != fl.err || now.Sub(fl.logged) >= time.Minute {
+		fl.err = msg
+		fl.logged = now
+		f.c.logger.Error("flush of document failing: its commits stay in Redis and are retried; fix the cause (see docs/operations.md)",
+			"doc", doc, "err", cause, "failing_for", now.Sub(fl.since).Round(time.Second),
+			"attempts", fl.attempts, "retry_in", fl.backoff)
 	}
 }
 
-// updateLag publishes how many commits wait for PostgreSQL. Flushers
-// delete pointers once acknowledged, so the shard streams' lengths are
-// exactly the commits not yet flushed (pending or never delivered). It
-// runs on its own ticker, so the gauge keeps growing while the flusher is
-// stuck retrying an outage.
+// recovered forgets the documents of works that were failing: their
+// commits are in PostgreSQL now.
+func (f *flusher) recovered(works []*docWork) {
+	for _, w := range works {
+		if fl := f.failing[w.doc]; fl != nil {
+			delete(f.failing, w.doc)
+			f.c.logger.Info("flush of document recovered", "doc", w.doc,
+				"failed_for", time.Since(fl.since).Round(time.Second), "attempts", fl.attempts)
+		}
+	}
+	f.c.m.failingDocs.Set(float64(len(f.failing)))
+}
+
+// expireFailing forgets documents this flusher has not tried for a while:
+// another replica claimed their pointers (and counts them if they still
+// fail), or their log is gone.
+func (f *flusher) expireFailing() {
+	for doc, fl := range f.failing {
+		if time.Since(fl.last) > 3*f.c.opts.ClaimIdle+f.c.opts.FlushInterval {
+			delete(f.failing, doc)
+		}
+	}
+	f.c.m.failingDocs.Set(float64(len(f.failing)))
+}
+
+// updateLag publishes how many commits wait for PostgreSQL and how long the
+// oldest has waited. Flushers delete a pointer only once its commits are
+// in PostgreSQL, so the shard streams hold exactly the commits not yet
+// flushed (pending, never delivered, or refused and retried), and the
+// oldest pointer's ID (the Redis time it was written, just after its
+// commit) dates the oldest of them. It runs on its own ticker, so the
+// gauges keep growing while the flusher is stuck retrying an outage or a
+// document PostgreSQL refuses.
 func (f *flusher) updateLag(ctx context.Context) {
-	var total int64
-	for _, s := range f.streams {
-		n, err := call(f.c.cb, "measure flush lag", func() (int64, error) {
-			return f.c.rdb.XLen(ctx, s).Result()
+	lens := make([]*redis.IntCmd, len(f.streams))
+	firsts := make([]*redis.XMessageSliceCmd, len(f.streams))
+	var now *redis.TimeCmd
+	_, err := call(f.c.cb, "measure flush lag", func() ([]redis.Cmder, error) {
+		return f.c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, s := range f.streams {
+				lens[i] = p.XLen(ctx, s)
+				firsts[i] = p.XRangeN(ctx, s, "-", "+", 1)
+			}
+			now = p.Time(ctx)
+			return nil
 		})
-		if err != nil {
-			return
+	})
+	if err != nil {
+		return
+	}
+	var total int64
+	var oldest time.Time
+	for i := range f.streams {
+		total += lens[i].Val()
+		for _, m := range firsts[i].Val() {
+			if t, ok := streamIDTime(m.ID); ok && (oldest.IsZero() || t.Before(oldest)) {
+				oldest = t
+			}
 		}
-		total += n
 	}
 	f.c.m.flushLag.Set(float64(total))
+	age := 0.0
+	if !oldest.IsZero() {
+		// Redis's clock on both sides, so a skewed replica clock cannot
+		// hide a backlog.
+		age = max(now.Val().Sub(oldest).Seconds(), 0)
+	}
+	f.c.m.oldestUnpersisted.Set(age)
+}
+
+// streamIDTime is the time in a stream entry ID "<ms>-<seq>".
+func streamIDTime(id string) (time.Time, bool) {
+	ms, _, ok := strings.Cut(id, "-")
+	if !ok {
+		return time.Time{}, false
+	}
+	n, err := strconv.ParseInt(ms, 10, 64)
+	if err != nil {
+		return time.Time{}, false
+	}
+	return time.UnixMilli(n), true
 }
 
 func (f *flusher) lagLoop(ctx context.Context) {
@@ -519,24 +672,66 @@ func (f *flusher) lagLoop(ctx context.Context) {
 }
 
 // drain flushes what is left on shutdown: this consumer's own pending
-// pointers and any new ones, until none remain or ctx ends.
+// pointers and any new ones, until none remain or ctx ends. A document
+// PostgreSQL refuses does not stop the others; its pointers stay pending
+// for the other replicas' flushers, and the error names it.
 func (f *flusher) drain(ctx context.Context) error {
 	if err := f.ensureGroups(ctx); err != nil {
 		return fmt.Errorf("final flush: %w", err)
 	}
-	for _, id := range []string{"0", ">"} {
+	var refused []error
+	write := func(batch []pointerMsg) error {
+		works := f.group(batch)
+		err := f.prepareAndWrite(ctx, works)
+		if err == nil {
+			return nil
+		}
+		if !refusedData(err) {
+			return fmt.Errorf("final flush: %w", err)
+		}
+		for _, w := range works {
+			if err := f.prepareAndWrite(ctx, []*docWork{w}); err != nil {
+				if !refusedData(err) {
+					return fmt.Errorf("final flush: %w", err)
+				}
+				refused = append(refused, fmt.Errorf("doc %q: %w", w.doc, err))
+			}
+		}
+		return nil
+	}
+	// Pending pointers are read stream by stream from after the last one
+	// read, so refused ones (which stay pending) are not read again.
+	for _, s := range f.streams {
+		after := "0"
 		for ctx.Err() == nil {
-			batch, err := f.readNew(ctx, f.c.opts.FlushBatch, id)
+			batch, err := f.readStream(ctx, s, f.c.opts.FlushBatch, after)
 			if err != nil {
 				return fmt.Errorf("final flush: %w", err)
 			}
 			if len(batch) == 0 {
 				break
 			}
-			if err := f.prepareAndWrite(ctx, f.group(batch)); err != nil {
-				return fmt.Errorf("final flush: %w", err)
+			after = batch[len(batch)-1].id
+			if err := write(batch); err != nil {
+				return err
 			}
 		}
+	}
+	for ctx.Err() == nil {
+		batch, err := f.readNew(ctx, f.c.opts.FlushBatch, ">")
+		if err != nil {
+			return fmt.Errorf("final flush: %w", err)
+		}
+		if len(batch) == 0 {
+			break
+		}
+		if err := write(batch); err != nil {
+			return err
+		}
+	}
+	if len(refused) > 0 {
+		return fmt.Errorf("final flush: PostgreSQL refused %d documents, left in Redis for the other replicas: %w",
+			len(refused), errors.Join(refused...))
 	}
 	return ctx.Err()
 }

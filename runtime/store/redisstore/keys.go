@@ -17,4 +17,3 @@ func presenceChannel(doc string) string  { return "tandem:{doc:" + doc + "}:pres
 func ownerKey(doc string) string         { return "tandem:{doc:" + doc + "}:owner" }
 func inboxChannel(replica string) string { return "tandem:{replica:" + replica + "}:inbox" }
 func persistShardKey(shard int) string   { return fmt.Sprintf("tandem:{persist:%d}", shard) }
-func deadLetterKey() string              { return "tandem:{persist:dead}" }

@@ -192,10 +192,13 @@ func TestClaimsDeadConsumersEntries(t *testing.T) {
 	})
 }
 
-// An entry that can never be written (its operation does not apply) is
-// retried, then moved to the dead-letter stream after three deliveries and
-// counted, while a healthy document in the same batches is written.
-func TestDeadLetter(t *testing.T) {
+// An entry that can never be written (its operation does not apply) holds
+// back only its own document: a healthy document in the same batches is
+// written, and the poison one is retried on its own, counted and never
+// dropped. Its pointer stays pending however often it is delivered (there
+// used to be a dead-letter stream after three), its entries stay in the
+// stream, and the lag gauges keep showing it.
+func TestRefusedDocumentIsRetriedNeverDropped(t *testing.T) {
 	e := newEnv(t)
 	writer := e.replica(redisstore.Options{NoFlusher: true, Shards: 1})
 	ctx := testCtx(t)
@@ -211,23 +214,114 @@ func TestDeadLetter(t *testing.T) {
 		t.Fatal(err)
 	}
 	flusher := e.replica(redisstore.Options{Shards: 1, ClaimIdle: 300 * time.Millisecond, FlushInterval: 50 * time.Millisecond})
-	eventually(t, 30*time.Second, "poison entry dead-lettered", func() (bool, string) {
-		n := flusher.metric(t, "tandem_flush_dead_letters_total")
-		return n == 1, fmt.Sprintf("dead letters %v", n)
+	eventually(t, 30*time.Second, "healthy document flushed", func() (bool, string) {
+		snap, err := flusher.durable.Load(ctx, "healthy")
+		return err == nil && snap.Text == "ok", fmt.Sprintf("%+v, %v", snap, err)
 	})
-	dead, err := writer.rdb.XRange(ctx, "tandem:{persist:dead}", "-", "+").Result()
-	if err != nil || len(dead) != 1 || dead[0].Values["doc"] != "poison" || dead[0].Values["deliveries"] != "3" {
-		t.Fatalf("dead-letter stream = %+v, %v; want one entry for poison after 3 deliveries", dead, err)
+	eventually(t, 30*time.Second, "poison document retried more than the old dead-letter limit", func() (bool, string) {
+		n := flusher.metric(t, "tandem_flush_document_failures_total")
+		return n >= 6, fmt.Sprintf("failures %v", n)
+	})
+	if n := flusher.metric(t, "tandem_flush_failing_documents"); n != 1 {
+		t.Errorf("failing documents = %v, want 1", n)
 	}
-	if snap, err := flusher.durable.Load(ctx, "healthy"); err != nil || snap.Text != "ok" {
-		t.Fatalf("healthy doc = %+v, %v; want it flushed despite the poison", snap, err)
+	p, err := writer.rdb.XPending(ctx, "tandem:{persist:0}", "flushers").Result()
+	if err != nil || p.Count != 1 {
+		t.Fatalf("pending pointers = %+v, %v; want the poison one still pending", p, err)
 	}
+	if n, err := writer.rdb.XLen(ctx, "tandem:{doc:poison}:log").Result(); err != nil || n != 1 {
+		t.Fatalf("poison stream length = %d, %v; want its entry kept", n, err)
+	}
+	eventually(t, 10*time.Second, "lag gauges show the waiting commit", func() (bool, string) {
+		lag := flusher.metric(t, "tandem_flush_lag_commits")
+		age := flusher.metric(t, "tandem_flush_oldest_unpersisted_seconds")
+		return lag == 1 && age >= 1, fmt.Sprintf("lag %v, oldest %vs", lag, age)
+	})
 	if snap, err := flusher.durable.Load(ctx, "poison"); err != nil || snap.Rev != 0 {
 		t.Fatalf("poison doc = %+v, %v; want nothing written", snap, err)
 	}
-	p, err := writer.rdb.XPending(ctx, "tandem:{persist:0}", "flushers").Result()
-	if err != nil || p.Count != 0 {
-		t.Fatalf("pending after dead-lettering = %+v, %v; want none", p, err)
+}
+
+// A row PostgreSQL refuses (here a trigger, raising an error the store does
+// not classify as permanent) while it answers: the other documents keep
+// flushing, the refused one is counted and kept in Redis however long it
+// fails, and once PostgreSQL accepts the row again it is written without
+// any new commit. A Redis data loss after that costs nothing.
+func TestRowRefusedByPostgresIsKeptUntilWritten(t *testing.T) {
+	e := newEnv(t)
+	writer := e.replica(redisstore.Options{NoFlusher: true, Shards: 1})
+	ctx := testCtx(t)
+	pool := writer.durable.Pool()
+	if _, err := pool.Exec(ctx, `
+		CREATE FUNCTION refuse_row() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF NEW.doc_id = 'refused' AND NEW.rev = 3 THEN
+				RAISE EXCEPTION 'row refused by the test';
+			END IF;
+			RETURN NEW;
+		END $$;
+		CREATE TRIGGER refuse_row BEFORE INSERT ON operations FOR EACH ROW EXECUTE FUNCTION refuse_row();`); err != nil {
+		t.Fatalf("install trigger: %v", err)
+	}
+	const n = 5
+	for i := range n {
+		for _, doc := range []string{"refused", "healthy"} {
+			if _, err := commit(ctx, writer.store.Log, doc, "c", int64(i+1), "x"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	const claimIdle = 500 * time.Millisecond
+	flusher := e.replica(redisstore.Options{Shards: 1, ClaimIdle: claimIdle, FlushInterval: 50 * time.Millisecond})
+	eventually(t, 30*time.Second, "healthy document flushed despite the refused row", func() (bool, string) {
+		snap, err := flusher.durable.Load(ctx, "healthy")
+		return err == nil && snap.Rev == n, fmt.Sprintf("%+v, %v", snap, err)
+	})
+	eventually(t, 10*time.Second, "refused document counted", func() (bool, string) {
+		f := flusher.metric(t, "tandem_flush_failing_documents")
+		return f == 1, fmt.Sprintf("failing documents %v", f)
+	})
+	// Far longer than three deliveries: nothing is given up.
+	time.Sleep(8 * claimIdle)
+	if lag := flusher.metric(t, "tandem_flush_lag_commits"); lag != n {
+		t.Errorf("flush lag = %v with %d commits of the refused document waiting", lag, n)
+	}
+	if age := flusher.metric(t, "tandem_flush_oldest_unpersisted_seconds"); age < 2 {
+		t.Errorf("oldest unpersisted = %vs, want the refused commits' age", age)
+	}
+	if l, err := writer.rdb.XLen(ctx, "tandem:{doc:refused}:log").Result(); err != nil || l != n {
+		t.Fatalf("refused document's stream length = %d, %v; want all %d entries kept", l, err, n)
+	}
+	if snap, err := flusher.durable.Load(ctx, "refused"); err != nil || snap.Rev != 0 {
+		t.Fatalf("refused doc in PostgreSQL = %+v, %v; want nothing (its flush is one transaction)", snap, err)
+	}
+
+	if _, err := pool.Exec(ctx, `DROP TRIGGER refuse_row ON operations`); err != nil {
+		t.Fatalf("drop trigger: %v", err)
+	}
+	eventually(t, 30*time.Second, "refused document written once accepted, with no new commit", func() (bool, string) {
+		snap, err := flusher.durable.Load(ctx, "refused")
+		return err == nil && snap.Rev == n, fmt.Sprintf("%+v, %v", snap, err)
+	})
+	eventually(t, 10*time.Second, "gauges back to zero", func() (bool, string) {
+		f := flusher.metric(t, "tandem_flush_failing_documents")
+		lag := flusher.metric(t, "tandem_flush_lag_commits")
+		age := flusher.metric(t, "tandem_flush_oldest_unpersisted_seconds")
+		return f == 0 && lag == 0 && age == 0, fmt.Sprintf("failing %v, lag %v, oldest %v", f, lag, age)
+	})
+	// Redis loses everything: the documents come back from PostgreSQL whole.
+	if err := writer.rdb.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	fresh := e.replica(redisstore.Options{NoFlusher: true, Shards: 1})
+	for _, doc := range []string{"refused", "healthy"} {
+		if head, err := fresh.store.Log.Head(ctx, doc); err != nil || head != n {
+			t.Fatalf("%s after Redis data loss: head %d, %v; want %d", doc, head, err, n)
+		}
+		ops, err := fresh.durable.Ops(ctx, doc, 0, -1)
+		if err != nil || len(ops) != n {
+			t.Fatalf("%s: %d operations in PostgreSQL, %v; want %d", doc, len(ops), err, n)
+		}
 	}
 }
 

@@ -7,14 +7,16 @@ import (
 )
 
 type metrics struct {
-	commitRetries prometheus.Counter
-	gapsRepaired  prometheus.Counter
-	flushBatch    prometheus.Histogram
-	flushLatency  prometheus.Histogram
-	flushErrors   prometheus.Counter
-	flushLag      prometheus.Gauge
-	deadLetters   prometheus.Counter
-	breakerState  prometheus.Gauge
+	commitRetries     prometheus.Counter
+	gapsRepaired      prometheus.Counter
+	flushBatch        prometheus.Histogram
+	flushLatency      prometheus.Histogram
+	flushErrors       prometheus.Counter
+	flushLag          prometheus.Gauge
+	failingDocs       prometheus.Gauge
+	docFailures       prometheus.Counter
+	oldestUnpersisted prometheus.Gauge
+	breakerState      prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -43,11 +45,19 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		flushLag: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "tandem_flush_lag_commits",
-			Help: "Commits acknowledged to clients but not yet written to PostgreSQL (entries left in the persistence streams).",
+			Help: "Commits acknowledged to clients but not yet written to PostgreSQL (pointers left in the persistence streams: one per append, which may carry several operations).",
 		}),
-		deadLetters: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "tandem_flush_dead_letters_total",
-			Help: "Persistence entries moved to the dead-letter stream after failing repeatedly.",
+		failingDocs: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tandem_flush_failing_documents",
+			Help: "Documents whose write PostgreSQL refuses while it is up, as seen by this replica's flusher; their commits stay in Redis and are retried.",
+		}),
+		docFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tandem_flush_document_failures_total",
+			Help: "Writes of a single document that PostgreSQL refused while it was up.",
+		}),
+		oldestUnpersisted: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tandem_flush_oldest_unpersisted_seconds",
+			Help: "Age of the oldest acknowledged commit not yet in PostgreSQL (0 when none waits).",
 		}),
 		breakerState: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "tandem_redis_breaker_state",
@@ -58,7 +68,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.commitRetries, m.gapsRepaired, m.flushBatch, m.flushLatency,
-		m.flushErrors, m.flushLag, m.deadLetters, m.breakerState} {
+		m.flushErrors, m.flushLag, m.failingDocs, m.docFailures, m.oldestUnpersisted, m.breakerState} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register redis store metrics: %w", err)
 		}

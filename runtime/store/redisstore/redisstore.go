@@ -13,7 +13,8 @@
 //
 // and per replica the pub/sub channel tandem:{replica:ID}:inbox (Router),
 // plus shared persistence streams tandem:{persist:N} (N < Shards) read by
-// the consumer group "flushers", with dead letters in tandem:{persist:dead}.
+// the consumer group "flushers". A pointer is deleted only once its
+// commits are in the durable store.
 package redisstore
 
 import (
@@ -54,9 +55,6 @@ type Options struct {
 	// ClaimIdle is how long a persistence entry may sit unacknowledged with
 	// another consumer (presumably dead) before it is claimed (default 30s).
 	ClaimIdle time.Duration
-	// MaxDeliveries is how many failed deliveries move an entry to the
-	// dead-letter stream (default 3).
-	MaxDeliveries int64
 	// Tail is how many persisted revisions stay in a document's stream for
 	// reconnect catch-up (default 1000).
 	Tail int64
@@ -76,8 +74,11 @@ type Options struct {
 	// document's operations themselves until it expires.
 	LeaseTTL time.Duration
 	// IsPermanent classifies durable Write errors that will recur on retry
-	// (bad data, not an outage); such batches are dead-lettered after
-	// MaxDeliveries. Default: errors implementing PermanentError.
+	// (bad data, not an outage); such a batch is written document by
+	// document at once, and the documents still refused are retried on
+	// their own with a backoff (a write that fails while the durable store
+	// answers pings is treated the same way). Default: errors implementing
+	// PermanentError.
 	IsPermanent func(error) bool
 	// NoFlusher disables this process's flusher (it still commits and
 	// enqueues; other processes flush). Tests use it.
@@ -98,9 +99,6 @@ func (o *Options) setDefaults() {
 	}
 	if o.ClaimIdle <= 0 {
 		o.ClaimIdle = 30 * time.Second
-	}
-	if o.MaxDeliveries <= 0 {
-		o.MaxDeliveries = 3
 	}
 	if o.Tail <= 0 {
 		o.Tail = 1000
