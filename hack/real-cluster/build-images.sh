@@ -31,7 +31,12 @@ mkdir -p "$LAYERS" "$IMAGES"
 work=$(mktemp -d /tmp/tandem-images.XXXXXX)
 pids=()
 cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
+	local p
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+	for p in "${pids[@]}"; do
+		for _ in $(seq 1 20); do kill -0 "$p" 2>/dev/null || break; sleep 0.5; done
+		kill -9 "$p" 2>/dev/null
+	done
 	mountpoint -q "$work/debian/proc" 2>/dev/null && umount "$work/debian/proc"
 	rm -rf "$work"
 }
@@ -126,6 +131,14 @@ go_layer() {
 	GO_LAYER=$out
 }
 
+# The machine's CA bundle: the module proxy may only be reachable through a
+# TLS proxy whose CA the host trusts, and so must the builder.
+ca_layer() {
+	mkdir -p "$work/ca/etc/ssl/certs"
+	cp /etc/ssl/certs/ca-certificates.crt "$work/ca/etc/ssl/certs/"
+	pack "$work/ca" "$LAYERS/ca.tar"
+}
+
 # The runtime base stand-in: the layout of gcr.io/distroless/static:nonroot
 # (users root, nobody and nonroot 65532, CA certificates, time zones, /tmp).
 distroless_layer() {
@@ -153,33 +166,45 @@ start_registry() {
 	if ss -Hltn "sport = :$REGISTRY_PORT" | grep -q .; then
 		die "port $REGISTRY_PORT is in use; set TANDEM_REAL_REGISTRY_PORT"
 	fi
-	crane registry serve --address "$REGISTRY" >"$work/registry.log" 2>&1 &
+	"$("$TOOLS_SH" bin crane)" registry serve --address "$REGISTRY" >"$work/registry.log" 2>&1 &
 	pids+=($!)
 	for _ in $(seq 1 50); do curl -sf "http://$REGISTRY/v2/" >/dev/null && return; sleep 0.2; done
 	die "the registry on $REGISTRY did not start: $(cat "$work/registry.log")"
 }
 
-# image REF LAYERS... -- MUTATE_FLAGS...: push an image made of LAYERS.
+# image REF BASE LAYERS... -- MUTATE_FLAGS...: push an image made of LAYERS on
+# BASE (an image in the registry, or "" for none).
 image() {
-	local ref=$1 layers=()
-	shift
+	local ref=$1 base=$2 layers=()
+	shift 2
 	while [ "$1" != -- ]; do layers+=(-f "$1"); shift; done
 	shift
-	crane append --insecure --oci-empty-base "${layers[@]}" -t "$REGISTRY/$ref" >/dev/null
-	crane mutate --insecure --set-platform linux/amd64 "$REGISTRY/$ref" "$@" -t "$REGISTRY/$ref" >/dev/null
+	if [ -n "$base" ]; then
+		crane append --insecure -b "$REGISTRY/$base" "${layers[@]}" -t "$REGISTRY/$ref" 2>/dev/null
+	else
+		crane append --insecure --oci-empty-base "${layers[@]}" -t "$REGISTRY/$ref" 2>/dev/null
+	fi
+	crane mutate --insecure --set-platform linux/amd64 "$REGISTRY/$ref" "$@" -t "$REGISTRY/$ref" 2>/dev/null
 }
 
 # stop_signal REF SIGNAL: set the image's StopSignal (crane mutate has no flag).
 stop_signal() {
 	crane config --insecure "$REGISTRY/$1" | jq -c --arg s "$2" '.config.StopSignal = $s' |
-		crane edit config --insecure "$REGISTRY/$1" >/dev/null
+		crane edit config --insecure "$REGISTRY/$1" 2>/dev/null
 }
 
-# save NAME REF TAG: the image at REF as a tarball naming it TAG.
+# save NAME REF TAG: the image at REF as $IMAGES/NAME.tar, a docker-save
+# archive that names it TAG (the name the cluster's manifests use).
 save() {
-	crane copy --insecure "$REGISTRY/$2" "$REGISTRY/$3" >/dev/null
-	crane pull --insecure --format=legacy "$REGISTRY/$3" "$IMAGES/$1.tar.tmp"
-	mv "$IMAGES/$1.tar.tmp" "$IMAGES/$1.tar"
+	local out=$IMAGES/$1.tar.tmp
+	crane pull --insecure --format=legacy "$REGISTRY/$2" "$out" 2>/dev/null
+	mkdir -p "$work/save"
+	tar -xf "$out" -C "$work/save" manifest.json
+	jq -c --arg tag "$3" '.[0].RepoTags = [$tag]' "$work/save/manifest.json" >"$work/save/m.json"
+	mv "$work/save/m.json" "$work/save/manifest.json"
+	tar --delete -f "$out" manifest.json
+	tar -rf "$out" -C "$work/save" manifest.json
+	mv "$out" "$IMAGES/$1.tar"
 }
 
 build_project_image() {
@@ -218,42 +243,67 @@ TOML
 	mv "$IMAGES/tandem.tar.tmp" "$IMAGES/tandem.tar"
 }
 
+# context_key: a hash of the Dockerfile and every file of the build context
+# (.dockerignore keeps it to go.mod, go.sum and the Go source trees).
+context_key() {
+	(cd "$REPO_ROOT" && find Dockerfile .dockerignore go.mod go.sum api cmd controllers internal runtime -type f -print0 |
+		sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
+}
+
 main() {
-	local t0=$SECONDS goenv
+	local t0=$SECONDS deb=tandem-real/debian:1 support_key project_key
 	debian_layer
 	log "Debian layer ready (${SECONDS}s)"
 	# "layers" stops here: the slow download, without any tool build.
 	[ "${1:-}" = layers ] && return
 	store_layers
-	go_layer
-	distroless_layer
-	(cd "$REPO_ROOT" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$work/pause" ./hack/real-cluster/pause)
-	binary_layer pause "$work/pause"
-	binary_layer coredns "$("$TOOLS_SH" bin coredns)"
+	support_key=$(printf '%s\n' "$STORE_KEY" "$(fingerprint "$REAL_DIR/pause/main.go")" "$("$TOOLS_SH" bin coredns)" | sha256sum | cut -c1-16)
+	project_key=$(printf '%s\n' "$(context_key)" "$(go env GOVERSION)" | sha256sum | cut -c1-16)
+	if [ "$(cat "$IMAGES/support.key" 2>/dev/null)" = "$support_key" ] && [ "$(cat "$IMAGES/tandem.key" 2>/dev/null)" = "$project_key" ]; then
+		log "images up to date"
+		return
+	fi
 	start_registry
-	local deb=$LAYERS/debian-$DEBIAN_SUITE.tar
-	image library/redis:7.0 "$deb" "$LAYERS/redis-$STORE_KEY.tar" -- \
-		--workdir /data --cmd redis-server --exposed-ports 6379/tcp
-	image library/postgres:15 "$deb" "$LAYERS/postgres-$STORE_KEY.tar" -- \
-		--env PATH=/usr/local/sbin:/usr/local/bin:/usr/lib/postgresql/15/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-		--env PG_MAJOR=15 --env PGDATA=/var/lib/postgresql/data --env LANG=C.UTF-8 \
-		--entrypoint docker-entrypoint.sh --cmd postgres --exposed-ports 5432/tcp
-	# Fast shutdown, as the official image: SIGTERM would wait for every client.
-	stop_signal library/postgres:15 SIGINT
-	goenv=(--env PATH=/go/bin:/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-		--env GOPATH=/go --env GOLANG_VERSION="$(go env GOVERSION | sed 's/^go//')"
-		--env GOPROXY="$(go env GOPROXY)" --env GOSUMDB="$(go env GOSUMDB)" --env GOTOOLCHAIN=local)
-	image library/golang:1.26 "$deb" "$GO_LAYER" -- "${goenv[@]}" --workdir /go
-	image distroless/static:nonroot "$LAYERS/distroless-static.tar" -- \
-		--user 65532 --workdir /home/nonroot \
-		--env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --env SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
-	image tandem-real/pause:1 "$LAYERS/pause.tar" -- --entrypoint /pause
-	image tandem-real/coredns:1 "$LAYERS/coredns.tar" "$LAYERS/distroless-static.tar" -- --entrypoint /coredns --exposed-ports 53/udp,53/tcp
-	save redis library/redis:7.0 docker.io/library/redis:7.0
-	save postgres library/postgres:15 docker.io/library/postgres:15
-	save pause tandem-real/pause:1 tandem.local/pause:1
-	save coredns tandem-real/coredns:1 tandem.local/coredns:1
-	build_project_image
+	crane append --insecure --oci-empty-base -f "$LAYERS/debian-$DEBIAN_SUITE.tar" -t "$REGISTRY/$deb" 2>/dev/null
+
+	if [ "$(cat "$IMAGES/tandem.key" 2>/dev/null)" != "$project_key" ]; then
+		go_layer
+		ca_layer
+		distroless_layer
+		image library/golang:1.26 "$deb" "$GO_LAYER" "$LAYERS/ca.tar" -- \
+			--env PATH=/go/bin:/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+			--env GOPATH=/go --env GOLANG_VERSION="$(go env GOVERSION | sed 's/^go//')" \
+			--env GOPROXY="$(go env GOPROXY)" --env GOSUMDB="$(go env GOSUMDB)" --env GOTOOLCHAIN=local --workdir /go
+		image distroless/static:nonroot "" "$LAYERS/distroless-static.tar" -- \
+			--user 65532 --workdir /home/nonroot \
+			--env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --env SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
+		build_project_image
+		echo "$project_key" >"$IMAGES/tandem.key"
+	fi
+	if [ "$(cat "$IMAGES/support.key" 2>/dev/null)" != "$support_key" ]; then
+		image library/redis:7.0 "$deb" "$LAYERS/redis-$STORE_KEY.tar" -- \
+			--workdir /data --cmd redis-server --exposed-ports 6379/tcp
+		image library/postgres:15 "$deb" "$LAYERS/postgres-$STORE_KEY.tar" -- \
+			--env PATH=/usr/local/sbin:/usr/local/bin:/usr/lib/postgresql/15/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+			--env PG_MAJOR=15 --env PGDATA=/var/lib/postgresql/data --env LANG=C.UTF-8 \
+			--entrypoint docker-entrypoint.sh --cmd postgres --exposed-ports 5432/tcp
+		# Fast shutdown, as the official image: SIGTERM would wait for every client.
+		stop_signal library/postgres:15 SIGINT
+		(cd "$REPO_ROOT" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$work/pause.bin" ./hack/real-cluster/pause)
+		binary_layer pause "$work/pause.bin"
+		image tandem-real/pause:1 "" "$LAYERS/pause.tar" -- --entrypoint /pause
+		distroless_layer
+		binary_layer coredns "$("$TOOLS_SH" bin coredns)"
+		image tandem-real/coredns:1 "" "$LAYERS/distroless-static.tar" "$LAYERS/coredns.tar" -- \
+			--entrypoint /coredns --exposed-ports 53/udp,53/tcp
+		save redis library/redis:7.0 docker.io/library/redis:7.0
+		save postgres library/postgres:15 docker.io/library/postgres:15
+		save pause tandem-real/pause:1 tandem.local/pause:1
+		save coredns tandem-real/coredns:1 tandem.local/coredns:1
+		echo "$support_key" >"$IMAGES/support.key"
+		log "support images ready ($((SECONDS - t0))s)"
+	fi
+
 	log "images ready in $IMAGES ($((SECONDS - t0))s)"
 }
 main "$@"

@@ -25,12 +25,8 @@ CLUSTER_DNS=10.96.0.10
 # kube-proxy opens NodePorts on every local address; keep them clear of the
 # ports kwokctl clusters use (32xxx).
 NODEPORT_RANGE=30000-30999
-# The pinned versions of what runs the node and builds the images.
-KUBE_VERSION=v1.37.2
-KUBE_STAGING_VERSION=v0.37.2
-COREDNS_VERSION=v1.15.0
-BUILDKIT_VERSION=v0.34.2
-CRANE_VERSION=v0.22.1
+# The Debian release of the Redis, PostgreSQL and builder images. Every other
+# version (Kubernetes, CoreDNS, BuildKit, crane) is pinned in hack/tools.sh.
 DEBIAN_SUITE=bookworm
 
 export KUBECONFIG=$RUN/pki/admin.kubeconfig
