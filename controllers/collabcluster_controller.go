@@ -77,6 +77,10 @@ type phase struct {
 
 // +kubebuilder:rbac:groups=collab.tandem.dev,resources=collabclusters,verbs=get;list;watch
 // +kubebuilder:rbac:groups=collab.tandem.dev,resources=collabclusters/status,verbs=get;update;patch
+// The owner references set blockOwnerDeletion, which the
+// OwnerReferencesPermissionEnforcement admission plugin (OpenShift, hardened
+// clusters) allows only to a client that may update the owner's finalizers.
+// +kubebuilder:rbac:groups=collab.tandem.dev,resources=collabclusters/finalizers,verbs=update
 // +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=services;configmaps;secrets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=ingresses;networkpolicies,verbs=get;list;watch;create;update;patch;delete

@@ -120,7 +120,7 @@ JSON
 daemon containerd containerd --config "$RUN/etc/containerd.toml"
 wait_until 30 containerd ctr --address "$CTR_SOCK" version
 for image in pause coredns redis postgres tandem; do
-	ctr_k8s images import --no-unpack=false "$CACHE/images/$image.tar" >>"$RUN/logs/import.log" 2>&1 ||
+	ctr_k8s images import "$CACHE/images/$image.tar" >>"$RUN/logs/import.log" 2>&1 ||
 		die "import of $image.tar failed: $(tail -n 3 "$RUN/logs/import.log")"
 done
 step_done

@@ -313,14 +313,14 @@ func everyPodServes(k *kube, ns string, pods []obj) bool {
 
 // children is every object the operator writes for the CollabClusters in ns,
 // keyed by kind/name, with what the operator itself decides: the
-// generation of workloads (a spec write bumps it), the resourceVersion of
-// the rest.
+// generation of objects whose status other controllers write (a spec write
+// bumps it), the resourceVersion of the rest.
 func children(t *testing.T, k *kube, ns string) map[string]string {
 	out := map[string]string{}
 	for _, kind := range []string{"deployments", "statefulsets", "services", "configmaps", "secrets", "poddisruptionbudgets", "networkpolicies", "ingresses"} {
 		for _, o := range k.get(t, "-n", ns, kind, "-l", specs.LabelManagedBy).items() {
 			v := o.str("metadata", "resourceVersion")
-			if kind == "deployments" || kind == "statefulsets" {
+			if kind == "deployments" || kind == "statefulsets" || kind == "poddisruptionbudgets" {
 				v = fmt.Sprint(o.num("metadata", "generation"))
 			}
 			out[kind+"/"+o.str("metadata", "name")] = v

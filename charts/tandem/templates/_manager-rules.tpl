@@ -38,6 +38,12 @@
 - apiGroups:
   - collab.tandem.dev
   resources:
+  - collabclusters/finalizers
+  verbs:
+  - update
+- apiGroups:
+  - collab.tandem.dev
+  resources:
   - collabclusters/status
   verbs:
   - get
