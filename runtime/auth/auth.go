@@ -36,7 +36,16 @@ type Identity struct {
 	Perm Perm
 	// Anonymous: nobody was authenticated (anonymous mode); see ForClient.
 	Anonymous bool
+	// ValidFor is how long from the moment of authentication the token
+	// stays acceptable (its expiry plus Leeway); 0 when it never expires
+	// (anonymous mode). An open connection ends when it runs out, unless
+	// the client hands over a fresh token.
+	ValidFor time.Duration
 }
+
+// Leeway is how long after its expiry a token is still accepted, for clock
+// skew between the issuer and this server.
+const Leeway = 5 * time.Second
 
 // ForClient returns the identity a connection with client id client acts
 // as. An authenticated identity is returned as is. An anonymous one gets a
@@ -120,7 +129,7 @@ func (j *JWT) Authenticate(token, doc string) (Identity, error) {
 		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
 		jwt.WithExpirationRequired(),
 		jwt.WithTimeFunc(j.now),
-		jwt.WithLeeway(5*time.Second),
+		jwt.WithLeeway(Leeway),
 	)
 	if err != nil {
 		msg := "invalid token"
@@ -152,7 +161,9 @@ func (j *JWT) Authenticate(token, doc string) (Identity, error) {
 	if name == "" {
 		name = c.Subject
 	}
-	return Identity{User: store.User{ID: c.Subject, Name: name, Color: ColorFor(c.Subject)}, Perm: c.Perm}, nil
+	// ExpiresAt is required, so it is set.
+	validFor := c.ExpiresAt.Add(Leeway).Sub(j.now())
+	return Identity{User: store.User{ID: c.Subject, Name: name, Color: ColorFor(c.Subject)}, Perm: c.Perm, ValidFor: validFor}, nil
 }
 
 // MatchDoc reports whether doc is granted by patterns: an exact id, or a

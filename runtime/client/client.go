@@ -43,6 +43,13 @@ type Options struct {
 	URL string
 	// Token is sent in the hello message (may be empty in anonymous mode).
 	Token string
+	// RefreshToken, optional, returns a fresh token. The client calls it
+	// before the connection's token expires (the welcome says when) and
+	// hands the result to the server in an auth message, so the connection
+	// outlives short-lived tokens; and, when a connection was closed as
+	// unauthorized (4001), before re-dialling (Options.Reconnects). It runs
+	// on a goroutine of its own, never with the client's lock held.
+	RefreshToken func(ctx context.Context) (string, error)
 	// ClientID is the stable client id; required.
 	ClientID string
 	// Header is added to the upgrade request (for example an Origin).
@@ -140,6 +147,12 @@ type Client struct {
 	ws       *websocket.Conn
 	welcomed bool
 	welcome  protocol.Welcome
+	token    string // sent in hello: Options.Token, then the last refreshed one
+	// connDone is closed when the current connection ends; authTTL
+	// carries the server's confirmations of refreshed tokens to the
+	// connection's refresher.
+	connDone chan struct{}
+	authTTL  chan time.Duration
 	userID   string // who the server says this client is (from the welcome)
 	// reconnecting is set while an automatic reconnection runs; cancel
 	// stops it.
@@ -187,7 +200,7 @@ func New(opts Options) *Client {
 	case maxRetries < 0:
 		maxRetries = 0
 	}
-	return &Client{opts: opts, maxRetries: maxRetries, text: rope.New(""), nextSeq: 1, others: map[string]protocol.Presence{}}
+	return &Client{opts: opts, maxRetries: maxRetries, token: opts.Token, text: rope.New(""), nextSeq: 1, others: map[string]protocol.Presence{}}
 }
 
 // ErrResync means the server sent the full text while local edits were
@@ -251,7 +264,9 @@ func (c *Client) connect(ctx context.Context, auto bool) error {
 	c.ws = ws
 	c.welcomed = false
 	c.closeErr = nil
-	hello := protocol.Hello{Type: protocol.TypeHello, V: protocol.Version, Token: c.opts.Token, Client: c.opts.ClientID}
+	c.connDone = make(chan struct{})
+	c.authTTL = make(chan time.Duration, 1)
+	hello := protocol.Hello{Type: protocol.TypeHello, V: protocol.Version, Token: c.token, Client: c.opts.ClientID}
 	if c.hasRev {
 		r := c.rev
 		hello.Rev = &r
@@ -333,11 +348,12 @@ func (c *Client) lost(ws *websocket.Conn, err error) {
 	c.ws = nil
 	c.welcomed = false
 	c.closeErr = err
+	close(c.connDone)
 	c.notify()
 	// Only an established connection is re-dialled here: a dial that
 	// fails before its welcome is its caller's (or the reconnection
 	// loop's) to retry.
-	if c.closed || !wasWelcomed || c.reconnecting || c.stats.Reconnects >= int64(c.opts.Reconnects) || permanent(err) {
+	if c.closed || !wasWelcomed || c.reconnecting || c.stats.Reconnects >= int64(c.opts.Reconnects) || c.permanent(err) {
 		return
 	}
 	c.stats.Reconnects++
@@ -354,6 +370,8 @@ func (c *Client) reconnect(ctx context.Context, cancel context.CancelFunc) {
 	defer c.wg.Done()
 	defer cancel()
 	var err error
+	// Closed for an expired token: dial with a fresh one.
+	needToken := c.opts.RefreshToken != nil && unauthorized(c.CloseError())
 	for attempt := 1; attempt <= reconnectAttempts; attempt++ {
 		t := time.NewTimer(time.Duration(attempt) * 100 * time.Millisecond)
 		select {
@@ -364,7 +382,16 @@ func (c *Client) reconnect(ctx context.Context, cancel context.CancelFunc) {
 			return
 		}
 		dctx, dcancel := context.WithTimeout(ctx, dialTimeout)
-		err = c.connect(dctx, true)
+		err = nil
+		if needToken {
+			if err = c.refreshToken(dctx); err == nil {
+				needToken = false
+			}
+		}
+		if err == nil {
+			err = c.connect(dctx, true)
+			needToken = c.opts.RefreshToken != nil && unauthorized(err)
+		}
 		dcancel()
 		if err == nil {
 			return // the welcome ended the reconnection
@@ -373,7 +400,7 @@ func (c *Client) reconnect(ctx context.Context, cancel context.CancelFunc) {
 			c.endReconnect(nil)
 			return
 		}
-		if permanent(err) {
+		if c.permanent(err) {
 			break
 		}
 	}
@@ -392,16 +419,99 @@ func (c *Client) endReconnect(err error) {
 	c.notify()
 }
 
-// permanent reports a connection end that re-dialling cannot fix.
-func permanent(err error) bool {
+// permanent reports a connection end that re-dialling cannot fix. An
+// unauthorized close is one unless a fresh token can be had.
+func (c *Client) permanent(err error) bool {
 	var ce *websocket.CloseError
 	if errors.As(err, &ce) {
 		switch ce.Code {
-		case protocol.CloseUnauthorized, protocol.CloseForbidden, protocol.CloseBadMessage:
+		case protocol.CloseUnauthorized:
+			return c.opts.RefreshToken == nil
+		case protocol.CloseForbidden, protocol.CloseBadMessage:
 			return true
 		}
 	}
 	return errors.Is(err, ErrClosed)
+}
+
+// unauthorized reports a connection closed with 4001.
+func unauthorized(err error) bool {
+	var ce *websocket.CloseError
+	return errors.As(err, &ce) && ce.Code == protocol.CloseUnauthorized
+}
+
+// refreshToken gets a fresh token from Options.RefreshToken for the next
+// hello and auth message.
+func (c *Client) refreshToken(ctx context.Context) error {
+	tok, err := c.opts.RefreshToken(ctx)
+	if err != nil {
+		return fmt.Errorf("refresh token: %w", err)
+	}
+	c.mu.Lock()
+	c.token = tok
+	c.mu.Unlock()
+	return nil
+}
+
+// refreshMargin is how long before its token expires a connection asks for
+// a fresh one: a fifth of the token's remaining life, at most a minute.
+func refreshMargin(ttl time.Duration) time.Duration { return min(ttl/5, time.Minute) }
+
+// refresher keeps connection ws authorized: shortly before its token
+// expires it gets a fresh one and sends it in an auth message; the
+// server's confirmation says when that one expires. It ends with the
+// connection.
+func (c *Client) refresher(ws *websocket.Conn, done <-chan struct{}, confirmed <-chan time.Duration, ttl time.Duration) {
+	defer c.wg.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	deadline := time.Now().Add(ttl)
+	wait := ttl - refreshMargin(ttl)
+	for {
+		t := time.NewTimer(wait)
+		select {
+		case <-done:
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		rctx, rcancel := context.WithTimeout(ctx, dialTimeout)
+		err := c.refreshToken(rctx)
+		rcancel()
+		if err == nil {
+			c.mu.Lock()
+			tok := c.token
+			c.mu.Unlock()
+			err = c.write(ws, protocol.ClientAuth{Type: protocol.TypeAuth, Token: tok})
+		}
+		if err == nil {
+			t := time.NewTimer(dialTimeout)
+			select {
+			case <-done:
+				t.Stop()
+				return
+			case ttl = <-confirmed:
+				t.Stop()
+				deadline = time.Now().Add(ttl)
+				wait = ttl - refreshMargin(ttl)
+				continue
+			case <-t.C:
+				err = errors.New("no confirmation of the refreshed token")
+			}
+		}
+		// Refused or failed: try again soon, while the token lasts.
+		c.mu.Lock()
+		c.recordError(protocol.Error{Type: protocol.TypeError, Code: "refresh", Message: err.Error()})
+		c.mu.Unlock()
+		wait = max(min(time.Until(deadline)/2, 5*time.Second), 100*time.Millisecond)
+	}
 }
 
 func (c *Client) write(ws *websocket.Conn, msg any) error {
@@ -687,6 +797,14 @@ func (c *Client) handle(ws *websocket.Conn, data []byte, at time.Time) (effects,
 		}
 	case protocol.TypeError:
 		return eff, c.onError(ws, m)
+	case protocol.TypeAuth:
+		var a protocol.Auth
+		if err := json.Unmarshal(data, &a); err == nil && a.AuthTTLMs > 0 {
+			select {
+			case c.authTTL <- time.Duration(a.AuthTTLMs) * time.Millisecond:
+			default: // nobody waits for it
+			}
+		}
 	}
 	return eff, nil
 }
@@ -806,6 +924,11 @@ func (c *Client) onWelcome(w protocol.Welcome, at time.Time, eff *effects) error
 	}
 	c.welcome = w
 	c.welcomed = true
+	if w.AuthTTLMs > 0 && c.opts.RefreshToken != nil {
+		// Counted while the reader, which runs this, is: Close waits for it.
+		c.wg.Add(1)
+		go c.refresher(c.ws, c.connDone, c.authTTL, time.Duration(w.AuthTTLMs)*time.Millisecond)
+	}
 	c.reconnecting = false
 	c.cancelReconnect = nil
 	eff.send = c.sendLocked()

@@ -479,6 +479,7 @@ func (a *actor) join(m *Member, rev *int64) {
 	w := protocol.Welcome{
 		Type: protocol.TypeWelcome, V: protocol.Version, Rev: a.head,
 		User: m.User, Conn: m.Conn, Perm: m.Perm, Presence: []protocol.Presence{},
+		AuthTTLMs: m.AuthTTLMs,
 	}
 	resumed := false
 	if rev != nil && *rev <= a.head && a.head-*rev <= int64(a.opts.Window) {

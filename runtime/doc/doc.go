@@ -194,6 +194,9 @@ type Member struct {
 	Client string // the client's stable id: with User, its committed entries are acked to it
 	User   store.User
 	Perm   string // "read" or "write", echoed in the welcome
+	// AuthTTLMs, echoed in the welcome, is how long the member's token is
+	// still accepted, in milliseconds (0: it does not expire).
+	AuthTTLMs int64
 	// Send queues a message for the connection without blocking; it returns
 	// false when the connection cannot keep up, and the document then drops
 	// the member (the connection closes itself). The same frame goes to

@@ -29,6 +29,9 @@ const (
 	TypePresence = "presence"
 	TypeLeave    = "leave"
 	TypeError    = "error"
+	// TypeAuth hands the server a fresh token on an open connection
+	// (client), and confirms it (server).
+	TypeAuth = "auth"
 )
 
 // Error codes: stable strings that clients switch on.
@@ -91,19 +94,35 @@ type ClientPresence struct {
 	Rev    *int64  `json:"rev,omitempty"`
 }
 
+// ClientAuth hands over a fresh token on an open connection.
+type ClientAuth struct {
+	Type  string `json:"type"`
+	Token string `json:"token"`
+}
+
+// Auth confirms a ClientAuth: the connection now runs on the new token,
+// which stops being accepted in AuthTTLMs milliseconds.
+type Auth struct {
+	Type      string `json:"type"`
+	AuthTTLMs int64  `json:"authTtlMs,omitempty"`
+}
+
 // Welcome answers hello. Exactly one of Ops and Text is set: Ops when the
 // server still has every operation after the client's revision, Text (the
-// full text at Rev) otherwise.
+// full text at Rev) otherwise. AuthTTLMs, when the token expires, is how
+// many milliseconds it is still accepted: the connection is closed (4001)
+// then unless the client sends an auth message with a fresh one.
 type Welcome struct {
-	Type     string     `json:"type"`
-	V        int        `json:"v"`
-	Rev      int64      `json:"rev"`
-	User     User       `json:"user"`
-	Conn     string     `json:"conn"`
-	Perm     string     `json:"perm"`
-	Presence []Presence `json:"presence"`
-	Ops      []Op       `json:"ops,omitempty"`
-	Text     *string    `json:"text,omitempty"`
+	Type      string     `json:"type"`
+	V         int        `json:"v"`
+	Rev       int64      `json:"rev"`
+	User      User       `json:"user"`
+	Conn      string     `json:"conn"`
+	Perm      string     `json:"perm"`
+	Presence  []Presence `json:"presence"`
+	Ops       []Op       `json:"ops,omitempty"`
+	Text      *string    `json:"text,omitempty"`
+	AuthTTLMs int64      `json:"authTtlMs,omitempty"`
 }
 
 // Ack confirms that the client's operation Seq was committed as Rev.
@@ -226,7 +245,8 @@ type clientMessage struct {
 	Cursor json.RawMessage `json:"cursor"`
 }
 
-// Decode parses one client frame into *Hello, *ClientOp or *ClientPresence.
+// Decode parses one client frame into *Hello, *ClientOp, *ClientPresence or
+// *ClientAuth.
 // Any other input yields a *Problem with code bad_message or bad_op.
 // Unknown fields are ignored; a known field of the wrong JSON type is a
 // bad_message.
@@ -318,6 +338,11 @@ func Decode(data []byte) (any, *Problem) {
 			cp.Cursor = &c
 		}
 		return &cp, nil
+	case TypeAuth:
+		if typeErr != nil || m.Token == "" {
+			return nil, problem(CodeBadMessage, `auth message needs a "token" string`)
+		}
+		return &ClientAuth{Type: TypeAuth, Token: m.Token}, nil
 	default:
 		return nil, problem(CodeBadMessage, "unknown message type %q", *m.Type)
 	}

@@ -56,6 +56,13 @@ func TestDecode(t *testing.T) {
 		{"type is a number", `{"type":1}`, protocol.CodeBadMessage, nil},
 		{"op rev is a string", `{"type":"op","seq":2,"rev":"1","op":["x"]}`, protocol.CodeBadMessage, nil},
 		{"presence cursor is a string", `{"type":"presence","cursor":"a"}`, protocol.CodeBadMessage, nil},
+		{"auth", `{"type":"auth","token":"t0k"}`, "", func(t *testing.T, v any) {
+			if a, ok := v.(*protocol.ClientAuth); !ok || a.Token != "t0k" {
+				t.Fatalf("auth = %#v", v)
+			}
+		}},
+		{"auth without token", `{"type":"auth"}`, protocol.CodeBadMessage, nil},
+		{"auth token not a string", `{"type":"auth","token":7}`, protocol.CodeBadMessage, nil},
 		{"not UTF-8", "{\"type\":\"hello\xff\"}", protocol.CodeBadMessage, nil},
 		{"array", `[1]`, protocol.CodeBadMessage, nil},
 		{"no type", `{"v":1}`, protocol.CodeBadMessage, nil},

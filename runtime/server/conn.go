@@ -39,6 +39,13 @@ type conn struct {
 	doc   string
 	ping  *time.Timer
 	ended chan struct{} // closed once the writer has finished for good
+	// client is the hello's client id (set by the handshake).
+	client string
+
+	// expiry closes the connection (4001) when its token stops being
+	// accepted; an auth message with a fresh token moves it. nil when the
+	// token does not expire. Guarded by mu.
+	expiry *time.Timer
 
 	mu        sync.Mutex
 	frames    [][][]byte // encoded frames (each in parts) waiting for the writer
@@ -119,6 +126,9 @@ func (c *conn) closeLocked(code int, text string) {
 	c.closing = true
 	c.closeCode, c.closeText = code, text
 	c.ping.Stop()
+	if c.expiry != nil {
+		c.expiry.Stop()
+	}
 	c.wakeLocked()
 }
 
@@ -255,6 +265,9 @@ func (c *conn) fail() {
 		c.closing = true
 		c.closeCode, c.closeText = protocol.CloseNormal, ""
 		c.ping.Stop()
+		if c.expiry != nil {
+			c.expiry.Stop()
+		}
 	}
 	c.frames = nil
 	c.queued = 0
@@ -491,10 +504,14 @@ func (c *conn) handshake(ctx context.Context, headerToken string) (*doc.Session,
 	}
 
 	id = id.ForClient(hello.Client)
+	c.client = hello.Client
+	// The token's clock runs from here: the connection ends when it does.
+	c.setExpiry(id.ValidFor)
 
 	// 3. join: the document sends the welcome through c.send.
 	sess, err := s.opts.Manager.Join(ctx, c.doc, doc.Member{
-		Conn: c.id, Client: hello.Client, User: id.User, Perm: string(id.Perm), Send: c.queue, Flush: c.flush,
+		Conn: c.id, Client: hello.Client, User: id.User, Perm: string(id.Perm), AuthTTLMs: id.ValidFor.Milliseconds(),
+		Send: c.queue, Flush: c.flush,
 		Kick: func(reason string) { c.close(protocol.CloseRestart, reason) },
 	}, hello.Rev)
 	if err != nil {
@@ -515,7 +532,9 @@ func (c *conn) messages(ctx context.Context, sess *doc.Session, id auth.Identity
 	strikes := 0
 	for {
 		data, ok := c.read()
-		if !ok {
+		if !ok || c.isClosing() {
+			// Once a close is under way (an expired token, a kick, a slow
+			// consumer) nothing more the client sends is acted on.
 			return
 		}
 		msg, p := protocol.Decode(data)
@@ -553,8 +572,68 @@ func (c *conn) messages(ctx context.Context, sess *doc.Session, id auth.Identity
 			if cursorLimiter.Allow() {
 				_ = sess.SetCursor(ctx, m.Cursor, m.Rev)
 			}
+		case *protocol.ClientAuth:
+			c.refreshAuth(id, m.Token)
 		}
 	}
+}
+
+func (c *conn) isClosing() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closing
+}
+
+// setExpiry arranges for the connection to end when its token stops being
+// accepted, validFor from now (0: never), replacing an earlier deadline.
+func (c *conn) setExpiry(validFor time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.expiry != nil {
+		c.expiry.Stop()
+		c.expiry = nil
+	}
+	if validFor <= 0 || c.closing {
+		return
+	}
+	c.expiry = time.AfterFunc(validFor, c.expire)
+}
+
+// expire ends a connection whose token is no longer accepted: whatever it
+// sends from now on would be on the authority of an expired token.
+func (c *conn) expire() {
+	c.sendProblem(&protocol.Problem{Code: protocol.CodeUnauthorized, Message: "token expired; reconnect with a fresh token, or send one in an auth message before it expires"})
+	c.close(protocol.CloseUnauthorized, "token expired")
+}
+
+// refreshAuth takes a fresh token on the open connection. It must be valid
+// and name the same document, user and permission as the connection's:
+// a refresh extends a session, it does not turn it into another one. A
+// refused token changes nothing: the connection keeps its current token
+// until that expires.
+func (c *conn) refreshAuth(cur auth.Identity, token string) {
+	s := c.s
+	id, err := s.opts.Auth.Authenticate(token, c.doc)
+	if err != nil {
+		code := protocol.CodeUnauthorized
+		var ae *auth.Error
+		if errors.As(err, &ae) && ae.Code == auth.CodeForbidden {
+			code = protocol.CodeForbidden
+		}
+		c.sendProblem(&protocol.Problem{Code: code, Message: "auth refused, the current token stays in force: " + err.Error()})
+		return
+	}
+	id = id.ForClient(c.client)
+	switch {
+	case id.User.ID != cur.User.ID:
+		c.sendProblem(&protocol.Problem{Code: protocol.CodeForbidden, Message: fmt.Sprintf("auth refused: the token is for user %q, this connection is %q's", id.User.ID, cur.User.ID)})
+		return
+	case id.Perm != cur.Perm:
+		c.sendProblem(&protocol.Problem{Code: protocol.CodeForbidden, Message: fmt.Sprintf("auth refused: the token grants %s access, this connection has %s; reconnect with it", id.Perm, cur.Perm)})
+		return
+	}
+	c.setExpiry(id.ValidFor)
+	c.send(protocol.NewFrame(protocol.Auth{Type: protocol.TypeAuth, AuthTTLMs: id.ValidFor.Milliseconds()}))
 }
 
 // read returns the next text message; false when the connection ended.

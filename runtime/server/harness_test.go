@@ -40,6 +40,7 @@ type stack struct {
 
 type stackOptions struct {
 	jwt     bool
+	jwtNow  func() time.Time // the token verifier's clock (nil: time.Now)
 	limits  server.Limits
 	window  int
 	maxDoc  int
@@ -69,7 +70,7 @@ func newStack(t testing.TB, o stackOptions) *stack {
 	mgr := doc.NewManager(doc.Options{Log: l, Durable: durable, Presence: p, Metrics: m, Logger: logger, Window: o.window, MaxDocBytes: o.maxDoc})
 	var authn auth.Authenticator = auth.Anonymous{}
 	if o.jwt {
-		j, err := auth.NewJWT(testKey, nil)
+		j, err := auth.NewJWT(testKey, o.jwtNow)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -100,6 +100,12 @@ export function newClientId(random = Math.random) {
  *   connect     (url) => socket with send(), close(code, reason) and the
  *               onopen / onmessage / onclose / onerror properties of a WebSocket
  *   token       bearer token sent in hello (omit in anonymous mode)
+ *   refreshToken  optional () => token or Promise<token>: called shortly
+ *               before the connection's token expires (the welcome says
+ *               when); the result goes to the server in an auth message so
+ *               the connection outlives short-lived tokens. Also called
+ *               once when the server closes the connection as unauthorized
+ *               (4001), before reconnecting with the new token.
  *   clientId    stable id for this client's submissions (default: random)
  *   setTimeout, clearTimeout, now, random   injectable clock and randomness
  *   presenceIntervalMs   minimum time between presence messages (default 50)
@@ -124,6 +130,10 @@ export class Client {
     this.url = opts.url;
     this.connectFn = opts.connect;
     this.token = opts.token || '';
+    this.refreshTokenFn = typeof opts.refreshToken === 'function' ? opts.refreshToken : null;
+    this.refreshTimer = null;
+    this.authDeadline = null; // when the connection's token stops being accepted (this.now())
+    this.authRetry = false; // reconnecting with a refreshed token after 4001
     this.random = opts.random || Math.random;
     this.clientId = opts.clientId || newClientId(this.random);
     this.setTimeout = opts.setTimeout || ((f, ms) => setTimeout(f, ms));
@@ -321,6 +331,7 @@ export class Client {
   }
 
   detach() {
+    this.cancelRefresh();
     const s = this.socket;
     if (!s) return;
     s.onopen = s.onmessage = s.onerror = s.onclose = null;
@@ -334,6 +345,27 @@ export class Client {
     this.detach();
     if (this.state === State.CLOSED || this.state === State.FAILED) return;
     const known = CloseCodes[code];
+    if (code === 4001 && this.refreshTokenFn && !this.authRetry) {
+      // The token expired before a fresh one reached the server: get one
+      // and reconnect with it, once; pending edits are resubmitted.
+      this.authRetry = true;
+      this.lastError = { code: known.code, message: reason || known.message };
+      this.setState(State.RECONNECTING);
+      Promise.resolve()
+        .then(() => this.refreshTokenFn())
+        .then(
+          (token) => {
+            if (this.state !== State.RECONNECTING || this.socket) return;
+            this.token = token;
+            this.openSocket();
+          },
+          (err) => {
+            if (this.state !== State.RECONNECTING || this.socket) return;
+            this.fail({ code: 'unauthorized', message: `could not refresh the token: ${err?.message || err}` });
+          },
+        );
+      return;
+    }
     if (known?.fatal) {
       this.fail({ code: known.code, message: reason || known.message });
       return;
@@ -452,6 +484,10 @@ export class Client {
         case 'error':
           this.handleError(msg);
           break;
+        case 'auth':
+          // The server took our fresh token; it tells when that one expires.
+          this.scheduleRefresh(msg.authTtlMs);
+          break;
         default:
         // Unknown types are ignored: the protocol may grow.
       }
@@ -469,6 +505,8 @@ export class Client {
 
   handleWelcome(msg) {
     if (!Number.isInteger(msg.rev) || msg.rev < 0) throw new Error('welcome without a valid rev');
+    this.authRetry = false;
+    this.scheduleRefresh(msg.authTtlMs);
     this.user = msg.user || null;
     this.conn = typeof msg.conn === 'string' ? msg.conn : null;
     this.perm = msg.perm === 'read' ? 'read' : 'write';
@@ -634,8 +672,17 @@ export class Client {
     const error = { code: String(msg.code || 'error'), message: String(msg.message || ''), seq: msg.seq };
     this.lastError = error;
     this.onError?.(error);
-    if (FATAL_CODES.has(error.code) && (msg.seq === undefined || !this.welcomed)) {
+    if (FATAL_CODES.has(error.code) && !this.welcomed) {
+      // Refused at hello. An expired token is worth one refresh: the close
+      // (4001) that follows reconnects with a fresh one.
+      if (error.code === 'unauthorized' && this.refreshTokenFn && !this.authRetry) return;
       this.fail(error);
+      return;
+    }
+    if (FATAL_CODES.has(error.code) && msg.seq === undefined) {
+      // On an open connection: a refused auth message (the current token
+      // stays in force), or the token's expiry, which the close (4001)
+      // that follows handles.
       return;
     }
     if (error.code === 'bad_revision' && msg.seq === undefined && !this.welcomed) {
@@ -669,6 +716,55 @@ export class Client {
       // text again.
       this.dropPending(error, false);
     }
+  }
+
+  // ---- token refresh ------------------------------------------------------
+
+  /** Plans the next token refresh of this connection: ttlMs is what is left of its token. */
+  scheduleRefresh(ttlMs) {
+    this.cancelRefresh();
+    if (!this.refreshTokenFn || !Number.isFinite(ttlMs) || ttlMs <= 0) return;
+    this.authDeadline = this.now() + ttlMs;
+    // A fifth of the token's life before it ends, at most a minute.
+    this.armRefresh(ttlMs - Math.min(ttlMs / 5, 60000));
+  }
+
+  armRefresh(delay) {
+    const s = this.socket;
+    this.refreshTimer = this.setTimeout(() => {
+      this.refreshTimer = null;
+      if (this.socket === s) this.refreshNow(s);
+    }, Math.max(0, delay));
+  }
+
+  cancelRefresh() {
+    if (this.refreshTimer !== null) this.clearTimeout(this.refreshTimer);
+    this.refreshTimer = null;
+  }
+
+  refreshNow(s) {
+    const retry = () => {
+      // Again soon while the current token lasts; the server's auth reply
+      // replaces this timer.
+      const left = this.authDeadline === null ? 0 : this.authDeadline - this.now();
+      this.armRefresh(Math.max(100, Math.min(left / 2, 5000)));
+    };
+    Promise.resolve()
+      .then(() => this.refreshTokenFn())
+      .then(
+        (token) => {
+          if (this.socket !== s) return;
+          this.token = token;
+          this.sendRaw({ type: 'auth', token });
+          retry();
+        },
+        (err) => {
+          if (this.socket !== s) return;
+          this.lastError = { code: 'refresh', message: `could not refresh the token: ${err?.message || err}` };
+          this.onError?.(this.lastError);
+          retry();
+        },
+      );
   }
 
   // ---- outgoing ---------------------------------------------------------

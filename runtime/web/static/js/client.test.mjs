@@ -666,3 +666,93 @@ test('bad_revision without the missed ops: resync from the welcome, keep the edi
   assert.equal(a.text, server.text);
   assert.equal(b.text, server.text);
 });
+
+/** Lets pending promise callbacks (the token refresh) run. */
+async function microtasks() {
+  for (let i = 0; i < 5; i++) await Promise.resolve();
+}
+
+test('refreshes the token before it expires, on the open connection', async () => {
+  const server = new ServerModel({ text: 'abc', tokenTtlMs: 10000 });
+  const net = new Network(server);
+  const clock = new Clock();
+  let calls = 0;
+  const c = new Client({
+    url: URL,
+    connect: net.connect,
+    setTimeout: clock.setTimeout,
+    clearTimeout: clock.clearTimeout,
+    now: clock.now,
+    random: () => 0.5,
+    token: 'alice',
+    refreshToken: async () => {
+      calls++;
+      return 'alice';
+    },
+  });
+  c.start();
+  net.drain(() => 0);
+  assert.equal(c.state, State.CONNECTED);
+  clock.advance(7999);
+  await microtasks();
+  assert.equal(calls, 0, 'not before a fifth of the lifetime is left');
+  clock.advance(1);
+  await microtasks();
+  assert.equal(calls, 1);
+  net.drain(() => 0); // auth reaches the server; its reply re-arms the refresh
+  assert.deepEqual(server.authTokens, ['alice']);
+  clock.advance(8000);
+  await microtasks();
+  net.drain(() => 0);
+  assert.deepEqual(server.authTokens, ['alice', 'alice']);
+  assert.equal(net.conns.length, 1, 'one connection throughout');
+  assert.equal(c.state, State.CONNECTED);
+});
+
+test('a refused auth keeps the connection; closed as unauthorized, reconnects with a fresh token', async () => {
+  const server = new ServerModel({ text: 'abc', tokenTtlMs: 10000 });
+  const net = new Network(server);
+  const clock = new Clock();
+  const tokens = ['mallory', 'alice'];
+  const c = new Client({
+    url: URL,
+    connect: net.connect,
+    setTimeout: clock.setTimeout,
+    clearTimeout: clock.clearTimeout,
+    now: clock.now,
+    random: () => 0.5,
+    token: 'alice',
+    refreshToken: () => tokens.shift(),
+  });
+  const errors = [];
+  c.onError = (e) => errors.push(e.code);
+  c.start();
+  net.drain(() => 0);
+  clock.advance(8000);
+  await microtasks();
+  net.drain(() => 0); // 'mallory' is refused: forbidden, connection stays
+  assert.deepEqual(errors, ['forbidden']);
+  assert.equal(c.state, State.CONNECTED);
+  c.submit([3, '!']); // pending when the token expires
+  net.kill(net.conns[0], 4001, true, 'token expired');
+  net.drain(() => 0);
+  await microtasks();
+  net.drain(() => 0);
+  assert.equal(c.state, State.CONNECTED);
+  assert.deepEqual(net.conns[1].socket.sent[0], { type: 'hello', v: 1, client: c.clientId, token: 'alice', rev: 0 });
+  assert.ok(c.synchronized());
+  assert.equal(server.text, 'abc!');
+});
+
+test('closed as unauthorized without a refresh callback: fails for good', () => {
+  const server = new ServerModel({ text: 'abc' });
+  const net = new Network(server);
+  const clock = new Clock();
+  const c = newClient(net, clock, { token: 'alice' });
+  net.drain(() => 0);
+  net.conns[0].socket.onmessage({ data: JSON.stringify({ type: 'error', code: 'unauthorized', message: 'token expired' }) });
+  assert.equal(c.state, State.CONNECTED, 'the close decides');
+  net.kill(net.conns[0], 4001, true, 'token expired');
+  net.drain(() => 0);
+  assert.equal(c.state, State.FAILED);
+});

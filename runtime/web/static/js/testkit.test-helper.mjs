@@ -59,7 +59,7 @@ export class Clock {
 
 /** The runtime, reduced to what the protocol promises. */
 export class ServerModel {
-  constructor({ text = '', readOnly = new Set(), keepOps = Infinity, window = Infinity } = {}) {
+  constructor({ text = '', readOnly = new Set(), keepOps = Infinity, window = Infinity, tokenTtlMs = 0 } = {}) {
     this.initial = text;
     this.text = text;
     this.log = []; // [{op, client, seq, user}], revision i+1 = log[i]
@@ -68,6 +68,8 @@ export class ServerModel {
     this.readOnly = readOnly; // user ids that may not submit
     this.keepOps = keepOps; // how many recent ops a welcome may replay
     this.window = window; // how far behind an op's base may be (else bad_revision)
+    this.tokenTtlMs = tokenTtlMs; // > 0: tokens expire (welcome and auth carry authTtlMs)
+    this.authTokens = []; // tokens handed over in auth messages
     this.nextUser = 1;
     this.nextConn = 1;
     this.submissions = 0;
@@ -100,6 +102,7 @@ export class ServerModel {
       conn.clientId = msg.client;
       const perm = this.readOnly.has(name) ? 'read' : 'write';
       const welcome = { type: 'welcome', v: 1, rev: this.rev, user: conn.user, conn: conn.id, perm, presence: [] };
+      if (this.tokenTtlMs > 0) welcome.authTtlMs = this.tokenTtlMs;
       for (const c of this.conns) {
         if (c !== conn && c.user) welcome.presence.push({ type: 'presence', user: c.user, conn: c.id, cursor: c.cursor });
       }
@@ -111,6 +114,14 @@ export class ServerModel {
     switch (msg.type) {
       case 'op':
         return this.submit(conn, msg);
+      case 'auth':
+        // Like the runtime: a token for another user is refused and the
+        // connection keeps its current one.
+        this.authTokens.push(msg.token);
+        if (msg.token !== conn.user.id) {
+          return conn.send({ type: 'error', code: 'forbidden', message: 'auth refused: another user' });
+        }
+        return conn.send({ type: 'auth', authTtlMs: this.tokenTtlMs });
       case 'presence':
         conn.cursor = msg.cursor;
         if (msg.cursor && Number.isInteger(msg.rev)) {
