@@ -187,10 +187,11 @@ func run(ctx context.Context, cfg *config.Config, stdout io.Writer) error {
 			MaxMessageBytes: int64(cfg.MaxMessageBytes), MaxOpBytes: cfg.MaxOpBytes,
 			OpsPerSecond: cfg.OpsPerSecond, MaxConnsPerDoc: cfg.MaxConnsPerDoc,
 		},
-		AllowedOrigins: cfg.AllowedOrigins,
-		CheckHost:      cfg.Auth == "anonymous",
-		Ready:          b.Ready,
-		Web:            web.Handler(),
+		AllowedOrigins:  cfg.AllowedOrigins,
+		CheckHost:       cfg.Auth == "anonymous",
+		MaxPendingBytes: int64(cfg.MaxPendingWriteBytes),
+		Ready:           b.Ready,
+		Web:             web.Handler(),
 	})
 	g.open(srv.Handler())
 	mode := "embedded (SQLite in " + cfg.DataDir + ")"

@@ -37,6 +37,9 @@ type Config struct {
 	MaxDocBytes     int
 	OpsPerSecond    float64
 	MaxConnsPerDoc  int
+	// MaxPendingWriteBytes bounds what is held for clients that have not
+	// read it yet, process-wide.
+	MaxPendingWriteBytes int
 
 	ShutdownTimeout time.Duration
 	IdleTimeout     time.Duration
@@ -86,6 +89,7 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 	fs.Float64Var(&c.OpsPerSecond, "ops-per-second", 50, "operations per second per connection (env TANDEM_OPS_PER_SECOND)")
 	envs = append(envs, envFlag{"ops-per-second", "TANDEM_OPS_PER_SECOND"})
 	num(&c.MaxConnsPerDoc, "max-conns-per-doc", "TANDEM_MAX_CONNS_PER_DOC", 200, "connections to one document on this process")
+	num(&c.MaxPendingWriteBytes, "max-pending-write-bytes", "TANDEM_MAX_PENDING_WRITE_BYTES", 64<<20, "bytes held for clients that have not read them yet, process-wide; beyond it slow clients are disconnected and HTTP reads answered 503")
 	dur(&c.IdleTimeout, "idle-timeout", "TANDEM_IDLE_TIMEOUT", 60*time.Second, "how long an idle keep-alive HTTP connection is kept open")
 	dur(&c.ShutdownTimeout, "shutdown-timeout", "TANDEM_SHUTDOWN_TIMEOUT", 20*time.Second, "how long a graceful shutdown may take")
 	str(&level, "log-level", "TANDEM_LOG_LEVEL", "info", "debug, info, warn or error")
@@ -132,7 +136,7 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return nil, fmt.Errorf(`--log-format must be "text" or "json", not %q`, c.LogFormat)
 	}
-	for name, v := range map[string]int{"flush-batch": c.FlushBatch, "max-message-bytes": c.MaxMessageBytes, "max-op-bytes": c.MaxOpBytes, "max-doc-bytes": c.MaxDocBytes, "max-conns-per-doc": c.MaxConnsPerDoc} {
+	for name, v := range map[string]int{"flush-batch": c.FlushBatch, "max-message-bytes": c.MaxMessageBytes, "max-op-bytes": c.MaxOpBytes, "max-doc-bytes": c.MaxDocBytes, "max-conns-per-doc": c.MaxConnsPerDoc, "max-pending-write-bytes": c.MaxPendingWriteBytes} {
 		if v <= 0 {
 			return nil, fmt.Errorf("--%s must be positive, not %d", name, v)
 		}

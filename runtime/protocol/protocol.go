@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unicode/utf8"
 
 	"github.com/tandem-dev/tandem/runtime/ot"
@@ -361,7 +362,23 @@ type Frame struct {
 	text *EncodedText
 	all  []byte // data and text joined, made only if Encoded is called
 	join sync.Once
+	// Holds counts the connections holding the frame unwritten.
+	Holds Holds
 }
+
+// Holds counts who holds a shared encoding not yet written, so that a
+// server can account for its memory once however many clients wait for
+// it.
+type Holds struct{ n atomic.Int64 }
+
+// Hold adds a holder; true if it is the only one.
+func (h *Holds) Hold() bool { return h.n.Add(1) == 1 }
+
+// Held reports whether anyone holds it.
+func (h *Holds) Held() bool { return h.n.Load() > 0 }
+
+// Release removes a holder; true if it was the last one.
+func (h *Holds) Release() bool { return h.n.Add(-1) == 0 }
 
 // NewFrame wraps msg for sending.
 func NewFrame(msg any) *Frame { return &Frame{Msg: msg} }
@@ -373,6 +390,8 @@ func NewFrame(msg any) *Frame { return &Frame{Msg: msg} }
 type EncodedText struct {
 	Rev  int64
 	JSON []byte // a JSON string literal, quotes included; never modified
+	// Holds counts the responses and connections holding it unwritten.
+	Holds Holds
 }
 
 // EncodeText encodes text for sharing.
@@ -422,6 +441,10 @@ func (f *Frame) Parts() ([][]byte, error) {
 }
 
 var closeBrace = []byte("}")
+
+// SharedText returns the shared text part of a frame made by
+// NewTextFrame, nil for other frames.
+func (f *Frame) SharedText() *EncodedText { return f.text }
 
 // Encoded returns the JSON encoding of the message in one piece (for a
 // frame with shared text, a copy; senders use Parts). It is safe for

@@ -48,9 +48,10 @@ type conn struct {
 	expiry *time.Timer
 
 	mu        sync.Mutex
-	frames    [][][]byte // encoded frames (each in parts) waiting for the writer
-	queued    int        // bytes in frames
-	writing   bool       // a writer goroutine is running
+	frames    []queuedFrame // frames waiting for the writer
+	queued    int           // bytes in frames
+	inflight  time.Time     // when the writer took the frames it is writing (zero: none)
+	writing   bool          // a writer goroutine is running
 	pingDue   bool
 	closing   bool
 	closeCode int
@@ -92,9 +93,46 @@ func (c *conn) queue(f *protocol.Frame) bool {
 		c.closeLocked(protocol.CloseSlowConsumer, "client too slow")
 		return false
 	}
-	c.frames = append(c.frames, data)
+	// The process-wide bound: when too much waits for slow clients as a
+	// whole, a connection that is itself behind is closed rather than
+	// given more; one that keeps up still gets its frame, and so does any
+	// connection for a frame others hold already (it costs nothing more).
+	if c.s.pending.full() && c.behindLocked() && !c.s.pending.held(f) {
+		c.s.pending.refused.WithLabelValues("websocket").Inc()
+		c.closeLocked(protocol.CloseSlowConsumer, "client too slow")
+		return false
+	}
+	c.s.pending.holdFrame(f, size)
+	c.frames = append(c.frames, queuedFrame{f: f, parts: data, size: size})
 	c.queued += size
 	return true
+}
+
+// behindLocked reports whether the client has not taken what was last
+// written to it for a while: a write in progress for more than
+// behindAfter. Frames queued in the document's current batch do not count:
+// they are flushed together at its end.
+func (c *conn) behindLocked() bool {
+	return !c.inflight.IsZero() && time.Since(c.inflight) > behindAfter
+}
+
+// behindAfter is how long a write may take before the connection counts
+// as behind.
+const behindAfter = 50 * time.Millisecond
+
+// queuedFrame is a frame waiting to be written, charged to the server's
+// pending bytes until it is written or dropped.
+type queuedFrame struct {
+	f     *protocol.Frame
+	parts [][]byte
+	size  int
+}
+
+// release gives back what frames were charged.
+func (c *conn) release(frames []queuedFrame) {
+	for _, q := range frames {
+		c.s.pending.releaseFrame(q.f, q.size)
+	}
 }
 
 // flush has the queued frames written (the document's Member.Flush).
@@ -161,6 +199,10 @@ func (c *conn) write() {
 		frames := c.frames
 		c.frames = nil // an idle connection keeps no queue
 		c.queued = 0
+		c.inflight = time.Time{}
+		if len(frames) > 0 {
+			c.inflight = time.Now()
+		}
 		ping, closing := c.pingDue, c.closing
 		c.pingDue = false
 		if len(frames) == 0 && !ping && !closing {
@@ -171,7 +213,9 @@ func (c *conn) write() {
 		code, text := c.closeCode, c.closeText
 		c.mu.Unlock()
 
-		if err := c.writeFrames(frames, ping); err != nil {
+		err := c.writeFrames(frames, ping)
+		c.release(frames)
+		if err != nil {
 			c.fail()
 			return
 		}
@@ -191,14 +235,15 @@ func (c *conn) write() {
 // leave in one write system call rather than one each. A large frame (a
 // full-text welcome) is written straight to the connection instead, so
 // that a client that does not read pins no copy of it in a cork buffer.
-func (c *conn) writeFrames(frames [][][]byte, ping bool) error {
+func (c *conn) writeFrames(frames []queuedFrame, ping bool) error {
 	if len(frames) == 0 && !ping {
 		return nil
 	}
 	deadline := time.Now().Add(c.s.opts.WriteTimeout)
 	_ = c.ws.SetWriteDeadline(deadline)
 	c.cork.cork()
-	for _, parts := range frames {
+	for _, q := range frames {
+		parts := q.parts
 		if msg, small := joinSmall(parts); small {
 			if err := c.ws.WriteMessage(websocket.TextMessage, msg); err != nil {
 				_ = c.cork.uncork()
@@ -269,9 +314,12 @@ func (c *conn) fail() {
 			c.expiry.Stop()
 		}
 	}
+	dropped := c.frames
 	c.frames = nil
 	c.queued = 0
+	c.inflight = time.Time{}
 	c.mu.Unlock()
+	c.release(dropped)
 	_ = c.ws.Close()
 	close(c.ended)
 }

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -110,9 +111,15 @@ func TestHTTPResponseWriteDeadline(t *testing.T) {
 	for _, path := range []string{"/v1/docs/big", "/v1/docs/big/ops?from=0"} {
 		t.Run(path, func(t *testing.T) {
 			nc := dialNonReader(t, s, path)
-			time.Sleep(3 * time.Second) // well past the write timeout
-			_ = nc.SetReadDeadline(time.Now().Add(30 * time.Second))
-			resp, err := http.ReadResponse(bufio.NewReader(nc), nil)
+			// Wait for the answer to start (preparing it may take a while
+			// on a slow machine), then stall well past the write timeout.
+			_ = nc.SetReadDeadline(time.Now().Add(60 * time.Second))
+			first := make([]byte, 1)
+			if _, err := io.ReadFull(nc, first); err != nil {
+				t.Fatalf("no answer at all: %v", err)
+			}
+			time.Sleep(3 * time.Second)
+			resp, err := http.ReadResponse(bufio.NewReader(io.MultiReader(bytes.NewReader(first), nc)), nil)
 			if err != nil {
 				t.Fatalf("no answer at all: %v", err)
 			}
@@ -332,4 +339,148 @@ func TestLargeTextSharedByNonReaders(t *testing.T) {
 			}
 		})
 	}
+}
+
+// metric returns the value of a gauge or counter (summed over labels
+// matching label=value, when given).
+func metric(t *testing.T, s *stack, name, label, value string) float64 {
+	t.Helper()
+	mfs, err := s.metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			ok := label == ""
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == label && lp.GetValue() == value {
+					ok = true
+				}
+			}
+			if !ok {
+				continue
+			}
+			if g := m.GetGauge(); g != nil {
+				sum += g.GetValue()
+			}
+			if c := m.GetCounter(); c != nil {
+				sum += c.GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+// waitMetric polls until cond holds for the metric's value.
+func waitMetric(t *testing.T, s *stack, name, label, value string, cond func(float64) bool) float64 {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		v := metric(t, s, name, label, value)
+		if cond(v) {
+			return v
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s{%s=%q} = %v, never reached the expected value", name, label, value, v)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// The process as a whole holds at most about --max-pending-write-bytes for
+// clients that do not read: beyond it, HTTP reads get 503 and slow
+// WebSocket clients are disconnected; what they held is given back.
+func TestPendingWriteBound(t *testing.T) {
+	const bound = 2 << 20
+	t.Run("http", func(t *testing.T) {
+		s := newStack(t, stackOptions{limits: bigLimits(), maxDoc: 64 << 20, pending: bound, wtime: time.Second})
+		bigDoc(t, s, "big", 8<<20)
+		bigDoc(t, s, "other", 3<<20)
+		// A client that never reads an 8 MiB document holds its text, which
+		// the kernel buffers cannot absorb: the process is above the bound.
+		dialNonReader(t, s, "/v1/docs/big")
+		held := waitMetric(t, s, "tandem_pending_write_bytes", "", "", func(v float64) bool { return v >= 8<<20 })
+		if held > 9<<20 {
+			t.Fatalf("%.1f MiB pending for one 8 MiB text", held/(1<<20))
+		}
+		for _, tc := range []struct {
+			path string
+			want int
+		}{
+			{"/v1/docs/other", http.StatusServiceUnavailable},
+			{"/v1/docs/other/ops?from=0", http.StatusServiceUnavailable},
+			{"/v1/docs/big", http.StatusOK}, // already held: costs nothing more
+		} {
+			resp, err := http.Get(s.http.URL + tc.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.want {
+				t.Fatalf("GET %s above the bound = %d %.100s, want %d", tc.path, resp.StatusCode, body, tc.want)
+			}
+			if tc.want == http.StatusServiceUnavailable && (resp.Header.Get("Retry-After") == "" || !strings.Contains(string(body), `"unavailable"`)) {
+				t.Fatalf("GET %s: 503 without Retry-After or code: %s", tc.path, body)
+			}
+		}
+		if got := metric(t, s, "tandem_pending_write_refusals_total", "kind", "http"); got != 2 {
+			t.Fatalf("http refusals = %v, want 2", got)
+		}
+		// The stalled client is cut by the write timeout and gives back
+		// what it held; requests are served again.
+		waitMetric(t, s, "tandem_pending_write_bytes", "", "", func(v float64) bool { return v == 0 })
+		if d := s.doc("other"); len(d.Text) != 3<<20 {
+			t.Fatalf("after the slow reader left: %d bytes", len(d.Text))
+		}
+	})
+
+	t.Run("websocket members", func(t *testing.T) {
+		// The write timeout outlasts the test's writes: slow members are
+		// closed by the bound, not by the timeout.
+		s := newStack(t, stackOptions{limits: bigLimits(), maxDoc: 64 << 20, pending: bound, wtime: 10 * time.Second, queue: 64 << 20})
+		ctx := testContext(t)
+		w := s.client(ctx, "ws", "writer")
+		var slow []*websocket.Conn
+		for i := range 5 {
+			d := websocket.Dialer{NetDial: smallBufferDialer().Dial}
+			ws, _, err := d.Dial(s.wsURL("ws"), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { ws.Close() })
+			if err := ws.WriteMessage(websocket.TextMessage, []byte(fmt.Sprintf(`{"type":"hello","v":1,"client":"slow%d"}`, i))); err != nil {
+				t.Fatal(err)
+			}
+			slow = append(slow, ws)
+		}
+		waitMetric(t, s, "tandem_connections", "", "", func(v float64) bool { return v == 6 })
+		peak := 0.0
+		for i := range 30 {
+			if err := w.EditLen(func(n int) ot.Op { return appendText(n, strings.Repeat(string(rune('a'+i%26)), 200<<10)) }); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.WaitSynced(ctx, -1); err != nil {
+				t.Fatal(err)
+			}
+			peak = max(peak, metric(t, s, "tandem_pending_write_bytes", "", ""))
+		}
+		t.Logf("5 non-reading members, 30 operations of 200 KiB: peak %.1f MiB pending", peak/(1<<20))
+		// The bound plus one 200 KiB frame (and its encoding overhead).
+		if peak > bound+(300<<10) {
+			t.Fatalf("peak %.0f bytes pending, bound %d", peak, bound)
+		}
+		if got := metric(t, s, "tandem_pending_write_refusals_total", "kind", "websocket"); got == 0 {
+			t.Fatal("no slow connection was refused above the bound")
+		}
+		if !w.Connected() {
+			t.Fatal("the reading writer was disconnected")
+		}
+		waitMetric(t, s, "tandem_connections", "", "", func(v float64) bool { return v == 1 })
+		waitMetric(t, s, "tandem_pending_write_bytes", "", "", func(v float64) bool { return v == 0 })
+	})
 }

@@ -73,6 +73,9 @@ type Options struct {
 	// response, each chunk of at most 64 KiB, so a slow but steady reader
 	// is served and one that stops reading is cut.
 	WriteTimeout time.Duration
+	// MaxPendingBytes bounds what the process holds, as a whole, for
+	// clients that have not read it yet (default 64 MiB); see pending.
+	MaxPendingBytes int64
 }
 
 // Server serves documents over HTTP and WebSocket.
@@ -83,6 +86,7 @@ type Server struct {
 	mux      *http.ServeMux
 	// corkPool holds the buffers connections gather a burst of frames in.
 	corkPool sync.Pool
+	pending  *pending
 
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
@@ -121,6 +125,9 @@ func New(opts Options) *Server {
 	if opts.WriteTimeout <= 0 {
 		opts.WriteTimeout = 10 * time.Second
 	}
+	if opts.MaxPendingBytes <= 0 {
+		opts.MaxPendingBytes = 64 << 20
+	}
 	if opts.Metrics == nil {
 		opts.Metrics = metrics.New()
 	}
@@ -128,10 +135,11 @@ func New(opts Options) *Server {
 		opts.Logger = slog.Default()
 	}
 	s := &Server{
-		opts:   opts,
-		log:    opts.Logger,
-		conns:  map[*conn]struct{}{},
-		perDoc: map[string]int{},
+		opts:    opts,
+		log:     opts.Logger,
+		conns:   map[*conn]struct{}{},
+		perDoc:  map[string]int{},
+		pending: newPending(opts.MaxPendingBytes, opts.Metrics.Registry),
 	}
 	s.corkPool.New = func() any { b := make([]byte, 0, 4096); return &b }
 	s.upgrader = websocket.Upgrader{
@@ -338,6 +346,12 @@ func (s *Server) serveDoc(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, http.StatusServiceUnavailable, protocol.CodeUnavailable, "document unavailable, retry")
 		return
 	}
+	// A text others are being sent already costs nothing more.
+	if !text.Holds.Held() && !s.roomForSlowReaders(w) {
+		return
+	}
+	s.pending.holdText(text)
+	defer s.pending.releaseText(text)
 	// The text is the document's shared encoding at this revision: every
 	// reader of a large document holds a reference, not a copy.
 	head, err := json.Marshal(docResponse{ID: id, Rev: text.Rev})
@@ -396,6 +410,9 @@ func (s *Server) serveOps(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = min(limit, MaxHistory)
 	}
+	if !s.roomForSlowReaders(w) {
+		return
+	}
 	end := from + limit // last revision this page may hold
 	if to >= 0 {
 		end = min(end, to)
@@ -443,6 +460,8 @@ func (s *Server) serveOps(w http.ResponseWriter, r *http.Request) {
 		}
 		w.Header().Set("Link", fmt.Sprintf("<%s?%s>; rel=\"next\"", r.URL.Path, next.Encode()))
 	}
+	s.pending.add(int64(size))
+	defer s.pending.add(-int64(size))
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
@@ -462,6 +481,18 @@ func (s *Server) serveOps(w http.ResponseWriter, r *http.Request) {
 	}
 	_, _ = bw.WriteString("]\n")
 	_ = bw.Flush()
+}
+
+// roomForSlowReaders answers 503 (and returns false) while the process
+// already holds MaxPendingBytes for clients that have not read them.
+func (s *Server) roomForSlowReaders(w http.ResponseWriter) bool {
+	if !s.pending.full() {
+		return true
+	}
+	s.pending.refused.WithLabelValues("http").Inc()
+	w.Header().Set("Retry-After", "1")
+	s.writeError(w, http.StatusServiceUnavailable, protocol.CodeUnavailable, "server busy, retry")
+	return false
 }
 
 // entrySize estimates the encoded size of an entry.
