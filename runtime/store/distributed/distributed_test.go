@@ -276,3 +276,42 @@ func TestResolveURL(t *testing.T) {
 		})
 	}
 }
+
+// A name that does not resolve yet (a headless Service before its pod is
+// ready) is waited for like a refused connection; wrong credentials are a
+// configuration error and end the wait at once.
+func TestOpenWaitsForNamesButNotForWrongCredentials(t *testing.T) {
+	t.Run("unresolvable name", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		var why reasons
+		_, err := distributed.Open(ctx, distributed.Config{
+			RedisURL: "redis://tandem-store-not-yet.invalid:6379/0", PostgresURL: "postgres://127.0.0.1:1/x",
+			RetryMin: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond, Waiting: why.add,
+		}, nil)
+		if err == nil || !strings.Contains(err.Error(), "stopped waiting") {
+			t.Fatalf("Open = %v, want it to wait until ctx ends", err)
+		}
+		if !why.seen("tandem-store-not-yet.invalid") {
+			t.Fatalf("reasons %q do not name the host", why.all)
+		}
+	})
+	t.Run("redis password missing", func(t *testing.T) {
+		r := testsvc.StartRedis(t)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		admin := redis.NewClient(&redis.Options{Addr: r.Addr()})
+		if err := admin.ConfigSet(ctx, "requirepass", "right").Err(); err != nil {
+			t.Fatal(err)
+		}
+		admin.Close()
+		begin := time.Now()
+		_, err := distributed.Open(ctx, distributed.Config{RedisURL: r.URL(), PostgresURL: "postgres://127.0.0.1:1/x"}, nil)
+		if err == nil || !strings.Contains(err.Error(), "NOAUTH") {
+			t.Fatalf("Open without the password = %v, want NOAUTH", err)
+		}
+		if d := time.Since(begin); d > 10*time.Second {
+			t.Fatalf("Open took %v to give up on wrong credentials", d)
+		}
+	})
+}
