@@ -30,9 +30,13 @@ type deployment struct {
 // modes runs f against the embedded runtime (one process, memory log and
 // SQLite) and the distributed one (two replicas on a real Redis and
 // PostgreSQL, forwarding to the document's owner).
-func modes(t *testing.T, f func(t *testing.T, d *deployment)) {
+func modes(t *testing.T, f func(t *testing.T, d *deployment)) { modesWindow(t, 0, f) }
+
+// modesWindow is modes with the documents' in-memory window set (0: the
+// default).
+func modesWindow(t *testing.T, window int, f func(t *testing.T, d *deployment)) {
 	t.Run("embedded", func(t *testing.T) {
-		s := newStack(t, stackOptions{jwt: true, limits: highLimits()})
+		s := newStack(t, stackOptions{jwt: true, limits: highLimits(), window: window})
 		f(t, &deployment{t: t, urls: []string{s.http.URL}})
 	})
 	t.Run("distributed", func(t *testing.T) {
@@ -40,7 +44,7 @@ func modes(t *testing.T, f func(t *testing.T, d *deployment)) {
 		pg := testsvc.StartPostgres(t)
 		d := &deployment{t: t}
 		for range 2 {
-			d.urls = append(d.urls, startReplica(t, redis.URL(), pg.URL()))
+			d.urls = append(d.urls, startReplica(t, redis.URL(), pg.URL(), window))
 		}
 		f(t, d)
 	})
@@ -49,7 +53,7 @@ func modes(t *testing.T, f func(t *testing.T, d *deployment)) {
 // startReplica starts a distributed-mode replica with a Router (so that
 // submissions reach the document's owner across replicas) and returns its
 // base URL.
-func startReplica(t *testing.T, redisURL, pgURL string) string {
+func startReplica(t *testing.T, redisURL, pgURL string, window int) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -66,7 +70,7 @@ func startReplica(t *testing.T, redisURL, pgURL string) string {
 		t.Fatalf("open distributed stores: %v", err)
 	}
 	mgr := doc.NewManager(doc.Options{Log: stores.Log, Durable: stores.Durable, Presence: stores.Presence,
-		Router: stores.Router, Metrics: m, Logger: logger})
+		Router: stores.Router, Metrics: m, Logger: logger, Window: window})
 	j, err := auth.NewJWT(testKey, nil)
 	if err != nil {
 		t.Fatal(err)

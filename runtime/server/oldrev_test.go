@@ -11,6 +11,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/tandem-dev/tandem/runtime/auth"
 	"github.com/tandem-dev/tandem/runtime/client"
 	"github.com/tandem-dev/tandem/runtime/ot"
 	"github.com/tandem-dev/tandem/runtime/protocol"
@@ -145,60 +146,70 @@ func TestOldBaseRevisionCannotStallTheDocument(t *testing.T) {
 // was made on a revision that fell out of the server's window while it
 // travelled gets bad_revision; by then it has received the operations it
 // missed, so it rebases the operation over them and resubmits it, losing
-// nothing.
+// nothing. In the distributed mode the lagging client is on the replica
+// that forwards to the owner, whose refusal comes back as a reply.
 func TestClientRebasesAfterBadRevision(t *testing.T) {
-	s := newStack(t, stackOptions{window: 5, limits: highLimits()})
-	ctx := testContext(t)
-	docID := "rebase"
-	writer := s.client(ctx, docID, "writer")
-	commitInserts(t, ctx, writer, 1)
+	modesWindow(t, 5, func(t *testing.T, d *deployment) {
+		ctx := testContext(t)
+		docID := "rebase"
+		connect := func(replica int, id string, onRemote func(protocol.Op, time.Time)) *client.Client {
+			c := client.New(client.Options{URL: d.wsURL(replica, docID), ClientID: id, OnRemote: onRemote,
+				Token: d.token("user-"+id, auth.PermWrite, time.Hour, docID)})
+			if err := c.Connect(ctx); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(c.Close)
+			return c
+		}
+		writer := connect(0, "writer", nil)
+		commitInserts(t, ctx, writer, 1) // the writer's replica owns the document
 
-	// The lagging client's reader blocks in OnRemote while armed: what the
-	// server sends meanwhile waits in the socket.
-	var armed sync.Mutex
-	blocked := make(chan struct{}, 1)
-	lagging := client.New(client.Options{URL: s.wsURL(docID), ClientID: "lagging",
-		OnRemote: func(protocol.Op, time.Time) {
+		// The lagging client's reader blocks in OnRemote while armed: what
+		// the server sends meanwhile waits in the socket.
+		var armed sync.Mutex
+		blocked := make(chan struct{}, 1)
+		lagging := connect(1, "lagging", func(protocol.Op, time.Time) {
 			select {
 			case blocked <- struct{}{}:
 			default:
 			}
 			armed.Lock()
-			armed.Unlock()
-		}})
-	if err := lagging.Connect(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(lagging.Close)
-	if err := lagging.WaitSynced(ctx, 1); err != nil {
-		t.Fatal(err)
-	}
-	armed.Lock()
-	commitInserts(t, ctx, writer, 1) // revision 2: the lagging reader stops here
-	<-blocked
-	commitInserts(t, ctx, writer, 10) // revisions 3-12 wait in the socket
-	base := lagging.Rev()
-	if err := lagging.Edit(ot.Op{{Insert: "L"}}); err != nil { // on revision 2: 10 behind, window 5
-		t.Fatal(err)
-	}
-	armed.Unlock()
-	wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	if err := lagging.WaitSynced(wctx, -1); err != nil {
-		t.Fatalf("lagging client (based on %d): %v; errors %+v", base, err, lagging.Errors())
-	}
-	refused := false
-	for _, e := range lagging.Errors() {
-		refused = refused || e.Code == protocol.CodeBadRevision
-	}
-	if !refused {
-		t.Fatalf("the edit on revision %d was not refused with bad_revision; errors %+v", base, lagging.Errors())
-	}
-	if err := writer.WaitSynced(wctx, 13); err != nil {
-		t.Fatal(err)
-	}
-	d := s.doc(docID)
-	if d.Rev != 13 || d.Text != "L"+writer.Text()[1:] || lagging.Text() != d.Text || writer.Text() != d.Text {
-		t.Fatalf("server %q at %d, lagging %q, writer %q; want the lagging edit once, everyone equal", d.Text, d.Rev, lagging.Text(), writer.Text())
-	}
+			armed.Unlock() // only waits for the test to release the reader
+		})
+		if err := lagging.WaitSynced(ctx, 1); err != nil {
+			t.Fatal(err)
+		}
+		armed.Lock()
+		commitInserts(t, ctx, writer, 1) // revision 2: the lagging reader stops here
+		<-blocked
+		commitInserts(t, ctx, writer, 10) // revisions 3-12 wait in the socket
+		base := lagging.Rev()
+		if err := lagging.Edit(ot.Op{{Insert: "L"}}); err != nil { // on revision 2: 10 behind, window 5
+			t.Fatal(err)
+		}
+		armed.Unlock()
+		wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
+		if err := lagging.WaitSynced(wctx, -1); err != nil {
+			t.Fatalf("lagging client (based on %d): %v; errors %+v", base, err, lagging.Errors())
+		}
+		refused := false
+		for _, e := range lagging.Errors() {
+			refused = refused || e.Code == protocol.CodeBadRevision
+		}
+		if !refused {
+			t.Fatalf("the edit on revision %d was not refused with bad_revision; errors %+v", base, lagging.Errors())
+		}
+		if err := writer.WaitSynced(wctx, 13); err != nil {
+			t.Fatal(err)
+		}
+		reader := connect(1, "reader", nil)
+		if err := reader.WaitSynced(wctx, 13); err != nil {
+			t.Fatal(err)
+		}
+		want := "L" + writer.Text()[1:]
+		if reader.Rev() != 13 || reader.Text() != want || lagging.Text() != want || writer.Text() != want {
+			t.Fatalf("server %q at %d, lagging %q, writer %q; want the lagging edit once, everyone equal", reader.Text(), reader.Rev(), lagging.Text(), writer.Text())
+		}
+	})
 }
