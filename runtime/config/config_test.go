@@ -38,6 +38,14 @@ func TestParse(t *testing.T) {
 		{"bad env value", nil, map[string]string{"TANDEM_FLUSH_INTERVAL": "soon"}, nil, "TANDEM_FLUSH_INTERVAL"},
 		{"non-positive limit", []string{"--max-op-bytes", "0"}, nil, nil, "max-op-bytes"},
 		{"stray argument", []string{"serve"}, nil, nil, "unexpected"},
+		{"resource defaults", nil, nil, func(c *config.Config) bool {
+			return c.IdleTimeout == time.Minute && c.MaxPendingWriteBytes == 64<<20
+		}, ""},
+		{"resource settings", []string{"--idle-timeout", "5s"}, map[string]string{"TANDEM_MAX_PENDING_WRITE_BYTES": "1048576"}, func(c *config.Config) bool {
+			return c.IdleTimeout == 5*time.Second && c.MaxPendingWriteBytes == 1<<20
+		}, ""},
+		{"zero idle timeout", []string{"--idle-timeout", "0s"}, nil, nil, "idle-timeout"},
+		{"zero pending bound", []string{"--max-pending-write-bytes", "0"}, nil, nil, "max-pending-write-bytes"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -64,7 +72,7 @@ func TestHelpDocumentsEveryFlagAndEnv(t *testing.T) {
 	if !errors.Is(err, config.ErrHelp) {
 		t.Fatalf("err = %v, want ErrHelp", err)
 	}
-	for _, want := range []string{"-addr", "TANDEM_ADDR", "-data-dir", "-auth", "-jwt-key-file", "TANDEM_JWT_KEY", "-allowed-origins", "-redis-url-file", "-postgres-url", "-flush-interval", "-flush-batch", "-max-message-bytes", "-max-op-bytes", "-max-doc-bytes", "TANDEM_OPS_PER_SECOND", "TANDEM_MAX_CONNS_PER_DOC"} {
+	for _, want := range []string{"-addr", "TANDEM_ADDR", "-data-dir", "-auth", "-jwt-key-file", "TANDEM_JWT_KEY", "-allowed-origins", "-redis-url-file", "-postgres-url", "-flush-interval", "-flush-batch", "-max-message-bytes", "-max-op-bytes", "-max-doc-bytes", "TANDEM_OPS_PER_SECOND", "TANDEM_MAX_CONNS_PER_DOC", "TANDEM_IDLE_TIMEOUT", "TANDEM_MAX_PENDING_WRITE_BYTES"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("--help lacks %q", want)
 		}
