@@ -83,7 +83,7 @@ func openEmbedded(ctx context.Context, cfg *config.Config, logger *slog.Logger) 
 	if err != nil {
 		return nil, err
 	}
-	l := memory.NewLog(memory.LogOptions{Durable: durable, FlushInterval: cfg.FlushInterval, FlushBatch: cfg.FlushBatch, Logger: logger})
+	l := memory.NewLog(memory.LogOptions{Durable: durable, SyncCommit: true, FlushInterval: cfg.FlushInterval, FlushBatch: cfg.FlushBatch, Logger: logger})
 	p := memory.NewPresence(memory.PresenceOptions{TTL: 30 * time.Second})
 	return &backends{
 		Log: l, Durable: durable, Presence: p,

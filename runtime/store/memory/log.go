@@ -36,6 +36,16 @@ type LogOptions struct {
 	// long (default 10m); it is loaded again from Durable on the next use.
 	// Without Durable nothing is forgotten.
 	ForgetAfter time.Duration
+	// SyncCommit makes Append return only once its entries are in Durable,
+	// so that an acknowledged operation survives a crash of the process
+	// (SIGKILL, OOM kill). Appends that arrive while a write is under way
+	// are written together in the next one (group commit): a busy process
+	// pays one transaction for everything queued meanwhile, across
+	// documents, and an idle one writes at once. Readers and subscribers
+	// see entries only once they are written. Without SyncCommit entries
+	// are written in coalesced batches, FlushInterval after their commit at
+	// the latest.
+	SyncCommit bool
 	// Logger receives flush failures (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -53,6 +63,12 @@ type Log struct {
 	stop chan struct{}
 	done chan struct{}
 
+	// With SyncCommit: appends waiting for the committer, in order, and
+	// its wake-up and exit signals.
+	commitQ    []*commitReq
+	commitWake chan struct{}
+	commitDone chan struct{}
+
 	flushMu sync.Mutex // one Durable.Write at a time, in commit order
 }
 
@@ -68,6 +84,15 @@ type docLog struct {
 	changed chan struct{} // closed and replaced on every append
 	subs    int           // live subscriptions
 	used    time.Time     // last access, for forgetting idle documents
+	writing bool          // SyncCommit: an append is being written; it goes after head
+}
+
+// commitReq is one Append waiting for its durable write.
+type commitReq struct {
+	d       *docLog
+	doc     string
+	entries []store.Entry
+	done    chan error
 }
 
 func (d *docLog) head() int64 { return d.base + int64(len(d.entries)) }
@@ -90,17 +115,27 @@ func NewLog(opts LogOptions) *Log {
 	if opts.ForgetAfter <= 0 {
 		opts.ForgetAfter = 10 * time.Minute
 	}
+	if opts.Durable == nil {
+		opts.SyncCommit = false // nothing to wait for
+	}
 	l := &Log{
-		opts: opts,
-		docs: map[string]*docLog{},
-		kick: make(chan struct{}, 1),
-		stop: make(chan struct{}),
-		done: make(chan struct{}),
+		opts:       opts,
+		docs:       map[string]*docLog{},
+		kick:       make(chan struct{}, 1),
+		stop:       make(chan struct{}),
+		done:       make(chan struct{}),
+		commitWake: make(chan struct{}, 1),
+		commitDone: make(chan struct{}),
 	}
 	if opts.Durable != nil {
 		go l.flushLoop()
 	} else {
 		close(l.done)
+	}
+	if opts.SyncCommit {
+		go l.commitLoop()
+	} else {
+		close(l.commitDone)
 	}
 	return l
 }
@@ -192,14 +227,29 @@ func (l *Log) Append(ctx context.Context, doc string, expected int64, entries []
 			return fmt.Errorf("append to %q: entry %d belongs to %q", doc, i, e.Doc)
 		}
 	}
-	return l.locked(ctx, doc, func(d *docLog) error {
+	var req *commitReq
+	err := l.locked(ctx, doc, func(d *docLog) error {
 		if l.closed {
 			return errClosed
+		}
+		if d.writing {
+			// Another append's entries are being written after the head.
+			return fmt.Errorf("append to %q at %d (head %d, an append in flight): %w", doc, expected, d.head(), store.ErrConflict)
 		}
 		if d.head() != expected {
 			return fmt.Errorf("append to %q at %d (head %d): %w", doc, expected, d.head(), store.ErrConflict)
 		}
 		if len(entries) == 0 {
+			return nil
+		}
+		if l.opts.SyncCommit {
+			d.writing = true
+			req = &commitReq{d: d, doc: doc, entries: entries, done: make(chan error, 1)}
+			l.commitQ = append(l.commitQ, req)
+			select {
+			case l.commitWake <- struct{}{}:
+			default:
+			}
 			return nil
 		}
 		d.entries = append(d.entries, entries...)
@@ -216,6 +266,99 @@ func (l *Log) Append(ctx context.Context, doc string, expected int64, entries []
 		}
 		return nil
 	})
+	if err != nil || req == nil {
+		return err
+	}
+	select {
+	case err := <-req.done:
+		return err
+	case <-ctx.Done():
+		// The write goes on; if it succeeds the entries are committed, and
+		// the caller finds them when it next reads or appends (a conflict).
+		return fmt.Errorf("append to %q at %d: waiting for the durable write: %w (%w)", doc, expected, ctx.Err(), store.ErrUnavailable)
+	}
+}
+
+// commitLoop writes queued appends until the log is closed and nothing is
+// left: everything queued at the moment it looks goes in one Durable.Write.
+func (l *Log) commitLoop() {
+	defer close(l.commitDone)
+	for {
+		l.mu.Lock()
+		batch := l.commitQ
+		l.commitQ = nil
+		closed := l.closed
+		l.mu.Unlock()
+		if len(batch) > 0 {
+			l.commit(batch)
+			continue
+		}
+		if closed {
+			return
+		}
+		select {
+		case <-l.commitWake:
+		case <-l.stop:
+		}
+	}
+}
+
+// commit writes the entries of batch (one request per document: a
+// document has at most one append in flight) in one transaction. If that
+// fails and several documents are in it, each is written on its own, so
+// one document the store refuses does not fail the others' appends.
+func (l *Log) commit(batch []*commitReq) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n := 0
+	for _, r := range batch {
+		n += len(r.entries)
+	}
+	all := make([]store.Entry, 0, n)
+	for _, r := range batch {
+		all = append(all, r.entries...)
+	}
+	err := l.opts.Durable.Write(ctx, all)
+	if err == nil || len(batch) == 1 {
+		l.committed(batch, err)
+		return
+	}
+	l.opts.Logger.Warn("group commit failed; writing its documents one by one", "docs", len(batch), "entries", n, "err", err)
+	for _, r := range batch {
+		l.committed([]*commitReq{r}, l.opts.Durable.Write(ctx, r.entries))
+	}
+}
+
+// committed makes the entries of reqs visible (when err is nil) and
+// answers their appends.
+func (l *Log) committed(reqs []*commitReq, err error) {
+	l.mu.Lock()
+	for _, r := range reqs {
+		d := r.d
+		d.writing = false
+		if err != nil {
+			continue
+		}
+		d.entries = append(d.entries, r.entries...)
+		d.flushed = d.head()
+		close(d.changed)
+		d.changed = make(chan struct{})
+		if len(d.entries) >= 2*l.opts.Window {
+			// Only once twice the window is held: trimming copies what
+			// stays, and this runs after every append.
+			d.trim(l.opts.Window)
+		}
+	}
+	l.mu.Unlock()
+	for _, r := range reqs {
+		if err != nil {
+			l.opts.Logger.Error("durable write of committed operations failed; the append is refused", "doc", r.doc,
+				"entries", len(r.entries), "err", err)
+			r.done <- fmt.Errorf("append to %q: durable write: %w (%w)", r.doc, err, store.ErrUnavailable)
+			continue
+		}
+		r.done <- nil
+	}
 }
 
 // Read implements store.Log.
@@ -450,19 +593,24 @@ func (l *Log) write(ctx context.Context, batch []store.Entry) (map[docRev]bool, 
 // trim drops flushed entries beyond the window; l.mu must be held.
 func (l *Log) trim() {
 	for _, d := range l.docs {
-		excess := int64(len(d.entries) - l.opts.Window)
-		if excess <= 0 {
-			continue
-		}
-		if canDrop := d.flushed - d.base; excess > canDrop {
-			excess = canDrop
-		}
-		if excess <= 0 {
-			continue
-		}
-		d.entries = append([]store.Entry(nil), d.entries[excess:]...)
-		d.base += excess
+		d.trim(l.opts.Window)
 	}
+}
+
+// trim drops d's flushed entries beyond window; l.mu must be held.
+func (d *docLog) trim(window int) {
+	excess := int64(len(d.entries) - window)
+	if excess <= 0 {
+		return
+	}
+	if canDrop := d.flushed - d.base; excess > canDrop {
+		excess = canDrop
+	}
+	if excess <= 0 {
+		return
+	}
+	d.entries = append([]store.Entry(nil), d.entries[excess:]...)
+	d.base += excess
 }
 
 // forget drops idle documents whose every entry is durable.
@@ -476,7 +624,7 @@ func (l *Log) forget() {
 		default:
 			continue // still loading
 		}
-		if d.subs == 0 && d.flushed == d.head() && now.Sub(d.used) >= l.opts.ForgetAfter {
+		if d.subs == 0 && !d.writing && d.flushed == d.head() && now.Sub(d.used) >= l.opts.ForgetAfter {
 			delete(l.docs, id)
 		}
 	}
@@ -507,6 +655,7 @@ func (l *Log) Close(ctx context.Context) error {
 	l.closed = true
 	l.mu.Unlock()
 	close(l.stop)
+	<-l.commitDone // appends queued before the close are written and answered
 	<-l.done
 	if err := l.Flush(ctx); err != nil {
 		return fmt.Errorf("final flush: %w", err)

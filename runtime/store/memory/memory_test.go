@@ -30,6 +30,14 @@ func TestLogWithDurableConformance(t *testing.T) {
 	})
 }
 
+func TestLogWithSyncCommitConformance(t *testing.T) {
+	storetest.RunLog(t, func(t *testing.T) store.Log {
+		l := memory.NewLog(memory.LogOptions{Durable: newFakeDurable(), SyncCommit: true, Window: 3})
+		t.Cleanup(func() { _ = l.Close(context.Background()) })
+		return l
+	})
+}
+
 func TestPresenceConformance(t *testing.T) {
 	storetest.RunPresence(t, func(t *testing.T) store.Presence {
 		p := memory.NewPresence(memory.PresenceOptions{TTL: 200 * time.Millisecond})
@@ -113,6 +121,11 @@ type fakeDurable struct {
 	writes  int
 	failing bool
 	refuse  string // a document whose writes fail
+	// gate, when set, holds every Write until it receives a value; started
+	// is told when a held Write begins.
+	gate    chan struct{}
+	started chan struct{}
+	batches []int // entries per successful Write
 }
 
 func newFakeDurable() *fakeDurable { return &fakeDurable{ops: map[string][]store.Entry{}} }
@@ -137,6 +150,13 @@ func (f *fakeDurable) Ops(ctx context.Context, doc string, from, to int64) ([]st
 
 func (f *fakeDurable) Write(ctx context.Context, entries []store.Entry) error {
 	f.mu.Lock()
+	gate, started := f.gate, f.started
+	f.mu.Unlock()
+	if gate != nil {
+		started <- struct{}{}
+		<-gate
+	}
+	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.failing {
 		return store.ErrUnavailable
@@ -147,6 +167,7 @@ func (f *fakeDurable) Write(ctx context.Context, entries []store.Entry) error {
 		}
 	}
 	f.writes++
+	f.batches = append(f.batches, len(entries))
 	for _, e := range entries {
 		if e.Rev == int64(len(f.ops[e.Doc]))+1 {
 			f.ops[e.Doc] = append(f.ops[e.Doc], e)
@@ -364,4 +385,121 @@ func TestRouterConformance(t *testing.T) {
 		t.Cleanup(b.Close)
 		return a, b
 	}, ttl)
+}
+
+// With SyncCommit an append returns once its entries are in the durable
+// store, and appends arriving while a write is under way share the next
+// one (group commit).
+func TestSyncCommitWritesBeforeReturning(t *testing.T) {
+	ctx := context.Background()
+	d := newFakeDurable()
+	d.gate, d.started = make(chan struct{}), make(chan struct{}, 100)
+	l := memory.NewLog(memory.LogOptions{Durable: d, SyncCommit: true, FlushInterval: time.Hour})
+	defer l.Close(ctx)
+	first := make(chan error, 1)
+	go func() { first <- l.Append(ctx, "a", 0, entries("a", 0, 2)) }()
+	<-d.started // the first write is under way and held
+	if head, _ := l.Head(ctx, "a"); head != 0 {
+		t.Fatalf("head = %d while the write is under way, want 0 (not visible yet)", head)
+	}
+	if err := l.Append(ctx, "a", 0, entries("a", 0, 1)); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("second append at the same head while the first is written: %v, want ErrConflict", err)
+	}
+	const others = 10
+	var wg sync.WaitGroup
+	errs := make(chan error, others)
+	for i := range others {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			doc := fmt.Sprintf("d%d", i)
+			errs <- l.Append(ctx, doc, 0, entries(doc, 0, 3))
+		}()
+	}
+	// Let them queue behind the held write; none may return meanwhile.
+	time.Sleep(300 * time.Millisecond)
+	if len(first) != 0 || len(errs) != 0 {
+		t.Fatalf("an append returned while the durable store had not written it")
+	}
+	d.gate <- struct{}{} // first write
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if d.count("a") != 2 {
+		t.Fatalf("durable has %d entries of a when its append returned, want 2", d.count("a"))
+	}
+	<-d.started
+	d.gate <- struct{}{} // the group
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.mu.Lock()
+	batches := append([]int(nil), d.batches...)
+	d.mu.Unlock()
+	if len(batches) != 2 || batches[1] != 3*others {
+		t.Fatalf("writes carried %v entries, want [2 %d]: the queued appends in one group", batches, 3*others)
+	}
+	if got, err := l.Read(ctx, "d3", 0, -1); err != nil || len(got) != 3 {
+		t.Fatalf("Read after the group commit = %d entries, %v", len(got), err)
+	}
+}
+
+// A write that fails refuses the append and leaves nothing behind; in a
+// group, a document the store refuses fails only its own append.
+func TestSyncCommitFailureRefusesTheAppend(t *testing.T) {
+	ctx := context.Background()
+	d := newFakeDurable()
+	d.failing = true
+	l := memory.NewLog(memory.LogOptions{Durable: d, SyncCommit: true, FlushInterval: time.Hour})
+	defer l.Close(ctx)
+	if err := l.Append(ctx, "doc", 0, entries("doc", 0, 2)); !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("Append with a failing durable store: %v, want ErrUnavailable", err)
+	}
+	if head, _ := l.Head(ctx, "doc"); head != 0 {
+		t.Fatalf("head = %d after a failed write, want 0", head)
+	}
+	if got, _ := l.Read(ctx, "doc", 0, -1); len(got) != 0 {
+		t.Fatalf("Read after a failed write = %v, want nothing", got)
+	}
+	d.mu.Lock()
+	d.failing = false
+	d.refuse = "bad"
+	d.gate, d.started = make(chan struct{}), make(chan struct{}, 100)
+	d.mu.Unlock()
+	// Hold a write so that the next appends form one group.
+	held := make(chan error, 1)
+	go func() { held <- l.Append(ctx, "first", 0, entries("first", 0, 1)) }()
+	<-d.started
+	results := map[string]chan error{}
+	for _, doc := range []string{"doc", "bad", "other"} {
+		ch := make(chan error, 1)
+		results[doc] = ch
+		go func() { ch <- l.Append(ctx, doc, 0, entries(doc, 0, 2)) }()
+	}
+	time.Sleep(200 * time.Millisecond)
+	go func() {
+		for range d.started {
+			d.gate <- struct{}{}
+		}
+	}()
+	d.gate <- struct{}{}
+	if err := <-held; err != nil {
+		t.Fatal(err)
+	}
+	for doc, ch := range results {
+		err := <-ch
+		if (err != nil) != (doc == "bad") {
+			t.Errorf("append to %s: %v", doc, err)
+		}
+	}
+	if d.count("doc") != 2 || d.count("other") != 2 || d.count("bad") != 0 {
+		t.Fatalf("durable has doc=%d other=%d bad=%d, want 2, 2, 0", d.count("doc"), d.count("other"), d.count("bad"))
+	}
+	if head, _ := l.Head(ctx, "bad"); head != 0 {
+		t.Fatalf("refused document's head = %d, want 0", head)
+	}
 }

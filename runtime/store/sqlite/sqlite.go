@@ -45,7 +45,17 @@ CREATE TABLE IF NOT EXISTS operations (
 // Store is a store.Durable backed by SQLite.
 type Store struct {
 	db *sql.DB
+	// Statements of Write, prepared once: with a transaction per group
+	// commit, parsing them on every call was a large part of its cost.
+	selectDoc, insertOp, upsertDoc *sql.Stmt
 }
+
+const (
+	selectDocSQL = `SELECT text, rev FROM documents WHERE id = ?`
+	insertOpSQL  = `INSERT INTO operations (doc, rev, client, seq, user, op, time) VALUES (?, ?, ?, ?, ?, ?, ?)`
+	upsertDocSQL = `INSERT INTO documents (id, text, rev, created, updated) VALUES (?, ?, ?, ?, ?)
+			 ON CONFLICT(id) DO UPDATE SET text = excluded.text, rev = excluded.rev, updated = excluded.updated`
+)
 
 var _ store.Durable = (*Store)(nil)
 
@@ -70,7 +80,17 @@ func Open(ctx context.Context, dir string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("create schema in %q: %w", path, err)
 	}
-	return &Store{db: db}, nil
+	st := &Store{db: db}
+	for _, p := range []struct {
+		stmt **sql.Stmt
+		sql  string
+	}{{&st.selectDoc, selectDocSQL}, {&st.insertOp, insertOpSQL}, {&st.upsertDoc, upsertDocSQL}} {
+		if *p.stmt, err = db.PrepareContext(ctx, p.sql); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("prepare statement in %q: %w", path, err)
+		}
+	}
+	return st, nil
 }
 
 // Ready reports whether the database answers.
@@ -138,6 +158,9 @@ func (s *Store) Write(ctx context.Context, entries []store.Entry) error {
 		return fmt.Errorf("begin write: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
+	selectDoc := tx.StmtContext(ctx, s.selectDoc)
+	insertOp := tx.StmtContext(ctx, s.insertOp)
+	upsertDoc := tx.StmtContext(ctx, s.upsertDoc)
 
 	type state struct {
 		rope    *rope.Rope
@@ -152,7 +175,7 @@ func (s *Store) Write(ctx context.Context, entries []store.Entry) error {
 		if !ok {
 			var text string
 			st = &state{}
-			err := tx.QueryRowContext(ctx, `SELECT text, rev FROM documents WHERE id = ?`, e.Doc).Scan(&text, &st.rev)
+			err := selectDoc.QueryRowContext(ctx, e.Doc).Scan(&text, &st.rev)
 			switch {
 			case errors.Is(err, sql.ErrNoRows):
 				st.created = true
@@ -176,19 +199,14 @@ func (s *Store) Write(ctx context.Context, entries []store.Entry) error {
 		if err != nil {
 			return fmt.Errorf("encode %q rev %d: %w", e.Doc, e.Rev, err)
 		}
-		if _, err := tx.ExecContext(ctx,
-			`INSERT INTO operations (doc, rev, client, seq, user, op, time) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-			e.Doc, e.Rev, e.Client, e.Seq, e.User, string(opJSON), e.Time.UnixNano()); err != nil {
+		if _, err := insertOp.ExecContext(ctx, e.Doc, e.Rev, e.Client, e.Seq, e.User, string(opJSON), e.Time.UnixNano()); err != nil {
 			return fmt.Errorf("insert %q rev %d: %w", e.Doc, e.Rev, err)
 		}
 		st.rev = e.Rev
 	}
 	for _, id := range order {
 		st := docs[id]
-		if _, err := tx.ExecContext(ctx,
-			`INSERT INTO documents (id, text, rev, created, updated) VALUES (?, ?, ?, ?, ?)
-			 ON CONFLICT(id) DO UPDATE SET text = excluded.text, rev = excluded.rev, updated = excluded.updated`,
-			id, st.rope.String(), st.rev, now, now); err != nil {
+		if _, err := upsertDoc.ExecContext(ctx, id, st.rope.String(), st.rev, now, now); err != nil {
 			return fmt.Errorf("store snapshot of %q at %d: %w", id, st.rev, err)
 		}
 	}
@@ -200,6 +218,9 @@ func (s *Store) Write(ctx context.Context, entries []store.Entry) error {
 
 // Close implements store.Durable.
 func (s *Store) Close() error {
+	for _, st := range []*sql.Stmt{s.selectDoc, s.insertOp, s.upsertDoc} {
+		st.Close()
+	}
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("close sqlite: %w", err)
 	}
