@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -48,7 +49,25 @@ type Store struct {
 	// Statements of Write, prepared once: with a transaction per group
 	// commit, parsing them on every call was a large part of its cost.
 	selectDoc, insertOp, upsertDoc *sql.Stmt
+
+	// mu serialises Writes (the one connection does anyway) and guards
+	// recent. recent holds the stored text and revision of the documents
+	// written last, so that the next write of a busy document applies its
+	// entries to the text in memory instead of reading the whole snapshot
+	// back and rebuilding it: in embedded mode every acknowledgement waits
+	// for a write. This process is the database's only writer.
+	mu     sync.Mutex
+	recent map[string]*storedDoc
 }
+
+// storedDoc is a document as the database holds it after a commit.
+type storedDoc struct {
+	rope *rope.Rope
+	rev  int64
+}
+
+// maxRecent bounds the documents whose text Write keeps in memory.
+const maxRecent = 64
 
 const (
 	selectDocSQL = `SELECT text, rev FROM documents WHERE id = ?`
@@ -80,7 +99,7 @@ func Open(ctx context.Context, dir string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("create schema in %q: %w", path, err)
 	}
-	st := &Store{db: db}
+	st := &Store{db: db, recent: map[string]*storedDoc{}}
 	for _, p := range []struct {
 		stmt **sql.Stmt
 		sql  string
@@ -153,6 +172,19 @@ func (s *Store) Write(ctx context.Context, entries []store.Entry) error {
 	if len(entries) == 0 {
 		return nil
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	docs := map[string]*storedDoc{}
+	var order []string
+	committed := false
+	defer func() {
+		if !committed {
+			// Their ropes may hold entries that were not stored.
+			for _, id := range order {
+				delete(s.recent, id)
+			}
+		}
+	}()
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin write: %w", err)
@@ -162,27 +194,20 @@ func (s *Store) Write(ctx context.Context, entries []store.Entry) error {
 	insertOp := tx.StmtContext(ctx, s.insertOp)
 	upsertDoc := tx.StmtContext(ctx, s.upsertDoc)
 
-	type state struct {
-		rope    *rope.Rope
-		rev     int64
-		created bool
-	}
-	docs := map[string]*state{}
-	var order []string
 	now := time.Now().UnixMilli()
 	for _, e := range entries {
 		st, ok := docs[e.Doc]
 		if !ok {
-			var text string
-			st = &state{}
-			err := selectDoc.QueryRowContext(ctx, e.Doc).Scan(&text, &st.rev)
-			switch {
-			case errors.Is(err, sql.ErrNoRows):
-				st.created = true
-			case err != nil:
-				return fmt.Errorf("load %q for write: %w", e.Doc, err)
+			st = s.recent[e.Doc]
+			if st == nil {
+				var text string
+				st = &storedDoc{}
+				err := selectDoc.QueryRowContext(ctx, e.Doc).Scan(&text, &st.rev)
+				if err != nil && !errors.Is(err, sql.ErrNoRows) {
+					return fmt.Errorf("load %q for write: %w", e.Doc, err)
+				}
+				st.rope = rope.New(text)
 			}
-			st.rope = rope.New(text)
 			docs[e.Doc] = st
 			order = append(order, e.Doc)
 		}
@@ -212,6 +237,16 @@ func (s *Store) Write(ctx context.Context, entries []store.Entry) error {
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit write of %d entries: %w", len(entries), err)
+	}
+	committed = true
+	for _, id := range order {
+		if _, ok := s.recent[id]; !ok && len(s.recent) >= maxRecent {
+			for old := range s.recent { // any one: this is a cache of the busy ones
+				delete(s.recent, old)
+				break
+			}
+		}
+		s.recent[id] = docs[id]
 	}
 	return nil
 }

@@ -79,6 +79,17 @@ func TestWriteRefusesBadBatchesAtomically(t *testing.T) {
 					t.Fatalf("%s after refused batch: %+v, %v; want %+v", doc, snap, err, want)
 				}
 			}
+			// The text Write keeps in memory for the next write forgot the
+			// refused batch too.
+			if err := s.Write(ctx, []store.Entry{{Doc: "d", Rev: 2, Op: ot.Op{{Insert: "b"}}}}); err != nil {
+				t.Fatal(err)
+			}
+			if snap, err := s.Load(ctx, "d"); err != nil || snap.Rev != 2 || snap.Text != "ba" {
+				t.Fatalf("d after the next write: %+v, %v; want rev 2 %q", snap, err, "ba")
+			}
+			if ops, err := s.Ops(ctx, "d", 0, -1); err != nil || len(ops) != 2 {
+				t.Fatalf("d has %d operations, %v; want 2", len(ops), err)
+			}
 		})
 	}
 }
