@@ -66,7 +66,7 @@ func newStack(t testing.TB, o stackOptions) *stack {
 		t.Fatal(err)
 	}
 	m := metrics.New()
-	l := memory.NewLog(memory.LogOptions{Durable: durable, FlushInterval: 50 * time.Millisecond, Logger: logger})
+	l := memory.NewLog(memory.LogOptions{Durable: durable, SyncCommit: true, FlushInterval: 50 * time.Millisecond, Logger: logger})
 	p := memory.NewPresence(memory.PresenceOptions{TTL: 5 * time.Second})
 	mgr := doc.NewManager(doc.Options{Log: l, Durable: durable, Presence: p, Metrics: m, Logger: logger, Window: o.window, MaxDocBytes: o.maxDoc})
 	var authn auth.Authenticator = auth.Anonymous{}
