@@ -95,9 +95,11 @@ func (c *conn) queue(f *protocol.Frame) bool {
 	}
 	// The process-wide bound: when too much waits for slow clients as a
 	// whole, a connection that is itself behind is closed rather than
-	// given more; one that keeps up still gets its frame, and so does any
-	// connection for a frame others hold already (it costs nothing more).
-	if c.s.pending.full() && c.behindLocked() && !c.s.pending.held(f) {
+	// given more; one that keeps up still gets its frame unless the frame
+	// alone is larger than a connection's queue (a welcome resuming over
+	// many large operations), and any connection gets a frame others hold
+	// already (it costs nothing more).
+	if c.s.pending.full() && !c.s.pending.held(f) && (c.behindLocked() || size > c.s.opts.WriteQueueBytes) {
 		c.s.pending.refused.WithLabelValues("websocket").Inc()
 		c.closeLocked(protocol.CloseSlowConsumer, "client too slow")
 		return false

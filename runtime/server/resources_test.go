@@ -484,3 +484,41 @@ func TestPendingWriteBound(t *testing.T) {
 		waitMetric(t, s, "tandem_pending_write_bytes", "", "", func(v float64) bool { return v == 0 })
 	})
 }
+
+// A welcome that resumes over many large operations is encoded for one
+// client alone; above the bound it is refused even to a new connection.
+func TestPendingBoundRefusesLargeResumes(t *testing.T) {
+	const bound = 2 << 20
+	s := newStack(t, stackOptions{limits: bigLimits(), maxDoc: 64 << 20, pending: bound, wtime: 10 * time.Second})
+	ctx := testContext(t)
+	w := s.client(ctx, "resume", "writer")
+	for i := range 20 {
+		if err := w.EditLen(func(n int) ot.Op { return appendText(n, strings.Repeat(string(rune('a'+i)), 200<<10)) }); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.WaitSynced(ctx, -1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 6 {
+		d := websocket.Dialer{NetDial: smallBufferDialer().Dial}
+		ws, _, err := d.Dial(s.wsURL("resume"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ws.Close() })
+		// rev 0: resume over all 20 operations (4 MiB), never read.
+		if err := ws.WriteMessage(websocket.TextMessage, []byte(fmt.Sprintf(`{"type":"hello","v":1,"client":"late%d","rev":0}`, i))); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	peak := metric(t, s, "tandem_pending_write_bytes", "", "")
+	t.Logf("6 non-reading joins resuming over 4 MiB: %.1f MiB pending", peak/(1<<20))
+	if peak > bound+(5<<20) { // the bound plus one welcome
+		t.Fatalf("%.1f MiB pending, bound %d MiB", peak/(1<<20), bound>>20)
+	}
+	if got := metric(t, s, "tandem_pending_write_refusals_total", "kind", "websocket"); got == 0 {
+		t.Fatal("no resume was refused above the bound")
+	}
+}
