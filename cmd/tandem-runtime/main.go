@@ -189,6 +189,7 @@ func run(ctx context.Context, cfg *config.Config, stdout io.Writer) error {
 		},
 		AllowedOrigins:  cfg.AllowedOrigins,
 		CheckHost:       cfg.Auth == "anonymous",
+		AllowedHosts:    cfg.AllowedHosts,
 		MaxPendingBytes: int64(cfg.MaxPendingWriteBytes),
 		Ready:           b.Ready,
 		Web:             web.Handler(),

@@ -67,6 +67,17 @@ func RuntimeConfig(in *collabv1.CollabCluster) map[string]string {
 	if len(r.AllowedOrigins) > 0 {
 		env["TANDEM_ALLOWED_ORIGINS"] = strings.Join(r.AllowedOrigins, ",")
 	}
+	if r.Auth.Mode == collabv1.AuthModeAnonymous {
+		// In anonymous mode the runtime serves only IP addresses,
+		// localhost and the configured host names (a DNS rebinding
+		// defence): name the Service and the Ingress host.
+		svc := ServiceName(cc)
+		hosts := []string{svc, svc + "." + cc.Namespace, svc + "." + cc.Namespace + ".svc", svc + "." + cc.Namespace + ".svc.cluster.local"}
+		if cc.Spec.Ingress.Enabled && cc.Spec.Ingress.Host != "" {
+			hosts = append(hosts, cc.Spec.Ingress.Host)
+		}
+		env["TANDEM_ALLOWED_HOSTS"] = strings.Join(hosts, ",")
+	}
 	return env
 }
 

@@ -250,3 +250,29 @@ func TestRuntimePodHardening(t *testing.T) {
 		}
 	}
 }
+
+// An anonymous runtime serves only the host names it is told (DNS
+// rebinding defence): the operator names the Service and the Ingress host.
+func TestAllowedHostsInAnonymousMode(t *testing.T) {
+	tests := []struct {
+		name    string
+		mode    collabv1.AuthMode
+		ingress string
+		want    string
+	}{
+		{"jwt", collabv1.AuthModeJWT, "notes.example.test", ""},
+		{"anonymous", collabv1.AuthModeAnonymous, "", "notes,notes.team-a,notes.team-a.svc,notes.team-a.svc.cluster.local"},
+		{"anonymous with ingress", collabv1.AuthModeAnonymous, "notes.example.test", "notes,notes.team-a,notes.team-a.svc,notes.team-a.svc.cluster.local,notes.example.test"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cc := loadSample(t, "collab_v1alpha1_collabcluster_external.yaml")
+			cc.Spec.Runtime.Auth.Mode = tc.mode
+			cc.Spec.Ingress.Enabled = tc.ingress != ""
+			cc.Spec.Ingress.Host = tc.ingress
+			if got := RuntimeConfig(cc)["TANDEM_ALLOWED_HOSTS"]; got != tc.want {
+				t.Fatalf("TANDEM_ALLOWED_HOSTS = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}

@@ -23,6 +23,7 @@ type Config struct {
 	JWTKeyFile     string
 	JWTKey         string // from TANDEM_JWT_KEY only: never on a command line
 	AllowedOrigins []string
+	AllowedHosts   []string // extra Host names served in anonymous mode
 
 	RedisURL        string
 	RedisURLFile    string
@@ -56,7 +57,7 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 	c := &Config{}
 	fs := flag.NewFlagSet("tandem-runtime", flag.ContinueOnError)
 	fs.SetOutput(out)
-	var origins, auth, level string
+	var origins, hosts, auth, level string
 	type envFlag struct{ flag, env string }
 	var envs []envFlag
 	str := func(p *string, name, env, def, usage string) {
@@ -77,6 +78,7 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 	str(&auth, "auth", "TANDEM_AUTH", "", `"jwt" or "anonymous"; default anonymous in embedded mode, jwt with Redis/PostgreSQL`)
 	str(&c.JWTKeyFile, "jwt-key-file", "TANDEM_JWT_KEY_FILE", "", "file holding the HS256 key (at least 32 bytes); TANDEM_JWT_KEY may hold the key itself")
 	str(&origins, "allowed-origins", "TANDEM_ALLOWED_ORIGINS", "", `comma-separated browser origins allowed to open documents, "*" for any; empty allows the server's own host`)
+	str(&hosts, "allowed-hosts", "TANDEM_ALLOWED_HOSTS", "", "comma-separated host names served in anonymous mode besides IP addresses, localhost and the hosts of --allowed-origins (DNS rebinding defence)")
 	str(&c.RedisURL, "redis-url", "TANDEM_REDIS_URL", "", "Redis URL: enables the distributed mode")
 	str(&c.RedisURLFile, "redis-url-file", "TANDEM_REDIS_URL_FILE", "", "file holding the Redis URL")
 	str(&c.PostgresURL, "postgres-url", "TANDEM_POSTGRES_URL", "", "PostgreSQL URL: enables the distributed mode")
@@ -117,6 +119,11 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 	for _, o := range strings.Split(origins, ",") {
 		if o = strings.TrimSpace(o); o != "" {
 			c.AllowedOrigins = append(c.AllowedOrigins, o)
+		}
+	}
+	for _, h := range strings.Split(hosts, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			c.AllowedHosts = append(c.AllowedHosts, h)
 		}
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(level)); err != nil {

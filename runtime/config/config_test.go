@@ -44,6 +44,9 @@ func TestParse(t *testing.T) {
 		{"resource settings", []string{"--idle-timeout", "5s"}, map[string]string{"TANDEM_MAX_PENDING_WRITE_BYTES": "1048576"}, func(c *config.Config) bool {
 			return c.IdleTimeout == 5*time.Second && c.MaxPendingWriteBytes == 1<<20
 		}, ""},
+		{"allowed hosts", nil, map[string]string{"TANDEM_ALLOWED_HOSTS": "notes, notes.team.svc"}, func(c *config.Config) bool {
+			return len(c.AllowedHosts) == 2 && c.AllowedHosts[1] == "notes.team.svc"
+		}, ""},
 		{"zero idle timeout", []string{"--idle-timeout", "0s"}, nil, nil, "idle-timeout"},
 		{"zero pending bound", []string{"--max-pending-write-bytes", "0"}, nil, nil, "max-pending-write-bytes"},
 	}

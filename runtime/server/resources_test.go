@@ -29,25 +29,29 @@ func TestHostCheck(t *testing.T) {
 		name      string
 		checkHost bool
 		origins   []string
+		hosts     []string
 		host      string
 		want      int
 	}{
-		{"loopback ip", true, nil, "127.0.0.1:8080", http.StatusOK},
-		{"ipv6 loopback", true, nil, "[::1]:8080", http.StatusOK},
-		{"lan ip", true, nil, "192.168.1.20:8080", http.StatusOK},
-		{"localhost", true, nil, "localhost:8080", http.StatusOK},
-		{"localhost without port", true, nil, "localhost", http.StatusOK},
-		{"sub.localhost", true, nil, "notes.localhost:8080", http.StatusOK},
-		{"rebound name", true, nil, "attacker.example:8080", http.StatusMisdirectedRequest},
-		{"rebound name, trailing dot", true, nil, "attacker.example.:8080", http.StatusMisdirectedRequest},
-		{"configured origin's host", true, []string{"https://editor.example"}, "editor.example", http.StatusOK},
-		{"other host with origins set", true, []string{"https://editor.example"}, "attacker.example", http.StatusMisdirectedRequest},
-		{"any origin", true, []string{"*"}, "attacker.example", http.StatusOK},
-		{"check off (jwt mode)", false, nil, "attacker.example", http.StatusOK},
+		{"loopback ip", true, nil, nil, "127.0.0.1:8080", http.StatusOK},
+		{"ipv6 loopback", true, nil, nil, "[::1]:8080", http.StatusOK},
+		{"lan ip", true, nil, nil, "192.168.1.20:8080", http.StatusOK},
+		{"localhost", true, nil, nil, "localhost:8080", http.StatusOK},
+		{"localhost without port", true, nil, nil, "localhost", http.StatusOK},
+		{"sub.localhost", true, nil, nil, "notes.localhost:8080", http.StatusOK},
+		{"rebound name", true, nil, nil, "attacker.example:8080", http.StatusMisdirectedRequest},
+		{"rebound name, trailing dot", true, nil, nil, "attacker.example.:8080", http.StatusMisdirectedRequest},
+		{"configured origin's host", true, []string{"https://editor.example"}, nil, "editor.example", http.StatusOK},
+		{"other host with origins set", true, []string{"https://editor.example"}, nil, "attacker.example", http.StatusMisdirectedRequest},
+		{"any origin", true, []string{"*"}, nil, "attacker.example", http.StatusOK},
+		{"check off (jwt mode)", false, nil, nil, "attacker.example", http.StatusOK},
+		{"configured host", true, nil, []string{"notes", "notes.team.svc"}, "notes.team.svc:8080", http.StatusOK},
+		{"configured host, other case", true, nil, []string{"Notes.Team.Svc"}, "notes.team.svc", http.StatusOK},
+		{"unconfigured host", true, nil, []string{"notes"}, "notes.evil.example", http.StatusMisdirectedRequest},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			s := newStack(t, stackOptions{checkHost: tc.checkHost, origins: tc.origins})
+			s := newStack(t, stackOptions{checkHost: tc.checkHost, origins: tc.origins, hosts: tc.hosts})
 			for _, path := range []string{"/v1/docs/rebind", "/v1/docs/rebind/ops"} {
 				req, err := http.NewRequest(http.MethodGet, s.http.URL+path, nil)
 				if err != nil {

@@ -56,6 +56,9 @@ type Options struct {
 	// same-origin to the browser, so neither CORS nor the Origin check
 	// stops it from reading and editing every document.
 	CheckHost bool
+	// AllowedHosts are more host names CheckHost accepts (a Kubernetes
+	// Service's names, an Ingress host).
+	AllowedHosts []string
 	// Ready are readiness checks for /readyz (a store's Ready method).
 	Ready []func(context.Context) error
 	// Web serves "/" and "/d/..." (the editor); nil serves nothing there.
@@ -180,7 +183,7 @@ func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.guard) }
 func (s *Server) guard(w http.ResponseWriter, r *http.Request) {
 	if s.opts.CheckHost && !s.allowedHost(r.Host) {
 		s.writeError(w, http.StatusMisdirectedRequest, protocol.CodeForbidden,
-			"host "+strconv.Quote(r.Host)+" is not served in anonymous mode; use localhost or an IP address, or list the origin in --allowed-origins")
+			"host "+strconv.Quote(r.Host)+" is not served in anonymous mode; use localhost or an IP address, or list it in --allowed-hosts or --allowed-origins")
 		return
 	}
 	if websocket.IsWebSocketUpgrade(r) {
@@ -203,6 +206,11 @@ func (s *Server) allowedHost(hostport string) bool {
 	host = strings.TrimSuffix(strings.ToLower(strings.Trim(host, "[]")), ".")
 	if net.ParseIP(host) != nil || host == "localhost" || strings.HasSuffix(host, ".localhost") {
 		return true
+	}
+	for _, h := range s.opts.AllowedHosts {
+		if strings.EqualFold(strings.TrimSuffix(h, "."), host) {
+			return true
+		}
 	}
 	for _, o := range s.opts.AllowedOrigins {
 		if o == "*" {
