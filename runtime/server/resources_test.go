@@ -182,6 +182,7 @@ func TestHistoryPaging(t *testing.T) {
 		{"from and to", "/v1/docs/paged/ops?from=5&to=12&limit=5", []int{5, 2}, 6},
 		{"limit above the maximum", "/v1/docs/paged/ops?limit=100000", []int{25}, 1},
 		{"from at the head", "/v1/docs/paged/ops?from=25", []int{0}, 0},
+		{"from beyond any revision", "/v1/docs/paged/ops?from=9223372036854775800", []int{0}, 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

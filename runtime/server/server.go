@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -422,6 +423,9 @@ func (s *Server) serveOps(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	end := from + limit // last revision this page may hold
+	if end < from {
+		end = math.MaxInt64 // from near the largest revision: no overflow
+	}
 	if to >= 0 {
 		end = min(end, to)
 	}
