@@ -32,6 +32,7 @@ work=$(mktemp -d /tmp/tandem-images.XXXXXX)
 pids=()
 cleanup() {
 	local p
+	set +e
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
 	for p in "${pids[@]}"; do
 		for _ in $(seq 1 20); do kill -0 "$p" 2>/dev/null || break; sleep 0.5; done
@@ -39,6 +40,7 @@ cleanup() {
 	done
 	mountpoint -q "$work/debian/proc" 2>/dev/null && umount "$work/debian/proc"
 	rm -rf "$work"
+	return 0
 }
 trap cleanup EXIT
 crane() { "$("$TOOLS_SH" bin crane)" "$@"; }
@@ -180,11 +182,11 @@ image() {
 	while [ "$1" != -- ]; do layers+=(-f "$1"); shift; done
 	shift
 	if [ -n "$base" ]; then
-		crane append --insecure -b "$REGISTRY/$base" "${layers[@]}" -t "$REGISTRY/$ref" 2>/dev/null
+		crane append --insecure -b "$REGISTRY/$base" "${layers[@]}" -t "$REGISTRY/$ref" >/dev/null 2>&1
 	else
-		crane append --insecure --oci-empty-base "${layers[@]}" -t "$REGISTRY/$ref" 2>/dev/null
+		crane append --insecure --oci-empty-base "${layers[@]}" -t "$REGISTRY/$ref" >/dev/null 2>&1
 	fi
-	crane mutate --insecure --set-platform linux/amd64 "$REGISTRY/$ref" "$@" -t "$REGISTRY/$ref" 2>/dev/null
+	crane mutate --insecure --set-platform linux/amd64 "$REGISTRY/$ref" "$@" -t "$REGISTRY/$ref" >/dev/null 2>&1
 }
 
 # stop_signal REF SIGNAL: set the image's StopSignal (crane mutate has no flag).
@@ -194,17 +196,20 @@ stop_signal() {
 }
 
 # save NAME REF TAG: the image at REF as $IMAGES/NAME.tar, a docker-save
-# archive that names it TAG (the name the cluster's manifests use).
+# archive that names it TAG (the name the cluster's manifests use). The
+# archive is written anew: appending to a tar in place can land inside the
+# padding of the last layer and corrupt it.
 save() {
-	local out=$IMAGES/$1.tar.tmp
-	crane pull --insecure --format=legacy "$REGISTRY/$2" "$out" 2>/dev/null
-	mkdir -p "$work/save"
-	tar -xf "$out" -C "$work/save" manifest.json
-	jq -c --arg tag "$3" '.[0].RepoTags = [$tag]' "$work/save/manifest.json" >"$work/save/m.json"
-	mv "$work/save/m.json" "$work/save/manifest.json"
-	tar --delete -f "$out" manifest.json
-	tar -rf "$out" -C "$work/save" manifest.json
-	mv "$out" "$IMAGES/$1.tar"
+	local dir=$work/save-$1
+	mkdir -p "$dir"
+	crane pull --insecure --format=legacy "$REGISTRY/$2" "$work/$1.pulled.tar" 2>/dev/null
+	tar -xf "$work/$1.pulled.tar" -C "$dir"
+	rm -f "$work/$1.pulled.tar"
+	jq -c --arg tag "$3" '.[0].RepoTags = [$tag]' "$dir/manifest.json" >"$dir/manifest.json.new"
+	mv "$dir/manifest.json.new" "$dir/manifest.json"
+	(cd "$dir" && tar -cf "$IMAGES/$1.tar.tmp" $(ls -A))
+	mv "$IMAGES/$1.tar.tmp" "$IMAGES/$1.tar"
+	rm -rf "$dir"
 }
 
 build_project_image() {
@@ -264,7 +269,7 @@ main() {
 		return
 	fi
 	start_registry
-	crane append --insecure --oci-empty-base -f "$LAYERS/debian-$DEBIAN_SUITE.tar" -t "$REGISTRY/$deb" 2>/dev/null
+	crane append --insecure --oci-empty-base -f "$LAYERS/debian-$DEBIAN_SUITE.tar" -t "$REGISTRY/$deb" >/dev/null 2>&1
 
 	if [ "$(cat "$IMAGES/tandem.key" 2>/dev/null)" != "$project_key" ]; then
 		go_layer
