@@ -245,7 +245,10 @@ func (cl *cluster) startProcess(bin string) *process {
 	t.Helper()
 	p := &process{listen: freeAddr(t), exited: make(chan struct{})}
 	p.cmd = exec.Command(bin,
-		"--addr", p.listen, "--auth", "anonymous",
+		// Clients address every replica as tandem.test (the dialer picks
+		// the replica); an anonymous runtime serves only host names it is
+		// told.
+		"--addr", p.listen, "--auth", "anonymous", "--allowed-hosts", "tandem.test",
 		"--redis-url", cl.redis.URL(), "--postgres-url", cl.pg.URL(),
 		"--flush-interval", "100ms", "--ops-per-second", "1000")
 	logFile, err := os.Create(filepath.Join(t.TempDir(), "replica.log"))
