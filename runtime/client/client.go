@@ -60,7 +60,7 @@ type Options struct {
 
 	// Reconnects bounds how many times over the client's life a lost
 	// connection is re-established by the client itself: it re-dials with
-	// backoff (a few attempts each time), resumes from its revision and
+	// a delay growing to 5 s for up to 5 minutes, resumes from its revision and
 	// resubmits the in-flight operation. 0, the default, never: the caller
 	// reconnects with Connect. A close that retrying cannot fix
 	// (unauthorized, forbidden, protocol violation) is not re-dialled.
@@ -106,8 +106,15 @@ type Options struct {
 const DefaultMaxRetries = 20
 
 const (
-	// reconnectAttempts bounds the dials of one automatic reconnection.
-	reconnectAttempts = 20
+	// reconnectFor bounds one automatic reconnection: it re-dials until a
+	// welcome arrives or this long has passed. A rolling update, a runtime
+	// pod rescheduled or a store restarting behind the server can each
+	// take a minute or more.
+	reconnectFor = 5 * time.Minute
+	// reconnectMaxDelay caps the pause between two dials; it grows from
+	// 100 ms, doubling, with jitter so that clients cut off together do
+	// not all come back together.
+	reconnectMaxDelay = 5 * time.Second
 	// dialTimeout bounds one automatic dial and handshake.
 	dialTimeout = 10 * time.Second
 	// writeTimeout bounds one write; a peer that does not read for that
@@ -364,16 +371,22 @@ func (c *Client) lost(ws *websocket.Conn, err error) {
 	go c.reconnect(ctx, cancel)
 }
 
-// reconnect re-dials with a growing delay until a welcome arrives, the
-// attempts are used up or Close cancels it.
+// reconnect re-dials with a growing delay until a welcome arrives,
+// reconnectFor has passed, the server refuses for good or Close cancels it.
 func (c *Client) reconnect(ctx context.Context, cancel context.CancelFunc) {
 	defer c.wg.Done()
 	defer cancel()
 	var err error
 	// Closed for an expired token: dial with a fresh one.
 	needToken := c.opts.RefreshToken != nil && unauthorized(c.CloseError())
-	for attempt := 1; attempt <= reconnectAttempts; attempt++ {
-		t := time.NewTimer(time.Duration(attempt) * 100 * time.Millisecond)
+	start := time.Now()
+	for attempt := 0; ; attempt++ {
+		delay := min(100*time.Millisecond<<min(attempt, 6), reconnectMaxDelay)
+		delay += time.Duration(rand.Int64N(int64(delay) / 4))
+		if attempt > 0 && time.Since(start)+delay > reconnectFor {
+			break
+		}
+		t := time.NewTimer(delay)
 		select {
 		case <-t.C:
 		case <-ctx.Done():

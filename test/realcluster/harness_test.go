@@ -378,6 +378,8 @@ func (w *writers) add(ctx context.Context, url, token, header string, interval t
 // unacknowledged edit and all stand at the same revision with the same text.
 func (w *writers) stopEditing(ctx context.Context) (text string, rev int64) {
 	w.t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
 	close(w.stop)
 	w.done.Wait()
 	for _, c := range w.clients {
