@@ -16,6 +16,7 @@ import (
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 
+	"github.com/tandem-dev/tandem/runtime/ot"
 	"github.com/tandem-dev/tandem/runtime/rope"
 	"github.com/tandem-dev/tandem/runtime/store"
 )
@@ -48,7 +49,7 @@ type Store struct {
 	db *sql.DB
 	// Statements of Write, prepared once: with a transaction per group
 	// commit, parsing them on every call was a large part of its cost.
-	selectDoc, insertOp, upsertDoc *sql.Stmt
+	insertOp, upsertDoc *sql.Stmt
 
 	// mu serialises Writes (the one connection does anyway) and guards
 	// recent. recent holds the stored text and revision of the documents
@@ -60,11 +61,21 @@ type Store struct {
 	recent map[string]*storedDoc
 }
 
-// storedDoc is a document as the database holds it after a commit.
+// storedDoc is a document as the database holds it after a commit: its
+// text and revision, and the revision of its row in documents.
 type storedDoc struct {
-	rope *rope.Rope
-	rev  int64
+	rope    *rope.Rope
+	rev     int64
+	snapRev int64
 }
+
+// snapshotEvery is how far a document's row in documents may fall behind
+// its operations before Write rewrites it. Rewriting the whole text on
+// every write made a busy document's writes grow with its size, and in
+// embedded mode every acknowledgement waits for a write; Load replays the
+// operations after the row instead (fewer than snapshotEvery plus one
+// write's worth).
+const snapshotEvery = 256
 
 // maxRecent bounds the documents whose text Write keeps in memory.
 const maxRecent = 64
@@ -103,7 +114,7 @@ func Open(ctx context.Context, dir string) (*Store, error) {
 	for _, p := range []struct {
 		stmt **sql.Stmt
 		sql  string
-	}{{&st.selectDoc, selectDocSQL}, {&st.insertOp, insertOpSQL}, {&st.upsertDoc, upsertDocSQL}} {
+	}{{&st.insertOp, insertOpSQL}, {&st.upsertDoc, upsertDocSQL}} {
 		if *p.stmt, err = db.PrepareContext(ctx, p.sql); err != nil {
 			db.Close()
 			return nil, fmt.Errorf("prepare statement in %q: %w", path, err)
@@ -120,17 +131,58 @@ func (s *Store) Ready(ctx context.Context) error {
 	return nil
 }
 
-// Load implements store.Durable.
+// Load implements store.Durable: the document's row and the operations
+// stored after it.
 func (s *Store) Load(ctx context.Context, doc string) (store.Snapshot, error) {
-	snap := store.Snapshot{Doc: doc}
-	err := s.db.QueryRowContext(ctx, `SELECT text, rev FROM documents WHERE id = ?`, doc).Scan(&snap.Text, &snap.Rev)
-	if errors.Is(err, sql.ErrNoRows) {
-		return snap, nil
-	}
+	st, err := latest(ctx, s.db, doc)
 	if err != nil {
-		return store.Snapshot{}, fmt.Errorf("load %q: %w", doc, err)
+		return store.Snapshot{}, err
 	}
-	return snap, nil
+	return store.Snapshot{Doc: doc, Text: st.rope.String(), Rev: st.rev}, nil
+}
+
+type querier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// latest reads doc's row in documents and applies the operations stored
+// after it.
+func latest(ctx context.Context, q querier, doc string) (*storedDoc, error) {
+	var text string
+	st := &storedDoc{}
+	err := q.QueryRowContext(ctx, selectDocSQL, doc).Scan(&text, &st.snapRev)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("load %q: %w", doc, err)
+	}
+	st.rope, st.rev = rope.New(text), st.snapRev
+	rows, err := q.QueryContext(ctx, `SELECT rev, op FROM operations WHERE doc = ? AND rev > ? ORDER BY rev`, doc, st.snapRev)
+	if err != nil {
+		return nil, fmt.Errorf("load %q: operations after its snapshot: %w", doc, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var rev int64
+		var opJSON string
+		if err := rows.Scan(&rev, &opJSON); err != nil {
+			return nil, fmt.Errorf("load %q: %w", doc, err)
+		}
+		var op ot.Op
+		if err := json.Unmarshal([]byte(opJSON), &op); err != nil {
+			return nil, fmt.Errorf("load %q: decode rev %d: %w", doc, rev, err)
+		}
+		if rev != st.rev+1 {
+			return nil, fmt.Errorf("load %q: rev %d follows %d", doc, rev, st.rev)
+		}
+		if err := st.rope.Apply(op); err != nil {
+			return nil, fmt.Errorf("load %q: apply rev %d: %w", doc, rev, err)
+		}
+		st.rev = rev
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("load %q: %w", doc, err)
+	}
+	return st, nil
 }
 
 // Ops implements store.Durable.
@@ -190,7 +242,6 @@ func (s *Store) Write(ctx context.Context, entries []store.Entry) error {
 		return fmt.Errorf("begin write: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
-	selectDoc := tx.StmtContext(ctx, s.selectDoc)
 	insertOp := tx.StmtContext(ctx, s.insertOp)
 	upsertDoc := tx.StmtContext(ctx, s.upsertDoc)
 
@@ -200,13 +251,9 @@ func (s *Store) Write(ctx context.Context, entries []store.Entry) error {
 		if !ok {
 			st = s.recent[e.Doc]
 			if st == nil {
-				var text string
-				st = &storedDoc{}
-				err := selectDoc.QueryRowContext(ctx, e.Doc).Scan(&text, &st.rev)
-				if err != nil && !errors.Is(err, sql.ErrNoRows) {
-					return fmt.Errorf("load %q for write: %w", e.Doc, err)
+				if st, err = latest(ctx, tx, e.Doc); err != nil {
+					return fmt.Errorf("write: %w", err)
 				}
-				st.rope = rope.New(text)
 			}
 			docs[e.Doc] = st
 			order = append(order, e.Doc)
@@ -231,9 +278,13 @@ func (s *Store) Write(ctx context.Context, entries []store.Entry) error {
 	}
 	for _, id := range order {
 		st := docs[id]
+		if st.rev-st.snapRev < snapshotEvery {
+			continue
+		}
 		if _, err := upsertDoc.ExecContext(ctx, id, st.rope.String(), st.rev, now, now); err != nil {
 			return fmt.Errorf("store snapshot of %q at %d: %w", id, st.rev, err)
 		}
+		st.snapRev = st.rev
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit write of %d entries: %w", len(entries), err)
@@ -251,10 +302,42 @@ func (s *Store) Write(ctx context.Context, entries []store.Entry) error {
 	return nil
 }
 
+// writeSnapshots brings the rows of the documents in recent up to date, so
+// that a database closed cleanly needs no replay; s.mu must be held.
+func (s *Store) writeSnapshots() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin final snapshots: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after Commit
+	now := time.Now().UnixMilli()
+	for id, st := range s.recent {
+		if st.rev == st.snapRev {
+			continue
+		}
+		if _, err := tx.StmtContext(ctx, s.upsertDoc).ExecContext(ctx, id, st.rope.String(), st.rev, now, now); err != nil {
+			return fmt.Errorf("store snapshot of %q at %d: %w", id, st.rev, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit final snapshots: %w", err)
+	}
+	return nil
+}
+
 // Close implements store.Durable.
 func (s *Store) Close() error {
-	for _, st := range []*sql.Stmt{s.selectDoc, s.insertOp, s.upsertDoc} {
+	s.mu.Lock()
+	err := s.writeSnapshots()
+	s.mu.Unlock()
+	for _, st := range []*sql.Stmt{s.insertOp, s.upsertDoc} {
 		st.Close()
+	}
+	if err != nil {
+		s.db.Close()
+		return err
 	}
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("close sqlite: %w", err)

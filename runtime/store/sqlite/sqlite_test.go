@@ -2,6 +2,8 @@ package sqlite_test
 
 import (
 	"context"
+	"database/sql"
+	"path/filepath"
 	"testing"
 
 	"github.com/tandem-dev/tandem/runtime/ot"
@@ -92,4 +94,59 @@ func TestWriteRefusesBadBatchesAtomically(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A document's row lags its operations by up to a few hundred revisions;
+// Load and the next writer (another process after a crash, here a second
+// Store on the same file whose first Store was never closed) replay the
+// operations after it, and a clean Close brings the row up to date.
+func TestSnapshotRowLagsAndIsReplayed(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	first, err := sqlite.Open(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := ""
+	const n = 300
+	for i := int64(1); i <= n; i++ {
+		s := string(rune('a' + i%26))
+		if err := first.Write(ctx, []store.Entry{{Doc: "d", Rev: i, Op: ot.Op{{Insert: s}}}}); err != nil {
+			t.Fatal(err)
+		}
+		want = s + want
+	}
+	db, err := sql.Open("sqlite", filepath.Join(dir, sqlite.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rowRev := func() int64 {
+		var rev int64
+		if err := db.QueryRowContext(ctx, `SELECT rev FROM documents WHERE id = 'd'`).Scan(&rev); err != nil {
+			t.Fatal(err)
+		}
+		return rev
+	}
+	if r := rowRev(); r >= n || r < n-256 {
+		t.Fatalf("documents row at rev %d after %d writes, want it a little behind", r, n)
+	}
+	// "Crash": the first store is left open; another one takes over.
+	second := open(t, dir)
+	if snap, err := second.Load(ctx, "d"); err != nil || snap.Rev != n || snap.Text != want {
+		t.Fatalf("Load = rev %d (%d chars), %v; want rev %d %q", snap.Rev, len(snap.Text), err, n, want)
+	}
+	if err := second.Write(ctx, []store.Entry{{Doc: "d", Rev: n + 2, Op: ot.Op{{Insert: "?"}}}}); err == nil {
+		t.Fatal("a gap after the replayed revisions was accepted")
+	}
+	if err := second.Write(ctx, []store.Entry{{Doc: "d", Rev: n + 1, Op: ot.Op{{Insert: "!"}}}}); err != nil {
+		t.Fatalf("write after the replay: %v", err)
+	}
+	if err := second.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if r := rowRev(); r != n+1 {
+		t.Fatalf("documents row at rev %d after Close, want %d", r, n+1)
+	}
+	_ = first.Close()
 }
