@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -87,8 +88,18 @@ func (s *testServer) serveWS(w http.ResponseWriter, r *http.Request) {
 	out := make(chan any, 1024)
 	member := doc.Member{Conn: connID, Client: hello.Client, User: store.User{ID: "u-" + hello.Client}, Perm: "write"}
 	member.Send = func(f *protocol.Frame) bool {
+		m := f.Msg
+		if f.SharedText() != nil {
+			// A welcome whose text is shared between members: Msg lacks
+			// the text, so the whole encoding goes out as it is.
+			b, err := f.Encoded()
+			if err != nil {
+				return false
+			}
+			m = json.RawMessage(b)
+		}
 		select {
-		case out <- f.Msg: // the fault hook sees and may change the message
+		case out <- m: // the fault hook sees and may change the message
 			return true
 		default:
 			return false
