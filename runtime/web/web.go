@@ -9,6 +9,7 @@ import (
 	"embed"
 	"encoding/hex"
 	"fmt"
+	"html/template"
 	"io/fs"
 	"mime"
 	"net/http"
@@ -39,9 +40,12 @@ type site struct {
 //	/            the start page (open or create a document by name)
 //	/d/{docId}   the editor page (the same HTML for every document id; the
 //	             page reads the id from its own URL)
+//	/new?doc=n   the start form's action: 303 to /d/{n}, so the form works
+//	             without JavaScript (an invalid name gets the error page)
 //	/static/...  ES modules, CSS and icons
 //
-// Anything else below those prefixes is 404. The handler only answers GET
+// A bad document name answers 404 with a page that says why and links back
+// to the start page. Anything else below those prefixes is 404. The handler only answers GET
 // and HEAD.
 func Handler() http.Handler {
 	s, err := newSite(staticFS)
@@ -131,11 +135,22 @@ func (s *site) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.servePage(w, r, "index.html")
 	case strings.HasPrefix(p, "/d/"):
 		id := strings.TrimPrefix(p, "/d/")
-		if !validDocID(id) {
-			http.Error(w, "invalid document id", http.StatusNotFound)
+		if reason := docIDProblem(id); reason != "" {
+			serveError(w, r, http.StatusNotFound, id, reason)
 			return
 		}
 		s.servePage(w, r, "editor.html")
+	case p == "/new":
+		// The start form without JavaScript: the same normalisation as
+		// start.js (trimmed, inner spaces become dashes), then a redirect.
+		name := strings.Join(strings.Fields(r.URL.Query().Get("doc")), "-")
+		if reason := docIDProblem(name); reason != "" {
+			serveError(w, r, http.StatusBadRequest, name, reason)
+			return
+		}
+		// 303: the browser follows with a GET and shows /d/{name}; a name
+		// that passed docIDProblem needs no escaping in a path.
+		http.Redirect(w, r, "/d/"+name, http.StatusSeeOther)
 	case strings.HasPrefix(p, "/static/"):
 		name := strings.TrimPrefix(p, "/static/")
 		if name == "" || strings.Contains(name, "..") || strings.HasSuffix(name, ".html") {
@@ -177,6 +192,69 @@ func (s *site) serveAsset(w http.ResponseWriter, r *http.Request, a asset) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	// ServeContent handles If-None-Match (304), Range and HEAD for us.
 	http.ServeContent(w, r, "", s.modTime, bytes.NewReader(a.body))
+}
+
+// errorPage is the friendly page for a bad document name. html/template
+// escapes the name and reason, which come from the URL.
+var errorPage = template.Must(template.New("error").Parse(`<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{.Title}} · Tandem</title>
+<link rel="icon" href="/static/icon.svg" type="image/svg+xml">
+<link rel="stylesheet" href="/static/css/tandem.css">
+</head>
+<body class="start">
+<main class="start-card">
+  <h1 class="brand"><span class="brand-mark" aria-hidden="true"></span>Tandem</h1>
+  <h2 id="error-title">{{.Title}}</h2>
+  {{if .Name}}<p>The name <code id="error-name">{{.Name}}</code> cannot be used for a document.</p>{{end}}
+  <p id="error-reason" class="error" role="alert">{{.Reason}}</p>
+  <p><a id="error-home" href="/">Go to the start page</a> to open or create a document.</p>
+</main>
+</body>
+</html>
+`))
+
+// serveError answers with the friendly error page and the given status.
+func serveError(w http.ResponseWriter, r *http.Request, status int, name, reason string) {
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'none'; frame-ancestors 'none'; base-uri 'none'")
+	w.WriteHeader(status)
+	if r.Method == http.MethodHead {
+		return
+	}
+	title := "No such document name"
+	if status == http.StatusBadRequest {
+		title = "That name cannot be used"
+	}
+	// Show at most a bounded part of what was asked for.
+	if r := []rune(name); len(r) > 140 {
+		name = string(r[:140]) + "…"
+	}
+	_ = errorPage.Execute(w, struct{ Title, Name, Reason string }{title, name, reason})
+}
+
+// docIDProblem explains why id is not a usable document name ("" when it
+// is fine).
+func docIDProblem(id string) string {
+	switch {
+	case id == "":
+		return "A document name is needed: type one on the start page."
+	case strings.Contains(id, "/"):
+		return "A document name is one word: it cannot contain a slash."
+	case len(id) > 128:
+		return "A document name is at most 128 characters long."
+	case !validDocID(id):
+		return "A document name uses only letters, digits, dot, dash and underscore (no spaces), and is not \".\" or \"..\"."
+	}
+	return ""
 }
 
 // validDocID accepts the ids the editor can address: one path segment of

@@ -113,3 +113,83 @@ func TestPagesHaveNoInlineCode(t *testing.T) {
 		}
 	}
 }
+
+// A bad document name gets a page that says why and links back home, with
+// status 404 (and 400 for a bad name typed into the start form).
+func TestBadDocumentNamePage(t *testing.T) {
+	srv := httptest.NewServer(Handler())
+	t.Cleanup(srv.Close)
+
+	tests := []struct {
+		name, path string
+		wantStatus int
+		wantBody   []string
+	}{
+		{"space", "/d/has%20space", 404, []string{`id="error-reason"`, "no spaces", `<code id="error-name">has space</code>`}},
+		{"dotdot", "/d/..", 404, []string{"no spaces"}},
+		{"nested", "/d/a/b", 404, []string{"cannot contain a slash"}},
+		{"empty", "/d/", 404, []string{"A document name is needed"}},
+		{"too long", "/d/" + strings.Repeat("a", 129), 404, []string{"at most 128"}},
+		{"markup escaped", "/d/%3Cscript%3Ealert(1)%3C%2Fscript%3E", 404, []string{"&lt;script&gt;alert(1)&lt;/script&gt;"}},
+		{"form bad name", "/new?doc=a%2Fb", 400, []string{"cannot contain a slash"}},
+		{"form empty", "/new?doc=", 400, []string{"A document name is needed"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, err := http.Get(srv.URL + tc.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tc.wantStatus {
+				t.Fatalf("status = %d, want %d", resp.StatusCode, tc.wantStatus)
+			}
+			if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/html") {
+				t.Errorf("Content-Type = %q, want text/html", ct)
+			}
+			for _, want := range append(tc.wantBody, `href="/"`) {
+				if !strings.Contains(string(body), want) {
+					t.Errorf("body does not contain %q:\n%s", want, body)
+				}
+			}
+			if strings.Contains(string(body), "<script>") {
+				t.Errorf("body contains unescaped markup:\n%s", body)
+			}
+		})
+	}
+}
+
+// The start form works without JavaScript: its action redirects to the
+// document with 303.
+func TestStartFormRedirects(t *testing.T) {
+	srv := httptest.NewServer(Handler())
+	t.Cleanup(srv.Close)
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
+	page, err := staticFS.ReadFile("static/index.html")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(page), `action="/new" method="get"`) {
+		t.Fatal(`start form does not submit to /new`)
+	}
+	tests := []struct{ query, want string }{
+		{"doc=meeting-notes", "/d/meeting-notes"},
+		{"doc=++meeting+notes++", "/d/meeting-notes"},
+		{"doc=A.b_c-9", "/d/A.b_c-9"},
+	}
+	for _, tc := range tests {
+		resp, err := noFollow.Get(srv.URL + "/new?" + tc.query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusSeeOther {
+			t.Errorf("%s: status = %d, want 303", tc.query, resp.StatusCode)
+		}
+		if loc := resp.Header.Get("Location"); loc != tc.want {
+			t.Errorf("%s: Location = %q, want %q", tc.query, loc, tc.want)
+		}
+	}
+}
