@@ -127,7 +127,20 @@ class Editor {
       ui.text.focus();
     });
     ui.status.addEventListener('click', (e) => {
-      if (e.target.closest('[data-action="retry"]')) this.client.reconnectNow();
+      if (e.target.closest('[data-action="retry"]')) {
+        this.client.reconnectNow();
+        // The button disappears with the state it belonged to; without
+        // this, focus would fall to the page body.
+        this.focusText();
+      }
+    });
+    // Closing or reloading the tab while edits are unsent would lose them:
+    // ask first. (Browsers show their own wording, not ours.)
+    window.addEventListener('beforeunload', (e) => {
+      if (this.client.unsentEdits() > 0) {
+        e.preventDefault();
+        e.returnValue = '';
+      }
     });
   }
 
@@ -212,6 +225,15 @@ class Editor {
     document.body.classList.toggle('read-only', this.readOnly);
     this.hideBanner(['doc_full', 'unavailable', 'rate_limited']);
     this.renderPeople();
+    // Ready to write on open and after every reconnect, unless the person
+    // is busy elsewhere on the page (a button, the banner, a dialog).
+    const active = document.activeElement;
+    if (!active || active === document.body || active === ui.text) this.focusText();
+  }
+
+  /** Puts the keyboard focus in the text, keeping its selection. */
+  focusText() {
+    if (document.activeElement !== ui.text) ui.text.focus({ preventScroll: true });
   }
 
   onState(ev) {

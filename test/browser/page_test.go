@@ -1,0 +1,105 @@
+package browser
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/chromedp"
+
+	"github.com/tandem-dev/tandem/runtime/auth"
+)
+
+const textFocused = `document.activeElement === document.getElementById('text')`
+
+// A freshly opened editor has the keyboard focus, and so has one that was
+// reconnected with "Retry now" (the button vanishes with the state it
+// belongs to, so focus would otherwise fall to the page body).
+func TestFocusOnOpenAndRetry(t *testing.T) {
+	rt := startRuntime(t)
+	doc := docID(t)
+	tok := rt.Token("hal", "Hal", auth.PermWrite, doc)
+	br := newBrowser(t)
+	openDoc(t, br, rt, doc, tok)
+	waitJS(t, br, 5*time.Second, "focus in the editor on open", textFocused)
+	// Typing without clicking anywhere lands in the document.
+	typeText(t, br, "hi")
+	waitSynced(t, br, "hi")
+
+	rt.Stop()
+	waitJS(t, br, 15*time.Second, "Retry now offered", `!!document.querySelector('#status [data-action="retry"]')`)
+	rt.Start()
+	run(t, br, 10*time.Second, chromedp.Click(`#status [data-action="retry"]`))
+	waitJS(t, br, 20*time.Second, "reconnected", `document.getElementById('status').dataset.state === 'connected'`)
+	waitJS(t, br, 5*time.Second, "focus in the editor after Retry now", textFocused)
+	typeText(t, br, "!")
+	waitSynced(t, br, "hi!")
+}
+
+// Leaving the page with unsent edits asks first; with everything sent it
+// does not.
+func TestBeforeUnloadWhileUnsent(t *testing.T) {
+	rt := startRuntime(t)
+	doc := docID(t)
+	tok := rt.Token("ida", "Ida", auth.PermWrite, doc)
+	br := newBrowser(t)
+	openDoc(t, br, rt, doc, tok)
+	focusAt(t, br, true)
+	typeText(t, br, "sent")
+	waitSynced(t, br, "sent")
+
+	dialogs := make(chan *page.EventJavascriptDialogOpening, 4)
+	if err := chromedp.Listen(br, func(ev any) {
+		if d, ok := ev.(*page.EventJavascriptDialogOpening); ok {
+			select {
+			case dialogs <- d:
+			default:
+			}
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	setOnline(t, br, false)
+	rt.Stop()
+	waitJS(t, br, 10*time.Second, "offline state", `document.getElementById('status').dataset.state === 'offline'`)
+	typeText(t, br, "abc")
+	waitJS(t, br, 5*time.Second, "unsent edits", `window.tandem.client.unsentEdits() > 0`)
+
+	// Reload from the page; the beforeunload dialog blocks it until the
+	// dialog is answered, so do not wait for the evaluation.
+	go func() {
+		ctx, cancel := context.WithTimeout(br, 10*time.Second)
+		defer cancel()
+		_, _ = chromedp.Run(ctx, chromedp.Evaluate[bool](`(location.reload(), true)`))
+	}()
+	select {
+	case d := <-dialogs:
+		if d.Type != page.DialogTypeBeforeunload {
+			t.Fatalf("dialog type = %q, want beforeunload", d.Type)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no beforeunload prompt while edits were unsent")
+	}
+	// Stay on the page: the unsent edits are still there.
+	hctx, cancel := context.WithTimeout(br, 10*time.Second)
+	defer cancel()
+	if _, err := chromedp.Call(hctx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: false}); err != nil {
+		t.Fatalf("dismiss the prompt: %v", err)
+	}
+	if got := textOf(t, br); got != "sentabc" {
+		t.Fatalf("text after staying = %q, want %q", got, "sentabc")
+	}
+
+	rt.Start()
+	setOnline(t, br, true)
+	waitSynced(t, br, "sentabc")
+	run(t, br, 20*time.Second, chromedp.Reload())
+	select {
+	case d := <-dialogs:
+		t.Fatalf("prompt %q with nothing unsent", d.Type)
+	default:
+	}
+	waitJS(t, br, 20*time.Second, "reloaded and connected", `document.getElementById('status').dataset.state === 'connected' && document.getElementById('text').value === 'sentabc'`)
+}
