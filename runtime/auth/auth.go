@@ -12,6 +12,8 @@ import (
 	"math/big"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
 
@@ -61,6 +63,58 @@ func (i Identity) ForClient(client string) Identity {
 	i.User.ID = "anon-" + hex.EncodeToString(sum[:5])
 	i.User.Color = ColorFor(i.User.ID)
 	return i
+}
+
+// MaxNameRunes bounds a display name chosen in anonymous mode.
+const MaxNameRunes = 40
+
+// WithProfile returns the identity with the display name and colour the
+// client chose, in anonymous mode only: nobody is authenticated there, so a
+// chosen name claims nothing, and a browser can keep the same look across
+// reloads although its client id (and so its user id) is new. An
+// authenticated identity is returned as is (its name comes from the token).
+// A name that is empty after trimming, longer than MaxNameRunes, not valid
+// UTF-8 or holding control or format characters (U+0000, line breaks,
+// bidi overrides) is ignored, as is a colour that is not #rrggbb; the
+// generated one stays. Pages must still escape names when drawing them.
+func (i Identity) WithProfile(name, color string) Identity {
+	if !i.Anonymous {
+		return i
+	}
+	if n, ok := cleanName(name); ok {
+		i.User.Name = n
+	}
+	if validColor(color) {
+		i.User.Color = strings.ToLower(color)
+	}
+	return i
+}
+
+func cleanName(name string) (string, bool) {
+	name = strings.TrimSpace(name)
+	if name == "" || !utf8.ValidString(name) || utf8.RuneCountInString(name) > MaxNameRunes {
+		return "", false
+	}
+	for _, r := range name {
+		if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) || r == utf8.RuneError {
+			return "", false
+		}
+	}
+	return name, true
+}
+
+func validColor(c string) bool {
+	if len(c) != 7 || c[0] != '#' {
+		return false
+	}
+	for _, b := range []byte(c[1:]) {
+		switch {
+		case b >= '0' && b <= '9', b >= 'a' && b <= 'f', b >= 'A' && b <= 'F':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // CanWrite reports whether the identity may submit operations.

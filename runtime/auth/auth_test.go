@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tandem-dev/tandem/runtime/auth"
+	"github.com/tandem-dev/tandem/runtime/store"
 )
 
 var key = []byte("0123456789abcdef0123456789abcdef")
@@ -133,5 +134,44 @@ func TestForClient(t *testing.T) {
 	}
 	if got := id.ForClient("tab-1"); got.User.ID != "alice" || got.Anonymous {
 		t.Fatalf("authenticated identity for a client: %+v, want alice unchanged", got)
+	}
+}
+
+func TestWithProfile(t *testing.T) {
+	anon, err := auth.Anonymous{}.Authenticate("", "doc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	anon = anon.ForClient("c-1")
+	named := auth.Identity{User: store.User{ID: "u1", Name: "Sam", Color: "#111111"}, Perm: auth.PermWrite}
+	tests := []struct {
+		name         string
+		id           auth.Identity
+		pName, color string
+		wantName     string
+		wantColor    string
+	}{
+		{"chosen", anon, " Ada ", "#ABCDEF", "Ada", "#abcdef"},
+		{"empty keeps generated", anon, "  ", "", anon.User.Name, anon.User.Color},
+		{"NUL refused", anon, "A\x00da", "#abcdef", anon.User.Name, "#abcdef"},
+		{"newline refused", anon, "A\nda", "", anon.User.Name, anon.User.Color},
+		{"bidi override refused", anon, "A\u202eda", "", anon.User.Name, anon.User.Color},
+		{"invalid UTF-8 refused", anon, "A\xffda", "", anon.User.Name, anon.User.Color},
+		{"too long refused", anon, strings.Repeat("x", auth.MaxNameRunes+1), "", anon.User.Name, anon.User.Color},
+		{"longest kept", anon, strings.Repeat("ü", auth.MaxNameRunes), "", strings.Repeat("ü", auth.MaxNameRunes), anon.User.Color},
+		{"bad colours refused", anon, "", "red", anon.User.Name, anon.User.Color},
+		{"short colour refused", anon, "", "#abc", anon.User.Name, anon.User.Color},
+		{"authenticated unchanged", named, "Mallory", "#222222", "Sam", "#111111"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := tc.id.WithProfile(tc.pName, tc.color)
+			if got.User.Name != tc.wantName || got.User.Color != tc.wantColor {
+				t.Errorf("got %q %q, want %q %q", got.User.Name, got.User.Color, tc.wantName, tc.wantColor)
+			}
+			if got.User.ID != tc.id.User.ID {
+				t.Errorf("user id changed: %q -> %q", tc.id.User.ID, got.User.ID)
+			}
+		})
 	}
 }

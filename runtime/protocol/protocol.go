@@ -76,6 +76,11 @@ type Hello struct {
 	Token  string `json:"token,omitempty"`
 	Client string `json:"client"`
 	Rev    *int64 `json:"rev,omitempty"`
+	// Name and Color are the display name and colour the person chose; the
+	// server honours them in anonymous mode only (auth.Identity.WithProfile)
+	// and ignores them when invalid.
+	Name  string `json:"name,omitempty"`
+	Color string `json:"color,omitempty"`
 }
 
 // ClientOp is an operation submitted by a client.
@@ -244,6 +249,8 @@ type clientMessage struct {
 	Seq    *int64          `json:"seq"`
 	Op     json.RawMessage `json:"op"`
 	Cursor json.RawMessage `json:"cursor"`
+	Name   string          `json:"name"`
+	Color  string          `json:"color"`
 }
 
 // Decode parses one client frame into *Hello, *ClientOp, *ClientPresence or
@@ -287,7 +294,7 @@ func Decode(data []byte) (any, *Problem) {
 		if m.Rev != nil && *m.Rev < 0 {
 			return nil, problem(CodeBadRevision, "revision %d is negative", *m.Rev)
 		}
-		return &Hello{Type: TypeHello, V: m.V, Token: m.Token, Client: m.Client, Rev: m.Rev}, nil
+		return &Hello{Type: TypeHello, V: m.V, Token: m.Token, Client: m.Client, Rev: m.Rev, Name: m.Name, Color: m.Color}, nil
 	case TypeOp:
 		if m.Seq == nil || *m.Seq < 1 {
 			if typeErr != nil {

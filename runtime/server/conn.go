@@ -553,7 +553,7 @@ func (c *conn) handshake(ctx context.Context, headerToken string) (*doc.Session,
 		return nil, auth.Identity{}, false
 	}
 
-	id = id.ForClient(hello.Client)
+	id = id.ForClient(hello.Client).WithProfile(hello.Name, hello.Color)
 	c.client = hello.Client
 	// The token's clock runs from here: the connection ends when it does.
 	c.setExpiry(id.ValidFor)

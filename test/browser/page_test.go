@@ -2,6 +2,7 @@ package browser
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -102,4 +103,67 @@ func TestBeforeUnloadWhileUnsent(t *testing.T) {
 	default:
 	}
 	waitJS(t, br, 20*time.Second, "reloaded and connected", `document.getElementById('status').dataset.state === 'connected' && document.getElementById('text').value === 'sentabc'`)
+}
+
+// In anonymous mode a browser keeps its name and colour across reloads, and
+// the person can change the name; others see the chosen name as text.
+func TestAnonymousIdentityIsStable(t *testing.T) {
+	rt := startRuntimeAuth(t, "anonymous")
+	doc := docID(t)
+	a := newBrowser(t)
+	openDoc(t, a, rt, doc, "")
+	const who = `document.getElementById('me').textContent + ' ' + document.querySelector('#people .avatar.self').style.getPropertyValue('--c')`
+	first := eval[string](t, a, who)
+	if !strings.HasPrefix(first, "You are ") {
+		t.Fatalf("own name line = %q", first)
+	}
+	for i := 0; i < 2; i++ {
+		run(t, a, 20*time.Second, chromedp.Reload())
+		waitJS(t, a, 20*time.Second, "reconnected after reload", `document.getElementById('status').dataset.state === 'connected' && !!document.querySelector('#people .avatar.self')`)
+		if got := eval[string](t, a, who); got != first {
+			t.Fatalf("after reload %d identity = %q, want %q", i+1, got, first)
+		}
+	}
+
+	// Change the name through the page's prompt.
+	const chosen = `<b>Zoë</b> Q`
+	prompts := make(chan struct{}, 1)
+	if err := chromedp.Listen(a, func(ev any) {
+		if d, ok := ev.(*page.EventJavascriptDialogOpening); ok && d.Type == page.DialogTypePrompt {
+			select {
+			case prompts <- struct{}{}:
+			default:
+			}
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(a, 10*time.Second)
+		defer cancel()
+		_, _ = chromedp.Run(ctx, chromedp.Evaluate[bool](`(document.getElementById('rename').click(), true)`))
+	}()
+	select {
+	case <-prompts:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no prompt for the name")
+	}
+	hctx, cancel := context.WithTimeout(a, 10*time.Second)
+	defer cancel()
+	if _, err := chromedp.Call(hctx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: true, PromptText: chosen}); err != nil {
+		t.Fatalf("answer the prompt: %v", err)
+	}
+	waitJS(t, a, 15*time.Second, "new name shown", `document.getElementById('me').textContent === 'You are <b>Zoë</b> Q' && document.getElementById('status').dataset.state === 'connected'`)
+	color := eval[string](t, a, `document.querySelector('#people .avatar.self').style.getPropertyValue('--c')`)
+	if !strings.HasSuffix(first, " "+color) {
+		t.Errorf("colour changed with the name: %q, was %q", color, first)
+	}
+	run(t, a, 20*time.Second, chromedp.Reload())
+	waitJS(t, a, 20*time.Second, "new name kept after reload", `document.getElementById('status').dataset.state === 'connected' && document.getElementById('me').textContent === 'You are <b>Zoë</b> Q'`)
+
+	// Another person sees the chosen name, as text.
+	b := newBrowser(t)
+	openDoc(t, b, rt, doc, "")
+	waitJS(t, b, 15*time.Second, "other person sees the chosen name",
+		`[...document.querySelectorAll('#people .avatar:not(.self)')].some(li => li.title === '<b>Zoë</b> Q') && !document.querySelector('#people b')`)
 }

@@ -107,6 +107,9 @@ export function newClientId(random = Math.random) {
  *               once when the server closes the connection as unauthorized
  *               (4001), before reconnecting with the new token.
  *   clientId    stable id for this client's submissions (default: random)
+ *   profile     optional {name, color} sent in hello: the display name and
+ *               colour the person chose; honoured in anonymous mode only.
+ *               Assign client.profile later and reconnect to change it.
  *   setTimeout, clearTimeout, now, random   injectable clock and randomness
  *   presenceIntervalMs   minimum time between presence messages (default 50)
  *
@@ -136,6 +139,7 @@ export class Client {
     this.authRetry = false; // reconnecting with a refreshed token after 4001
     this.random = opts.random || Math.random;
     this.clientId = opts.clientId || newClientId(this.random);
+    this.profile = opts.profile || null;
     this.setTimeout = opts.setTimeout || ((f, ms) => setTimeout(f, ms));
     this.clearTimeout = opts.clearTimeout || ((h) => clearTimeout(h));
     this.now = opts.now || (() => Date.now());
@@ -315,6 +319,8 @@ export class Client {
       const hello = { type: 'hello', v: 1, client: this.clientId };
       if (this.token) hello.token = this.token;
       if (this.rev !== null) hello.rev = this.rev;
+      if (this.profile?.name) hello.name = String(this.profile.name);
+      if (this.profile?.color) hello.color = String(this.profile.color);
       this.sendRaw(hello);
     };
     s.onmessage = (ev) => {

@@ -34,6 +34,7 @@ const ui = {
   overlay: $('overlay'),
   mode: $('mode'),
   me: $('me'),
+  rename: $('rename'),
 };
 
 /** Human text for error codes the server sends (docs/protocol.md). */
@@ -60,6 +61,30 @@ function tokenFromHash() {
   return params.get('token') || '';
 }
 
+// The anonymous identity this browser shows (name and colour), kept in
+// localStorage so a reload or a restart does not turn the person into
+// someone new. The server honours it in anonymous mode only.
+const PROFILE_KEY = 'tandem.profile';
+const MAX_NAME = 40; // auth.MaxNameRunes
+
+function loadProfile() {
+  try {
+    const p = JSON.parse(localStorage.getItem(PROFILE_KEY) || 'null');
+    if (p && typeof p.name === 'string' && typeof p.color === 'string') return { name: p.name, color: p.color };
+  } catch {
+    /* storage unavailable or corrupt: a generated identity it is */
+  }
+  return null;
+}
+
+function saveProfile(p) {
+  try {
+    localStorage.setItem(PROFILE_KEY, JSON.stringify({ name: p.name, color: p.color }));
+  } catch {
+    /* storage unavailable: the identity lasts as long as the tab */
+  }
+}
+
 function initials(name) {
   const parts = String(name).trim().split(/\s+/).filter(Boolean);
   const first = parts[0] ? Array.from(parts[0])[0] : '?';
@@ -81,7 +106,9 @@ class Editor {
       url: `${proto}//${location.host}/v1/docs/${encodeURIComponent(docId)}/ws`,
       connect: (url) => new WebSocket(url),
       token,
+      profile: token ? null : loadProfile(),
     });
+    this.anonymous = !token;
     this.client.onText = (ev) => this.onText(ev);
     this.client.onState = (ev) => this.onState(ev);
     this.client.onPresence = (others) => {
@@ -126,6 +153,7 @@ class Editor {
       ui.banner.hidden = true;
       ui.text.focus();
     });
+    ui.rename.addEventListener('click', () => this.rename());
     ui.status.addEventListener('click', (e) => {
       if (e.target.closest('[data-action="retry"]')) {
         this.client.reconnectNow();
@@ -217,6 +245,13 @@ class Editor {
     this.everLoaded = true;
     this.readOnly = perm === 'read';
     ui.me.textContent = user ? `You are ${user.name}` : '';
+    if (this.anonymous && user) {
+      // Keep what the server settled on (it ignores an invalid name), so
+      // the next visit looks the same.
+      this.client.profile = { name: user.name, color: user.color };
+      saveProfile(this.client.profile);
+    }
+    ui.rename.hidden = !(this.anonymous && user);
     ui.mode.textContent = this.readOnly ? 'Read only: you can follow along but not edit.' : '';
     ui.text.readOnly = this.readOnly;
     ui.text.disabled = false;
@@ -229,6 +264,21 @@ class Editor {
     // is busy elsewhere on the page (a button, the banner, a dialog).
     const active = document.activeElement;
     if (!active || active === document.body || active === ui.text) this.focusText();
+  }
+
+  /** Asks for a new display name (anonymous mode) and reconnects with it. */
+  rename() {
+    const cur = this.client.profile?.name || this.client.user?.name || '';
+    const answer = window.prompt(`Your name as others see it (up to ${MAX_NAME} characters):`, cur);
+    this.focusText();
+    if (answer === null) return;
+    // The same rules as the server's: no control or format characters.
+    const name = answer.replace(/[\p{Cc}\p{Cf}]/gu, '').trim();
+    if (!name || Array.from(name).length > MAX_NAME || name === cur) return;
+    this.client.profile = { name, color: this.client.profile?.color || this.client.user?.color || '' };
+    saveProfile(this.client.profile);
+    // The server reads the name at hello; unsent edits survive a reconnect.
+    this.client.reconnectNow();
   }
 
   /** Puts the keyboard focus in the text, keeping its selection. */
