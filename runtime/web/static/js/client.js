@@ -285,9 +285,7 @@ export class Client {
       this.buffer = ot.compose(this.buffer, norm);
       this.bufferEdits++;
     }
-    for (const [id, p] of this.others) {
-      if (p.cursor) this.others.set(id, { ...p, cursor: transformSel(p.cursor, norm, false) });
-    }
+    this.placeOthers();
     this.emitText({ text: this.text, op: norm, remote: false, user: null });
     if (this.others.size) this.emitPresence();
     this.flush();
@@ -594,6 +592,11 @@ export class Client {
     }
     this.reloadRev = null;
     this.base = ot.apply(this.base, this.inflight.op);
+    // Our op is now committed after everything we have seen: others' carets
+    // move through it in the server's order, as the server moves them.
+    for (const [key, p] of this.others) {
+      if (p.srv) this.others.set(key, { ...p, srv: transformSel(p.srv, this.inflight.op, false) });
+    }
     this.rev = rev;
     this.inflight = null;
     if (this.buffer !== null) {
@@ -601,6 +604,7 @@ export class Client {
       this.buffer = null;
       this.bufferEdits = 0;
     }
+    this.placeOthers();
     this.onRevision?.(rev);
     return true;
   }
@@ -643,9 +647,13 @@ export class Client {
     this.rev = msg.rev;
     if (this.cursor) this.cursor = transformSel(this.cursor, op, false);
     for (const [key, p] of this.others) {
-      // The author's caret sits after their own insert.
-      if (p.cursor) this.others.set(key, { ...p, cursor: transformSel(p.cursor, op, p.user.id === msg.user) });
+      // The author's caret sits after their own insert. It moves through
+      // the op as the server committed it (msg.op), so a concurrent insert
+      // of ours at the same spot, which the server orders before theirs,
+      // pushes it too once placeOthers shifts it past our pending edits.
+      if (p.srv) this.others.set(key, { ...p, srv: transformSel(p.srv, msg.op, p.user.id === msg.user) });
     }
+    this.placeOthers();
     this.emitText({ text: this.text, op, remote: true, user: msg.user ?? null });
     this.onRevision?.(this.rev);
     if (this.others.size) this.emitPresence();
@@ -661,12 +669,31 @@ export class Client {
     if (!user || typeof user.id !== 'string') return;
     const key = typeof p.conn === 'string' && p.conn ? p.conn : user.id;
     if (this.conn ? key === this.conn : this.user && user.id === this.user.id) return; // ourselves
-    let cursor = validSel(p.cursor) ? p.cursor : null;
-    // The cursor is on the server's text; shift it past our unacknowledged edits.
-    if (cursor && this.inflight) cursor = transformSel(cursor, this.inflight.op, false);
-    if (cursor && this.buffer) cursor = transformSel(cursor, this.buffer, false);
-    if (cursor) cursor = clampSel(cursor, ot.cpLength(this.text));
-    this.others.set(key, { user: { id: user.id, name: String(user.name || user.id), color: user.color || '' }, conn: key, cursor });
+    let srv = validSel(p.cursor) ? p.cursor : null;
+    if (srv) srv = clampSel(srv, ot.cpLength(this.base));
+    const o = { user: { id: user.id, name: String(user.name || user.id), color: user.color || '' }, conn: key, srv, cursor: null };
+    o.cursor = this.place(srv);
+    this.others.set(key, o);
+  }
+
+  /**
+   * The local position of a cursor kept on the server's text (srv, at
+   * this.rev): shifted past our unacknowledged edits. Others' carets are
+   * kept in server coordinates and moved only through committed ops in the
+   * server's order, so they land where the server (and their owner) has
+   * them even when we insert at the same spot concurrently.
+   */
+  place(srv) {
+    let c = srv;
+    if (c && this.inflight) c = transformSel(c, this.inflight.op, false);
+    if (c && this.buffer) c = transformSel(c, this.buffer, false);
+    return c ? clampSel(c, ot.cpLength(this.text)) : null;
+  }
+
+  placeOthers() {
+    for (const [key, p] of this.others) {
+      if (p.srv) this.others.set(key, { ...p, cursor: this.place(p.srv) });
+    }
   }
 
   handleLeave(msg) {

@@ -756,3 +756,32 @@ test('closed as unauthorized without a refresh callback: fails for good', () => 
   net.drain(() => 0);
   assert.equal(c.state, State.FAILED);
 });
+
+test('presence: a remote caret stays after its owner\'s insert when we type at the same spot', () => {
+  const server = new ServerModel({ text: 'start' });
+  const net = new Network(server);
+  const clock = new Clock();
+  const c = newClient(net, clock, { token: 'cat' });
+  const d = newClient(net, clock, { token: 'dan' });
+  let seen = new Map();
+  d.onPresence = (m) => (seen = m);
+  const cat = () => [...seen.values()].find((p) => p.user.id === 'cat');
+  net.drain(() => 0);
+  c.setCursor(5);
+  d.setCursor(5);
+  net.drain(() => 0);
+  assert.deepEqual(cat().cursor, { anchor: 5, head: 5 });
+  insert(c, 5, 'a');
+  c.setCursor(6);
+  insert(d, 5, 'b'); // concurrent, at the same spot; c's op commits first
+  d.setCursor(6);
+  net.drain(() => 0);
+  assert.equal(c.text, d.text);
+  // Wherever the server put the two inserts, c's caret is right after c's "a".
+  const want = [...d.text].lastIndexOf('a') + 1;
+  assert.deepEqual(cat().cursor, { anchor: want, head: want }, `text ${d.text}`);
+  insert(c, want, 'x');
+  c.setCursor(want + 1);
+  net.drain(() => 0);
+  assert.deepEqual(cat().cursor, { anchor: want + 1, head: want + 1 }, `text ${d.text}`);
+});
