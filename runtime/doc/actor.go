@@ -521,7 +521,7 @@ func (a *actor) join(m *Member, rev *int64) {
 		return
 	}
 	a.members[m.Conn] = m
-	a.updatePresence(store.PresenceEntry{Doc: a.id, Conn: m.Conn, User: m.User, Rev: a.head})
+	a.updatePresence(a.presenceOf(m))
 }
 
 // encodedText returns the text at the head encoded once for every
@@ -587,7 +587,7 @@ func (a *actor) setCursor(r cursorReq) {
 	if !ok {
 		return
 	}
-	e := store.PresenceEntry{Doc: a.id, Conn: r.conn, User: m.User, Rev: a.head}
+	e := a.presenceOf(m)
 	if r.cursor != nil {
 		c := *r.cursor
 		e.Cursor = &c
@@ -605,6 +605,13 @@ func (a *actor) setCursor(r cursorReq) {
 
 func clamp(v, hi int) int { return max(0, min(v, hi)) }
 
+// presenceOf starts the member's next presence update: a new Seq, at the
+// head, without a cursor.
+func (a *actor) presenceOf(m *Member) store.PresenceEntry {
+	m.presenceSeq++
+	return store.PresenceEntry{Doc: a.id, Conn: m.Conn, User: m.User, Client: m.Client, Rev: a.head, Seq: m.presenceSeq}
+}
+
 // updatePresence stores e; the announcement to members follows from the
 // presence subscription, so replicas and this process behave the same.
 func (a *actor) updatePresence(e store.PresenceEntry) {
@@ -614,6 +621,9 @@ func (a *actor) updatePresence(e store.PresenceEntry) {
 	}
 	ctx, cancel := a.storeCtx()
 	defer cancel()
+	if m := a.members[e.Conn]; m != nil && e.Seq >= m.presence.Seq {
+		m.presence = e
+	}
 	if err := a.opts.Presence.Update(ctx, e); err != nil {
 		a.log.Warn("update presence", "conn", e.Conn, "err", err)
 	}
@@ -625,9 +635,11 @@ func (a *actor) refreshPresence() {
 		return
 	}
 	for conn, m := range a.members {
+		// The copy kept at the head once the last update came back;
+		// before that (it is on its way, or was lost), the update itself.
 		e, ok := a.present[conn]
-		if !ok {
-			e = store.PresenceEntry{Doc: a.id, Conn: conn, User: m.User, Rev: a.head}
+		if !ok || e.Seq < m.presence.Seq {
+			e = a.cursorAtHead(m.presence)
 		}
 		a.updatePresence(e)
 	}
@@ -645,11 +657,26 @@ func (a *actor) presenceEvent(ev store.PresenceEvent) {
 	}
 	e := a.cursorAtHead(ev.Entry)
 	old, had := a.present[conn]
+	if had && e.Seq != 0 && e.Seq < old.Seq {
+		return // overtaken by a later update of its owner
+	}
 	a.present[conn] = e
-	if had && old.User == e.User && sameCursor(old.Cursor, e.Cursor) {
-		return // a refresh: nothing changed for anyone
+	if had && isRefresh(old, e) {
+		return // nothing changed for anyone
 	}
 	a.broadcastExcept(conn, protocol.Presence{Type: protocol.TypePresence, User: e.User, Conn: conn, Cursor: e.Cursor})
+}
+
+// isRefresh reports whether e only keeps old alive. Only the owner's Seq
+// can say so: comparing positions would swallow an update whose cursor
+// this process had already moved to the same place, while members that
+// were told an older position (or placed it differently) wait for exactly
+// that update.
+func isRefresh(old, e store.PresenceEntry) bool {
+	if e.Seq != 0 {
+		return e.Seq == old.Seq
+	}
+	return old.Seq == 0 && old.User == e.User && sameCursor(old.Cursor, e.Cursor)
 }
 
 func sameCursor(a, b *store.Cursor) bool {
@@ -701,11 +728,15 @@ func transformPresence(p store.PresenceEntry, e store.Entry) store.PresenceEntry
 	if p.Cursor == nil {
 		return p
 	}
-	own := p.User.ID == e.User
-	c := store.Cursor{
-		Anchor: ot.TransformCursor(p.Cursor.Anchor, e.Op, own),
-		Head:   ot.TransformCursor(p.Cursor.Head, e.Op, own),
-	}
+	// The cursor's owner typed its own operations at the caret, so its own
+	// insert there moves the caret after it; anyone else's stays after the
+	// caret. With the server's order (the later of two concurrent inserts at
+	// one spot goes first, see submit.go) this puts every owner's caret
+	// right after their own text, as in their own editor. A range moves as
+	// one selection, the same rule as the clients' (ot.TransformSelection).
+	own := p.User.ID == e.User && (p.Client == "" || p.Client == e.Client)
+	var c store.Cursor
+	c.Anchor, c.Head = ot.TransformSelection(p.Cursor.Anchor, p.Cursor.Head, e.Op, own)
 	p.Cursor = &c
 	return p
 }

@@ -218,6 +218,10 @@ type Member struct {
 	joined int64
 	// unflushed: the member was sent frames since the last flush.
 	unflushed bool
+	// presenceSeq numbers the member's presence updates (PresenceEntry.Seq);
+	// presence is the last one written, refreshed until the next.
+	presenceSeq int64
+	presence    store.PresenceEntry
 }
 
 // author identifies who wrote an operation: the authenticated user and the

@@ -50,6 +50,11 @@ type transformCase struct {
 }
 
 var transformCases = []transformCase{
+	// The server transforms an incoming operation against those committed
+	// since its base with the incoming one's inserts first: of two
+	// concurrent inserts at one spot, the later committed comes first
+	// ("start" + C's "a" then D's "b" = "startba").
+	{Name: "server tie: the later committed of two concurrent inserts goes first", Doc: "start", A: Op{r(5), ins("b")}, B: Op{r(5), ins("a")}, Side: "left", Result: Op{r(5), ins("b")}},
 	{Name: "tie left: a's insert first", Doc: "xy", A: Op{r(1), ins("A")}, B: Op{r(1), ins("B")}, Side: "left", Result: Op{r(1), ins("A")}},
 	{Name: "tie right: a's insert after b's", Doc: "xy", A: Op{r(1), ins("A")}, B: Op{r(1), ins("B")}, Side: "right", Result: Op{r(2), ins("A")}},
 	{Name: "tie at start left", Doc: "", A: Op{ins("A")}, B: Op{ins("BB")}, Side: "left", Result: Op{ins("A")}},
@@ -119,6 +124,14 @@ var cursorCases = []cursorCase{
 	{Name: "caret at 0 with insert at 0, other", Op: Op{ins("abc")}, Pos: 0, Result: 0},
 	{Name: "negative caret clamps", Op: Op{r(1), ins("a")}, Pos: -4, Result: 0},
 	{Name: "identity", Op: nil, Pos: 7, Own: true, Result: 7},
+	// The server's tie rule seen by carets, on "start" with both carets at
+	// 5: C's "a" and D's concurrent "b". Each caret moves through the
+	// committed operations in commit order, own for its owner's, and ends
+	// right after its owner's text.
+	{Name: "server tie, C first: C's own a moves C's caret after it", Op: Op{r(5), ins("a")}, Pos: 5, Own: true, Result: 6},
+	{Name: "server tie, C first: D's b, committed before a, pushes C's caret", Op: Op{r(5), ins("b")}, Pos: 6, Own: false, Result: 7},
+	{Name: "server tie, C first: C's a leaves D's caret before it", Op: Op{r(5), ins("a")}, Pos: 5, Own: false, Result: 5},
+	{Name: "server tie, C first: D's own b moves D's caret after it", Op: Op{r(5), ins("b")}, Pos: 5, Own: true, Result: 6},
 }
 
 type selectionCase struct {
@@ -138,6 +151,13 @@ var selectionCases = []selectionCase{
 	{Name: "backwards selection", Op: Op{r(2), ins("xx")}, Anchor: 5, Head: 2, Result: [2]int{7, 4}},
 	{Name: "insert inside grows", Op: Op{r(3), ins("😀")}, Anchor: 2, Head: 5, Result: [2]int{2, 6}},
 	{Name: "delete swallowing the selection collapses it", Op: Op{r(1), del(6)}, Anchor: 2, Head: 5, Result: [2]int{1, 1}},
+	// The server's tie rule (see the cursor cases) for the selection "art"
+	// of "start" whose owner's concurrent "a" at 5 committed first and
+	// extended it; another's "b", committed next, is placed before that "a",
+	// inside the selection, whose end stays after the owner's text.
+	{Name: "server tie: owner's own insert at the end extends the selection", Op: Op{r(5), ins("a")}, Anchor: 2, Head: 5, Own: true, Result: [2]int{2, 6}},
+	{Name: "server tie: the later concurrent insert goes inside, before the owner's", Op: Op{r(5), ins("b")}, Anchor: 2, Head: 6, Own: false, Result: [2]int{2, 7}},
+	{Name: "server tie: another's insert at the start stays outside", Op: Op{r(2), ins("b")}, Anchor: 6, Head: 2, Own: false, Result: [2]int{7, 3}},
 }
 
 type normalizeCase struct {

@@ -3,6 +3,7 @@ package ot
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -326,6 +327,67 @@ func TestApplyRejectsInvalidText(t *testing.T) {
 	for _, text := range tests {
 		if got, err := Apply(text, Op{r(1), ins("x")}); !errors.Is(err, ErrInvalid) {
 			t.Errorf("Apply(%q) = %q, %v; want ErrInvalid", text, got, err)
+		}
+	}
+}
+
+// TestServerTieKeepsEachCaretAfterItsOwnText plays the server's rule for
+// two concurrent inserts at one spot, in both commit orders and for
+// inserts of several code points: the later committed one is transformed
+// with its inserts first (Left), and every caret moves through the
+// committed operations in order, own for its owner's. Each caret must end
+// right after its owner's text, where the owner's own editor has it.
+func TestServerTieKeepsEachCaretAfterItsOwnText(t *testing.T) {
+	tests := []struct {
+		name, doc, c, d string
+		at              int
+	}{
+		{"issue example", "start", "a", "b", 5},
+		{"at the start", "start", "a", "b", 0},
+		{"in the middle, longer and astral", "start", "aa😀", "bbb", 2},
+		{"empty document", "", "ab", "é", 0},
+	}
+	for _, tc := range tests {
+		for _, cFirst := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s, C first %v", tc.name, cFirst), func(t *testing.T) {
+				opC := Op{{Retain: tc.at}, {Insert: tc.c}}.Normalize()
+				opD := Op{{Retain: tc.at}, {Insert: tc.d}}.Normalize()
+				type commit struct {
+					op    Op
+					owner string
+				}
+				first, second := commit{opC, "C"}, commit{opD, "D"}
+				if !cFirst {
+					first, second = second, first
+				}
+				later, err := Transform(second.op, first.op, Left)
+				if err != nil {
+					t.Fatal(err)
+				}
+				log := []commit{first, {later, second.owner}}
+				text := tc.doc
+				carets := map[string]int{"C": tc.at, "D": tc.at}
+				for _, e := range log {
+					if text, err = Apply(text, e.op); err != nil {
+						t.Fatal(err)
+					}
+					for who, pos := range carets {
+						carets[who] = TransformCursor(pos, e.op, who == e.owner)
+					}
+				}
+				runes := []rune(text)
+				for who, ins := range map[string]string{"C": tc.c, "D": tc.d} {
+					pos := carets[who]
+					n := len([]rune(ins))
+					if pos < n || string(runes[pos-n:pos]) != ins {
+						t.Errorf("text %q: %s's caret at %d, not right after its %q", text, who, pos, ins)
+					}
+				}
+				// The later committed insert comes first.
+				if want := string([]rune(tc.doc)[:tc.at]) + map[bool]string{true: tc.d + tc.c, false: tc.c + tc.d}[cFirst]; !strings.HasPrefix(text, want) {
+					t.Errorf("text %q does not start with %q", text, want)
+				}
+			})
 		}
 	}
 }

@@ -122,11 +122,21 @@ type Cursor struct {
 
 // PresenceEntry is one connection's presence in a document.
 type PresenceEntry struct {
-	Doc    string  `json:"doc"`
-	Conn   string  `json:"conn"` // unique per connection, across replicas
-	User   User    `json:"user"`
+	Doc  string `json:"doc"`
+	Conn string `json:"conn"` // unique per connection, across replicas
+	User User   `json:"user"`
+	// Client is the connection's client id: with User, the author whose
+	// operations move the cursor as their owner's (typed at the caret).
+	Client string  `json:"client,omitempty"`
 	Cursor *Cursor `json:"cursor,omitempty"`
 	Rev    int64   `json:"rev"` // the revision the cursor refers to
+	// Seq counts the owner's updates of this entry (join, cursor moves)
+	// from 1; a refresh that only keeps the entry alive repeats it. Other
+	// processes announce an entry to their members when Seq is new, so an
+	// update is never mistaken for a refresh because a copy transformed
+	// elsewhere happens to hold the same positions. 0 (entries of older
+	// versions): unknown, compared by content.
+	Seq int64 `json:"seq,omitempty"`
 }
 
 // PresenceEvent is an update (Left false) or a departure (Left true).
