@@ -481,6 +481,10 @@ func (a *actor) join(m *Member, rev *int64) {
 		User: m.User, Conn: m.Conn, Perm: m.Perm, Presence: []protocol.Presence{},
 		AuthTTLMs: m.AuthTTLMs,
 	}
+	if limits := m.Limits; limits != (protocol.Limits{}) || a.opts.MaxDocBytes > 0 {
+		limits.MaxDocBytes = max(a.opts.MaxDocBytes, 0)
+		w.Limits = &limits
+	}
 	resumed := false
 	if rev != nil && *rev <= a.head && a.head-*rev <= int64(a.opts.Window) {
 		if entries, err := a.entriesAfter(*rev); err == nil {

@@ -197,6 +197,9 @@ type Member struct {
 	// AuthTTLMs, echoed in the welcome, is how long the member's token is
 	// still accepted, in milliseconds (0: it does not expire).
 	AuthTTLMs int64
+	// Limits, echoed in the welcome, are the connection's message and
+	// operation limits; the document fills in MaxDocBytes.
+	Limits protocol.Limits
 	// Send queues a message for the connection without blocking; it returns
 	// false when the connection cannot keep up, and the document then drops
 	// the member (the connection closes itself). The same frame goes to

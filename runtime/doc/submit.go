@@ -293,7 +293,7 @@ func (a *actor) prepareOne(req submitReq, pending []store.Entry, length, size *i
 	// the new size never undercounts.
 	newSize := *size + insertedBytes - deleted
 	if a.opts.MaxDocBytes > 0 && insertedBytes > deleted && newSize > a.opts.MaxDocBytes {
-		return fail(protocol.CodeTooLarge, "document would exceed %d bytes", a.opts.MaxDocBytes)
+		return fail(protocol.CodeTooLarge, "document would exceed %d bytes (welcome limits.maxDocBytes): it has %d, the operation adds %d and removes %d code points", a.opts.MaxDocBytes, *size, insertedBytes, deleted)
 	}
 	*length += inserted - deleted
 	*size = newSize

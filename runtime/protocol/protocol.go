@@ -129,6 +129,23 @@ type Welcome struct {
 	Ops       []Op       `json:"ops,omitempty"`
 	Text      *string    `json:"text,omitempty"`
 	AuthTTLMs int64      `json:"authTtlMs,omitempty"`
+	Limits    *Limits    `json:"limits,omitempty"`
+}
+
+// Limits are the sizes the server accepts, sent in the welcome so that a
+// client splits large edits to fit instead of finding out by refusal. A
+// zero field is omitted: no such limit.
+type Limits struct {
+	// MaxMessageBytes: the largest message the server reads, in bytes of
+	// its UTF-8 JSON encoding (the WebSocket payload). A larger one closes
+	// the connection with 1009.
+	MaxMessageBytes int64 `json:"maxMessageBytes,omitempty"`
+	// MaxOpBytes: the most text one op message may insert, in bytes of
+	// UTF-8, summed over its inserts as sent. More is refused (too_large).
+	MaxOpBytes int `json:"maxOpBytes,omitempty"`
+	// MaxDocBytes: the largest document text, in bytes of UTF-8. An
+	// operation that would grow the text past it is refused (too_large).
+	MaxDocBytes int `json:"maxDocBytes,omitempty"`
 }
 
 // Ack confirms that the client's operation Seq was committed as Rev.

@@ -561,7 +561,8 @@ func (c *conn) handshake(ctx context.Context, headerToken string) (*doc.Session,
 	// 3. join: the document sends the welcome through c.send.
 	sess, err := s.opts.Manager.Join(ctx, c.doc, doc.Member{
 		Conn: c.id, Client: hello.Client, User: id.User, Perm: string(id.Perm), AuthTTLMs: id.ValidFor.Milliseconds(),
-		Send: c.queue, Flush: c.flush,
+		Limits: protocol.Limits{MaxMessageBytes: s.opts.Limits.MaxMessageBytes, MaxOpBytes: s.opts.Limits.MaxOpBytes},
+		Send:   c.queue, Flush: c.flush,
 		Kick: func(reason string) { c.close(protocol.CloseRestart, reason) },
 	}, hello.Rev)
 	if err != nil {
@@ -612,7 +613,10 @@ func (c *conn) messages(ctx context.Context, sess *doc.Session, id auth.Identity
 			}
 			strikes = 0
 			if n := insertedBytes(m); n > s.opts.Limits.MaxOpBytes {
-				c.sendProblem(&protocol.Problem{Code: protocol.CodeTooLarge, Message: "operation inserts too much text at once", Seq: &seq})
+				// Refused, not closed: the client splits the insert and goes
+				// on with this connection.
+				c.sendProblem(&protocol.Problem{Code: protocol.CodeTooLarge, Seq: &seq, Message: fmt.Sprintf(
+					"operation inserts %d bytes of text, more than the %d one operation may insert (welcome limits.maxOpBytes); split it into several operations", n, s.opts.Limits.MaxOpBytes)})
 				continue
 			}
 			if err := sess.Submit(ctx, m.Seq, m.Rev, m.Op); err != nil {
