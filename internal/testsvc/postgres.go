@@ -3,6 +3,7 @@ package testsvc
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/user"
@@ -23,15 +24,30 @@ type Postgres struct {
 	// cred runs the server as an unprivileged user: initdb and postgres
 	// refuse to run as root. nil when the tests already run unprivileged.
 	cred *syscall.Credential
+	// certs, when set, turns on TLS (ssl=on) with its server certificate.
+	certs *Certs
+}
+
+// PostgresOption configures StartPostgres.
+type PostgresOption func(*Postgres)
+
+// WithPostgresTLS turns on TLS (ssl=on) with the server certificate of
+// certs and trusts its CA for client certificates. Plain connections are
+// still accepted; URL asks for sslmode=verify-full against certs.CAFile.
+func WithPostgresTLS(certs *Certs) PostgresOption {
+	return func(pg *Postgres) { pg.certs = certs }
 }
 
 // StartPostgres initialises a new cluster in a temporary directory, starts
 // postgres on a free loopback port and waits until it accepts connections.
 // It is killed and its directory removed at t.Cleanup.
-func StartPostgres(t testing.TB) *Postgres {
+func StartPostgres(t testing.TB, opts ...PostgresOption) *Postgres {
 	t.Helper()
 	binDirs := postgresBinDirs()
 	pg := &Postgres{initdb: requireBinary(t, "initdb", "postgresql", binDirs...)}
+	for _, o := range opts {
+		o(pg)
+	}
 	// Prefer the postgres next to initdb so both come from the same major
 	// version (PATH may hold a symlink into /usr/lib/postgresql/N/bin).
 	if real, err := filepath.EvalSymlinks(pg.initdb); err == nil {
@@ -63,6 +79,11 @@ func StartPostgres(t testing.TB) *Postgres {
 	}
 	if err := pg.runInitdb(); err != nil {
 		t.Fatalf("testsvc: %v", err)
+	}
+	if pg.certs != nil {
+		if err := pg.installCerts(); err != nil {
+			t.Fatalf("testsvc: %v", err)
+		}
 	}
 
 	var err error
@@ -107,9 +128,37 @@ func isExecutable(p string) bool {
 	return err == nil && !st.IsDir() && st.Mode()&0o111 != 0
 }
 
-// URL is postgres://postgres@127.0.0.1:PORT/postgres?sslmode=disable.
+// URL is postgres://postgres@127.0.0.1:PORT/postgres?sslmode=disable, or
+// with WithPostgresTLS ...?sslmode=verify-full&sslrootcert=CAFILE.
 func (pg *Postgres) URL() string {
+	if pg.certs != nil {
+		return "postgres://postgres@" + pg.svc.addr() + "/postgres?sslmode=verify-full&sslrootcert=" + url.QueryEscape(pg.certs.CAFile)
+	}
 	return "postgres://postgres@" + pg.svc.addr() + "/postgres?sslmode=disable"
+}
+
+// installCerts copies the server pair and the CA into the data directory:
+// postgres insists on a key file owned by its own user and not readable by
+// others.
+func (pg *Postgres) installCerts() error {
+	for src, name := range map[string]string{
+		pg.certs.ServerCertFile: "server.crt", pg.certs.ServerKeyFile: "server.key", pg.certs.CAFile: "root.crt",
+	} {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			return err
+		}
+		dst := filepath.Join(pg.dataDir(), name)
+		if err := os.WriteFile(dst, b, 0o600); err != nil {
+			return fmt.Errorf("install %s: %w", name, err)
+		}
+		if pg.cred != nil {
+			if err := os.Chown(dst, int(pg.cred.Uid), int(pg.cred.Gid)); err != nil {
+				return fmt.Errorf("install %s: %w", name, err)
+			}
+		}
+	}
+	return nil
 }
 
 // Addr is 127.0.0.1:PORT.
@@ -186,7 +235,11 @@ func (pg *Postgres) start() error {
 	if pg.svc.proc != nil && !pg.svc.proc.exited() {
 		return fmt.Errorf("start postgres on %s: already running", pg.svc.addr())
 	}
-	cmd := pg.command(pg.postgres,
+	var tlsArgs []string
+	if pg.certs != nil {
+		tlsArgs = []string{"-c", "ssl=on", "-c", "ssl_cert_file=server.crt", "-c", "ssl_key_file=server.key", "-c", "ssl_ca_file=root.crt"}
+	}
+	cmd := pg.command(pg.postgres, append([]string{
 		"-D", pg.dataDir(),
 		"-k", pg.sockDir(),
 		"-p", strconv.Itoa(pg.svc.port),
@@ -198,7 +251,7 @@ func (pg *Postgres) start() error {
 		"-c", "dynamic_shared_memory_type=mmap",
 		"-c", "max_connections=200",
 		"-c", "shared_buffers=32MB",
-	)
+	}, tlsArgs...)...)
 	// postgres logs to stderr, which is a file descriptor opened by this
 	// process, so the server user needs no write access to the log file.
 	p, err := startProcess("postgres", cmd, pg.logPath())

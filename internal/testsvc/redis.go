@@ -19,6 +19,7 @@ type Redis struct {
 	bin        string
 	appendOnly bool
 	extra      []string
+	certs      *Certs
 }
 
 // RedisOption configures StartRedis.
@@ -36,6 +37,13 @@ func WithAppendOnly() RedisOption {
 // redis-server, e.g. "--key-load-delay", "100" to make loading slow.
 func WithArgs(args ...string) RedisOption {
 	return func(r *Redis) { r.extra = append(r.extra, args...) }
+}
+
+// WithTLS serves TLS only (tls-port; the plain port is off) with the
+// server certificate of certs; clients must trust certs.CAFile, and may
+// present the client certificate (not required).
+func WithTLS(certs *Certs) RedisOption {
+	return func(r *Redis) { r.certs = certs }
 }
 
 // StartRedis starts a redis-server for the test and waits until it answers
@@ -66,8 +74,14 @@ func StartRedis(t testing.TB, opts ...RedisOption) *Redis {
 	return nil
 }
 
-// URL is redis://127.0.0.1:PORT/0, for redis.ParseURL.
-func (r *Redis) URL() string { return "redis://" + r.svc.addr() + "/0" }
+// URL is redis://127.0.0.1:PORT/0 (rediss:// with WithTLS), for
+// redis.ParseURL.
+func (r *Redis) URL() string {
+	if r.certs != nil {
+		return "rediss://" + r.svc.addr() + "/0"
+	}
+	return "redis://" + r.svc.addr() + "/0"
+}
 
 // Addr is 127.0.0.1:PORT.
 func (r *Redis) Addr() string { return r.svc.addr() }
@@ -113,22 +127,33 @@ func (r *Redis) start() error {
 	if r.appendOnly {
 		appendOnly = "yes"
 	}
-	cmd := exec.Command(r.bin, append([]string{
-		"--port", strconv.Itoa(r.svc.port),
+	ports := []string{"--port", strconv.Itoa(r.svc.port)}
+	opts := &redis.Options{Addr: r.svc.addr(), MaxRetries: -1, PoolSize: 1}
+	if r.certs != nil {
+		ports = []string{"--port", "0", "--tls-port", strconv.Itoa(r.svc.port),
+			"--tls-cert-file", r.certs.ServerCertFile, "--tls-key-file", r.certs.ServerKeyFile,
+			"--tls-ca-cert-file", r.certs.CAFile, "--tls-auth-clients", "optional"}
+		cfg, err := r.certs.TLSConfig()
+		if err != nil {
+			return fmt.Errorf("start redis-server with TLS: %w", err)
+		}
+		opts.TLSConfig = cfg
+	}
+	cmd := exec.Command(r.bin, append(append(ports,
 		"--bind", "127.0.0.1",
 		"--dir", r.svc.dir,
 		"--save", "",
 		"--appendonly", appendOnly,
 		"--daemonize", "no",
 		"--logfile", "",
-	}, r.extra...)...)
+	), r.extra...)...)
 	cmd.Dir = r.svc.dir
 	p, err := startProcess("redis-server", cmd, filepath.Join(r.svc.dir, "redis.log"))
 	if err != nil {
 		return err
 	}
 	r.svc.proc = p
-	client := redis.NewClient(&redis.Options{Addr: r.svc.addr(), MaxRetries: -1, PoolSize: 1})
+	client := redis.NewClient(opts)
 	defer client.Close()
 	ping := func(ctx context.Context) error {
 		// Probe the port first: go-redis logs every failed dial, which

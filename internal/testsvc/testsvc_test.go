@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -275,5 +276,96 @@ func TestRequireBinaryExtraDir(t *testing.T) {
 	f := &fakeTB{TB: t}
 	if got := requireBinary(f, "tandem-fake-server", "pkg", filepath.Join(dir, "missing"), dir); got != bin {
 		t.Fatalf("requireBinary = %q, want %q (skip %q, fail %q)", got, bin, f.skipped, f.failed)
+	}
+}
+
+// TestRedisCluster starts a cluster, writes keys that land on every
+// master, kills the master of one of them and checks that its replica took
+// over with the key (the write was confirmed by WAIT before the kill).
+func TestRedisCluster(t *testing.T) {
+	rc := StartRedisCluster(t)
+	ctx := testCtx(t)
+	c := rc.Client()
+	masters := map[string]bool{}
+	for i := 0; i < 30; i++ {
+		k := fmt.Sprintf("k{%d}", i)
+		if err := c.Set(ctx, k, i, 0).Err(); err != nil {
+			t.Fatalf("set %s: %v", k, err)
+		}
+		masters[rc.MasterOf(k).Addr()] = true
+	}
+	if len(masters) != 3 {
+		t.Fatalf("keys landed on masters %v, want 3 of them", masters)
+	}
+	m, err := c.MasterForKey(ctx, "k{0}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := m.Do(ctx, "WAIT", 1, 5000).Int64(); err != nil || n != 1 {
+		t.Fatalf("WAIT: %d, %v", n, err)
+	}
+	killed := rc.KillMasterOf("k{0}")
+	if now := rc.MasterOf("k{0}"); now == killed {
+		t.Fatalf("master of k{0} still the killed %s", killed.Addr())
+	}
+	c.ReloadState(ctx)
+	var got string
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		got, err = c.Get(ctx, "k{0}").Result()
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil || got != "0" {
+		t.Fatalf("k{0} after failover: %q, %v", got, err)
+	}
+	killed.Start()
+	if err := rc.WaitHealthy(ctx); err != nil {
+		t.Fatalf("after the old master came back: %v", err)
+	}
+}
+
+// TestTLS starts Redis and PostgreSQL with TLS on and connects with the
+// generated CA; a different CA is refused.
+func TestTLS(t *testing.T) {
+	certs := GenerateCerts(t)
+	other := GenerateCerts(t)
+	ctx := testCtx(t)
+
+	r := StartRedis(t, WithTLS(certs))
+	if !strings.HasPrefix(r.URL(), "rediss://") {
+		t.Fatalf("URL %q, want rediss://", r.URL())
+	}
+	for _, tc := range []struct {
+		name    string
+		certs   *Certs
+		wantErr bool
+	}{{"right CA", certs, false}, {"wrong CA", other, true}} {
+		cfg, err := tc.certs.TLSConfig()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := redis.NewClient(&redis.Options{Addr: r.Addr(), TLSConfig: cfg, MaxRetries: -1})
+		err = c.Ping(ctx).Err()
+		c.Close()
+		if (err != nil) != tc.wantErr {
+			t.Errorf("redis, %s: ping error %v, want error %v", tc.name, err, tc.wantErr)
+		}
+	}
+
+	pg := StartPostgres(t, WithPostgresTLS(certs))
+	conn, err := pgx.Connect(ctx, pg.URL())
+	if err != nil {
+		t.Fatalf("postgres over TLS: %v", err)
+	}
+	var ssl bool
+	if err := conn.QueryRow(ctx, "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").Scan(&ssl); err != nil || !ssl {
+		t.Errorf("pg_stat_ssl: ssl=%v, %v; want a TLS connection", ssl, err)
+	}
+	conn.Close(ctx)
+	wrong := strings.Replace(pg.URL(), url.QueryEscape(certs.CAFile), url.QueryEscape(other.CAFile), 1)
+	if _, err := pgx.Connect(ctx, wrong); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("postgres with the wrong CA: %v, want a certificate error", err)
 	}
 }
