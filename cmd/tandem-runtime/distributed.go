@@ -35,12 +35,16 @@ func openDistributed(ctx context.Context, cfg *config.Config, reg prometheus.Reg
 		return nil, err
 	}
 	s, err := distributed.Open(ctx, distributed.Config{
-		RedisURL:      redisURL,
-		PostgresURL:   pgURL,
-		FlushInterval: cfg.FlushInterval,
-		FlushBatch:    cfg.FlushBatch,
-		Waiting:       waiting,
-		Logger:        slog.Default(),
+		RedisURL:    redisURL,
+		PostgresURL: pgURL,
+		RedisTLS:    distributed.TLSFiles(cfg.RedisTLS),
+		PostgresTLS: distributed.TLSFiles(cfg.PostgresTLS),
+
+		RedisWaitReplicas: cfg.RedisWaitReplicas,
+		FlushInterval:     cfg.FlushInterval,
+		FlushBatch:        cfg.FlushBatch,
+		Waiting:           waiting,
+		Logger:            slog.Default(),
 	}, reg)
 	if err != nil {
 		return nil, err

@@ -29,6 +29,13 @@ type Config struct {
 	RedisURLFile    string
 	PostgresURL     string
 	PostgresURLFile string
+	// RedisTLS and PostgresTLS name PEM files: the CA that signed the
+	// server's certificate and, optionally, a client certificate and key.
+	RedisTLS    TLSFiles
+	PostgresTLS TLSFiles
+	// RedisWaitReplicas is how many replicas must confirm each commit; -1
+	// picks 1 on a Redis Cluster and 0 on a single Redis.
+	RedisWaitReplicas int
 
 	FlushInterval time.Duration
 	FlushBatch    int
@@ -47,6 +54,16 @@ type Config struct {
 	LogLevel        slog.Level
 	LogFormat       string // "text" or "json"
 }
+
+// TLSFiles names the PEM files of a TLS connection to a store.
+type TLSFiles struct {
+	CAFile   string // CA certificate(s) the server's certificate must chain to
+	CertFile string // client certificate, when the server asks for one
+	KeyFile  string // its private key
+}
+
+// Set reports whether any file is named.
+func (f TLSFiles) Set() bool { return f.CAFile != "" || f.CertFile != "" || f.KeyFile != "" }
 
 // ErrHelp is returned when --help was asked for; the usage was printed.
 var ErrHelp = flag.ErrHelp
@@ -83,6 +100,13 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 	str(&c.RedisURLFile, "redis-url-file", "TANDEM_REDIS_URL_FILE", "", "file holding the Redis URL")
 	str(&c.PostgresURL, "postgres-url", "TANDEM_POSTGRES_URL", "", "PostgreSQL URL: enables the distributed mode")
 	str(&c.PostgresURLFile, "postgres-url-file", "TANDEM_POSTGRES_URL_FILE", "", "file holding the PostgreSQL URL")
+	str(&c.RedisTLS.CAFile, "redis-ca-file", "TANDEM_REDIS_CA_FILE", "", "PEM file of the CA that signed Redis's certificate (rediss:// and rediss-cluster:// URLs); default: the system's CAs")
+	str(&c.RedisTLS.CertFile, "redis-cert-file", "TANDEM_REDIS_CERT_FILE", "", "PEM client certificate presented to Redis (with --redis-key-file)")
+	str(&c.RedisTLS.KeyFile, "redis-key-file", "TANDEM_REDIS_KEY_FILE", "", "PEM private key of --redis-cert-file")
+	num(&c.RedisWaitReplicas, "redis-wait-replicas", "TANDEM_REDIS_WAIT_REPLICAS", -1, "Redis replicas that must confirm each commit before it is acknowledged (WAIT), so a failover loses no acknowledged edit; -1: 1 on a Redis Cluster, 0 on a single Redis")
+	str(&c.PostgresTLS.CAFile, "postgres-ca-file", "TANDEM_POSTGRES_CA_FILE", "", "PEM file of the CA that signed PostgreSQL's certificate; sets sslrootcert and, unless the URL names an sslmode, sslmode=verify-full")
+	str(&c.PostgresTLS.CertFile, "postgres-cert-file", "TANDEM_POSTGRES_CERT_FILE", "", "PEM client certificate presented to PostgreSQL (with --postgres-key-file)")
+	str(&c.PostgresTLS.KeyFile, "postgres-key-file", "TANDEM_POSTGRES_KEY_FILE", "", "PEM private key of --postgres-cert-file")
 	dur(&c.FlushInterval, "flush-interval", "TANDEM_FLUSH_INTERVAL", 500*time.Millisecond, "distributed mode: longest wait before committed operations are written to PostgreSQL (embedded mode writes each one to SQLite before acknowledging it)")
 	num(&c.FlushBatch, "flush-batch", "TANDEM_FLUSH_BATCH", 256, "distributed mode: write to PostgreSQL as soon as this many operations are pending")
 	num(&c.MaxMessageBytes, "max-message-bytes", "TANDEM_MAX_MESSAGE_BYTES", 256<<10, "largest WebSocket message accepted (larger: close 1009)")
@@ -150,6 +174,14 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 	}
 	if c.FlushInterval <= 0 || c.OpsPerSecond <= 0 || c.ShutdownTimeout <= 0 || c.IdleTimeout <= 0 {
 		return nil, errors.New("--flush-interval, --ops-per-second, --shutdown-timeout and --idle-timeout must be positive")
+	}
+	for name, f := range map[string]TLSFiles{"redis": c.RedisTLS, "postgres": c.PostgresTLS} {
+		if (f.CertFile == "") != (f.KeyFile == "") {
+			return nil, fmt.Errorf("--%s-cert-file and --%s-key-file go together: give both or neither", name, name)
+		}
+	}
+	if c.RedisWaitReplicas < -1 {
+		return nil, fmt.Errorf("--redis-wait-replicas must be -1 (automatic) or more, not %d", c.RedisWaitReplicas)
 	}
 	if c.Auth == "jwt" && c.JWTKeyFile == "" && c.JWTKey == "" {
 		return nil, errors.New("--auth=jwt needs --jwt-key-file or TANDEM_JWT_KEY")

@@ -5,6 +5,8 @@ package distributed
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -28,8 +30,18 @@ import (
 // Config selects the services and tunes the distributed mode. Zero values
 // take the defaults documented on redisstore.Options.
 type Config struct {
-	RedisURL    string // redis://[user:pass@]host:port/db or rediss://...
+	// RedisURL is redis://[user:pass@]host:port/db or rediss://... for one
+	// Redis, redis-cluster://[user:pass@]host:port[,host:port...] or
+	// rediss-cluster://... for a Redis Cluster (seed nodes).
+	RedisURL    string
 	PostgresURL string // postgres://... (pgx connection string)
+	// RedisTLS and PostgresTLS are the CA and client certificate files for
+	// TLS connections (rediss://; PostgreSQL with sslmode=verify-full).
+	RedisTLS, PostgresTLS TLSFiles
+	// RedisWaitReplicas is how many Redis replicas must confirm a commit
+	// before it is acknowledged (see redisstore.Options.WaitReplicas);
+	// negative: 1 on a Redis Cluster, 0 on a single Redis.
+	RedisWaitReplicas int
 
 	FlushInterval time.Duration // --flush-interval (500ms)
 	FlushBatch    int           // --flush-batch (1000)
@@ -64,7 +76,7 @@ type Stores struct {
 	// its owner lease, so that one replica appends them.
 	Router store.Router
 
-	redis *redis.Client
+	redis redis.UniversalClient
 	pg    *pgstore.Store
 	rs    *redisstore.Store
 }
@@ -78,29 +90,29 @@ func Open(ctx context.Context, cfg Config, reg prometheus.Registerer) (*Stores, 
 	if cfg.RedisURL == "" || cfg.PostgresURL == "" {
 		return nil, errors.New("distributed mode needs both a Redis URL and a PostgreSQL URL")
 	}
-	ropts, err := redis.ParseURL(cfg.RedisURL)
+	rc, err := newRedisConn(cfg.RedisURL, cfg.RedisTLS)
 	if err != nil {
-		return nil, fmt.Errorf("parse redis url: %w", err)
+		return nil, err
 	}
-	// Short timeouts and few retries: a Redis that does not answer must
-	// surface quickly as "unavailable" through the breaker, not as a hang.
-	if ropts.DialTimeout == 0 {
-		ropts.DialTimeout = 2 * time.Second
+	pgcfg, err := postgresConfig(cfg.PostgresURL, cfg.PostgresTLS)
+	if err != nil {
+		rc.client.Close()
+		return nil, err
 	}
-	if ropts.ReadTimeout == 0 {
-		ropts.ReadTimeout = 2 * time.Second
+	rdb := rc.client
+	waitReplicas := cfg.RedisWaitReplicas
+	if waitReplicas < 0 {
+		waitReplicas = 0
+		if rc.cluster {
+			waitReplicas = 1
+		}
 	}
-	if ropts.WriteTimeout == 0 {
-		ropts.WriteTimeout = 2 * time.Second
-	}
-	ropts.MaxRetries = 1
-	rdb := redis.NewClient(ropts)
 	// Stores may come up after the runtime (in Kubernetes a headless
 	// Service has no DNS record until its pod is ready, and Redis answers
 	// LOADING while it reads its append-only file). Exiting would put the
 	// pod in the kubelet's growing crash back-off, so wait instead.
 	w := waiter{cfg: cfg}
-	err = w.retry(ctx, "redis", ropts.Addr, func(ctx context.Context) error {
+	err = w.retry(ctx, "redis", rc.addr, func(ctx context.Context) error {
 		pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 		return rdb.Ping(pingCtx).Err()
@@ -116,7 +128,7 @@ func Open(ctx context.Context, cfg Config, reg prometheus.Registerer) (*Stores, 
 		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 		var err error
-		pg, err = pgstore.Open(ctx, cfg.PostgresURL, cfg.Logger)
+		pg, err = pgstore.OpenConfig(ctx, pgcfg.Copy(), cfg.Logger)
 		return err
 	})
 	if err != nil {
@@ -133,6 +145,7 @@ func Open(ctx context.Context, cfg Config, reg prometheus.Registerer) (*Stores, 
 		PresenceTTL:   cfg.PresenceTTL,
 		Replica:       cfg.Replica,
 		LeaseTTL:      cfg.LeaseTTL,
+		WaitReplicas:  waitReplicas,
 		Breaker:       cfg.Breaker,
 		IsPermanent:   pgstore.IsPermanent,
 		Logger:        cfg.Logger,
@@ -174,6 +187,9 @@ func (w waiter) retry(ctx context.Context, name, addr string, try func(context.C
 			return fmt.Errorf("%w (stopped waiting: %w)", err, ctx.Err())
 		}
 		if !retryable(err) {
+			if certificateError(err) {
+				return fmt.Errorf("%w (the %s server's certificate was refused: check that --%s-ca-file holds the CA that signed it and that it names %s)", err, name, name, addr)
+			}
 			return err
 		}
 		if w.cfg.Waiting != nil {
@@ -207,6 +223,10 @@ func retryable(err error) bool {
 		}
 		return true
 	}
+	if certificateError(err) {
+		// A certificate that does not verify now will not verify later.
+		return false
+	}
 	msg := err.Error()
 	for _, s := range []string{"WRONGPASS", "NOAUTH", "invalid password", "invalid username-password"} {
 		if strings.Contains(msg, s) {
@@ -214,6 +234,15 @@ func retryable(err error) bool {
 		}
 	}
 	return true
+}
+
+// certificateError reports a server certificate that failed verification.
+func certificateError(err error) bool {
+	var verr *tls.CertificateVerificationError
+	var uerr x509.UnknownAuthorityError
+	var herr x509.HostnameError
+	var ierr x509.CertificateInvalidError
+	return errors.As(err, &verr) || errors.As(err, &uerr) || errors.As(err, &herr) || errors.As(err, &ierr)
 }
 
 // pgHost is the host:port of a PostgreSQL URL for log lines, never its

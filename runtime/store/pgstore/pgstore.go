@@ -52,6 +52,12 @@ func Open(ctx context.Context, url string, logger *slog.Logger) (*Store, error) 
 	if err != nil {
 		return nil, fmt.Errorf("parse postgres url: %w", err)
 	}
+	return OpenConfig(ctx, cfg, logger)
+}
+
+// OpenConfig is Open with a parsed configuration (for settings a URL
+// cannot carry).
+func OpenConfig(ctx context.Context, cfg *pgxpool.Config, logger *slog.Logger) (*Store, error) {
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect to postgres: %w", err)

@@ -10,27 +10,51 @@ import (
 )
 
 func TestLogConformance(t *testing.T) {
-	e := newEnv(t)
+	for _, e := range []struct {
+		name string
+		env  func(*testing.T) *env
+	}{{"redis", func(t *testing.T) *env { return newEnv(t) }}, {"cluster", newClusterEnv}} {
+		t.Run(e.name, func(t *testing.T) { logConformance(t, e.env(t)) })
+	}
+}
+
+func TestPresenceConformance(t *testing.T) {
+	for _, e := range []struct {
+		name string
+		env  func(*testing.T) *env
+	}{{"redis", func(t *testing.T) *env { return newEnv(t) }}, {"cluster", newClusterEnv}} {
+		t.Run(e.name, func(t *testing.T) { presenceConformance(t, e.env(t)) })
+	}
+}
+
+func TestRouterConformance(t *testing.T) {
+	for _, e := range []struct {
+		name string
+		env  func(*testing.T) *env
+	}{{"redis", func(t *testing.T) *env { return newEnv(t) }}, {"cluster", newClusterEnv}} {
+		t.Run(e.name, func(t *testing.T) { routerConformance(t, e.env(t)) })
+	}
+}
+
+func logConformance(t *testing.T, e *env) {
 	storetest.RunLog(t, func(t *testing.T) store.Log {
-		sub := &env{t: t, redis: e.redis, pg: e.pg}
+		sub := &env{t: t, redis: e.redis, cluster: e.cluster, pg: e.pg}
 		return sub.replica(redisstore.Options{CatchUp: 200 * time.Millisecond}).store.Log
 	})
 }
 
-func TestPresenceConformance(t *testing.T) {
-	e := newEnv(t)
+func presenceConformance(t *testing.T, e *env) {
 	const ttl = 500 * time.Millisecond
 	storetest.RunPresence(t, func(t *testing.T) store.Presence {
-		sub := &env{t: t, redis: e.redis, pg: e.pg}
+		sub := &env{t: t, redis: e.redis, cluster: e.cluster, pg: e.pg}
 		return sub.replica(redisstore.Options{PresenceTTL: ttl}).store.Presence
 	}, ttl)
 }
 
-func TestRouterConformance(t *testing.T) {
-	e := newEnv(t)
+func routerConformance(t *testing.T, e *env) {
 	const ttl = 500 * time.Millisecond
 	storetest.RunRouter(t, func(t *testing.T) (store.Router, store.Router) {
-		sub := &env{t: t, redis: e.redis, pg: e.pg}
+		sub := &env{t: t, redis: e.redis, cluster: e.cluster, pg: e.pg}
 		a := sub.replica(redisstore.Options{LeaseTTL: ttl, NoFlusher: true}).store.Router
 		b := sub.replica(redisstore.Options{LeaseTTL: ttl, NoFlusher: true}).store.Router
 		return a, b

@@ -18,11 +18,20 @@ import (
 	"github.com/tandem-dev/tandem/runtime/store/redisstore"
 )
 
-// env is one Redis and one PostgreSQL shared by the "replicas" of a test.
+// env is one Redis (or one Redis Cluster) and one PostgreSQL shared by
+// the "replicas" of a test.
 type env struct {
-	t     *testing.T
-	redis *testsvc.Redis
-	pg    *testsvc.Postgres
+	t       *testing.T
+	redis   *testsvc.Redis
+	cluster *testsvc.RedisCluster
+	pg      *testsvc.Postgres
+}
+
+// newClusterEnv is newEnv on a Redis Cluster of three masters with a
+// replica each.
+func newClusterEnv(t *testing.T) *env {
+	t.Helper()
+	return &env{t: t, cluster: testsvc.StartRedisCluster(t), pg: testsvc.StartPostgres(t)}
 }
 
 func newEnv(t *testing.T, redisOpts ...testsvc.RedisOption) *env {
@@ -38,7 +47,7 @@ func testCtx(t *testing.T) context.Context {
 
 // replica is one process's worth of connections and stores.
 type replica struct {
-	rdb     *redis.Client
+	rdb     redis.UniversalClient
 	durable *countingDurable
 	store   *redisstore.Store
 	reg     *prometheus.Registry
@@ -64,15 +73,26 @@ func (c *countingDurable) Write(ctx context.Context, entries []store.Entry) erro
 func (e *env) replica(opts redisstore.Options) *replica {
 	t := e.t
 	t.Helper()
-	ropts, err := redis.ParseURL(e.redis.URL())
-	if err != nil {
-		t.Fatalf("parse redis url: %v", err)
+	var rdb redis.UniversalClient
+	if e.cluster != nil {
+		rdb = redis.NewClusterClient(&redis.ClusterOptions{
+			Addrs: e.cluster.Addrs(), DialTimeout: time.Second, ReadTimeout: 2 * time.Second,
+			WriteTimeout: 2 * time.Second, MaxRetries: 3, MaxRedirects: 8,
+		})
+		if opts.WaitReplicas == 0 {
+			opts.WaitReplicas = 1
+		}
+	} else {
+		ropts, err := redis.ParseURL(e.redis.URL())
+		if err != nil {
+			t.Fatalf("parse redis url: %v", err)
+		}
+		ropts.DialTimeout = time.Second
+		ropts.ReadTimeout = 2 * time.Second
+		ropts.WriteTimeout = 2 * time.Second
+		ropts.MaxRetries = 1
+		rdb = redis.NewClient(ropts)
 	}
-	ropts.DialTimeout = time.Second
-	ropts.ReadTimeout = 2 * time.Second
-	ropts.WriteTimeout = 2 * time.Second
-	ropts.MaxRetries = 1
-	rdb := redis.NewClient(ropts)
 	t.Cleanup(func() { rdb.Close() })
 	pg, err := pgstore.Open(testCtx(t), e.pg.URL(), nil)
 	if err != nil {

@@ -1,6 +1,9 @@
 package redisstore
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // Every key of one document carries the hash tag {doc:<id>}, so all the
 // keys a script touches live in the same Redis Cluster slot. The
@@ -17,3 +20,26 @@ func presenceChannel(doc string) string  { return "tandem:{doc:" + doc + "}:pres
 func ownerKey(doc string) string         { return "tandem:{doc:" + doc + "}:owner" }
 func inboxChannel(replica string) string { return "tandem:{replica:" + replica + "}:inbox" }
 func persistShardKey(shard int) string   { return fmt.Sprintf("tandem:{persist:%d}", shard) }
+
+// keySlot is the Redis Cluster hash slot of a key or sharded channel:
+// CRC16 (XMODEM) of its hash tag (the text between the first "{" and the
+// next "}", when not empty) or of the whole key, modulo 16384.
+func keySlot(key string) int {
+	if i := strings.IndexByte(key, '{'); i >= 0 {
+		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
+			key = key[i+1 : i+1+j]
+		}
+	}
+	var crc uint16
+	for k := 0; k < len(key); k++ {
+		crc ^= uint16(key[k]) << 8
+		for b := 0; b < 8; b++ {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+	}
+	return int(crc) % 16384
+}

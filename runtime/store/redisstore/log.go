@@ -280,14 +280,20 @@ func (l *Log) Append(ctx context.Context, doc string, expected int64, entries []
 		return fmt.Errorf("append to doc %q: encode notification: %w", doc, err)
 	}
 	args := make([]any, 0, 4+len(encoded))
-	args = append(args, epoch, expected, opsChannel(doc), string(payload))
+	args = append(args, epoch, expected, l.c.hub.publishCommand(), opsChannel(doc), string(payload))
 	for _, raw := range encoded {
 		args = append(args, string(raw))
 	}
 	res, err := call(l.c.cb, "append to doc "+strconv.Quote(doc), func() ([]any, error) {
-		return l.c.sc.append.Run(ctx, l.c.rdb, []string{metaKey(doc), logKey(doc)}, args...).Slice()
+		return l.c.evalReplicated(ctx, l.c.sc.append, []string{metaKey(doc), logKey(doc)}, args...)
 	})
 	if err != nil {
+		// Replicas that did not confirm in time leave a commit that may
+		// stand on the master: it still needs its persistence pointer.
+		if errors.Is(err, errNotReplicated) && len(res) == 2 && res[0] == "ok" {
+			head, _ := strconv.ParseInt(fmt.Sprint(res[1]), 10, 64)
+			l.queuePointer(doc, head)
+		}
 		return err
 	}
 	status, _ := res[0].(string)

@@ -56,7 +56,7 @@ func (p *Presence) Update(ctx context.Context, e store.PresenceEntry) error {
 	}
 	_, err = call(p.c.cb, "update presence in doc "+strconv.Quote(e.Doc), func() (any, error) {
 		return p.c.sc.presUpdate.Run(ctx, p.c.rdb, []string{presenceKey(e.Doc), presenceExpKey(e.Doc)},
-			e.Conn, string(raw), p.c.opts.PresenceTTL.Milliseconds(), presenceChannel(e.Doc), string(ev)).Result()
+			e.Conn, string(raw), p.c.opts.PresenceTTL.Milliseconds(), presenceChannel(e.Doc), string(ev), p.c.hub.publishCommand()).Result()
 	})
 	return err
 }
@@ -65,7 +65,7 @@ func (p *Presence) Update(ctx context.Context, e store.PresenceEntry) error {
 func (p *Presence) Remove(ctx context.Context, doc, conn string) error {
 	_, err := call(p.c.cb, "remove presence from doc "+strconv.Quote(doc), func() (any, error) {
 		return p.c.sc.presRemove.Run(ctx, p.c.rdb, []string{presenceKey(doc), presenceExpKey(doc)},
-			conn, presenceChannel(doc)).Result()
+			conn, presenceChannel(doc), p.c.hub.publishCommand()).Result()
 	})
 	return err
 }
@@ -74,7 +74,7 @@ func (p *Presence) Remove(ctx context.Context, doc, conn string) error {
 func (p *Presence) List(ctx context.Context, doc string) ([]store.PresenceEntry, error) {
 	res, err := call(p.c.cb, "list presence of doc "+strconv.Quote(doc), func() ([]string, error) {
 		return p.c.sc.presSweep.Run(ctx, p.c.rdb, []string{presenceKey(doc), presenceExpKey(doc)},
-			presenceChannel(doc)).StringSlice()
+			presenceChannel(doc), p.c.hub.publishCommand()).StringSlice()
 	})
 	if err != nil {
 		return nil, err

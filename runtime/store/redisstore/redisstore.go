@@ -80,6 +80,18 @@ type Options struct {
 	// answers pings is treated the same way). Default: errors implementing
 	// PermanentError.
 	IsPermanent func(error) bool
+	// WaitReplicas is how many replicas of a document's Redis master must
+	// confirm a commit (WAIT) before Append acknowledges it (default 0).
+	// Redis replicates asynchronously: without it, a commit acknowledged
+	// by a master that dies before its replica received it is gone once
+	// the replica is promoted. With Redis Cluster (or any Redis with
+	// replicas and automatic failover) set it to 1. A commit the replicas
+	// do not confirm within WaitTimeout is reported as unavailable (it may
+	// still be committed; the writer's retry finds it by its sequence
+	// number).
+	WaitReplicas int
+	// WaitTimeout bounds the wait for WaitReplicas (default 2s).
+	WaitTimeout time.Duration
 	// NoFlusher disables this process's flusher (it still commits and
 	// enqueues; other processes flush). Tests use it.
 	NoFlusher bool
@@ -118,6 +130,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.LeaseTTL <= 0 {
 		o.LeaseTTL = 5 * time.Second
+	}
+	if o.WaitTimeout <= 0 {
+		o.WaitTimeout = 2 * time.Second
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -173,7 +188,7 @@ func New(rdb redis.UniversalClient, durable store.Durable, opts Options, reg pro
 		m.breakerState.Set(breakerStateValue(s))
 		c.logger.Warn("redis circuit breaker changed state", "state", s.String())
 	})
-	c.hub = newHub(context.Background(), rdb, c.logger)
+	c.hub = newHub(rdb, c.logger)
 	s := &Store{core: c}
 	s.Log = newLog(c)
 	s.Presence = newPresence(c)

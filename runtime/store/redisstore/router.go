@@ -167,6 +167,6 @@ func (r *Router) publish(ctx context.Context, to string, msg store.Routed) (int6
 		return 0, fmt.Errorf("encode message to replica %q: %w", to, err)
 	}
 	return call(r.c.cb, "send to replica "+strconv.Quote(to), func() (int64, error) {
-		return r.c.rdb.Publish(ctx, inboxChannel(to), payload).Result()
+		return r.c.hub.publish(ctx, inboxChannel(to), payload)
 	})
 }
