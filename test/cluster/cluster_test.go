@@ -478,3 +478,46 @@ func TestRefusedRowThenRedisLoss(t *testing.T) {
 		t.Fatalf("document nul in PostgreSQL = rev %d %q (%v), want only the valid op", d.rev, d.text, err)
 	}
 }
+
+// Redis Cluster: replicas (one of them a separate process, configured by
+// its --redis-url flag) edit a document while the master serving the
+// document's slot is killed and its replica promoted. Editing pauses for
+// the failover and resumes; every acknowledged operation is in PostgreSQL
+// exactly once (commits are confirmed by the replica before they are
+// acknowledged). A second document on another master shows the cluster
+// spreading documents over shards.
+func TestRedisClusterMasterKilled(t *testing.T) {
+	bin := buildRuntime(t)
+	cl := newOnRedisCluster(t)
+	cl.startInproc(nodeOptions{})
+	cl.startInproc(nodeOptions{})
+	cl.startProcess(bin)
+	const docID = "failover"
+	slotKey := "tandem:{doc:" + docID + "}:meta"
+	cl.session(t, docID, 6, typing{pause: 20 * time.Millisecond}, anyReplica(cl), func(context.Context) {
+		time.Sleep(3 * time.Second)
+		old := cl.rc.MasterOf(slotKey)
+		before, _, _ := docRev(cl.nodes[0].addr(), docID)
+		killed := cl.rc.KillMasterOf(slotKey)
+		t.Logf("killed master %s of %s at rev %d; replica %s promoted", old.Addr(), slotKey, before, cl.rc.MasterOf(slotKey).Addr())
+		back := time.Now()
+		eventuallyCluster(t, 60*time.Second, "commits resume after the failover", func() bool {
+			now, _, err := docRev(cl.nodes[0].addr(), docID)
+			return err == nil && now > before+5
+		})
+		t.Logf("commits resumed %v after the promotion", time.Since(back))
+		killed.Start() // rejoins as a replica
+		time.Sleep(3 * time.Second)
+	})
+	// A document on another shard still works after the failover.
+	other := ""
+	for i := 0; other == ""; i++ {
+		d := fmt.Sprintf("other%d", i)
+		if cl.rc.MasterOf("tandem:{doc:"+d+"}:meta") != cl.rc.MasterOf(slotKey) {
+			other = d
+		}
+	}
+	cl.session(t, other, 4, typing{pause: 20 * time.Millisecond}, anyReplica(cl), func(context.Context) {
+		time.Sleep(3 * time.Second)
+	})
+}

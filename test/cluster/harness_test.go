@@ -36,10 +36,12 @@ import (
 	"github.com/tandem-dev/tandem/runtime/store/distributed"
 )
 
-// cluster is one Redis, one PostgreSQL and the replicas serving them.
+// cluster is one Redis (or one Redis Cluster), one PostgreSQL and the
+// replicas serving them.
 type cluster struct {
 	t     *testing.T
 	redis *testsvc.Redis
+	rc    *testsvc.RedisCluster
 	pg    *testsvc.Postgres
 
 	mu    sync.Mutex
@@ -54,6 +56,19 @@ type node interface {
 
 func newCluster(t *testing.T, redisOpts ...testsvc.RedisOption) *cluster {
 	return &cluster{t: t, redis: testsvc.StartRedis(t, redisOpts...), pg: testsvc.StartPostgres(t)}
+}
+
+// newOnRedisCluster is newCluster on a Redis Cluster of three masters with
+// one replica each.
+func newOnRedisCluster(t *testing.T) *cluster {
+	return &cluster{t: t, rc: testsvc.StartRedisCluster(t), pg: testsvc.StartPostgres(t)}
+}
+
+func (cl *cluster) redisURL() string {
+	if cl.rc != nil {
+		return cl.rc.URL()
+	}
+	return cl.redis.URL()
 }
 
 func (cl *cluster) add(n node) {
@@ -142,7 +157,7 @@ func (cl *cluster) startInproc(o nodeOptions) *inproc {
 		ttl = 5 * time.Second
 	}
 	stores, err := distributed.Open(ctx, distributed.Config{
-		RedisURL: cl.redis.URL(), PostgresURL: cl.pg.URL(),
+		RedisURL: cl.redisURL(), PostgresURL: cl.pg.URL(),
 		FlushInterval: 100 * time.Millisecond, ClaimIdle: 2 * time.Second,
 		Tail: o.tail, PresenceTTL: ttl, CatchUp: 500 * time.Millisecond, Logger: logger,
 	}, m.Registry)
@@ -249,7 +264,7 @@ func (cl *cluster) startProcess(bin string) *process {
 		// the replica); an anonymous runtime serves only host names it is
 		// told.
 		"--addr", p.listen, "--auth", "anonymous", "--allowed-hosts", "tandem.test",
-		"--redis-url", cl.redis.URL(), "--postgres-url", cl.pg.URL(),
+		"--redis-url", cl.redisURL(), "--postgres-url", cl.pg.URL(),
 		"--flush-interval", "100ms", "--ops-per-second", "1000")
 	logFile, err := os.Create(filepath.Join(t.TempDir(), "replica.log"))
 	if err != nil {
