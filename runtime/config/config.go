@@ -96,7 +96,7 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 	str(&c.JWTKeyFile, "jwt-key-file", "TANDEM_JWT_KEY_FILE", "", "file holding the HS256 key (at least 32 bytes); TANDEM_JWT_KEY may hold the key itself")
 	str(&origins, "allowed-origins", "TANDEM_ALLOWED_ORIGINS", "", `comma-separated browser origins allowed to open documents, "*" for any; empty allows the server's own host`)
 	str(&hosts, "allowed-hosts", "TANDEM_ALLOWED_HOSTS", "", "comma-separated host names served in anonymous mode besides IP addresses, localhost and the hosts of --allowed-origins (DNS rebinding defence)")
-	str(&c.RedisURL, "redis-url", "TANDEM_REDIS_URL", "", "Redis URL: enables the distributed mode")
+	str(&c.RedisURL, "redis-url", "TANDEM_REDIS_URL", "", "Redis URL: enables the distributed mode; redis://host:port/db or rediss:// (TLS) for one Redis, redis-cluster://host:port[,host:port...] or rediss-cluster:// for a Redis Cluster (seed nodes)")
 	str(&c.RedisURLFile, "redis-url-file", "TANDEM_REDIS_URL_FILE", "", "file holding the Redis URL")
 	str(&c.PostgresURL, "postgres-url", "TANDEM_POSTGRES_URL", "", "PostgreSQL URL: enables the distributed mode")
 	str(&c.PostgresURLFile, "postgres-url-file", "TANDEM_POSTGRES_URL_FILE", "", "file holding the PostgreSQL URL")

@@ -48,6 +48,15 @@ func TestParse(t *testing.T) {
 			return len(c.AllowedHosts) == 2 && c.AllowedHosts[1] == "notes.team.svc"
 		}, ""},
 		{"zero idle timeout", []string{"--idle-timeout", "0s"}, nil, nil, "idle-timeout"},
+		{"tls files", []string{"--redis-ca-file", "/tls/redis/ca.crt", "--postgres-cert-file", "/tls/pg/tls.crt"},
+			map[string]string{"TANDEM_POSTGRES_KEY_FILE": "/tls/pg/tls.key", "TANDEM_JWT_KEY": "k", "TANDEM_REDIS_URL": "rediss-cluster://a:1,b:1"},
+			func(c *config.Config) bool {
+				return c.RedisTLS.CAFile == "/tls/redis/ca.crt" && c.PostgresTLS.CertFile == "/tls/pg/tls.crt" &&
+					c.PostgresTLS.KeyFile == "/tls/pg/tls.key" && c.RedisWaitReplicas == -1
+			}, ""},
+		{"client cert without key", []string{"--redis-cert-file", "/c.crt"}, nil, nil, "--redis-cert-file and --redis-key-file go together"},
+		{"wait replicas", []string{"--redis-wait-replicas", "2"}, nil, func(c *config.Config) bool { return c.RedisWaitReplicas == 2 }, ""},
+		{"bad wait replicas", []string{"--redis-wait-replicas", "-2"}, nil, nil, "redis-wait-replicas"},
 		{"zero pending bound", []string{"--max-pending-write-bytes", "0"}, nil, nil, "max-pending-write-bytes"},
 	}
 	for _, tc := range tests {
@@ -75,7 +84,8 @@ func TestHelpDocumentsEveryFlagAndEnv(t *testing.T) {
 	if !errors.Is(err, config.ErrHelp) {
 		t.Fatalf("err = %v, want ErrHelp", err)
 	}
-	for _, want := range []string{"-addr", "TANDEM_ADDR", "-data-dir", "-auth", "-jwt-key-file", "TANDEM_JWT_KEY", "-allowed-origins", "-redis-url-file", "-postgres-url", "-flush-interval", "-flush-batch", "-max-message-bytes", "-max-op-bytes", "-max-doc-bytes", "TANDEM_OPS_PER_SECOND", "TANDEM_MAX_CONNS_PER_DOC", "TANDEM_IDLE_TIMEOUT", "TANDEM_MAX_PENDING_WRITE_BYTES"} {
+	for _, want := range []string{"-addr", "TANDEM_ADDR", "-data-dir", "-auth", "-jwt-key-file", "TANDEM_JWT_KEY", "-allowed-origins", "-redis-url-file", "-postgres-url", "-flush-interval", "-flush-batch", "-max-message-bytes", "-max-op-bytes", "-max-doc-bytes", "TANDEM_OPS_PER_SECOND", "TANDEM_MAX_CONNS_PER_DOC", "TANDEM_IDLE_TIMEOUT", "TANDEM_MAX_PENDING_WRITE_BYTES",
+		"-redis-ca-file", "-redis-cert-file", "-redis-key-file", "-redis-wait-replicas", "-postgres-ca-file", "-postgres-cert-file", "-postgres-key-file", "redis-cluster://"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("--help lacks %q", want)
 		}
