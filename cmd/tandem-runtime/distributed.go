@@ -41,6 +41,7 @@ func openDistributed(ctx context.Context, cfg *config.Config, reg prometheus.Reg
 		PostgresTLS: distributed.TLSFiles(cfg.PostgresTLS),
 
 		RedisWaitReplicas: cfg.RedisWaitReplicas,
+		RedisCluster:      cfg.RedisCluster,
 		FlushInterval:     cfg.FlushInterval,
 		FlushBatch:        cfg.FlushBatch,
 		Waiting:           waiting,

@@ -36,6 +36,9 @@ type Config struct {
 	// RedisWaitReplicas is how many replicas must confirm each commit; -1
 	// picks 1 on a Redis Cluster and 0 on a single Redis.
 	RedisWaitReplicas int
+	// RedisCluster treats a redis:// or rediss:// URL as a Redis Cluster
+	// seed (redis-cluster:// says so by itself).
+	RedisCluster bool
 
 	FlushInterval time.Duration
 	FlushBatch    int
@@ -103,6 +106,8 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 	str(&c.RedisTLS.CAFile, "redis-ca-file", "TANDEM_REDIS_CA_FILE", "", "PEM file of the CA that signed Redis's certificate (rediss:// and rediss-cluster:// URLs); default: the system's CAs")
 	str(&c.RedisTLS.CertFile, "redis-cert-file", "TANDEM_REDIS_CERT_FILE", "", "PEM client certificate presented to Redis (with --redis-key-file)")
 	str(&c.RedisTLS.KeyFile, "redis-key-file", "TANDEM_REDIS_KEY_FILE", "", "PEM private key of --redis-cert-file")
+	fs.BoolVar(&c.RedisCluster, "redis-cluster", false, "the redis:// or rediss:// URL names a Redis Cluster node (a seed; more as ?addr=host:port); not needed with redis-cluster:// (env TANDEM_REDIS_CLUSTER)")
+	envs = append(envs, envFlag{"redis-cluster", "TANDEM_REDIS_CLUSTER"})
 	num(&c.RedisWaitReplicas, "redis-wait-replicas", "TANDEM_REDIS_WAIT_REPLICAS", -1, "Redis replicas that must confirm each commit before it is acknowledged (WAIT), so a failover loses no acknowledged edit; -1: 1 on a Redis Cluster, 0 on a single Redis")
 	str(&c.PostgresTLS.CAFile, "postgres-ca-file", "TANDEM_POSTGRES_CA_FILE", "", "PEM file of the CA that signed PostgreSQL's certificate; sets sslrootcert and, unless the URL names an sslmode, sslmode=verify-full")
 	str(&c.PostgresTLS.CertFile, "postgres-cert-file", "TANDEM_POSTGRES_CERT_FILE", "", "PEM client certificate presented to PostgreSQL (with --postgres-key-file)")

@@ -55,6 +55,7 @@ func TestParse(t *testing.T) {
 					c.PostgresTLS.KeyFile == "/tls/pg/tls.key" && c.RedisWaitReplicas == -1
 			}, ""},
 		{"client cert without key", []string{"--redis-cert-file", "/c.crt"}, nil, nil, "--redis-cert-file and --redis-key-file go together"},
+		{"cluster flag", nil, map[string]string{"TANDEM_REDIS_CLUSTER": "true"}, func(c *config.Config) bool { return c.RedisCluster }, ""},
 		{"wait replicas", []string{"--redis-wait-replicas", "2"}, nil, func(c *config.Config) bool { return c.RedisWaitReplicas == 2 }, ""},
 		{"bad wait replicas", []string{"--redis-wait-replicas", "-2"}, nil, nil, "redis-wait-replicas"},
 		{"zero pending bound", []string{"--max-pending-write-bytes", "0"}, nil, nil, "max-pending-write-bytes"},
@@ -85,7 +86,7 @@ func TestHelpDocumentsEveryFlagAndEnv(t *testing.T) {
 		t.Fatalf("err = %v, want ErrHelp", err)
 	}
 	for _, want := range []string{"-addr", "TANDEM_ADDR", "-data-dir", "-auth", "-jwt-key-file", "TANDEM_JWT_KEY", "-allowed-origins", "-redis-url-file", "-postgres-url", "-flush-interval", "-flush-batch", "-max-message-bytes", "-max-op-bytes", "-max-doc-bytes", "TANDEM_OPS_PER_SECOND", "TANDEM_MAX_CONNS_PER_DOC", "TANDEM_IDLE_TIMEOUT", "TANDEM_MAX_PENDING_WRITE_BYTES",
-		"-redis-ca-file", "-redis-cert-file", "-redis-key-file", "-redis-wait-replicas", "-postgres-ca-file", "-postgres-cert-file", "-postgres-key-file", "redis-cluster://"} {
+		"-redis-ca-file", "-redis-cert-file", "-redis-key-file", "-redis-wait-replicas", "TANDEM_REDIS_CLUSTER", "-postgres-ca-file", "-postgres-cert-file", "-postgres-key-file", "redis-cluster://"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("--help lacks %q", want)
 		}

@@ -42,10 +42,19 @@ type redisConn struct {
 // the others, more seeds let the runtime start while some are down. The
 // options are go-redis's URL options (dial_timeout, read_timeout,
 // pool_size, ...).
-func newRedisConn(rawURL string, files TLSFiles) (*redisConn, error) {
+func newRedisConn(rawURL string, cluster bool, files TLSFiles) (*redisConn, error) {
 	scheme, _, ok := strings.Cut(rawURL, "://")
 	if !ok {
 		return nil, fmt.Errorf("parse redis url: want redis://, rediss://, redis-cluster:// or rediss-cluster://, got %q", redact(rawURL))
+	}
+	if cluster && (scheme == "redis" || scheme == "rediss") {
+		// The seed form go-redis knows: redis://host:port?addr=host:port.
+		scheme += "-cluster"
+		o, err := redis.ParseClusterURL(rawURL)
+		if err != nil {
+			return nil, fmt.Errorf("parse redis cluster url: %w", err)
+		}
+		return newClusterConn(o, files, scheme)
 	}
 	switch scheme {
 	case "redis", "rediss":
@@ -64,25 +73,29 @@ func newRedisConn(rawURL string, files TLSFiles) (*redisConn, error) {
 		if err != nil {
 			return nil, err
 		}
-		if o.TLSConfig != nil {
-			// Each node presents its own certificate: let the TLS dialer
-			// check it against the address dialled, not the first seed.
-			o.TLSConfig.ServerName = ""
-		}
-		if err := applyRedisTLS(&o.TLSConfig, files, scheme); err != nil {
-			return nil, err
-		}
-		setTimeouts(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout)
-		// Redirections follow slot moves and failovers; a few retries ride
-		// out the seconds a failover takes before the breaker counts it.
-		if o.MaxRedirects == 0 {
-			o.MaxRedirects = 8
-		}
-		o.MaxRetries = 3
-		return &redisConn{client: redis.NewClusterClient(o), cluster: true, addr: o.Addrs[0]}, nil
+		return newClusterConn(o, files, scheme)
 	default:
 		return nil, fmt.Errorf("parse redis url: unknown scheme %q: want redis://, rediss://, redis-cluster:// or rediss-cluster://", scheme)
 	}
+}
+
+func newClusterConn(o *redis.ClusterOptions, files TLSFiles, scheme string) (*redisConn, error) {
+	if o.TLSConfig != nil {
+		// Each node presents its own certificate: let the TLS dialer check
+		// it against the address dialled, not the first seed.
+		o.TLSConfig.ServerName = ""
+	}
+	if err := applyRedisTLS(&o.TLSConfig, files, scheme); err != nil {
+		return nil, err
+	}
+	setTimeouts(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout)
+	// Redirections follow slot moves and failovers; a few retries ride out
+	// the seconds a failover takes before the breaker counts it.
+	if o.MaxRedirects == 0 {
+		o.MaxRedirects = 8
+	}
+	o.MaxRetries = 3
+	return &redisConn{client: redis.NewClusterClient(o), cluster: true, addr: o.Addrs[0]}, nil
 }
 
 // parseClusterURL turns redis-cluster://u:p@a,b,c/?opts into go-redis's

@@ -42,6 +42,9 @@ type Config struct {
 	// before it is acknowledged (see redisstore.Options.WaitReplicas);
 	// negative: 1 on a Redis Cluster, 0 on a single Redis.
 	RedisWaitReplicas int
+	// RedisCluster treats a redis:// or rediss:// RedisURL as a Redis
+	// Cluster seed (more seeds as ?addr=host:port).
+	RedisCluster bool
 
 	FlushInterval time.Duration // --flush-interval (500ms)
 	FlushBatch    int           // --flush-batch (1000)
@@ -90,7 +93,7 @@ func Open(ctx context.Context, cfg Config, reg prometheus.Registerer) (*Stores, 
 	if cfg.RedisURL == "" || cfg.PostgresURL == "" {
 		return nil, errors.New("distributed mode needs both a Redis URL and a PostgreSQL URL")
 	}
-	rc, err := newRedisConn(cfg.RedisURL, cfg.RedisTLS)
+	rc, err := newRedisConn(cfg.RedisURL, cfg.RedisCluster, cfg.RedisTLS)
 	if err != nil {
 		return nil, err
 	}

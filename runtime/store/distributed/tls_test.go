@@ -140,3 +140,24 @@ func TestOpenRedisCluster(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenRedisClusterSeedURL: a redis:// URL (as other tools write them)
+// with RedisCluster set is a cluster seed; more seeds come as ?addr=.
+func TestOpenRedisClusterSeedURL(t *testing.T) {
+	rc := testsvc.StartRedisCluster(t)
+	pg := testsvc.StartPostgres(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	addrs := rc.Addrs()
+	u := "redis://" + addrs[0] + "?addr=" + addrs[1]
+	s, err := distributed.Open(ctx, distributed.Config{RedisURL: u, RedisCluster: true, PostgresURL: pg.URL()}, nil)
+	if err != nil {
+		t.Fatalf("Open %s as a cluster: %v", u, err)
+	}
+	defer s.Close(ctx)
+	for i, d := range []string{"a", "b", "c", "d"} {
+		if err := s.Log.Append(ctx, d, 0, []store.Entry{{Rev: 1, Op: ot.Op{{Insert: d}}, Client: "c", Seq: int64(i + 1), User: "u"}}); err != nil {
+			t.Fatalf("Append %s: %v", d, err)
+		}
+	}
+}
