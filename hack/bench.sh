@@ -5,7 +5,8 @@
 # benchstat and write docs/benchmarks.md.
 #
 # Processes:
-#   replica A, replica B  distributed mode (same Redis and PostgreSQL): S1, S2 (+S5), S4
+#   replica A, replica B  distributed mode (same Redis and PostgreSQL): S1, S1-spread,
+#                         S1-colocated, S2 (+S5), S2-colocated, S4
 #   single                embedded mode (SQLite): S1-single, S2-single
 #   idle                  embedded mode, fresh: S3 (its memory baseline is an unused process)
 #
@@ -23,7 +24,8 @@
 #
 # Profiles: BENCH_PROFILE=/tmp/prof make bench starts every runtime with
 # --debug-addr and has tandem-bench fetch, during the first run only, a CPU
-# profile of each runtime S1, S2, S2-single and S4 drive, for about the
+# profile of each runtime S1, S1-spread, S1-colocated, S2, S2-colocated,
+# S2-single and S4 drive, for about the
 # scenario's load duration (<scenario>-<runtime>.cpu.pprof, runtimes A, B,
 # single), and a heap profile of the idle runtime with S3's connections open
 # (S3-idle.heap.pprof). Read them with `go tool pprof -top FILE`: they carry

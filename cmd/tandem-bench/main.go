@@ -17,7 +17,8 @@
 //
 // With --profile-dir, the first run also fetches pprof profiles from the
 // runtimes' debug listeners (tandem-runtime --debug-addr, named in --debug):
-// a CPU profile of every runtime S1, S2, S2-single and S4 drive, taken
+// a CPU profile of every runtime S1, S1-spread, S1-colocated, S2,
+// S2-colocated, S2-single and S4 drive, taken
 // while the scenario runs (<scenario>-<name>.cpu.pprof), and a heap
 // profile of the idle runtime with S3's connections open (S3-idle.heap.pprof).
 // A profile that cannot be fetched is a warning, not a failed scenario.
@@ -75,8 +76,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 }
 
 // allScenarios in the order they run. S5 is measured during S2 when a
-// PostgreSQL URL is given.
-var allScenarios = []string{"S3", "S1", "S1-single", "S2", "S2-single", "S4"}
+// PostgreSQL URL is given. S1-spread, S1-colocated and S2-colocated are S1
+// and S2 across the replicas with another placement of the clients: spread
+// evenly (no stickiness) or all on replica A (stickiness by document).
+var allScenarios = []string{"S3", "S1", "S1-spread", "S1-colocated", "S1-single", "S2", "S2-colocated", "S2-single", "S4"}
 
 func runScenarios(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
@@ -190,6 +193,25 @@ func runScenarios(args []string, stdout, stderr io.Writer) error {
 			jobs = append(jobs, job{id: id, run: func(ctx context.Context) []bench.Result {
 				return []bench.Result{bench.S1(ctx, envFor(repl...), bench.S1Options{Duration: *s1Dur, Interval: *s1Interval, Readers: *s1Readers})}
 			}, cpuOf: []string{"A", "B"}, load: *s1Dur})
+		case "S1-spread", "S1-colocated":
+			if len(repl) < 2 {
+				return fmt.Errorf("%s needs two --replicas", id)
+			}
+			place := bench.PlaceSpread
+			if id == "S1-colocated" {
+				place = bench.PlaceColocated
+			}
+			jobs = append(jobs, job{id: id, run: func(ctx context.Context) []bench.Result {
+				return []bench.Result{bench.S1(ctx, envFor(repl...), bench.S1Options{Duration: *s1Dur, Interval: *s1Interval, Readers: *s1Readers, Placement: place})}
+			}, cpuOf: []string{"A", "B"}, load: *s1Dur})
+		case "S2-colocated":
+			if len(repl) < 2 {
+				return errors.New("S2-colocated needs two --replicas")
+			}
+			jobs = append(jobs, job{id: id, run: func(ctx context.Context) []bench.Result {
+				r, _ := bench.S2(ctx, envFor(repl...), bench.S2Options{Duration: *s2Dur, Writers: *s2Writers, Placement: bench.PlaceColocated})
+				return []bench.Result{r}
+			}, cpuOf: []string{"A", "B"}, load: *s2Dur})
 		case "S1-single":
 			if *single == "" {
 				return errors.New("S1-single needs --single")

@@ -108,6 +108,8 @@ func TestRunRejectsBadArguments(t *testing.T) {
 		{[]string{"run", "--scenarios", "S9", "--single", "http://127.0.0.1:1"}, `unknown scenario "S9"`},
 		{[]string{"run", "--scenarios", "S1", "--single", "http://127.0.0.1:1"}, "S1 needs two --replicas"},
 		{[]string{"run", "--scenarios", "S2-single"}, "S2-single needs --single"},
+		{[]string{"run", "--scenarios", "S1-colocated", "--replicas", "http://127.0.0.1:1"}, "S1-colocated needs two --replicas"},
+		{[]string{"run", "--scenarios", "S2-colocated", "--single", "http://127.0.0.1:1"}, "S2-colocated needs two --replicas"},
 		{[]string{"run", "--runs", "0"}, "--runs must be at least 1"},
 		{[]string{"report"}, "report needs --results"},
 		{[]string{"run", "--single", "http://127.0.0.1:1", "--profile-dir", "/nonexistent"}, "--profile-dir needs --debug"},

@@ -240,6 +240,26 @@ func randomEdit(r *rand.Rand) func(int) ot.Op {
 	}
 }
 
+// Placement says which replicas a scenario's clients connect to when it
+// runs across replicas. It is what an ingress's stickiness decides in a
+// deployment: without it a document's clients land on any replica.
+type Placement string
+
+// Placements of the cross-replica scenarios.
+const (
+	// PlaceDefault is the scenario's classic placement: S1 puts the
+	// writer on replica A and every reader on replica B, S2 spreads the
+	// writers over the replicas in turn.
+	PlaceDefault Placement = ""
+	// PlaceSpread puts clients on the replicas in turn, the writer first:
+	// what a round-robin load balancer gives one document's clients.
+	PlaceSpread Placement = "spread"
+	// PlaceColocated puts every client of the document on replica A while
+	// the other replicas still run (their flushers, their subscriptions):
+	// what stickiness by document gives.
+	PlaceColocated Placement = "colocated"
+)
+
 // S1Options configures the latency scenario.
 type S1Options struct {
 	Duration time.Duration // default 10s
@@ -247,6 +267,8 @@ type S1Options struct {
 	Readers  int           // default 10
 	// Single puts the writer and the readers on the first replica.
 	Single bool
+	// Placement of the writer and readers across replicas (not with Single).
+	Placement Placement
 }
 
 // S1 measures the time from the writer's submit to each reader's receipt:
@@ -264,16 +286,23 @@ func S1(ctx context.Context, env *Env, o S1Options) Result {
 	}
 	res := Result{ID: "S1", Title: "cross-replica latency"}
 	a, b := env.replica(0), env.replica(1)
-	if o.Single || len(env.Replicas) < 2 {
-		res.ID, res.Title, b = "S1-single", "single-server latency", a
-	}
+	readerOn := func(int) string { return b }
 	readersOn := "replica B"
-	if a == b {
-		readersOn = "the writer's server"
+	switch {
+	case o.Single || len(env.Replicas) < 2:
+		res.ID, res.Title, b = "S1-single", "single-server latency", a
+		readerOn, readersOn = func(int) string { return a }, "the writer's server"
+	case o.Placement == PlaceSpread:
+		// The writer is client 0 on replica A; reader i is client i+1.
+		res.ID, res.Title = "S1-spread", "latency, clients spread over the replicas"
+		readerOn, readersOn = func(i int) string { return env.replica(i + 1) }, "every replica in turn"
+	case o.Placement == PlaceColocated:
+		res.ID, res.Title = "S1-colocated", "latency, every client on one of the replicas"
+		readerOn, readersOn = func(int) string { return a }, "the writer's replica (A)"
 	}
 	res.Params = map[string]any{"duration": o.Duration.String(), "interval": o.Interval.String(), "readers": o.Readers, "readers_on": readersOn}
 	start := time.Now()
-	err := runS1(ctx, env, o, a, b, &res)
+	err := runS1(ctx, env, o, a, b, readerOn, &res)
 	res.Seconds = time.Since(start).Seconds()
 	if err != nil {
 		res.Error = err.Error()
@@ -281,7 +310,9 @@ func S1(ctx context.Context, env *Env, o S1Options) Result {
 	return res
 }
 
-func runS1(ctx context.Context, env *Env, o S1Options, a, b string, res *Result) error {
+// runS1 puts the writer on a and reader i on readerOn(i); b is the replica
+// the result is verified against.
+func runS1(ctx context.Context, env *Env, o S1Options, a, b string, readerOn func(int) string, res *Result) error {
 	doc := newDocID("s1")
 	tok, err := env.token(doc)
 	if err != nil {
@@ -296,7 +327,7 @@ func runS1(ctx context.Context, env *Env, o S1Options, a, b string, res *Result)
 		OnSend: func(seq int64, at time.Time) { sent.put(writerID, seq, at) },
 		OnAck:  func(_, _ int64, d time.Duration, _ time.Time) { acks.Add(d) }}}}
 	for i := range o.Readers {
-		specs = append(specs, connSpec{Base: b, Doc: doc, Options: client.Options{ClientID: fmt.Sprintf("%s-r%d", doc, i), Token: tok,
+		specs = append(specs, connSpec{Base: readerOn(i), Doc: doc, Options: client.Options{ClientID: fmt.Sprintf("%s-r%d", doc, i), Token: tok,
 			OnRemote: func(op protocol.Op, at time.Time) {
 				if t, ok := sent.get(op.Client, op.Seq); ok {
 					recv.Add(at.Sub(t))
@@ -356,6 +387,10 @@ type S2Options struct {
 	Duration time.Duration // default 15s
 	Writers  int           // default 20, spread over the replicas
 	Single   bool          // every writer on the first replica
+	// Placement across replicas (not with Single): PlaceDefault and
+	// PlaceSpread spread the writers in turn, PlaceColocated puts them all
+	// on the first replica; CPU is measured on every replica either way.
+	Placement Placement
 	// Persistence, when set, measures PostgreSQL costs during the run (S5).
 	Persistence *PGProbe
 }
@@ -373,8 +408,13 @@ func S2(ctx context.Context, env *Env, o S2Options) (Result, *Result) {
 	replicas := env.Replicas
 	if o.Single || len(replicas) < 2 {
 		res.ID, res.Title, replicas = "S2-single", "hot-document throughput, single server", replicas[:1]
+	} else if o.Placement == PlaceColocated {
+		res.ID, res.Title = "S2-colocated", "hot-document throughput, every writer on one of the replicas"
 	}
 	res.Params = map[string]any{"duration": o.Duration.String(), "writers": o.Writers, "replicas": len(replicas)}
+	if res.ID == "S2-colocated" {
+		res.Params["writers_on"] = "replica A"
+	}
 	var s5 *Result
 	if o.Persistence != nil {
 		s5 = &Result{ID: "S5", Title: "persistence cost during " + res.ID, Params: map[string]any{"during": res.ID}}
@@ -403,8 +443,12 @@ func runS2(ctx context.Context, env *Env, o S2Options, replicas []string, res, s
 	var acks Samples
 	var ackLog ackRecorder
 	specs := make([]connSpec, o.Writers)
+	writerOn := func(i int) string { return replicas[i%len(replicas)] }
+	if o.Placement == PlaceColocated && !o.Single {
+		writerOn = func(int) string { return replicas[0] }
+	}
 	for i := range specs {
-		specs[i] = connSpec{Base: replicas[i%len(replicas)], Doc: doc, Options: client.Options{ClientID: fmt.Sprintf("%s-w%d", doc, i), Token: tok,
+		specs[i] = connSpec{Base: writerOn(i), Doc: doc, Options: client.Options{ClientID: fmt.Sprintf("%s-w%d", doc, i), Token: tok,
 			OnAck: func(_, rev int64, d time.Duration, at time.Time) {
 				acks.Add(d)
 				if s5 != nil {
