@@ -51,6 +51,25 @@ check-generated: generate manifests ## Fail if generate/manifests change any tra
 		echo "$$changes"; git --no-pager diff --stat -- api config; exit 1; \
 	fi
 
+.PHONY: web-deps
+web-deps: runtime/web/node_modules/.package-lock.json ## Install the editor's npm packages (npm ci, versions from runtime/web/package-lock.json).
+
+runtime/web/node_modules/.package-lock.json: runtime/web/package.json runtime/web/package-lock.json runtime/web/client/package.json
+	cd runtime/web && npm ci --no-audit --no-fund
+	@touch $@
+
+.PHONY: web
+web: web-deps ## Build the editor page's script runtime/web/static/js/editor.js (esbuild: src/ + client/ + CodeMirror); commit the result.
+	cd runtime/web && node build.mjs
+
+.PHONY: check-web
+check-web: web ## Fail if the committed editor bundle differs from a fresh build of its sources.
+	@changes="$$(git status --porcelain -- runtime/web/static)"; \
+	if [ -n "$$changes" ]; then \
+		echo "runtime/web/static is out of date with its sources; run 'make web' and commit:"; \
+		echo "$$changes"; git --no-pager diff --stat -- runtime/web/static; exit 1; \
+	fi
+
 .PHONY: fmt
 fmt: ## Format the Go code (gofmt -w).
 	gofmt -w $$(git ls-files '*.go')
@@ -65,10 +84,10 @@ lint: vet ## Check formatting (gofmt -l) and run go vet.
 	if [ -n "$$unformatted" ]; then echo "not gofmt-formatted (run make fmt):"; echo "$$unformatted"; exit 1; fi
 
 .PHONY: test
-test: ## Unit, envtest and integration tests with -race (builds the envtest binaries and helm first), plus the JS tests.
+test: web-deps ## Unit, envtest and integration tests with -race (builds the envtest binaries and helm first), plus the JS tests.
 	$(TOOLS) install kube-apiserver etcd kubectl helm
 	KUBEBUILDER_ASSETS="$$($(TOOLS) envtest-assets)" go test -race -timeout $(GO_TEST_TIMEOUT) $(GO_TEST_FLAGS) ./...
-	@js_tests="$$(find runtime/web -name '*.test.mjs' 2>/dev/null | sort)"; \
+	@js_tests="$$(find runtime/web -path runtime/web/node_modules -prune -o -name '*.test.mjs' -print 2>/dev/null | sort)"; \
 	if [ -n "$$js_tests" ]; then \
 		echo "node --test $$js_tests"; node --test $$js_tests; \
 	fi

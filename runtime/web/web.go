@@ -5,7 +5,9 @@ package web
 
 import (
 	"bytes"
+	"crypto/rand"
 	"crypto/sha256"
+	"encoding/base64"
 	"embed"
 	"encoding/hex"
 	"fmt"
@@ -180,9 +182,41 @@ func (s *site) servePage(w http.ResponseWriter, r *http.Request, name string) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "no-referrer")
 	h.Set("X-Frame-Options", "DENY")
-	// Only our own scripts and styles; the WebSocket goes to the same host.
-	h.Set("Content-Security-Policy", "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'; base-uri 'none'")
-	s.serveAsset(w, r, s.assets[name])
+	a := s.assets[name]
+	if !bytes.Contains(a.body, []byte(nonceMark)) {
+		// Only our own scripts and styles; the WebSocket goes to the same host.
+		h.Set("Content-Security-Policy", "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'; base-uri 'none'")
+		s.serveAsset(w, r, a)
+		return
+	}
+	// The editor (CodeMirror) writes its base styles into a <style> element
+	// at run time. A fresh nonce per response allows exactly those, handed
+	// to the script in a meta tag; scripts stay 'self' only. The body
+	// differs per response, so it has no ETag.
+	nonce, err := newNonce()
+	if err != nil {
+		http.Error(w, "cannot make a CSP nonce", http.StatusInternalServerError)
+		return
+	}
+	h.Set("Content-Security-Policy", "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; style-src 'self' 'nonce-"+nonce+"'; script-src 'self'; frame-ancestors 'none'; base-uri 'none'")
+	h.Set("Content-Type", a.contentType)
+	body := bytes.ReplaceAll(a.body, []byte(nonceMark), []byte(nonce))
+	h.Set("Content-Length", fmt.Sprint(len(body)))
+	if r.Method == http.MethodHead {
+		return
+	}
+	_, _ = w.Write(body)
+}
+
+// nonceMark in a page is replaced by the response's CSP style nonce.
+const nonceMark = "__CSP_NONCE__"
+
+func newNonce() (string, error) {
+	b := make([]byte, 18)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("read random bytes: %w", err)
+	}
+	return base64.StdEncoding.EncodeToString(b), nil
 }
 
 func (s *site) serveAsset(w http.ResponseWriter, r *http.Request, a asset) {

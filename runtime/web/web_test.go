@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -25,8 +26,8 @@ func TestHandlerRoutes(t *testing.T) {
 		{"editor page no id", "GET", "/d/", 404, "", "", ""},
 		{"editor page nested", "GET", "/d/a/b", 404, "", "", ""},
 		{"editor page dotdot", "GET", "/d/..", 404, "", "", ""},
-		{"client module", "GET", "/static/js/client.js", 200, "text/javascript", "export class Client", "public, max-age=300, must-revalidate"},
-		{"editor module", "GET", "/static/js/editor.js", 200, "text/javascript", "import", ""},
+		{"start module", "GET", "/static/js/start.js", 200, "text/javascript", "function open", "public, max-age=300, must-revalidate"},
+		{"editor bundle", "GET", "/static/js/editor.js", 200, "text/javascript", "make web", ""},
 		{"css", "GET", "/static/css/tandem.css", 200, "text/css", "", ""},
 		{"icon", "GET", "/static/icon.svg", 200, "image/svg+xml", "<svg", ""},
 		{"tests not served", "GET", "/static/js/client.test.mjs", 404, "", "", ""},
@@ -35,7 +36,7 @@ func TestHandlerRoutes(t *testing.T) {
 		{"missing asset", "GET", "/static/js/nope.js", 404, "", "", ""},
 		{"unknown path", "GET", "/nope", 404, "", "", ""},
 		{"post refused", "POST", "/", 405, "", "", ""},
-		{"head ok", "HEAD", "/static/js/client.js", 200, "text/javascript", "", ""},
+		{"head ok", "HEAD", "/static/js/editor.js", 200, "text/javascript", "", ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -64,7 +65,7 @@ func TestHandlerRoutes(t *testing.T) {
 			if cc := resp.Header.Get("Cache-Control"); tc.wantCache != "" && cc != tc.wantCache {
 				t.Errorf("Cache-Control = %q, want %q", cc, tc.wantCache)
 			}
-			if tc.wantStatus == 200 && resp.Header.Get("ETag") == "" {
+			if tc.wantStatus == 200 && !strings.HasPrefix(tc.path, "/d/") && resp.Header.Get("ETag") == "" {
 				t.Error("missing ETag")
 			}
 		})
@@ -75,7 +76,7 @@ func TestConditionalGet(t *testing.T) {
 	srv := httptest.NewServer(Handler())
 	t.Cleanup(srv.Close)
 
-	resp, err := http.Get(srv.URL + "/static/js/client.js")
+	resp, err := http.Get(srv.URL + "/static/js/editor.js")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +86,7 @@ func TestConditionalGet(t *testing.T) {
 		t.Fatal("no ETag on first response")
 	}
 
-	req, _ := http.NewRequest("GET", srv.URL+"/static/js/client.js", nil)
+	req, _ := http.NewRequest("GET", srv.URL+"/static/js/editor.js", nil)
 	req.Header.Set("If-None-Match", etag)
 	resp, err = http.DefaultClient.Do(req)
 	if err != nil {
@@ -111,6 +112,41 @@ func TestPagesHaveNoInlineCode(t *testing.T) {
 				t.Errorf("%s contains inline code %q, which the CSP blocks", page, bad)
 			}
 		}
+	}
+}
+
+// The editor page allows CodeMirror's <style> element by a nonce that is
+// new in every response and handed to the script in a meta tag; scripts
+// stay same-origin only.
+func TestEditorPageStyleNonce(t *testing.T) {
+	srv := httptest.NewServer(Handler())
+	t.Cleanup(srv.Close)
+	seen := map[string]bool{}
+	for i := 0; i < 2; i++ {
+		resp, err := http.Get(srv.URL + "/d/notes")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		csp := resp.Header.Get("Content-Security-Policy")
+		m := regexp.MustCompile(`style-src 'self' 'nonce-([A-Za-z0-9+/=]{24})';`).FindStringSubmatch(csp)
+		if m == nil {
+			t.Fatalf("CSP %q has no style nonce", csp)
+		}
+		if !strings.Contains(csp, "script-src 'self';") {
+			t.Errorf("CSP %q: scripts must stay same-origin only", csp)
+		}
+		if !strings.Contains(string(body), `<meta name="tandem-style-nonce" content="`+m[1]+`">`) {
+			t.Errorf("page does not carry its nonce %q", m[1])
+		}
+		if strings.Contains(string(body), nonceMark) {
+			t.Error("placeholder left in the page")
+		}
+		if seen[m[1]] {
+			t.Errorf("nonce %q repeated", m[1])
+		}
+		seen[m[1]] = true
 	}
 }
 

@@ -8,12 +8,16 @@ import (
 	"time"
 
 	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 
 	"github.com/tandem-dev/tandem/runtime/auth"
 )
+
+// editorContent is the editable element of the CodeMirror editor.
+const editorContent = "#text .cm-content"
 
 // focusAt focuses the editor and moves the caret with real key presses:
 // Ctrl+Home for the start, Ctrl+End for the end.
@@ -22,10 +26,10 @@ func focusAt(t testing.TB, ctx context.Context, end bool) {
 	focusAtNoCheck(t, ctx, end)
 	want := "0"
 	if end {
-		want = "document.getElementById('text').value.length"
+		want = "window.tandem.text().length"
 	}
 	waitJS(t, ctx, 5*time.Second, "caret moved by the key press",
-		fmt.Sprintf(`document.getElementById('text').selectionStart === %s && document.getElementById('text').selectionEnd === %s`, want, want))
+		fmt.Sprintf(`window.tandem.selection().anchor === %s && window.tandem.selection().head === %s`, want, want))
 }
 
 // focusAtNoCheck is focusAt for a read-only field, where the caret may not move.
@@ -36,15 +40,40 @@ func focusAtNoCheck(t testing.TB, ctx context.Context, end bool) {
 		key = kb.End
 	}
 	run(t, ctx, 10*time.Second,
-		chromedp.Focus(chromedp.ID("text")),
+		chromedp.Focus(editorContent),
 		chromedp.KeyEvent(key, chromedp.KeyModifiers(chromedp.ModifierCtrl)),
 	)
 }
 
-// typeText sends real key events for every character of s.
+// typeText sends real key events for every character of s. A newline is
+// the Enter key as a keyboard sends it (key down, key up): chromedp's
+// encoding adds a "\r" char event, which a browser never sends after the
+// editor has handled the key down.
 func typeText(t testing.TB, ctx context.Context, s string) {
 	t.Helper()
-	run(t, ctx, 20*time.Second, chromedp.KeyEvent(s))
+	var acts []chromedp.Action[chromedp.Void]
+	for i, part := range strings.Split(s, "\n") {
+		if i > 0 {
+			acts = append(acts, pressEnter())
+		}
+		if part != "" {
+			acts = append(acts, chromedp.KeyEvent(part))
+		}
+	}
+	run(t, ctx, 20*time.Second, acts...)
+}
+
+// pressEnter is a key down and key up of Enter without a char event.
+func pressEnter() chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		for _, typ := range []input.DispatchKeyEventType{input.DispatchKeyEventTypeKeyDown, input.DispatchKeyEventTypeKeyUp} {
+			p := input.DispatchKeyEventParams{Type: typ, Key: "Enter", Code: "Enter", WindowsVirtualKeyCode: 13, NativeVirtualKeyCode: 13}
+			if _, err := cdp.Call(ctx, tg, input.DispatchKeyEvent, p); err != nil {
+				return fmt.Errorf("dispatch Enter: %w", err)
+			}
+		}
+		return nil
+	})
 }
 
 func TestTwoBrowsersConverge(t *testing.T) {
@@ -110,8 +139,8 @@ func TestTwoBrowsersConverge(t *testing.T) {
 			waitJS(t, tc.ctx, 10*time.Second, "the other's avatar",
 				fmt.Sprintf(`!!document.querySelector('#people .avatar[data-user=%q]')`, tc.other))
 			waitJS(t, tc.ctx, 10*time.Second, "the other's caret",
-				fmt.Sprintf(`!!document.querySelector('#overlay .remote-caret[data-user=%q]')`, tc.other))
-			flag := eval[string](t, tc.ctx, fmt.Sprintf(`document.querySelector('#overlay .remote-caret[data-user=%q] .flag').textContent`, tc.other))
+				fmt.Sprintf(`!!document.querySelector('#text .cm-remote-caret[data-user=%q]')`, tc.other))
+			flag := eval[string](t, tc.ctx, fmt.Sprintf(`document.querySelector('#text .cm-remote-caret[data-user=%q] .cm-remote-flag').textContent`, tc.other))
 			if flag != tc.label {
 				t.Errorf("caret label = %q, want %q", flag, tc.label)
 			}
@@ -123,8 +152,8 @@ func TestTwoBrowsersConverge(t *testing.T) {
 	}
 	// Bob's caret is at the end of his text on the first lines, Alice's on
 	// the last line: their vertical order on screen must say so.
-	bobY := eval[float64](t, a, `parseFloat(document.querySelector('#overlay .remote-caret[data-user="bob"]').style.getPropertyValue('--y'))`)
-	aliceY := eval[float64](t, b, `parseFloat(document.querySelector('#overlay .remote-caret[data-user="alice"]').style.getPropertyValue('--y'))`)
+	bobY := eval[float64](t, a, `document.querySelector('#text .cm-remote-caret[data-user="bob"]').getBoundingClientRect().top`)
+	aliceY := eval[float64](t, b, `document.querySelector('#text .cm-remote-caret[data-user="alice"]').getBoundingClientRect().top`)
 	if !(bobY < aliceY) {
 		t.Errorf("bob's caret (y=%v on alice's page) should be above alice's (y=%v on bob's page)", bobY, aliceY)
 	}
@@ -133,7 +162,7 @@ func TestTwoBrowsersConverge(t *testing.T) {
 	run(t, b, 10*time.Second, chromedp.KeyEvent(kb.ArrowLeft+kb.ArrowLeft+kb.ArrowLeft+kb.ArrowLeft, chromedp.KeyModifiers(chromedp.ModifierShift)))
 	// Four characters back from the start of "middle": "2 3\n" is selected.
 	waitJS(t, a, 10*time.Second, "bob's selection highlighted on alice's page",
-		`document.querySelector('#mirror mark')?.textContent === '2 3\n'`)
+		`[...document.querySelectorAll('#text .cm-remote-selection[data-user="bob"]')].map(e => e.textContent).join('') === '2 3'`)
 	screenshot(t, a, "editor-two-people.png")
 }
 
@@ -302,7 +331,7 @@ func TestRemoteEditKeepsLocalSelection(t *testing.T) {
 
 	// Select "gamma" backwards with Shift+Left, then "beta " too.
 	run(t, d, 10*time.Second, chromedp.KeyEvent(strings.Repeat(kb.ArrowLeft, 5), chromedp.KeyModifiers(chromedp.ModifierShift)))
-	selected := `(() => { const ta = document.getElementById('text'); return ta.value.slice(ta.selectionStart, ta.selectionEnd) + '|' + ta.selectionDirection + '|' + (document.activeElement === ta); })()`
+	selected := `(() => { const t = window.tandem; const s = t.view.state.selection.main; return t.text().slice(s.from, s.to) + '|' + (s.head < s.anchor ? 'backward' : 'forward') + '|' + (document.activeElement === t.view.contentDOM); })()`
 	if got := eval[string](t, d, selected); got != "gamma|backward|true" {
 		t.Fatalf("selection before = %q", got)
 	}

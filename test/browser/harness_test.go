@@ -405,7 +405,7 @@ func waitJS(t testing.TB, ctx context.Context, timeout time.Duration, what, expr
 		select {
 		case <-tctx.Done():
 			state, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById('status')?.dataset.state + ': ' + document.getElementById('status-text')?.textContent +
-				(window.tandem ? ' | text ' + JSON.stringify(document.getElementById('text').value) + ' | client ' + JSON.stringify({rev: window.tandem.client.rev, text: window.tandem.client.text, inflight: window.tandem.client.inflight, buffer: window.tandem.client.buffer, error: window.tandem.client.lastError}) : '')`))
+				(window.tandem ? ' | text ' + JSON.stringify(window.tandem.text().slice(-300)) + ' | client ' + JSON.stringify({rev: window.tandem.client.rev, text: window.tandem.client.text.slice(-300), inflight: window.tandem.client.inflight && {seq: window.tandem.client.inflight.seq, sent: window.tandem.client.inflight.sent}, buffer: !!window.tandem.client.buffer, error: window.tandem.client.lastError}) : '')`))
 			t.Fatalf("timed out after %v waiting for %s (page status %q, last error %v)", timeout, what, state, err)
 		case <-time.After(50 * time.Millisecond):
 		}
@@ -421,12 +421,12 @@ func openDoc(t testing.TB, ctx context.Context, r *Runtime, doc, token string) {
 		u += "#token=" + token
 	}
 	run(t, ctx, 20*time.Second, chromedp.Navigate(u))
-	waitJS(t, ctx, 20*time.Second, "editor connected", `document.getElementById('status').dataset.state === 'connected' && !document.getElementById('text').disabled`)
+	waitJS(t, ctx, 20*time.Second, "editor connected", `document.getElementById('status').dataset.state === 'connected' && !!window.tandem && window.tandem.client.loaded() && window.tandem.text() === window.tandem.client.text`)
 }
 
 func textOf(t testing.TB, ctx context.Context) string {
 	t.Helper()
-	return eval[string](t, ctx, `document.getElementById('text').value`)
+	return eval[string](t, ctx, `window.tandem.text()`)
 }
 
 // waitSynced waits until the page has no unacknowledged edits and shows want.
@@ -439,7 +439,7 @@ func waitSyncedWithin(t testing.TB, ctx context.Context, want string, timeout ti
 	t.Helper()
 	b, _ := json.Marshal(want)
 	waitJS(t, ctx, timeout, fmt.Sprintf("editor to show %s with nothing unsent", tail(string(b), 200)),
-		fmt.Sprintf(`window.tandem && window.tandem.client.synchronized() && document.getElementById('status').dataset.state === 'connected' && document.getElementById('text').value === %s`, b))
+		fmt.Sprintf(`window.tandem && window.tandem.client.synchronized() && document.getElementById('status').dataset.state === 'connected' && window.tandem.text() === %s`, b))
 }
 
 // artifactsDir is $ARTIFACTS_DIR or artifacts/ at the repository root.

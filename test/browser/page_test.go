@@ -12,7 +12,7 @@ import (
 	"github.com/tandem-dev/tandem/runtime/auth"
 )
 
-const textFocused = `document.activeElement === document.getElementById('text')`
+const textFocused = `!!window.tandem && document.activeElement === window.tandem.view.contentDOM`
 
 // A freshly opened editor has the keyboard focus, and so has one that was
 // reconnected with "Retry now" (the button vanishes with the state it
@@ -102,7 +102,7 @@ func TestBeforeUnloadWhileUnsent(t *testing.T) {
 		t.Fatalf("prompt %q with nothing unsent", d.Type)
 	default:
 	}
-	waitJS(t, br, 20*time.Second, "reloaded and connected", `document.getElementById('status').dataset.state === 'connected' && document.getElementById('text').value === 'sentabc'`)
+	waitJS(t, br, 20*time.Second, "reloaded and connected", `document.getElementById('status').dataset.state === 'connected' && !!window.tandem && window.tandem.text() === 'sentabc'`)
 }
 
 // In anonymous mode a browser keeps its name and colour across reloads, and

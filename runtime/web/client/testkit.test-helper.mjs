@@ -59,7 +59,13 @@ export class Clock {
 
 /** The runtime, reduced to what the protocol promises. */
 export class ServerModel {
-  constructor({ text = '', readOnly = new Set(), keepOps = Infinity, window = Infinity, tokenTtlMs = 0 } = {}) {
+  constructor({ text = '', readOnly = new Set(), keepOps = Infinity, window = Infinity, tokenTtlMs = 0, limits = null, announceLimits = true } = {}) {
+    // Like the runtime's --max-message-bytes, --max-op-bytes and
+    // --max-doc-bytes (bytes of UTF-8); announced in the welcome unless
+    // announceLimits is false (a server that predates the field).
+    this.limits = limits;
+    this.announceLimits = announceLimits;
+    this.oversizeCloses = 0;
     this.initial = text;
     this.text = text;
     this.log = []; // [{op, client, seq, user}], revision i+1 = log[i]
@@ -90,7 +96,12 @@ export class ServerModel {
     }
   }
 
+  /** Returns a close code when the connection must end (1009: message too big). */
   receive(conn, data) {
+    if (this.limits && Buffer.byteLength(data, 'utf8') > this.limits.maxMessageBytes) {
+      this.oversizeCloses++;
+      return 1009;
+    }
     const msg = JSON.parse(data);
     if (!conn.user) {
       if (msg.type !== 'hello') return conn.send({ type: 'error', code: 'bad_message', message: 'hello first' });
@@ -103,6 +114,7 @@ export class ServerModel {
       const perm = this.readOnly.has(name) ? 'read' : 'write';
       const welcome = { type: 'welcome', v: 1, rev: this.rev, user: conn.user, conn: conn.id, perm, presence: [] };
       if (this.tokenTtlMs > 0) welcome.authTtlMs = this.tokenTtlMs;
+      if (this.limits && this.announceLimits) welcome.limits = { ...this.limits };
       for (const c of this.conns) {
         if (c !== conn && c.user) welcome.presence.push({ type: 'presence', user: c.user, conn: c.id, cursor: c.cursor });
       }
@@ -157,9 +169,17 @@ export class ServerModel {
       // What a document may contain (docs/protocol.md).
       return conn.send({ type: 'error', code: 'bad_op', message: 'text contains U+0000', seq: msg.seq });
     }
+    const inserted = msg.op.reduce((n, c) => n + (typeof c === 'string' ? Buffer.byteLength(c, 'utf8') : 0), 0);
+    if (this.limits && inserted > this.limits.maxOpBytes) {
+      return conn.send({ type: 'error', code: 'too_large', message: 'operation inserts too much text at once', seq: msg.seq });
+    }
     let op = msg.op;
     for (const e of this.log.slice(msg.rev)) op = ot.transform(op, e.op, 'left');
-    this.text = ot.apply(this.text, op);
+    const next = ot.apply(this.text, op);
+    if (this.limits?.maxDocBytes && Buffer.byteLength(next, 'utf8') > this.limits.maxDocBytes && inserted > 0) {
+      return conn.send({ type: 'error', code: 'too_large', message: `document would exceed ${this.limits.maxDocBytes} bytes`, seq: msg.seq });
+    }
+    this.text = next;
     const entry = { op, client: conn.clientId, seq: msg.seq, user: conn.user.id };
     this.log.push(entry);
     if (!this.committed.has(author)) this.committed.set(author, new Map());
@@ -237,7 +257,10 @@ export class Network {
     const toServer = c.toServer.length && (!c.toClient.length || rnd() < 0.5);
     if (toServer) {
       const data = c.toServer.shift();
-      if (!c.closed) this.server.receive(c, data);
+      if (!c.closed) {
+        const code = this.server.receive(c, data);
+        if (code) this.kill(c, code, true, 'message too big');
+      }
       return true;
     }
     const ev = c.toClient.shift();

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Client, State, backoffDelay, BACKOFF_MAX_MS, withoutForbidden } from './client.js';
+import { Client, State, backoffDelay, BACKOFF_MAX_MS, withoutForbidden, splitOp, invert, utf8Length, parseLimits, DEFAULT_LIMITS } from "./client.js";
 import { Clock, Network, ServerModel, rng } from './testkit.test-helper.mjs';
 import * as ot from './ot.js';
 
@@ -16,6 +16,7 @@ function newClient(net, clock, opts = {}) {
     random: opts.random || (() => 0.5),
     token: opts.token,
     clientId: opts.clientId,
+    restore: opts.restore,
   });
   c.states = [];
   c.errors = [];
@@ -784,4 +785,176 @@ test('presence: a remote caret stays after its owner\'s insert when we type at t
   c.setCursor(want + 1);
   net.drain(() => 0);
   assert.deepEqual(cat().cursor, { anchor: want + 1, head: want + 1 }, `text ${d.text}`);
+});
+
+test('utf8Length counts bytes as the server does', () => {
+  for (const [s, n] of [['', 0], ['abc', 3], ['é', 2], ['€', 3], ['😀', 4], ['a\ud800b', 5], ['\udc00', 3]]) {
+    assert.equal(utf8Length(s), n, JSON.stringify(s));
+  }
+});
+
+test('parseLimits falls back to the defaults field by field', () => {
+  assert.deepEqual(parseLimits(undefined), DEFAULT_LIMITS);
+  assert.deepEqual(parseLimits({ maxOpBytes: 100, maxMessageBytes: -1, maxDocBytes: 'x' }), { ...DEFAULT_LIMITS, maxOpBytes: 100 });
+});
+
+test('splitOp: parts within the limits that compose back to the operation', async (t) => {
+  const rnd = rng(7);
+  const alphabet = ['a', 'b', ' ', '\n', 'é', '€', '😀', '"', '\\', '\u0001', '\ud800'];
+  for (let k = 0; k < 300; k++) {
+    let text = '';
+    for (let i = Math.floor(rnd() * 30); i > 0; i--) text += alphabet[Math.floor(rnd() * alphabet.length)];
+    const len = ot.cpLength(text);
+    const op = [];
+    let pos = 0;
+    while (pos < len || op.length === 0) {
+      const r = rnd();
+      if (r < 0.4 && pos < len) {
+        const n = 1 + Math.floor(rnd() * (len - pos));
+        op.push(n);
+        pos += n;
+      } else if (r < 0.6 && pos < len) {
+        const n = 1 + Math.floor(rnd() * Math.min(3, len - pos));
+        op.push({ d: n });
+        pos += n;
+      } else {
+        let s = '';
+        for (let i = 1 + Math.floor(rnd() * 200); i > 0; i--) s += alphabet[Math.floor(rnd() * alphabet.length)];
+        op.push(s);
+        if (pos >= len && rnd() < 0.5) break;
+      }
+    }
+    const norm = ot.normalize(op);
+    const maxInsert = 8 + Math.floor(rnd() * 40);
+    const maxJSON = 40 + Math.floor(rnd() * 80);
+    let rest = norm;
+    let cur = text;
+    const want = ot.apply(text, norm);
+    for (let guard = 0; ; guard++) {
+      assert.ok(guard < 10000, 'no progress');
+      const parts = splitOp(rest, maxInsert, maxJSON);
+      if (!parts) {
+        cur = ot.apply(cur, rest);
+        break;
+      }
+      const [first, tail] = parts;
+      const ins = first.filter((c) => typeof c === 'string');
+      assert.ok(ins.length > 0 || first.some((c) => typeof c === 'object'), 'first part does something');
+      const bytes = ins.reduce((n, s) => n + utf8Length(s), 0);
+      const oneCp = ins.length === 1 && ot.cpLength(ins[0]) === 1;
+      assert.ok(bytes <= maxInsert || oneCp, `first inserts ${bytes} > ${maxInsert}`);
+      assert.ok(Buffer.byteLength(JSON.stringify(first)) <= maxJSON || oneCp || first.length > 8, `first is ${JSON.stringify(first)}`);
+      assert.deepEqual(ot.normalize(ot.compose(first, tail)), ot.normalize(rest), `compose of the parts of ${JSON.stringify(rest)}`);
+      cur = ot.apply(cur, first);
+      rest = tail;
+    }
+    assert.equal(cur, want);
+  }
+});
+
+test('invert undoes an operation', () => {
+  const text = 'héllo 😀 world';
+  for (const op of [[2, 'XY', { d: 3 }, 1, '😎'], [{ d: 13 }], ['new'], [6, { d: 1 }]]) {
+    const after = ot.apply(text, op);
+    assert.equal(ot.apply(after, invert(op, text)), text, JSON.stringify(op));
+  }
+});
+
+test('a 1 MB paste goes as several operations within the announced limits and converges', () => {
+  const limits = { maxMessageBytes: 32 << 10, maxOpBytes: 16 << 10, maxDocBytes: 8 << 20 };
+  const server = new ServerModel({ text: 'start ', limits });
+  const net = new Network(server);
+  const clock = new Clock();
+  const a = newClient(net, clock, { token: 'amy' });
+  const b = newClient(net, clock, { token: 'ben' });
+  settle(net, clock, () => 0);
+  const paste = 'line of pasted text, é and 😀\n'.repeat(36000); // ~1.1 MB
+  insert(a, 6, paste);
+  insert(a, 0, '>');
+  insert(b, 0, 'b:');
+  settle(net, clock, rng(3));
+  assertConverged(server, [a, b]);
+  assert.ok(['b:>start ', '>b:start '].some((p) => server.text === p + paste), 'every part once, in order');
+  assert.ok(server.log.length > 60, `${server.log.length} operations`);
+  assert.equal(server.oversizeCloses, 0);
+  assert.ok(!a.errors.length, JSON.stringify(a.errors));
+});
+
+test('limits not announced: a 1009 close is reported, the frame is cut smaller and nothing is lost', () => {
+  const limits = { maxMessageBytes: 20000, maxOpBytes: 1 << 20, maxDocBytes: 0 };
+  const server = new ServerModel({ text: '', limits, announceLimits: false });
+  const net = new Network(server);
+  const clock = new Clock();
+  const a = newClient(net, clock, { token: 'amy' });
+  settle(net, clock, () => 0);
+  const paste = 'x'.repeat(200000);
+  const errs = [];
+  const orig = console.error;
+  console.error = (...args) => errs.push(args.join(' '));
+  try {
+    insert(a, 0, paste);
+    insert(a, 200000, ' after');
+    settle(net, clock, () => 0);
+  } finally {
+    console.error = orig;
+  }
+  assertConverged(server, [a]);
+  assert.equal(server.text, paste + ' after');
+  // Default limit 256 KiB → 1009 → 128 KiB → 1009 → 64 KiB → … → under 20000.
+  assert.ok(server.oversizeCloses >= 1 && server.oversizeCloses <= 5, `${server.oversizeCloses} closes`);
+  assert.ok(errs.some((e) => /1009/.test(e)), 'the client bug is reported on the console');
+});
+
+test('an operation the server refuses as too large is taken back alone; later edits are kept', () => {
+  const limits = { maxMessageBytes: 1 << 20, maxOpBytes: 1 << 20, maxDocBytes: 1000 };
+  const server = new ServerModel({ text: 'keep ', limits });
+  const net = new Network(server);
+  const clock = new Clock();
+  const a = newClient(net, clock, { token: 'amy' });
+  settle(net, clock, () => 0);
+  insert(a, 5, 'x'.repeat(2000)); // sent at once: the document would exceed 1000 bytes
+  insert(a, 2005, ' typed after');
+  insert(a, 0, '>');
+  settle(net, clock, () => 0);
+  assertConverged(server, [a]);
+  assert.equal(server.text, '>keep  typed after');
+  assert.equal(a.errors.filter((e) => e.code === 'too_large').length, 1);
+  assert.equal(a.state, State.CONNECTED);
+  assert.equal(a.states.filter((s) => s.state === State.CONNECTING).length, 1, 'no reconnect');
+});
+
+test('roomForInsert follows the announced document limit', () => {
+  const server = new ServerModel({ text: 'ab€', limits: { maxMessageBytes: 1 << 20, maxOpBytes: 1 << 20, maxDocBytes: 10 } });
+  const net = new Network(server);
+  const clock = new Clock();
+  const a = newClient(net, clock, { token: 'amy' });
+  settle(net, clock, () => 0);
+  assert.equal(a.roomForInsert(), 5);
+});
+
+test('pending edits survive the client: a snapshot restored with the same id and seq is applied once', () => {
+  const server = new ServerModel({ text: 'doc' });
+  const net = new Network(server);
+  const clock = new Clock();
+  const a = newClient(net, clock, { token: 'amy', clientId: 'tab-1' });
+  const b = newClient(net, clock, { token: 'ben' });
+  settle(net, clock, () => 0);
+  insert(a, 3, ' one');
+  // The frame reaches the server and commits, but the ack is lost with the page.
+  net.step(() => 0.99);
+  const conn = net.connOf(a.conns?.[0] ?? a.socket);
+  while (conn.toServer.length) net.server.receive(conn, conn.toServer.shift());
+  insert(a, 7, ' two');
+  const snap = JSON.parse(JSON.stringify(a.pendingSnapshot()));
+  assert.equal(snap.clientId, 'tab-1');
+  a.close();
+  insert(b, 0, 'B ');
+  settle(net, clock, () => 0);
+  const a2 = newClient(net, clock, { token: 'amy', clientId: 'ignored', restore: snap });
+  assert.equal(a2.clientId, 'tab-1');
+  assert.equal(a2.text, 'doc one two');
+  settle(net, clock, rng(5));
+  assertConverged(server, [a2, b]);
+  assert.equal(server.text, 'B doc one two');
+  assert.equal(a2.pendingSnapshot(), null);
 });

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import * as ot from './ot.js';
 
-const vectors = JSON.parse(readFileSync(new URL('../../../ot/testdata/vectors.json', import.meta.url), 'utf8'));
+const vectors = JSON.parse(readFileSync(new URL('../../ot/testdata/vectors.json', import.meta.url), 'utf8'));
 
 test('vectors file has every section', () => {
   assert.equal(vectors.format, 1);

@@ -57,6 +57,22 @@ export const CloseCodes = Object.freeze({
 });
 
 export const BACKOFF_BASE_MS = 1000;
+
+/**
+ * The server's limits when its welcome does not say (the runtime's
+ * defaults): bytes of one WebSocket message, UTF-8 bytes one operation may
+ * insert, UTF-8 bytes of the whole text (0: not known, not checked here).
+ */
+export const DEFAULT_LIMITS = Object.freeze({ maxMessageBytes: 256 << 10, maxOpBytes: 64 << 10, maxDocBytes: 0 });
+
+// Room kept in every op frame for its envelope ({"type":"op","seq":…,
+// "rev":…,"op":[…]}) beyond the operation itself.
+const FRAME_OVERHEAD = 128;
+// The smallest frame limit a 1009 close can teach: below it the operation
+// is refused locally rather than sent in ever smaller pieces.
+const MIN_FRAME_BYTES = 4096;
+// A pending operation refused with 1009 this many times is given up.
+const MAX_OVERSIZE_CLOSES = 4;
 export const BACKOFF_MAX_MS = 30000;
 
 /**
@@ -171,12 +187,66 @@ export class Client {
     this.online = true;
     this.lastError = null;
 
+    this.listeners = new Map(); // event name -> Set of listeners (see on())
+    this.limits = { ...DEFAULT_LIMITS }; // the server's, from welcome
+    this.frameLimit = Infinity; // lowered after a 1009 close (a client bug)
+    this.sentBytes = 0; // largest frame sent on the current socket
+
     this.onState = null;
+    this.onPending = null;
     this.onText = null;
     this.onPresence = null;
     this.onRevision = null;
     this.onError = null;
     this.onWelcome = null;
+
+    if (opts.restore) this.restore(opts.restore);
+  }
+
+  /**
+   * What would be lost if this client went away now: the revision and its
+   * text, and the local operations not yet acknowledged, with their seq.
+   * Null when everything is acknowledged. A new Client given it as
+   * opts.restore (with the same client id, which this includes) resubmits
+   * the operations under the same seq, so the server's dedupe still
+   * applies every edit exactly once. Plain JSON.
+   */
+  pendingSnapshot() {
+    if (this.rev === null || this.synchronized()) return null;
+    return {
+      v: 1,
+      clientId: this.clientId,
+      rev: this.rev,
+      base: this.base,
+      reloadRev: this.reloadRev,
+      nextSeq: this.nextSeq,
+      inflight: { seq: this.inflight.seq, op: this.inflight.op, everSent: this.inflight.everSent, edits: this.inflight.edits },
+      buffer: this.buffer,
+      bufferEdits: this.bufferEdits,
+    };
+  }
+
+  /** Takes over a pendingSnapshot(); throws (changing nothing) when it does not fit together. */
+  restore(snap) {
+    if (!snap || snap.v !== 1 || typeof snap.clientId !== 'string' || !snap.clientId) throw new Error('restore: not a pending snapshot');
+    if (!Number.isInteger(snap.rev) || snap.rev < 0 || typeof snap.base !== 'string') throw new Error('restore: snapshot without rev and text');
+    const inf = snap.inflight;
+    if (!inf || !Number.isInteger(inf.seq) || inf.seq < 1 || !Number.isInteger(snap.nextSeq) || snap.nextSeq <= inf.seq) {
+      throw new Error('restore: snapshot without a pending operation');
+    }
+    checkOp(inf.op);
+    if (snap.buffer !== null && snap.buffer !== undefined) checkOp(snap.buffer);
+    let text = ot.apply(snap.base, inf.op);
+    if (snap.buffer) text = ot.apply(text, snap.buffer);
+    this.clientId = snap.clientId;
+    this.rev = snap.rev;
+    this.base = snap.base;
+    this.text = text;
+    this.reloadRev = Number.isInteger(snap.reloadRev) ? snap.reloadRev : null;
+    this.nextSeq = snap.nextSeq;
+    this.inflight = { seq: inf.seq, op: inf.op, sent: false, everSent: !!inf.everSent, edits: Number(inf.edits) || 1 };
+    this.buffer = snap.buffer || null;
+    this.bufferEdits = this.buffer ? Number(snap.bufferEdits) || 1 : 0;
   }
 
   // ---- public API --------------------------------------------------------
@@ -273,9 +343,10 @@ export class Client {
     this.text = next;
     if (this.inflight === null) {
       this.inflight = { seq: this.nextSeq++, op: norm, sent: false, everSent: false, edits: 1 };
-    } else if (!this.inflight.everSent) {
+    } else if (!this.inflight.everSent && this.buffer === null) {
       // Never left this client (made offline): one combined operation is
-      // smaller and its seq is still free to reuse.
+      // smaller and its seq is still free to reuse. (Not when the rest of
+      // a split edit waits in the buffer: this edit comes after it.)
       this.inflight.op = ot.compose(this.inflight.op, norm);
       this.inflight.edits++;
     } else if (this.buffer === null) {
@@ -289,6 +360,19 @@ export class Client {
     this.emitText({ text: this.text, op: norm, remote: false, user: null });
     if (this.others.size) this.emitPresence();
     this.flush();
+    this.emit('pending');
+  }
+
+  /**
+   * UTF-8 bytes a local insert may add to the document without the server
+   * refusing it for size (Infinity when the server did not say). Editors
+   * check this before taking a paste in, so nothing is typed that cannot
+   * be kept.
+   */
+  roomForInsert() {
+    const max = this.limits.maxDocBytes;
+    if (!(max > 0)) return Infinity;
+    return Math.max(0, max - utf8Length(this.text));
   }
 
   /** Sets the local selection (code points) and sends presence, throttled. */
@@ -312,6 +396,7 @@ export class Client {
       return;
     }
     this.socket = s;
+    this.sentBytes = 0;
     s.onopen = () => {
       if (this.socket !== s) return;
       const hello = { type: 'hello', v: 1, client: this.clientId };
@@ -374,12 +459,38 @@ export class Client {
       this.fail({ code: known.code, message: reason || known.message });
       return;
     }
+    if (code === 1009) {
+      this.oversizeClose(reason);
+      if (this.state === State.CLOSED || this.state === State.FAILED) return;
+    }
     // Everyone else's presence is stale once we are disconnected.
     if (this.others.size) {
       this.others.clear();
       this.emitPresence();
     }
     this.scheduleReconnect(known ? { code: known.code, message: reason || known.message } : null);
+  }
+
+  /**
+   * The server closed the connection because a frame was larger than it
+   * reads (1009). Frames are cut to the welcome's limits, so this is a bug
+   * (or limits the server did not announce): report it, send no frame that
+   * large again, and cut the operation that did not fit into smaller ones
+   * under the same seq (the server never read it). After a few tries the
+   * operation is given up on, alone: the person's other edits stay.
+   */
+  oversizeClose(reason) {
+    const sent = this.sentBytes;
+    const limit = Math.max(MIN_FRAME_BYTES, Math.floor((sent || this.frameBudget()) / 2));
+    this.frameLimit = Math.min(this.frameLimit, limit);
+    console.error(`tandem: the server closed the connection with 1009 (message too big) after a ${sent}-byte frame; ` +
+      `frames are now kept under ${this.frameLimit} bytes. This is a client bug or a server that does not announce its limits (${reason || 'no reason given'}).`);
+    if (!this.inflight) return;
+    this.inflight.oversize = (this.inflight.oversize || 0) + 1;
+    this.inflight.resplit = true;
+    if (this.inflight.oversize >= MAX_OVERSIZE_CLOSES) {
+      this.refuseInflight({ code: 'too_large', message: 'the server refused this change as too large to receive', seq: this.inflight.seq });
+    }
   }
 
   scheduleReconnect(error) {
@@ -436,7 +547,7 @@ export class Client {
 
   setState(state) {
     this.state = state;
-    this.onState?.({
+    this.emit('state', {
       state,
       retryAt: state === State.RECONNECTING ? this.retryAt : null,
       attempt: this.attempt,
@@ -447,7 +558,10 @@ export class Client {
   sendRaw(msg) {
     if (!this.socket) return false;
     try {
-      this.socket.send(JSON.stringify(msg));
+      const frame = JSON.stringify(msg);
+      this.socket.send(frame);
+      // Only op frames get large; counting bytes of small ones is free.
+      if (frame.length > 1024) this.sentBytes = Math.max(this.sentBytes, utf8Length(frame));
       return true;
     } catch {
       return false;
@@ -514,6 +628,7 @@ export class Client {
     this.user = msg.user || null;
     this.conn = typeof msg.conn === 'string' ? msg.conn : null;
     this.perm = msg.perm === 'read' ? 'read' : 'write';
+    this.limits = parseLimits(msg.limits);
     this.others.clear();
     if (typeof msg.text === 'string') {
       this.reload(msg.text, msg.rev);
@@ -532,7 +647,7 @@ export class Client {
     this.attempt = 0;
     this.lastError = null;
     this.setState(State.CONNECTED);
-    this.onWelcome?.({ user: this.user, rev: this.rev, perm: this.perm, conn: this.conn });
+    this.emit('welcome', { user: this.user, rev: this.rev, perm: this.perm, conn: this.conn });
     this.emitPresence();
     this.flush();
     if (this.cursor) this.schedulePresence(true);
@@ -555,7 +670,7 @@ export class Client {
       this.inflight = null;
       this.buffer = null;
       this.emitText({ text, op: null, remote: true, user: null });
-      this.onRevision?.(rev);
+      this.emit('revision', rev);
       return;
     }
     let remote = diffOp(this.base, text);
@@ -570,7 +685,8 @@ export class Client {
     this.rev = rev;
     this.text = buffer ? ot.apply(ot.apply(text, inflight), buffer) : ot.apply(text, inflight);
     this.emitText({ text: this.text, op: null, remote: true, user: null });
-    this.onRevision?.(rev);
+    this.emit('revision', rev);
+    this.emit('pending');
   }
 
   handleAck(msg) {
@@ -605,7 +721,8 @@ export class Client {
       this.bufferEdits = 0;
     }
     this.placeOthers();
-    this.onRevision?.(rev);
+    this.emit('revision', rev);
+    this.emit('pending');
     return true;
   }
 
@@ -616,8 +733,41 @@ export class Client {
     this.rev = null;
     this.reloadRev = null;
     this.lastError = error;
-    if (notify) this.onError?.(error);
+    if (notify) this.emit('error', error);
+    this.emit('pending');
     this.reconnectNow();
+  }
+
+  /**
+   * The server will never take the in-flight operation (too large, not
+   * valid): take it back out of the local text and keep every later edit,
+   * transformed as if it had never been made. The next pending operation
+   * goes out under a new seq.
+   */
+  refuseInflight(error) {
+    const refused = this.inflight;
+    if (!refused) return;
+    let undo = invert(refused.op, this.base);
+    if (this.buffer) {
+      const buffer = ot.transform(this.buffer, undo, 'left');
+      undo = ot.transform(undo, this.buffer, 'right');
+      this.buffer = buffer;
+    }
+    this.inflight = null;
+    this.reloadRev = null;
+    if (this.buffer !== null) {
+      this.inflight = { seq: this.nextSeq++, op: this.buffer, sent: false, everSent: false, edits: this.bufferEdits };
+      this.buffer = null;
+      this.bufferEdits = 0;
+    }
+    if (this.cursor) this.cursor = transformSel(this.cursor, undo, false);
+    this.text = ot.apply(this.text, undo);
+    this.placeOthers();
+    this.lastError = error;
+    this.emitText({ text: this.text, op: undo, remote: true, user: null, refused: true });
+    if (this.others.size) this.emitPresence();
+    this.emit('pending');
+    this.flush();
   }
 
   handleRemote(msg) {
@@ -655,7 +805,7 @@ export class Client {
     }
     this.placeOthers();
     this.emitText({ text: this.text, op, remote: true, user: msg.user ?? null });
-    this.onRevision?.(this.rev);
+    this.emit('revision', this.rev);
     if (this.others.size) this.emitPresence();
   }
 
@@ -704,7 +854,7 @@ export class Client {
   handleError(msg) {
     const error = { code: String(msg.code || 'error'), message: String(msg.message || ''), seq: msg.seq };
     this.lastError = error;
-    this.onError?.(error);
+    this.emit('error', error);
     if (FATAL_CODES.has(error.code) && !this.welcomed) {
       // Refused at hello. An expired token is worth one refresh: the close
       // (4001) that follows reconnects with a fresh one.
@@ -744,9 +894,13 @@ export class Client {
         this.setTimeout(() => this.flush(), BACKOFF_BASE_MS);
         return;
       }
-      // The server refused the operation (read-only, too large, invalid):
-      // it will never be committed. Drop local edits and take the server's
-      // text again.
+      if (error.code === 'too_large' || error.code === 'bad_op') {
+        // This operation will never be committed; the edits after it can.
+        this.refuseInflight(error);
+        return;
+      }
+      // The server refused the operation for a reason that holds for every
+      // edit (read-only): drop local edits and take the server's text again.
       this.dropPending(error, false);
     }
   }
@@ -794,7 +948,7 @@ export class Client {
         (err) => {
           if (this.socket !== s) return;
           this.lastError = { code: 'refresh', message: `could not refresh the token: ${err?.message || err}` };
-          this.onError?.(this.lastError);
+          this.emit('error', this.lastError);
           retry();
         },
       );
@@ -805,12 +959,40 @@ export class Client {
   /** Sends the in-flight operation if the connection is ready for it. */
   flush() {
     if (!this.welcomed || !this.inflight || this.inflight.sent) return;
+    this.fitInflight();
     const ok = this.sendRaw({ type: 'op', seq: this.inflight.seq, rev: this.rev, op: this.inflight.op });
     if (ok) {
       this.inflight.sent = true;
       this.inflight.everSent = true;
       this.inflight.rev = this.rev; // the base it was sent on
     }
+  }
+
+  /** Bytes one op frame may take: the server's message limit, or less after a 1009. */
+  frameBudget() {
+    return Math.min(this.limits.maxMessageBytes, this.frameLimit);
+  }
+
+  /**
+   * Cuts the in-flight operation to the server's limits: the first part
+   * stays in flight, the rest goes in front of the buffer and follows once
+   * the first is acknowledged, so a 1 MB paste arrives as several
+   * operations. An operation sent before is cut only when the server
+   * refused it unread (1009): its fate is otherwise unknown, and it fit
+   * the limits when it was sent.
+   */
+  fitInflight() {
+    const inf = this.inflight;
+    if (inf.everSent && !inf.resplit) return;
+    inf.resplit = false;
+    const parts = splitOp(inf.op, this.limits.maxOpBytes, this.frameBudget() - FRAME_OVERHEAD);
+    if (!parts) return;
+    const [first, rest] = parts;
+    inf.op = first;
+    this.buffer = this.buffer ? ot.compose(rest, this.buffer) : rest;
+    // The edit is unsent until its last part is acknowledged.
+    this.bufferEdits += inf.edits;
+    inf.edits = 0;
   }
 
   schedulePresence(now = false) {
@@ -848,11 +1030,40 @@ export class Client {
   }
 
   emitText(ev) {
-    this.onText?.(ev);
+    this.emit('text', ev);
   }
 
   emitPresence() {
-    this.onPresence?.(new Map(this.others));
+    this.emit('presence', new Map(this.others));
+  }
+
+  /**
+   * Calls the on<Name> property and every listener added with on(name).
+   * A throwing listener is reported and does not stop the others or the
+   * state machine.
+   */
+  emit(name, ev) {
+    const prop = this['on' + name[0].toUpperCase() + name.slice(1)];
+    const fns = this.listeners.get(name);
+    for (const fn of fns ? [prop, ...fns] : [prop]) {
+      if (typeof fn !== 'function') continue;
+      try {
+        fn.call(this, ev);
+      } catch (err) {
+        console.error(`tandem: ${name} listener failed`, err);
+      }
+    }
+  }
+
+  /**
+   * Adds a listener for an event (state, text, presence, revision, error,
+   * welcome, pending) besides the on<Name> property; returns a function
+   * that removes it. Bindings use this so the page keeps the properties.
+   */
+  on(name, fn) {
+    if (!this.listeners.has(name)) this.listeners.set(name, new Set());
+    this.listeners.get(name).add(fn);
+    return () => this.listeners.get(name)?.delete(fn);
   }
 }
 
@@ -876,6 +1087,120 @@ function validSel(c) {
 
 function clampSel(c, len) {
   return { anchor: Math.min(c.anchor, len), head: Math.min(c.head, len) };
+}
+
+/** The limits a welcome announces, each falling back to DEFAULT_LIMITS. */
+export function parseLimits(l) {
+  const out = { ...DEFAULT_LIMITS };
+  if (!l || typeof l !== 'object') return out;
+  for (const k of Object.keys(DEFAULT_LIMITS)) {
+    if (Number.isSafeInteger(l[k]) && l[k] > 0) out[k] = l[k];
+  }
+  return out;
+}
+
+/** Bytes of s in UTF-8, as the server counts them (a lone surrogate becomes U+FFFD, 3 bytes). */
+export function utf8Length(s) {
+  let n = s.length; // one byte per ASCII unit, corrected below
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x80) continue;
+    if (c < 0x800) n += 1;
+    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length && (s.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
+      n += 2; // four bytes for two units
+      i++;
+    } else n += 2;
+  }
+  return n;
+}
+
+/** Bytes JSON.stringify spends on the UTF-16 unit(s) at s[i] once sent as UTF-8; [bytes, units]. */
+function jsonCost(s, i) {
+  const c = s.charCodeAt(i);
+  if (c === 0x22 || c === 0x5c) return [2, 1];
+  if (c < 0x20) return [c === 8 || c === 9 || c === 10 || c === 12 || c === 13 ? 2 : 6, 1];
+  if (c < 0x80) return [1, 1];
+  if (c < 0x800) return [2, 1];
+  if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length && (s.charCodeAt(i + 1) & 0xfc00) === 0xdc00) return [4, 2];
+  if (c >= 0xd800 && c <= 0xdfff) return [6, 1]; // a lone surrogate is escaped
+  return [3, 1];
+}
+
+/**
+ * Splits op so that its first part inserts at most maxInsert UTF-8 bytes
+ * and takes at most maxJSON bytes as JSON. Returns null when op fits
+ * as it is, else [first, rest] with compose(first, rest) equal to op. Text
+ * is cut between code points; the first part always makes progress.
+ */
+export function splitOp(op, maxInsert, maxJSON) {
+  let ins = 0; // UTF-8 bytes inserted by first
+  let json = 2; // the brackets
+  let out = 0; // code points of the result first has produced
+  let inserted = false;
+  const first = [];
+  for (let k = 0; k < op.length; k++) {
+    const c = op[k];
+    if (typeof c !== 'string') {
+      const cost = JSON.stringify(c).length + 1;
+      if (json + cost > maxJSON && inserted) return [ot.normalize(first), ot.normalize([out, ...op.slice(k)])];
+      first.push(c);
+      json += cost;
+      if (typeof c === 'number') out += c;
+      continue;
+    }
+    // Walk the insert until a budget runs out.
+    let i = 0;
+    let cps = 0;
+    let bytes = 0;
+    let jbytes = 2; // its quotes
+    while (i < c.length) {
+      const [jb, units] = jsonCost(c, i);
+      const u = c.charCodeAt(i);
+      const ub = units === 2 ? 4 : u < 0x80 ? 1 : u < 0x800 ? 2 : 3;
+      if (ins + bytes + ub > maxInsert || json + jbytes + jb + 1 > maxJSON) break;
+      bytes += ub;
+      jbytes += jb;
+      i += units;
+      cps++;
+    }
+    if (i === c.length) {
+      first.push(c);
+      ins += bytes;
+      json += jbytes + 1;
+      out += cps;
+      inserted = true;
+      continue;
+    }
+    if (i === 0 && !inserted) {
+      i = jsonCost(c, 0)[1]; // at least one code point, or nothing ever goes
+      cps = 1;
+    }
+    if (i > 0) {
+      first.push(c.slice(0, i));
+      out += cps;
+    }
+    return [ot.normalize(first), ot.normalize([out, c.slice(i), ...op.slice(k + 1)])];
+  }
+  return null;
+}
+
+/** The operation undoing op, which was made on text; it applies to op's result. */
+export function invert(op, text) {
+  const out = [];
+  let i = 0; // UTF-16 offset in text
+  for (const c of op) {
+    if (typeof c === 'number') {
+      out.push(c);
+      i = ot.cpToUtf16Offset(text, i, c);
+    } else if (typeof c === 'string') {
+      out.push({ d: ot.cpLength(c) });
+    } else {
+      const j = ot.cpToUtf16Offset(text, i, c.d);
+      out.push(text.slice(i, j));
+      i = j;
+    }
+  }
+  return ot.normalize(out);
 }
 
 /** Moves a selection {anchor, head} through an operation. */
