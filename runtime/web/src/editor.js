@@ -142,7 +142,9 @@ class Editor {
           EditorView.lineWrapping,
           placeholder('Start typing…'),
           keymap.of([...defaultKeymap, ...historyKeymap, indentWithTab]),
-          EditorView.contentAttributes.of({ 'aria-label': 'Document text', spellcheck: 'false', autocapitalize: 'off', autocorrect: 'off' }),
+          // Focusable also when read-only, so a reader can move and select with
+          // the keyboard (and copy).
+          EditorView.contentAttributes.of({ 'aria-label': 'Document text', spellcheck: 'false', autocapitalize: 'off', autocorrect: 'off', tabindex: '0' }),
           tandem(this.client, {
             onRefused: ({ bytes, room }) =>
               this.showError({ code: 'too_large', message: `${formatBytes(bytes)} does not fit: the document has room for ${formatBytes(room)} more`, local: true }),
