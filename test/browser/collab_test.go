@@ -70,8 +70,8 @@ func TestCaretsMeetAtTheSameSpot(t *testing.T) {
 			deadline := time.Now().Add(10 * time.Second)
 			for !eval[bool](t, p.self, expr) {
 				if time.Now().After(deadline) {
-					t.Fatalf("%s, %s: %s's own caret is at %d, drawn at %d (presence %s)", round, p.name, p.user, want,
-						eval[int](t, p.self, remoteCaretAt(p.user)),
+					t.Fatalf("%s, %s: %s's own caret is at %d, drawn at %d (decorations %s, presence %s)", round, p.name, p.user, want,
+						eval[int](t, p.self, remoteCaretAt(p.user)), eval[string](t, p.self, `JSON.stringify(window.tandem.remoteCarets())`),
 						eval[string](t, p.self, `JSON.stringify([...window.tandem.client.others.values()].map((o) => ({user: o.user.id, srv: o.srv, cursor: o.cursor})))`))
 				}
 				time.Sleep(50 * time.Millisecond)

@@ -17,3 +17,5 @@ export declare function changesToOp(changes: ChangeSet, text: string): Op;
 export declare function opToChanges(op: Op, text: string): Array<{ from: number; to?: number; insert?: string }>;
 export declare function diffChange(a: string, b: string): { from: number; to: number; insert: string };
 export declare function docLength(state: EditorState): number;
+/** Where the editor draws others' carets (UTF-16 positions). */
+export declare function remoteCarets(state: EditorState): Array<{ user: string; pos: number }>;

@@ -324,7 +324,12 @@ export function tandem(client, options = {}) {
       }
 
       onText(ev) {
-        if (!ev.remote) return; // ours: the editor made it
+        if (!ev.remote) {
+          // Ours: the editor already shows it. Take the text now, before
+          // the presence update that follows converts positions with it.
+          this.text = ev.text;
+          return;
+        }
         if (this.busy) {
           // Cannot happen with today's client (remote text arrives from the
           // socket), but never dispatch inside an update.
@@ -414,6 +419,21 @@ export function tandem(client, options = {}) {
     baseTheme,
     plugin,
   ];
+}
+
+/**
+ * Where the editor draws others' carets: [{user, pos}] with pos a UTF-16
+ * position of state.doc (for tests and status lines).
+ */
+export function remoteCarets(state) {
+  const out = [];
+  const deco = state.field(remoteField, false);
+  if (!deco) return out;
+  for (let it = deco.iter(); it.value; it.next()) {
+    const w = it.value.spec.widget;
+    if (w instanceof CaretWidget) out.push({ user: w.user.id, pos: it.from });
+  }
+  return out;
 }
 
 /** The code point length of the editor's text (for status lines and tests). */

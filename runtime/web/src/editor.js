@@ -9,7 +9,7 @@
 // identity.
 
 import { Client, State, claimPending, persistPending } from '@tandem/client';
-import { tandem } from '@tandem/client/codemirror';
+import { tandem, remoteCarets } from '@tandem/client/codemirror';
 import { EditorState } from '@codemirror/state';
 import { EditorView, keymap, drawSelection, highlightSpecialChars, placeholder } from '@codemirror/view';
 import { history, historyKeymap, defaultKeymap, indentWithTab } from '@codemirror/commands';
@@ -172,6 +172,7 @@ class Editor {
       text: () => view.state.doc.toString(),
       selection: () => ({ anchor: view.state.selection.main.anchor, head: view.state.selection.main.head }),
       ready: () => this.client.loaded() && !view.state.readOnly,
+      remoteCarets: () => remoteCarets(view.state),
     };
     if (this.restored) this.renderStatus();
   }
