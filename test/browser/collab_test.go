@@ -79,7 +79,7 @@ func TestCaretsMeetAtTheSameSpot(t *testing.T) {
 		}
 	}
 
-	for round := 0; round < 4; round++ {
+	for round := 0; round < 3; round++ {
 		focusAt(t, c, true)
 		focusAt(t, d, true)
 		before := textOf(t, c)
@@ -129,15 +129,15 @@ func TestUndoRedoOwnEditsOnly(t *testing.T) {
 	focusAt(t, v, true)
 	typeText(t, v, "shared line\n")
 	waitSynced(t, u, "shared line\n")
+	// Each person's edit is one paste, so it is one undo step however
+	// slowly a loaded machine delivers key events.
 	focusAt(t, u, true)
-	typeText(t, u, "una wrote this")
+	paste(t, u, `'una wrote this'`)
 	waitSynced(t, v, "shared line\nuna wrote this")
-	// A pause ends Una's undo group; then Vic edits before and after it.
-	time.Sleep(700 * time.Millisecond)
 	focusAt(t, v, false)
-	typeText(t, v, "VIC> ")
+	paste(t, v, `'VIC> '`)
 	focusAt(t, v, true)
-	typeText(t, v, " <VIC")
+	paste(t, v, `' <VIC'`)
 	want := "VIC> shared line\nuna wrote this <VIC"
 	waitSynced(t, v, want)
 	waitSynced(t, u, want)
@@ -189,6 +189,12 @@ func TestOneMegabytePaste(t *testing.T) {
 	typeText(t, w, "before ")
 	waitSynced(t, w, "before ")
 	countConnects(t, w)
+	bctx, bcancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer bcancel()
+	before, err := rt.Doc(bctx, doc, wes)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	const line = `pasted line with some text, é and 😀 in it\n`
 	n := (1<<20)/len(line) + 1
@@ -208,7 +214,7 @@ func TestOneMegabytePaste(t *testing.T) {
 		t.Fatalf("server text: %d bytes, want %d", len(got.Text), len(want))
 	}
 	// 64 KiB per operation at most: the paste took at least 16.
-	if got.Rev < int64(len("before "))+16 {
+	if got.Rev < before.Rev+16 {
 		t.Errorf("server at rev %d: the paste should have arrived as several operations", got.Rev)
 	}
 	if c := eval[int](t, w, `window.connects`); c != 0 {
@@ -288,8 +294,9 @@ func TestOversizedPasteIsExplained(t *testing.T) {
 	}
 }
 
-// Edits made offline survive a reload of the page (they wait in the
-// browser's storage) and reach the server once it is back, exactly once.
+// Edits made offline survive closing the page: they wait in the browser's
+// storage, come back when the document is opened again, and reach the
+// server once it is back, exactly once.
 func TestOfflineEditsSurviveReload(t *testing.T) {
 	rt := startRuntime(t)
 	doc := docID(t)
@@ -300,7 +307,7 @@ func TestOfflineEditsSurviveReload(t *testing.T) {
 	typeText(t, z, "online. ")
 	waitSynced(t, z, "online. ")
 
-	// Accept the beforeunload prompt the reload brings up.
+	// Leave the page without answering its beforeunload prompt by hand.
 	if err := chromedp.Listen(z, func(ev any) {
 		if _, ok := ev.(*page.EventJavascriptDialogOpening); ok {
 			go func() {
@@ -319,18 +326,54 @@ func TestOfflineEditsSurviveReload(t *testing.T) {
 	typeText(t, z, "typed offline 😀")
 	waitJS(t, z, 5*time.Second, "kept in storage", `Object.keys(localStorage).some((k) => k.startsWith('tandem.pending:') && localStorage.getItem(k).includes('typed offline'))`)
 
-	run(t, z, 30*time.Second, chromedp.Reload())
-	want := "online. typed offline 😀"
-	waitJS(t, z, 20*time.Second, "the offline edits back in the editor after the reload",
-		fmt.Sprintf(`!!window.tandem && window.tandem.text() === %q && window.tandem.client.unsentEdits() > 0`, want))
-
+	// The tab goes away; later the server and the network are back and the
+	// person opens the document again.
+	run(t, z, 30*time.Second, chromedp.Navigate("about:blank"))
 	rt.Start()
 	setOnline(t, z, true)
-	waitSyncedWithin(t, z, want, 45*time.Second)
+	want := "online. typed offline 😀"
+	openDoc(t, z, rt, doc, tok)
+	waitSyncedWithin(t, z, want, 30*time.Second)
 	waitJS(t, z, 10*time.Second, "storage emptied once acknowledged", `!Object.keys(localStorage).some((k) => k.startsWith('tandem.pending:'))`)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	got, err := rt.Doc(ctx, doc, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Text != want {
+		t.Fatalf("server text = %q, want %q (each edit exactly once)", got.Text, want)
+	}
+
+	// Sent but never acknowledged: the server committed the edit, the page
+	// went away before the ack. Reopened, the page resubmits it under the
+	// same client id and seq, and the server does not apply it twice.
+	focusAt(t, z, true)
+	eval[bool](t, z, `(() => {
+		// Stop reading the socket from now on: acks never arrive.
+		const c = window.tandem.client;
+		c.socket.onmessage = null;
+		return true;
+	})()`)
+	paste(t, z, `' once'`) // one operation
+	waitJS(t, z, 10*time.Second, "sent, not acknowledged", `window.tandem.client.inflight?.everSent === true`)
+	want += " once"
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		if d, err := rt.Doc(ctx, doc, tok); err == nil && d.Text == want {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the server never committed %q", want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// Closing the tab writes the unacknowledged edit down (pagehide).
+	eval[bool](t, z, `(dispatchEvent(new PageTransitionEvent('pagehide')), true)`)
+	waitJS(t, z, 5*time.Second, "stored", `Object.keys(localStorage).some((k) => k.startsWith('tandem.pending:') && localStorage.getItem(k).includes(' once'))`)
+	run(t, z, 30*time.Second, chromedp.Navigate("about:blank"))
+	openDoc(t, z, rt, doc, tok)
+	waitSyncedWithin(t, z, want, 30*time.Second)
+	got, err = rt.Doc(ctx, doc, tok)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -372,6 +372,10 @@ export class Client {
   roomForInsert() {
     const max = this.limits.maxDocBytes;
     if (!(max > 0)) return Infinity;
+    // A UTF-16 unit is at most 3 bytes of UTF-8: far from the limit, an
+    // upper bound of the size will do and costs nothing per key press.
+    const bound = this.text.length * 3;
+    if (bound <= max / 2) return max - bound;
     return Math.max(0, max - utf8Length(this.text));
   }
 

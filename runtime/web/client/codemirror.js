@@ -230,13 +230,15 @@ export function tandem(client, options = {}) {
     let cr = 0;
     let bytes = 0;
     let dirty = false;
-    tr.changes.iterChanges((_fa, _ta, _fb, _tb, ins) => {
+    let deleted = 0; // UTF-16 units: at least the code points the server counts
+    tr.changes.iterChanges((fa, ta, _fb, _tb, ins) => {
+      deleted += ta - fa;
       if (ins.length === 0) return;
       const s = ins.toString();
       if (s.includes('\u0000') || s.includes('\r')) dirty = true;
       bytes += utf8Length(s);
     });
-    const room = client.roomForInsert();
+    const room = client.roomForInsert() + deleted;
     if (bytes > 0 && bytes > room) {
       // Refused here, whole: half a paste is worse than a clear no.
       options.onRefused?.({ bytes, room });

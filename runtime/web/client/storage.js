@@ -84,11 +84,15 @@ async function fresh(locks) {
 }
 
 /**
- * Writes client's unsent edits to storage whenever they change (batched:
- * every 300 ms while disconnected, every 2 s while connected, where acks
- * usually make the write unnecessary) and on pagehide, and removes the
- * entry once everything is acknowledged. Returns a function that stops.
- * onError(err) hears about writes the browser refused (storage full).
+ * Writes client's unsent edits to storage: at once when the connection is
+ * lost with edits unsent, then within 300 ms of every change while
+ * disconnected, and on pagehide (closing or reloading the tab); removes
+ * the entry once everything is acknowledged. While connected, edits are
+ * acknowledged within a round trip, so nothing is written per key press:
+ * a snapshot holds the document's text, and writing a large text to
+ * localStorage takes long enough to be felt while typing. Returns a
+ * function that stops. onError(err) hears about writes the browser
+ * refused (storage full).
  */
 export function persistPending(client, docKey, { storage = globalThis.localStorage, target = globalThis, onError = null, now = Date.now } = {}) {
   const key = () => `${PENDING_PREFIX}${docKey}:${client.clientId}`;
@@ -112,7 +116,12 @@ export function persistPending(client, docKey, { storage = globalThis.localStora
   };
   const off = client.on('pending', () => {
     if (timer !== null) return;
-    timer = setTimeout(save, client.state === 'connected' ? 2000 : 300);
+    if (client.state === 'connected') {
+      // Only to remove an entry once its edits are acknowledged.
+      if (written && client.synchronized()) timer = setTimeout(save, 300);
+      return;
+    }
+    timer = setTimeout(save, 300);
   });
   const offState = client.on('state', (ev) => {
     // Losing the connection with edits unsent: write them down now.
