@@ -1,5 +1,6 @@
 // Package web serves the collaborative editor: the start page, the editor
-// page and its static assets (plain ES modules and CSS, no build step).
+// page and its static assets (the start page's module, the editor's bundle built by
+// `make web` from runtime/web/src and runtime/web/client, CSS and icons).
 // Everything is embedded in the binary so the runtime ships as one file.
 package web
 
