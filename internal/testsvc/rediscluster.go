@@ -252,3 +252,51 @@ func (rc *RedisCluster) healthy(ctx context.Context) error {
 	}
 	return nil
 }
+
+// FailoverMasterOf promotes the replica of the master serving key's slot
+// with CLUSTER FAILOVER (a manual, graceful failover: the old master stops
+// writes, its replica catches up and takes over, the old master becomes
+// its replica), waits until the cluster is healthy again and returns the
+// new master.
+func (rc *RedisCluster) FailoverMasterOf(key string) *Redis {
+	rc.t.Helper()
+	old := rc.MasterOf(key)
+	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
+	defer cancel()
+	_, oldPort, _ := strings.Cut(old.Addr(), ":")
+	var replica *Redis
+	for _, n := range rc.Nodes {
+		if n == old || !rc.running(n) {
+			continue
+		}
+		c := rc.nodeClient(n)
+		info, err := c.Info(ctx, "replication").Result()
+		c.Close()
+		if err == nil && strings.Contains(info, "role:slave") && strings.Contains(info, "master_port:"+oldPort+"\r\n") {
+			replica = n
+			break
+		}
+	}
+	if replica == nil {
+		rc.t.Fatalf("testsvc: no replica of master %s", old.Addr())
+	}
+	c := rc.nodeClient(replica)
+	err := c.Do(ctx, "CLUSTER", "FAILOVER").Err()
+	c.Close()
+	if err != nil {
+		rc.t.Fatalf("testsvc: CLUSTER FAILOVER on %s: %v", replica.Addr(), err)
+	}
+	for {
+		if m, err := rc.masterOf(ctx, key); err == nil && m == replica {
+			if err := rc.WaitHealthy(ctx); err != nil {
+				rc.t.Fatalf("testsvc: redis cluster after failover to %s: %v", replica.Addr(), err)
+			}
+			return replica
+		}
+		select {
+		case <-ctx.Done():
+			rc.t.Fatalf("testsvc: replica %s not promoted by CLUSTER FAILOVER", replica.Addr())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}

@@ -70,3 +70,50 @@ func conformanceTTL(e *env) time.Duration {
 	}
 	return 500 * time.Millisecond
 }
+
+// TestClusterFailoverKeepsSubscriptions moves a document's slot to another
+// node (CLUSTER FAILOVER: the old master turns replica, and Redis drops
+// its sharded subscriptions of the slot) and checks that presence events,
+// which nothing polls for, still arrive: the hub resubscribes on the new
+// master.
+func TestClusterFailoverKeepsSubscriptions(t *testing.T) {
+	e := newClusterEnv(t)
+	ctx := testCtx(t)
+	a := e.replica(redisstore.Options{NoFlusher: true, PresenceTTL: 10 * time.Second})
+	b := e.replica(redisstore.Options{NoFlusher: true, PresenceTTL: 10 * time.Second})
+	const doc = "moving"
+	events, err := a.store.Presence.Subscribe(ctx, doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	announce := func(conn string) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			err := b.store.Presence.Update(ctx, store.PresenceEntry{Doc: doc, Conn: conn, User: store.User{ID: conn, Name: conn, Color: "#123456"}})
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("presence update %s: %v", conn, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		timeout := time.After(30 * time.Second)
+		for {
+			select {
+			case ev := <-events:
+				if ev.Entry.Conn == conn {
+					return
+				}
+			case <-timeout:
+				t.Fatalf("presence event of %s not delivered", conn)
+			}
+		}
+	}
+	announce("before")
+	old := e.cluster.MasterOf("tandem:{doc:" + doc + "}:presence")
+	now := e.cluster.FailoverMasterOf("tandem:{doc:" + doc + "}:presence")
+	t.Logf("slot of %s moved from %s to %s", doc, old.Addr(), now.Addr())
+	announce("after")
+}
