@@ -206,6 +206,109 @@ func TestExternalClusterUsesReferencedSecrets(t *testing.T) {
 	wantCondition(t, ns, cc.Name, collabv1.ConditionDegraded, metav1.ConditionFalse, "AsExpected")
 }
 
+// An external Redis Cluster with TLS and a PostgreSQL with a CA: until the
+// TLS Secret exists the cluster is Degraded with a message naming it and
+// the field; once it does, the runtime mounts its keys and is configured
+// for the cluster, and a new certificate rolls the pods.
+func TestExternalRedisClusterWithTLS(t *testing.T) {
+	ns := namespace(t)
+	ctx := context.Background()
+	cc := createSample(t, externalSample, ns, func(cc *collabv1.CollabCluster) {
+		cc.Spec.Redis.External.Cluster = true
+		cc.Spec.Redis.External.WaitReplicas = ptrTo[int32](1)
+		cc.Spec.Redis.External.TLS = &collabv1.StoreTLS{SecretName: "notes-redis-tls", ClientCertificate: true}
+		cc.Spec.Postgres.External.TLS = &collabv1.StoreTLS{SecretName: "notes-postgres-ca"}
+	})
+	wantCondition(t, ns, cc.Name, collabv1.ConditionDegraded, metav1.ConditionTrue,
+		`Secret "notes-redis-tls" (named by spec.redis.external.tls.secretName) not found`)
+	for name, keys := range map[string][]string{"notes-redis-tls": {"ca.crt", "tls.crt", "tls.key"}, "notes-postgres-ca": {"ca.crt"}} {
+		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Data: map[string][]byte{}}
+		for _, k := range keys {
+			s.Data[k] = []byte("PEM of " + k)
+		}
+		if err := shared.client.Create(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wantCondition(t, ns, cc.Name, collabv1.ConditionDegraded, metav1.ConditionFalse, "AsExpected")
+
+	cm := &corev1.ConfigMap{}
+	eventually(t, "runtime ConfigMap with TLS settings", func(ctx context.Context) error {
+		if err := get(ctx, ns, cc.Name+"-runtime", cm); err != nil {
+			return err
+		}
+		want := map[string]string{
+			"TANDEM_REDIS_CLUSTER": "true", "TANDEM_REDIS_WAIT_REPLICAS": "1",
+			"TANDEM_REDIS_CA_FILE": "/etc/tandem/tls/redis/ca.crt", "TANDEM_REDIS_CERT_FILE": "/etc/tandem/tls/redis/tls.crt",
+			"TANDEM_REDIS_KEY_FILE": "/etc/tandem/tls/redis/tls.key", "TANDEM_POSTGRES_CA_FILE": "/etc/tandem/tls/postgres/ca.crt",
+		}
+		for k, v := range want {
+			if cm.Data[k] != v {
+				return fmt.Errorf("%s = %q, want %q", k, cm.Data[k], v)
+			}
+		}
+		if _, ok := cm.Data["TANDEM_POSTGRES_CERT_FILE"]; ok {
+			return errors.New("TANDEM_POSTGRES_CERT_FILE set without clientCertificate")
+		}
+		return nil
+	})
+	dep := &appsv1.Deployment{}
+	eventually(t, "runtime Deployment mounting the TLS Secrets", func(ctx context.Context) error {
+		if err := get(ctx, ns, cc.Name+"-runtime", dep); err != nil {
+			return err
+		}
+		mounts := map[string]string{}
+		for _, m := range dep.Spec.Template.Spec.Containers[0].VolumeMounts {
+			mounts[m.Name] = m.MountPath
+		}
+		for _, v := range dep.Spec.Template.Spec.Volumes {
+			if v.Secret == nil || (v.Name != "redis-tls" && v.Name != "postgres-tls") {
+				continue
+			}
+			var keys []string
+			for _, it := range v.Secret.Items {
+				keys = append(keys, it.Key)
+			}
+			mounts[v.Name] += " " + v.Secret.SecretName + ":" + strings.Join(keys, ",")
+		}
+		want := map[string]string{
+			"redis-tls":    "/etc/tandem/tls/redis notes-redis-tls:ca.crt,tls.crt,tls.key",
+			"postgres-tls": "/etc/tandem/tls/postgres notes-postgres-ca:ca.crt",
+		}
+		for k, v := range want {
+			if mounts[k] != v {
+				return fmt.Errorf("volume %s: %q, want %q", k, mounts[k], v)
+			}
+		}
+		return nil
+	})
+
+	// A renewed certificate (cert-manager rewrites the Secret) rolls the
+	// runtime pods, which read the files only at start.
+	before, err := podTemplateHash(ctx, ns, cc.Name+"-runtime")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &corev1.Secret{}
+	if err := get(ctx, ns, "notes-postgres-ca", s); err != nil {
+		t.Fatal(err)
+	}
+	s.Data["ca.crt"] = []byte("PEM of the new CA")
+	if err := shared.client.Update(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "pod template hash to change after the CA changed", func(ctx context.Context) error {
+		h, err := podTemplateHash(ctx, ns, cc.Name+"-runtime")
+		if err != nil {
+			return err
+		}
+		if h == before {
+			return errors.New("unchanged")
+		}
+		return nil
+	})
+}
+
 // wantEvent waits for an events.k8s.io Event about a CollabCluster.
 func wantEvent(t *testing.T, ns, eventType, reason, noteContains string) {
 	t.Helper()
@@ -406,6 +509,15 @@ func TestInvalidSpecsAreRejected(t *testing.T) {
 		{"unknown fsync", func(s *collabv1.CollabClusterSpec) {
 			s.Redis = &collabv1.RedisSpec{Managed: &collabv1.ManagedRedis{AppendFsync: "sometimes"}}
 		}, `spec.redis.managed.appendFsync: Unsupported value: "sometimes"`},
+		{"TLS secret name not a name", func(s *collabv1.CollabClusterSpec) {
+			s.Redis = &collabv1.RedisSpec{External: &collabv1.ExternalRedis{URLSecretRef: secretRef, TLS: &collabv1.StoreTLS{SecretName: "Redis_CA"}}}
+		}, "spec.redis.external.tls.secretName: Invalid value: tls.secretName must be the name of a Secret in this namespace: lowercase letters, digits, '-' and '.'"},
+		{"TLS without a secret name", func(s *collabv1.CollabClusterSpec) {
+			s.Postgres = &collabv1.PostgresSpec{External: &collabv1.ExternalPostgres{DSNSecretRef: secretRef, TLS: &collabv1.StoreTLS{}}}
+		}, "spec.postgres.external.tls.secretName"},
+		{"too many wait replicas", func(s *collabv1.CollabClusterSpec) {
+			s.Redis = &collabv1.RedisSpec{External: &collabv1.ExternalRedis{URLSecretRef: secretRef, WaitReplicas: ptrTo[int32](6)}}
+		}, "spec.redis.external.waitReplicas in body should be less than or equal to 5"},
 		{"unknown auth mode", func(s *collabv1.CollabClusterSpec) {
 			s.Runtime.Auth.Mode = "oauth"
 		}, `spec.runtime.auth.mode: Unsupported value: "oauth"`},

@@ -295,10 +295,58 @@ type ManagedRedis struct {
 
 // ExternalRedis points at a Redis outside the operator's control.
 type ExternalRedis struct {
-	// URLSecretRef names the Secret key holding the full Redis URL
-	// (redis://[:password@]host:port/db or rediss://...).
+	// URLSecretRef names the Secret key holding the full Redis URL:
+	// redis://[:password@]host:port/db or rediss://... for one Redis;
+	// redis-cluster://[:password@]host:port[,host:port...] or
+	// rediss-cluster://... for a Redis Cluster (seed nodes).
 	// +required
 	URLSecretRef SecretKeyRef `json:"urlSecretRef"`
+
+	// Cluster says the Redis is a Redis Cluster, for a URL in the
+	// redis:// or rediss:// form (such as one written by another
+	// operator or chart): its host is then a seed node, and more seeds
+	// may follow as ?addr=host:port parameters. Documents are spread over
+	// the cluster's shards by hash slot. Not needed with a
+	// redis-cluster:// URL.
+	// +optional
+	Cluster bool `json:"cluster,omitempty"`
+
+	// WaitReplicas is how many Redis replicas must confirm each edit
+	// before it is acknowledged (Redis WAIT), so that a failover loses no
+	// acknowledged edit. Unset: 1 on a Redis Cluster, 0 on a single Redis.
+	// Set 0 to trade that guarantee for latency; an edit that is not
+	// confirmed in 2 s is retried by the client.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=5
+	// +optional
+	WaitReplicas *int32 `json:"waitReplicas,omitempty"`
+
+	// TLS names the CA (and optionally a client certificate) for a
+	// rediss:// or rediss-cluster:// URL. Without it a TLS URL trusts the
+	// runtime image's system CAs.
+	// +optional
+	TLS *StoreTLS `json:"tls,omitempty"`
+}
+
+// StoreTLS names the certificates the runtime uses to connect to an
+// external store over TLS. The operator mounts the Secret into the runtime
+// pods and rolls them when it changes.
+// +kubebuilder:validation:XValidation:rule="self.secretName.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')",message="tls.secretName must be the name of a Secret in this namespace: lowercase letters, digits, '-' and '.'",fieldPath=".secretName"
+type StoreTLS struct {
+	// SecretName names a Secret in the CollabCluster's namespace with the
+	// key ca.crt: the CA certificate(s), PEM, that signed the server's
+	// certificate. With clientCertificate it must also hold tls.crt and
+	// tls.key. This is the layout cert-manager writes, so a cert-manager
+	// Certificate's Secret can be named directly.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +required
+	SecretName string `json:"secretName"`
+
+	// ClientCertificate presents the Secret's tls.crt and tls.key to the
+	// server, for servers that require client certificates.
+	// +optional
+	ClientCertificate bool `json:"clientCertificate,omitempty"`
 }
 
 // PostgresSpec chooses a managed or an external PostgreSQL.
@@ -336,6 +384,15 @@ type ExternalPostgres struct {
 	// (postgres://user:password@host:5432/db?sslmode=...).
 	// +required
 	DSNSecretRef SecretKeyRef `json:"dsnSecretRef"`
+
+	// TLS names the CA (and optionally a client certificate) the runtime
+	// verifies PostgreSQL's certificate against. The connection then uses
+	// sslmode=verify-full (the certificate must chain to the CA and name
+	// the host in the URL) unless the URL names another verifying mode
+	// (verify-ca or require); a URL with sslmode=disable, allow or prefer
+	// is refused by the runtime rather than left unencrypted.
+	// +optional
+	TLS *StoreTLS `json:"tls,omitempty"`
 }
 
 // IngressSpec exposes the runtime.

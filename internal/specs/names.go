@@ -45,6 +45,14 @@ const (
 	KeyJWT      = "key"
 )
 
+// Keys of a TLS Secret named by spec.redis.external.tls or
+// spec.postgres.external.tls (the kubernetes.io/tls and cert-manager layout).
+const (
+	KeyCACert  = "ca.crt"
+	KeyTLSCert = "tls.crt"
+	KeyTLSKey  = "tls.key"
+)
+
 // Ports.
 const (
 	RuntimePort  = 8080

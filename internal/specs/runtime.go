@@ -26,6 +26,8 @@ const (
 	redisURLDir     = "/etc/tandem/redis"
 	postgresURLDir  = "/etc/tandem/postgres"
 	jwtKeyDir       = "/etc/tandem/jwt"
+	redisTLSDir     = "/etc/tandem/tls/redis"
+	postgresTLSDir  = "/etc/tandem/tls/postgres"
 	secretFileName  = "value"
 	runtimeBinary   = "/tandem-runtime"
 	runtimeUID      = 65532 // distroless "nonroot"
@@ -48,6 +50,18 @@ func RuntimeConfig(in *collabv1.CollabCluster) map[string]string {
 	}
 	if r.Auth.Mode == collabv1.AuthModeJWT {
 		env["TANDEM_JWT_KEY_FILE"] = jwtKeyDir + "/" + secretFileName
+	}
+	if ext := cc.Spec.Redis.External; ext != nil {
+		if ext.Cluster {
+			env["TANDEM_REDIS_CLUSTER"] = "true"
+		}
+		if ext.WaitReplicas != nil {
+			env["TANDEM_REDIS_WAIT_REPLICAS"] = strconv.Itoa(int(*ext.WaitReplicas))
+		}
+		tlsEnv(env, "REDIS", redisTLSDir, ext.TLS)
+	}
+	if ext := cc.Spec.Postgres.External; ext != nil {
+		tlsEnv(env, "POSTGRES", postgresTLSDir, ext.TLS)
 	}
 	setInt := func(name string, v *int64) {
 		if v != nil {
@@ -79,6 +93,32 @@ func RuntimeConfig(in *collabv1.CollabCluster) map[string]string {
 		env["TANDEM_ALLOWED_HOSTS"] = strings.Join(hosts, ",")
 	}
 	return env
+}
+
+// tlsEnv points the runtime at the mounted TLS files of one store.
+func tlsEnv(env map[string]string, store, dir string, t *collabv1.StoreTLS) {
+	if t == nil {
+		return
+	}
+	env["TANDEM_"+store+"_CA_FILE"] = dir + "/" + KeyCACert
+	if t.ClientCertificate {
+		env["TANDEM_"+store+"_CERT_FILE"] = dir + "/" + KeyTLSCert
+		env["TANDEM_"+store+"_KEY_FILE"] = dir + "/" + KeyTLSKey
+	}
+}
+
+// tlsVolume mounts the keys of a TLS Secret the runtime reads under their
+// own names.
+func tlsVolume(name string, t *collabv1.StoreTLS) corev1.Volume {
+	items := []corev1.KeyToPath{{Key: KeyCACert, Path: KeyCACert}}
+	if t.ClientCertificate {
+		items = append(items, corev1.KeyToPath{Key: KeyTLSCert, Path: KeyTLSCert}, corev1.KeyToPath{Key: KeyTLSKey, Path: KeyTLSKey})
+	}
+	return corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+		SecretName:  t.SecretName,
+		Items:       items,
+		DefaultMode: ptr.To[int32](0o440),
+	}}}
 }
 
 // RuntimeConfigMap carries RuntimeConfig; the pods load it with envFrom.
@@ -142,6 +182,14 @@ func RuntimeDeployment(in *collabv1.CollabCluster, image, configHash string) *ap
 	if r.Auth.Mode == collabv1.AuthModeJWT {
 		volumes = append(volumes, secretVolume("jwt-key", RuntimeSecrets(cc)[2].Ref))
 		mounts = append(mounts, corev1.VolumeMount{Name: "jwt-key", MountPath: jwtKeyDir, ReadOnly: true})
+	}
+	if ext := cc.Spec.Redis.External; ext != nil && ext.TLS != nil {
+		volumes = append(volumes, tlsVolume("redis-tls", ext.TLS))
+		mounts = append(mounts, corev1.VolumeMount{Name: "redis-tls", MountPath: redisTLSDir, ReadOnly: true})
+	}
+	if ext := cc.Spec.Postgres.External; ext != nil && ext.TLS != nil {
+		volumes = append(volumes, tlsVolume("postgres-tls", ext.TLS))
+		mounts = append(mounts, corev1.VolumeMount{Name: "postgres-tls", MountPath: postgresTLSDir, ReadOnly: true})
 	}
 
 	httpProbe := func(path string, period, failures int32) *corev1.Probe {

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/url"
+	"slices"
 	"sort"
 
 	corev1 "k8s.io/api/core/v1"
@@ -59,7 +60,8 @@ type SecretUse struct {
 }
 
 // RuntimeSecrets lists every Secret key mounted into the runtime pods, in a
-// stable order: the Redis URL, the PostgreSQL DSN, the JWT key (jwt mode).
+// stable order: the Redis URL, the PostgreSQL DSN, the JWT key (jwt mode),
+// then the TLS files of an external Redis and PostgreSQL.
 func RuntimeSecrets(in *collabv1.CollabCluster) []SecretUse {
 	cc := WithDefaults(in)
 	var uses []SecretUse
@@ -80,6 +82,24 @@ func RuntimeSecrets(in *collabv1.CollabCluster) []SecretUse {
 			uses = append(uses, SecretUse{Ref: collabv1.SecretKeyRef{Name: JWTSecretName(cc), Key: KeyJWT}})
 		}
 	}
+	tlsUses := func(t *collabv1.StoreTLS, field string) {
+		if t == nil {
+			return
+		}
+		keys := []string{KeyCACert}
+		if t.ClientCertificate {
+			keys = append(keys, KeyTLSCert, KeyTLSKey)
+		}
+		for _, k := range keys {
+			uses = append(uses, SecretUse{Ref: collabv1.SecretKeyRef{Name: t.SecretName, Key: k}, Field: field})
+		}
+	}
+	if ext := cc.Spec.Redis.External; ext != nil {
+		tlsUses(ext.TLS, "spec.redis.external.tls.secretName")
+	}
+	if ext := cc.Spec.Postgres.External; ext != nil {
+		tlsUses(ext.TLS, "spec.postgres.external.tls.secretName")
+	}
 	return uses
 }
 
@@ -93,7 +113,7 @@ func ReferencedSecretNames(cc *collabv1.CollabCluster) []string {
 		}
 	}
 	sort.Strings(names)
-	return names
+	return slices.Compact(names)
 }
 
 // ConfigHash digests the runtime configuration and the contents of the

@@ -64,6 +64,13 @@ func TestGolden(t *testing.T) {
 	}{
 		{name: "managed", sample: "collab_v1alpha1_collabcluster.yaml"},
 		{name: "external", sample: "collab_v1alpha1_collabcluster_external.yaml"},
+		{name: "external-redis-cluster-tls", sample: "collab_v1alpha1_collabcluster_external.yaml",
+			mutate: func(cc *collabv1.CollabCluster) {
+				cc.Spec.Redis.External.Cluster = true
+				cc.Spec.Redis.External.WaitReplicas = ptr.To[int32](1)
+				cc.Spec.Redis.External.TLS = &collabv1.StoreTLS{SecretName: "notes-redis-tls", ClientCertificate: true}
+				cc.Spec.Postgres.External.TLS = &collabv1.StoreTLS{SecretName: "notes-postgres-ca"}
+			}},
 		{name: "single-replica-tls-no-affinity-delete", sample: "collab_v1alpha1_collabcluster.yaml",
 			mutate: func(cc *collabv1.CollabCluster) {
 				cc.Spec.Runtime.Replicas = ptr.To[int32](1)
