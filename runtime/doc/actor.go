@@ -633,12 +633,31 @@ func (a *actor) updatePresence(e store.PresenceEntry) {
 	}
 }
 
-// refreshPresence keeps local entries from expiring.
+// refreshPresence keeps local entries from expiring: one call for the
+// whole document, which announces nothing (nothing changed). An entry the
+// store no longer has (it expired meanwhile) is written again.
 func (a *actor) refreshPresence() {
-	if a.opts.Presence == nil {
+	if a.opts.Presence == nil || len(a.members) == 0 {
 		return
 	}
+	conns := make([]string, 0, len(a.members))
 	for conn, m := range a.members {
+		if m.presence.Seq > 0 {
+			conns = append(conns, conn)
+		}
+	}
+	ctx, cancel := a.storeCtx()
+	missing, err := a.opts.Presence.Refresh(ctx, a.id, conns)
+	cancel()
+	if err != nil {
+		a.log.Warn("refresh presence", "err", err)
+		return
+	}
+	for _, conn := range missing {
+		m := a.members[conn]
+		if m == nil {
+			continue
+		}
 		// The copy kept at the head once the last update came back;
 		// before that (it is on its way, or was lost), the update itself.
 		e, ok := a.present[conn]

@@ -6,9 +6,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -25,22 +27,35 @@ const (
 	maxStrikes = 20
 )
 
-// conn is one WebSocket connection. The read loop (serve) runs on the
-// HTTP handler's goroutine and is the only goroutine an idle connection
-// has: a writer goroutine exists only while there is something to write
-// (frames, a ping, the close frame), and the queue grows only while frames
-// wait. The document never waits for a connection: send drops the
-// connection when its queue is full.
+// conn is one WebSocket connection. An idle connection has no goroutine:
+// a reader runs while the client's bytes arrive and parks the connection
+// on the process's poller (epoll) when nothing more is buffered, a writer
+// runs while there is something to write (frames, a ping, the close
+// frame), the queue grows only while frames wait, and the server's wheel
+// pings it and watches its pongs. The document never waits for a
+// connection: send drops the connection when its queue is full.
 type conn struct {
 	s     *Server
 	ws    *websocket.Conn
 	cork  *corkConn
+	br    *bufio.Reader // what the WebSocket library reads from
 	id    string
 	doc   string
-	ping  *time.Timer
 	ended chan struct{} // closed once the writer has finished for good
 	// client is the hello's client id (set by the handshake).
 	client string
+	// heard is when the last pong (or the hello) arrived, in Unix
+	// nanoseconds: the wheel closes the connection when it is too old.
+	heard atomic.Int64
+	// slot is the connection's group in the server's wheel (guarded by the
+	// wheel's lock).
+	slot int
+	// fd is the socket, for the poller; pollable is false when there is
+	// none (the connection then reads with a goroutine of its own).
+	fd       int32
+	pollable bool
+	// rs is the read loop's state, kept while the connection is parked.
+	rs *readState
 
 	// expiry closes the connection (4001) when its token stops being
 	// accepted; an auth message with a fresh token moves it. nil when the
@@ -56,6 +71,21 @@ type conn struct {
 	closing   bool
 	closeCode int
 	closeText string
+	// parked: no reader runs; the poller starts one when the socket is
+	// readable. armed: the socket is registered with the poller.
+	parked bool
+	armed  bool
+}
+
+// readState is what the read loop keeps between messages.
+type readState struct {
+	ctx           context.Context
+	cancel        context.CancelFunc
+	sess          *doc.Session
+	id            auth.Identity
+	limiter       *rate.Limiter
+	cursorLimiter *rate.Limiter
+	strikes       int
 }
 
 // send queues f and has it written; false means the connection is gone
@@ -165,11 +195,13 @@ func (c *conn) closeLocked(code int, text string) {
 	}
 	c.closing = true
 	c.closeCode, c.closeText = code, text
-	c.ping.Stop()
 	if c.expiry != nil {
 		c.expiry.Stop()
 	}
 	c.wakeLocked()
+	// A parked reader is started, to read the client's answer to the close
+	// or see the connection end.
+	c.unparkLocked()
 }
 
 // wakeLocked starts a writer unless one is running; it will see the new
@@ -181,17 +213,26 @@ func (c *conn) wakeLocked() {
 	}
 }
 
-// pingTick runs on the ping timer: a ping is written by the next writer.
-func (c *conn) pingTick() {
+// pingTick runs on the server's wheel once per ping interval: a
+// connection whose pongs stopped for two and a half intervals is closed
+// (4011), any other is sent a ping by the next writer.
+func (c *conn) pingTick(now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closing {
 		return
 	}
+	if now.Sub(time.Unix(0, c.heard.Load())) > c.s.pongWait() {
+		c.closeLocked(protocol.CloseTimeout, "timeout")
+		return
+	}
 	c.pingDue = true
 	c.wakeLocked()
-	c.ping.Reset(c.s.opts.PingInterval)
 }
+
+// pongWait is how long a connection may go without a pong: one lost pong
+// is tolerated, two are not.
+func (s *Server) pongWait() time.Duration { return s.opts.PingInterval * 5 / 2 }
 
 // write is the writer goroutine: it takes everything queued, writes it
 // with as few system calls as it can, and exits when nothing is left.
@@ -226,7 +267,7 @@ func (c *conn) write() {
 			_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
 			// Give the peer a moment to answer the close, then cut the
 			// connection; the reader sees the error and ends.
-			time.AfterFunc(time.Second, func() { _ = c.ws.Close() })
+			time.AfterFunc(time.Second, c.closeSocket)
 			close(c.ended)
 			return // writing stays true: no writer starts again
 		}
@@ -311,7 +352,6 @@ func (c *conn) fail() {
 	if !c.closing {
 		c.closing = true
 		c.closeCode, c.closeText = protocol.CloseNormal, ""
-		c.ping.Stop()
 		if c.expiry != nil {
 			c.expiry.Stop()
 		}
@@ -322,8 +362,18 @@ func (c *conn) fail() {
 	c.inflight = time.Time{}
 	c.mu.Unlock()
 	c.release(dropped)
-	_ = c.ws.Close()
+	c.closeSocket()
 	close(c.ended)
+}
+
+// closeSocket cuts the connection. The poller forgets the socket first and
+// a parked reader is started, so that it sees the end.
+func (c *conn) closeSocket() {
+	c.mu.Lock()
+	c.unparkLocked()
+	c.s.poller.disarm(c)
+	c.mu.Unlock()
+	_ = c.ws.Close()
 }
 
 // corkConn lets the writer gather the frames of one burst into one buffer
@@ -407,6 +457,7 @@ type hijackWriter struct {
 	http.ResponseWriter
 	pool *sync.Pool
 	conn *corkConn
+	br   *bufio.Reader
 }
 
 func (w *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -415,7 +466,43 @@ func (w *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	w.conn = &corkConn{Conn: nc, pool: w.pool}
-	return w.conn, brw, nil
+	// The WebSocket library reads through the buffered reader it is given
+	// here (the upgrader has no ReadBufferSize), so the connection can see
+	// whether bytes wait in it before it parks. It is smaller than the
+	// HTTP server's, which it replaces: bytes that one already holds (a
+	// client that sent before the handshake ended) are read first.
+	var src io.Reader = nc
+	if brw.Reader.Buffered() > 0 {
+		src = &prefixReader{pre: brw.Reader, r: nc}
+	}
+	w.br = bufio.NewReaderSize(src, readBufferSize)
+	return w.conn, bufio.NewReadWriter(w.br, brw.Writer), nil
+}
+
+// readBufferSize is each connection's read buffer: it must hold a control
+// frame (at most 131 bytes from a client) and be over 256 bytes for the
+// WebSocket library to read through it; larger messages are read straight
+// into the message.
+const readBufferSize = 512
+
+// prefixReader reads what pre holds, then r.
+type prefixReader struct {
+	pre *bufio.Reader
+	r   io.Reader
+}
+
+func (p *prefixReader) Read(b []byte) (int, error) {
+	if p.pre != nil {
+		if n := p.pre.Buffered(); len(b) > n {
+			b = b[:n]
+		}
+		n, err := p.pre.Read(b)
+		if p.pre.Buffered() == 0 {
+			p.pre = nil
+		}
+		return n, err
+	}
+	return p.r.Read(b)
 }
 
 func (w *hijackWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
@@ -433,17 +520,20 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		s.log.Debug("websocket upgrade", "err", err)
 		return
 	}
-	c := &conn{s: s, ws: ws, cork: hw.conn, id: randomID(), doc: docID, ended: make(chan struct{})}
-	c.ping = time.AfterFunc(s.opts.PingInterval, c.pingTick)
+	c := &conn{s: s, ws: ws, cork: hw.conn, br: hw.br, id: randomID(), doc: docID, ended: make(chan struct{})}
+	if s.poller != nil {
+		c.fd, c.pollable = socketFD(hw.conn.Conn)
+	}
+	c.heard.Store(time.Now().UnixNano())
 	s.mu.Lock()
 	if s.draining {
 		s.mu.Unlock()
-		c.ping.Stop()
 		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(protocol.CloseRestart, "server restarting"), time.Now().Add(time.Second))
 		_ = ws.Close()
 		return
 	}
 	s.conns[c] = struct{}{}
+	s.wheel.add(c)
 	s.perDoc[docID]++
 	full := s.perDoc[docID] > s.opts.Limits.MaxConnsPerDoc
 	s.wg.Add(1)
@@ -477,12 +567,116 @@ func (c *conn) run(full bool, headerToken string) {
 		c.finish()
 		return
 	}
-	go func() {
-		defer c.finish()
-		defer cancel()
-		defer sess.Leave(context.Background())
-		c.messages(ctx, sess, id)
-	}()
+	s := c.s
+	c.rs = &readState{
+		ctx: ctx, cancel: cancel, sess: sess, id: id,
+		limiter:       rate.NewLimiter(rate.Limit(s.opts.Limits.OpsPerSecond), s.opts.Limits.OpsBurst),
+		cursorLimiter: rate.NewLimiter(rate.Limit(30), 30),
+	}
+	go c.readLoop(false)
+}
+
+// readLoop reads and handles the client's messages. When nothing more is
+// buffered it parks the connection on the poller and returns; the poller
+// starts it again (woken) once the socket is readable. It ends the
+// connection when the client does, or after a close.
+func (c *conn) readLoop(woken bool) {
+	rs := c.rs
+	if woken {
+		// The socket is readable: take what is there into the buffer, so
+		// that pongs can be told from the rest without a blocking read.
+		_, _ = c.br.Peek(1)
+	}
+	for {
+		if c.pollable && !c.isClosing() {
+			c.takePongs()
+			if c.br.Buffered() == 0 && c.park() {
+				return
+			}
+		}
+		var data []byte
+		ok := !c.timedOut() // a silent client will not answer the close either
+		if ok {
+			data, ok = c.read()
+		}
+		if !ok || c.isClosing() {
+			// Once a close is under way (an expired token, a kick, a slow
+			// consumer) nothing more the client sends is acted on.
+			rs.sess.Leave(context.Background())
+			rs.cancel()
+			c.finish()
+			return
+		}
+		if !c.handle(data) {
+			rs.sess.Leave(context.Background())
+			rs.cancel()
+			c.finish()
+			return
+		}
+	}
+}
+
+// takePongs consumes the complete pong frames at the front of the read
+// buffer. The WebSocket library would answer them and then block reading
+// for the next frame; an idle connection whose client only answers pings
+// must be able to park instead. Called between messages only, where the
+// buffer starts at a frame boundary.
+func (c *conn) takePongs() {
+	for {
+		n := c.br.Buffered()
+		if n < 2 {
+			return
+		}
+		b, _ := c.br.Peek(n)
+		// FIN and opcode 10 (pong), masked (as every client frame is),
+		// payload of at most 125 bytes (a control frame's limit).
+		if b[0] != 0x8A || b[1]&0x80 == 0 || b[1]&0x7F > 125 {
+			return
+		}
+		size := 2 + 4 + int(b[1]&0x7F)
+		if n < size {
+			return
+		}
+		_, _ = c.br.Discard(size)
+		c.heard.Store(time.Now().UnixNano())
+	}
+}
+
+// park hands the connection to the poller; false when it cannot be
+// parked (closing, or the poller refused it) and the caller reads on.
+func (c *conn) park() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return false
+	}
+	if err := c.s.poller.arm(c); err != nil {
+		c.s.log.Warn("park connection; reading with a goroutine instead", "err", err)
+		c.pollable = false
+		return false
+	}
+	c.parked = true
+	return true
+}
+
+// wake starts the reader of a parked connection (the poller saw its
+// socket readable).
+func (c *conn) wake() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.parked {
+		c.parked = false
+		go c.readLoop(true)
+	}
+}
+
+// unparkLocked starts the reader of a parked connection that is being
+// closed. The caller holds c.mu.
+func (c *conn) unparkLocked() {
+	if c.parked {
+		c.parked = false
+		go c.readLoop(false)
+	}
 }
 
 // finish ends the connection and unregisters it.
@@ -490,7 +684,8 @@ func (c *conn) finish() {
 	s := c.s
 	c.close(protocol.CloseNormal, "")
 	<-c.ended
-	_ = c.ws.Close()
+	c.closeSocket()
+	s.wheel.remove(c)
 	s.mu.Lock()
 	delete(s.conns, c)
 	if s.perDoc[c.doc]--; s.perDoc[c.doc] <= 0 {
@@ -509,9 +704,12 @@ func (c *conn) handshake(ctx context.Context, headerToken string) (*doc.Session,
 	s := c.s
 	ws := c.ws
 	ws.SetReadLimit(s.opts.Limits.MaxMessageBytes)
-	// Two and a half ping intervals: one lost pong is tolerated, two are not.
-	pongWait := s.opts.PingInterval * 5 / 2
-	ws.SetPongHandler(func(string) error { return ws.SetReadDeadline(time.Now().Add(pongWait)) })
+	// Liveness is the wheel's (pingTick): it closes a connection whose
+	// pongs stopped, whether a reader runs or it is parked.
+	ws.SetPongHandler(func(string) error {
+		c.heard.Store(time.Now().UnixNano())
+		return nil
+	})
 
 	// 1. hello, within HelloTimeout.
 	_ = ws.SetReadDeadline(time.Now().Add(s.opts.HelloTimeout))
@@ -533,7 +731,8 @@ func (c *conn) handshake(ctx context.Context, headerToken string) (*doc.Session,
 		}
 		hello = h
 	}
-	_ = ws.SetReadDeadline(time.Now().Add(pongWait))
+	_ = ws.SetReadDeadline(time.Time{})
+	c.heard.Store(time.Now().UnixNano())
 
 	// 2. who is it?
 	token := hello.Token
@@ -575,61 +774,60 @@ func (c *conn) handshake(ctx context.Context, headerToken string) (*doc.Session,
 	return sess, id, true
 }
 
-// messages reads the client's messages until the connection ends.
-func (c *conn) messages(ctx context.Context, sess *doc.Session, id auth.Identity) {
+// handle acts on one client message; false when the connection is to end.
+func (c *conn) handle(data []byte) bool {
 	s := c.s
-	limiter := rate.NewLimiter(rate.Limit(s.opts.Limits.OpsPerSecond), s.opts.Limits.OpsBurst)
-	cursorLimiter := rate.NewLimiter(rate.Limit(30), 30)
-	strikes := 0
-	for {
-		data, ok := c.read()
-		if !ok || c.isClosing() {
-			// Once a close is under way (an expired token, a kick, a slow
-			// consumer) nothing more the client sends is acted on.
-			return
-		}
-		msg, p := protocol.Decode(data)
-		if p != nil {
-			c.sendProblem(p)
-			continue
-		}
-		switch m := msg.(type) {
-		case *protocol.Hello:
-			c.sendProblem(&protocol.Problem{Code: protocol.CodeBadMessage, Message: "hello was already received"})
-		case *protocol.ClientOp:
-			seq := m.Seq
-			if !id.CanWrite() {
-				c.sendProblem(&protocol.Problem{Code: protocol.CodeForbidden, Message: "read-only access", Seq: &seq})
-				continue
-			}
-			if !limiter.Allow() {
-				c.sendProblem(&protocol.Problem{Code: protocol.CodeRateLimited, Message: "too many operations, slow down", Seq: &seq})
-				if strikes++; strikes >= maxStrikes {
-					c.close(protocol.CloseRateLimited, "rate limit exceeded")
-					c.drain()
-					return
-				}
-				continue
-			}
-			strikes = 0
-			if n := insertedBytes(m); n > s.opts.Limits.MaxOpBytes {
-				// Refused, not closed: the client splits the insert and goes
-				// on with this connection.
-				c.sendProblem(&protocol.Problem{Code: protocol.CodeTooLarge, Seq: &seq, Message: fmt.Sprintf(
-					"operation inserts %d bytes of text, more than the %d one operation may insert (welcome limits.maxOpBytes); split it into several operations", n, s.opts.Limits.MaxOpBytes)})
-				continue
-			}
-			if err := sess.Submit(ctx, m.Seq, m.Rev, m.Op); err != nil {
-				c.sendProblem(&protocol.Problem{Code: protocol.CodeUnavailable, Message: "document unavailable, retry", Seq: &seq})
-			}
-		case *protocol.ClientPresence:
-			if cursorLimiter.Allow() {
-				_ = sess.SetCursor(ctx, m.Cursor, m.Rev)
-			}
-		case *protocol.ClientAuth:
-			c.refreshAuth(id, m.Token)
-		}
+	rs := c.rs
+	ctx, sess, id := rs.ctx, rs.sess, rs.id
+	msg, p := protocol.Decode(data)
+	if p != nil {
+		c.sendProblem(p)
+		return true
 	}
+	switch m := msg.(type) {
+	case *protocol.Hello:
+		c.sendProblem(&protocol.Problem{Code: protocol.CodeBadMessage, Message: "hello was already received"})
+	case *protocol.ClientOp:
+		seq := m.Seq
+		if !id.CanWrite() {
+			c.sendProblem(&protocol.Problem{Code: protocol.CodeForbidden, Message: "read-only access", Seq: &seq})
+			return true
+		}
+		if !rs.limiter.Allow() {
+			c.sendProblem(&protocol.Problem{Code: protocol.CodeRateLimited, Message: "too many operations, slow down", Seq: &seq})
+			if rs.strikes++; rs.strikes >= maxStrikes {
+				c.close(protocol.CloseRateLimited, "rate limit exceeded")
+				c.drain()
+				return false
+			}
+			return true
+		}
+		rs.strikes = 0
+		if n := insertedBytes(m); n > s.opts.Limits.MaxOpBytes {
+			// Refused, not closed: the client splits the insert and goes
+			// on with this connection.
+			c.sendProblem(&protocol.Problem{Code: protocol.CodeTooLarge, Seq: &seq, Message: fmt.Sprintf(
+				"operation inserts %d bytes of text, more than the %d one operation may insert (welcome limits.maxOpBytes); split it into several operations", n, s.opts.Limits.MaxOpBytes)})
+			return true
+		}
+		if err := sess.Submit(ctx, m.Seq, m.Rev, m.Op); err != nil {
+			c.sendProblem(&protocol.Problem{Code: protocol.CodeUnavailable, Message: "document unavailable, retry", Seq: &seq})
+		}
+	case *protocol.ClientPresence:
+		if rs.cursorLimiter.Allow() {
+			_ = sess.SetCursor(ctx, m.Cursor, m.Rev)
+		}
+	case *protocol.ClientAuth:
+		c.refreshAuth(id, m.Token)
+	}
+	return true
+}
+
+// timedOut reports a connection closed for its missing pongs.
+func (c *conn) timedOut() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closing && c.closeCode == protocol.CloseTimeout
 }
 
 func (c *conn) isClosing() bool {

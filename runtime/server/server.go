@@ -91,6 +91,11 @@ type Server struct {
 	// corkPool holds the buffers connections gather a burst of frames in.
 	corkPool sync.Pool
 	pending  *pending
+	// wheel pings the connections and closes silent ones; poller wakes
+	// parked connections (nil where there is none: each reads with a
+	// goroutine of its own).
+	wheel  *wheel
+	poller *poller
 
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
@@ -146,11 +151,12 @@ func New(opts Options) *Server {
 		pending: newPending(opts.MaxPendingBytes, opts.Metrics.Registry),
 	}
 	s.corkPool.New = func() any { b := make([]byte, 0, 4096); return &b }
+	s.wheel = newWheel(opts.PingInterval, (*conn).pingTick)
+	s.poller = newPoller()
 	s.upgrader = websocket.Upgrader{
-		// Every idle connection holds its read buffer. Client messages are
-		// small (one operation or cursor); a larger one is read straight
-		// into the message rather than through the buffer.
-		ReadBufferSize:  1024,
+		// No ReadBufferSize: the library reads through the connection's
+		// own small buffer (hijackWriter), which the connection can look
+		// into before it parks.
 		WriteBufferSize: 4096,
 		// Idle connections hold no write buffer: it is taken from the pool
 		// for each write and returned after, which matters with many

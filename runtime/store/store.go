@@ -151,6 +151,12 @@ type PresenceEvent struct {
 type Presence interface {
 	// Update inserts or refreshes an entry and announces it.
 	Update(ctx context.Context, e PresenceEntry) error
+	// Refresh keeps the entries of conns in doc alive for another TTL
+	// without changing or announcing them: one call per document and
+	// heartbeat, however many connections it has. It returns the conns
+	// that had no live entry (expired meanwhile), which the caller writes
+	// again with Update.
+	Refresh(ctx context.Context, doc string, conns []string) (missing []string, err error)
 	// Remove deletes a connection's entry and announces its departure.
 	Remove(ctx context.Context, doc, conn string) error
 	// List returns the live entries of doc.

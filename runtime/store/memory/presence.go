@@ -160,6 +160,28 @@ func (p *Presence) Update(ctx context.Context, e store.PresenceEntry) error {
 	return nil
 }
 
+// Refresh implements store.Presence.
+func (p *Presence) Refresh(ctx context.Context, doc string, conns []string) ([]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	m := p.entries[doc]
+	expires := p.now().Add(p.ttl)
+	var missing []string
+	for _, conn := range conns {
+		it, ok := m[conn]
+		if !ok || !p.now().Before(it.expires) {
+			missing = append(missing, conn)
+			continue
+		}
+		it.expires = expires
+		m[conn] = it
+	}
+	return missing, nil
+}
+
 // Remove implements store.Presence.
 func (p *Presence) Remove(ctx context.Context, doc, conn string) error {
 	if err := ctx.Err(); err != nil {

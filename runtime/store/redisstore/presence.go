@@ -61,6 +61,22 @@ func (p *Presence) Update(ctx context.Context, e store.PresenceEntry) error {
 	return err
 }
 
+// Refresh keeps live entries of doc alive for another TTL in one script
+// call, announcing nothing; it returns the conns without a live entry.
+func (p *Presence) Refresh(ctx context.Context, doc string, conns []string) ([]string, error) {
+	if len(conns) == 0 {
+		return nil, nil
+	}
+	args := make([]any, 0, len(conns)+1)
+	args = append(args, p.c.opts.PresenceTTL.Milliseconds())
+	for _, c := range conns {
+		args = append(args, c)
+	}
+	return call(p.c.cb, "refresh presence in doc "+strconv.Quote(doc), func() ([]string, error) {
+		return p.c.sc.presRefresh.Run(ctx, p.c.rdb, []string{presenceKey(doc), presenceExpKey(doc)}, args...).StringSlice()
+	})
+}
+
 // Remove deletes a connection's entry and announces the departure.
 func (p *Presence) Remove(ctx context.Context, doc, conn string) error {
 	_, err := call(p.c.cb, "remove presence from doc "+strconv.Quote(doc), func() (any, error) {
@@ -129,8 +145,22 @@ func (p *Presence) Subscribe(ctx context.Context, doc string) (<-chan store.Pres
 					return
 				}
 			case <-lis.resync:
-				// Presence events are state, not history: the next
-				// heartbeat of each live entry re-announces it.
+				// Presence events are state, not history, and heartbeats
+				// announce nothing: what may have been missed is read
+				// back and delivered as updates (a subscriber passes on
+				// only what changed).
+				list, err := p.List(ctx, doc)
+				if err != nil {
+					p.c.logger.Debug("presence resync failed", "doc", doc, "err", err)
+					continue
+				}
+				for _, e := range list {
+					select {
+					case out <- store.PresenceEvent{Entry: e}:
+					case <-ctx.Done():
+						return
+					}
+				}
 			}
 		}
 	}()

@@ -16,6 +16,7 @@ var luaFiles embed.FS
 type scripts struct {
 	meta, append, read, persisted     *redis.Script
 	presUpdate, presRemove, presSweep *redis.Script
+	presRefresh                       *redis.Script
 	ownerClaim, ownerRelease          *redis.Script
 }
 
@@ -30,7 +31,7 @@ func loadScripts() (*scripts, error) {
 	s := &scripts{}
 	for name, dst := range map[string]**redis.Script{
 		"meta": &s.meta, "append": &s.append, "read": &s.read, "persisted": &s.persisted,
-		"presence_update": &s.presUpdate, "presence_remove": &s.presRemove, "presence_sweep": &s.presSweep,
+		"presence_update": &s.presUpdate, "presence_remove": &s.presRemove, "presence_sweep": &s.presSweep, "presence_refresh": &s.presRefresh,
 		"owner_claim": &s.ownerClaim, "owner_release": &s.ownerRelease,
 	} {
 		sc, err := load(name)

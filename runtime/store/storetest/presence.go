@@ -17,7 +17,9 @@ import (
 //   - Remove deletes an entry and announces a departure.
 //   - Subscribe delivers updates and departures, including expiries of
 //     entries that were not refreshed within the TTL.
-//   - Refreshing an entry keeps it alive past the TTL.
+//   - Refreshing an entry keeps it alive past the TTL; Refresh does so
+//     for a document's entries at once, announcing nothing, and reports
+//     the ones it does not hold.
 func RunPresence(t *testing.T, newPresence func(t *testing.T) store.Presence, ttl time.Duration) {
 	user := func(id string) store.User { return store.User{ID: id, Name: "Name " + id, Color: "#336699"} }
 	entry := func(doc, conn, uid string, c *store.Cursor, rev int64) store.PresenceEntry {
@@ -166,6 +168,54 @@ func RunPresence(t *testing.T, newPresence func(t *testing.T) store.Presence, tt
 		}
 		if got := listed(t, p, doc); len(got) != 1 {
 			t.Fatalf("List of a refreshed entry after 3 TTLs = %v, want it present", got)
+		}
+	})
+
+	t.Run("RefreshByDocumentKeepsAliveQuietly", func(t *testing.T) {
+		p := newPresence(t)
+		ctx := testCtx(t)
+		doc, other := DocID(t), DocID(t)
+		subCtx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		ch, err := p.Subscribe(subCtx, doc)
+		if err != nil {
+			t.Fatalf("Subscribe: %v", err)
+		}
+		want := entry(doc, "a", "ann", &store.Cursor{Anchor: 2, Head: 3}, 7)
+		want.Seq = 4
+		for _, e := range []store.PresenceEntry{want, entry(doc, "b", "bob", nil, 0), entry(other, "c", "cy", nil, 0)} {
+			if err := p.Update(ctx, e); err != nil {
+				t.Fatalf("Update: %v", err)
+			}
+		}
+		next(t, ch, "a", 10*time.Second)
+		next(t, ch, "b", 10*time.Second)
+		stop := time.Now().Add(3 * ttl)
+		for time.Now().Before(stop) {
+			// "c" is another document's: not refreshed here, so missing.
+			missing, err := p.Refresh(ctx, doc, []string{"a", "b", "c"})
+			if err != nil {
+				t.Fatalf("Refresh: %v", err)
+			}
+			if len(missing) != 1 || missing[0] != "c" {
+				t.Fatalf("Refresh missing = %v, want [c]", missing)
+			}
+			time.Sleep(ttl / 4)
+		}
+		got := listed(t, p, doc)
+		if len(got) != 2 || got["a"].Seq != 4 || *got["a"].Cursor != *want.Cursor || got["a"].Rev != 7 {
+			t.Fatalf("List after 3 TTLs of refreshes = %+v, want a (unchanged) and b", got)
+		}
+		// Refreshes announce nothing.
+		select {
+		case ev := <-ch:
+			t.Fatalf("a refresh was announced: %+v", ev)
+		default:
+		}
+		// An expired entry is reported missing, not brought back.
+		time.Sleep(ttl + ttl/2)
+		if missing, err := p.Refresh(ctx, doc, []string{"a"}); err != nil || len(missing) != 1 {
+			t.Fatalf("Refresh of an expired entry = %v, %v; want it missing", missing, err)
 		}
 	})
 }
