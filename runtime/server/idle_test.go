@@ -1,9 +1,15 @@
 package server_test
 
 import (
+	"bufio"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -94,3 +100,81 @@ func nextQuiet(ws *websocket.Conn) (string, map[string]any, error) {
 }
 
 func jsonUnmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }
+
+// TestBytesSentWithTheUpgradeAreRead: a client that sends its hello in the
+// same packet as the upgrade request has it read by the HTTP server's
+// buffer before the WebSocket takes over; the connection reads those bytes
+// first, then parks and is woken for the next message.
+func TestBytesSentWithTheUpgradeAreRead(t *testing.T) {
+	s := newStack(t, stackOptions{})
+	nc, err := net.Dial("tcp", strings.TrimPrefix(s.http.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	frame := func(payload string) []byte {
+		// A masked text frame (clients must mask), payload under 126 bytes.
+		mask := []byte{1, 2, 3, 4}
+		b := []byte{0x81, 0x80 | byte(len(payload))}
+		b = append(b, mask...)
+		for i := range len(payload) {
+			b = append(b, payload[i]^mask[i%4])
+		}
+		return b
+	}
+	req := "GET /v1/docs/early/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	out := append([]byte(req), frame(`{"type":"hello","v":1,"client":"early-bird"}`)...)
+	if _, err := nc.Write(out); err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(nc)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	readFrame := func() map[string]any {
+		t.Helper()
+		h := make([]byte, 2)
+		if _, err := io.ReadFull(br, h); err != nil {
+			t.Fatalf("read frame: %v", err)
+		}
+		n := int(h[1] & 0x7F)
+		switch n {
+		case 126:
+			ext := make([]byte, 2)
+			_, _ = io.ReadFull(br, ext)
+			n = int(binary.BigEndian.Uint16(ext))
+		case 127:
+			ext := make([]byte, 8)
+			_, _ = io.ReadFull(br, ext)
+			n = int(binary.BigEndian.Uint64(ext))
+		}
+		payload := make([]byte, n)
+		if _, err := io.ReadFull(br, payload); err != nil {
+			t.Fatalf("read payload: %v", err)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(payload, &m); err != nil {
+			t.Fatalf("frame %q: %v", payload, err)
+		}
+		return m
+	}
+	if m := readFrame(); m["type"] != "welcome" {
+		t.Fatalf("first frame %v, want the welcome", m)
+	}
+	// The connection has parked by now; the next message wakes it.
+	time.Sleep(100 * time.Millisecond)
+	if _, err := nc.Write(frame(`{"type":"op","seq":1,"rev":0,"op":["hi"]}`)); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if m := readFrame(); m["type"] == "ack" {
+			break
+		}
+	}
+	if d := s.doc("early"); d.Text != "hi" {
+		t.Fatalf("document %q, want hi", d.Text)
+	}
+}
