@@ -582,13 +582,17 @@ func (c *conn) run(full bool, headerToken string) {
 // connection when the client does, or after a close.
 func (c *conn) readLoop(woken bool) {
 	rs := c.rs
+	ended := false
 	if woken {
 		// The socket is readable: take what is there into the buffer, so
 		// that pongs can be told from the rest without a blocking read.
-		_, _ = c.br.Peek(1)
+		// Readable with nothing to read is the peer's end (or an error):
+		// the read below sees it again, and the connection must not park.
+		_, err := c.br.Peek(1)
+		ended = err != nil
 	}
 	for {
-		if c.pollable && !c.isClosing() {
+		if c.pollable && !ended && !c.isClosing() {
 			c.takePongs()
 			if c.br.Buffered() == 0 && c.park() {
 				return

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -24,7 +25,9 @@ import (
 // client speaks again.
 func TestIdleConnectionsParkWithoutGoroutines(t *testing.T) {
 	const n = 40
-	s := newStack(t, stackOptions{ping: 100 * time.Millisecond})
+	// Pings every 300 ms: the connections must answer ten of them while
+	// parked; a slow machine still gets the pong in within the 750 ms wait.
+	s := newStack(t, stackOptions{ping: 300 * time.Millisecond})
 	before := runtime.NumGoroutine()
 	type peer struct {
 		r    *raw
@@ -50,8 +53,8 @@ func TestIdleConnectionsParkWithoutGoroutines(t *testing.T) {
 		}()
 		peers[i] = peer{r, msgs}
 	}
-	// Idle for several times the pong wait (250 ms).
-	time.Sleep(1500 * time.Millisecond)
+	// Idle for several times the pong wait.
+	time.Sleep(3 * time.Second)
 	grown := runtime.NumGoroutine() - before
 	t.Logf("%d idle connections: %d more goroutines in the process (%d of them the clients' readers)", n, grown, n)
 	if grown > n+n/2 {
@@ -176,5 +179,27 @@ func TestBytesSentWithTheUpgradeAreRead(t *testing.T) {
 	}
 	if d := s.doc("early"); d.Text != "hi" {
 		t.Fatalf("document %q, want hi", d.Text)
+	}
+}
+
+// TestParkedConnectionSeesItsClientLeave: a client that goes away while
+// its connection is parked is noticed at once (the socket turns readable
+// at its end), not at the next ping.
+func TestParkedConnectionSeesItsClientLeave(t *testing.T) {
+	s := newStack(t, stackOptions{}) // pings every 20 s: too late to matter
+	ctx := testContext(t)
+	watcher := s.client(ctx, "leaving", "watcher")
+	r := s.raw("leaving", nil)
+	r.hello("", "leaver")
+	conn, _ := r.expect("welcome")["conn"].(string)
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := watcher.WaitFor(wctx, func() bool { _, ok := watcher.Others()[conn]; return ok }); err != nil {
+		t.Fatalf("watcher never saw the leaver: %v", err)
+	}
+	time.Sleep(200 * time.Millisecond) // parked by now
+	_ = r.ws.NetConn().Close()         // gone, without a close frame
+	if err := watcher.WaitFor(wctx, func() bool { _, ok := watcher.Others()[conn]; return !ok }); err != nil {
+		t.Fatalf("the leaver is still present: %v", err)
 	}
 }
