@@ -174,8 +174,11 @@ func TestPresenceSelectionAndOwnership(t *testing.T) {
 	if err := other.SetCursor(ctx, &store.Cursor{Anchor: 6, Head: 11}, rev(base)); err != nil {
 		t.Fatal(err)
 	}
-	presenceOf(t, s2, "conn-1")
-	presenceOf(t, s2, "conn-o")
+	// Wait for the cursors themselves: the joins are announced too.
+	for _, conn := range []string{"conn-1", "conn-o"} {
+		for presenceOf(t, s2, conn).Cursor == nil {
+		}
+	}
 	// tab2 inserts at tab1's caret and at the start of the other's selection.
 	if err := tab2.Submit(ctx, 1, base, ot.Op{{Retain: 5}, {Insert: "!"}, {Retain: 1}, {Insert: "my "}}); err != nil {
 		t.Fatal(err)

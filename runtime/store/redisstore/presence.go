@@ -145,22 +145,9 @@ func (p *Presence) Subscribe(ctx context.Context, doc string) (<-chan store.Pres
 					return
 				}
 			case <-lis.resync:
-				// Presence events are state, not history, and heartbeats
-				// announce nothing: what may have been missed is read
-				// back and delivered as updates (a subscriber passes on
-				// only what changed).
-				list, err := p.List(ctx, doc)
-				if err != nil {
-					p.c.logger.Debug("presence resync failed", "doc", doc, "err", err)
-					continue
-				}
-				for _, e := range list {
-					select {
-					case out <- store.PresenceEvent{Entry: e}:
-					case <-ctx.Done():
-						return
-					}
-				}
+				// Presence events are state, not history. Heartbeats
+				// (Refresh) announce nothing, so an update missed here
+				// shows once its connection next moves its cursor.
 			}
 		}
 	}()
