@@ -25,9 +25,10 @@ import (
 // client speaks again.
 func TestIdleConnectionsParkWithoutGoroutines(t *testing.T) {
 	const n = 40
-	// Pings every 300 ms: the connections must answer ten of them while
-	// parked; a slow machine still gets the pong in within the 750 ms wait.
-	s := newStack(t, stackOptions{ping: 300 * time.Millisecond})
+	// Pings every second: the connections must answer several of them
+	// while parked; a loaded machine still gets each pong in within the
+	// 2.5 s wait.
+	s := newStack(t, stackOptions{ping: time.Second})
 	before := runtime.NumGoroutine()
 	type peer struct {
 		r    *raw
@@ -53,8 +54,9 @@ func TestIdleConnectionsParkWithoutGoroutines(t *testing.T) {
 		}()
 		peers[i] = peer{r, msgs}
 	}
-	// Idle for several times the pong wait.
-	time.Sleep(3 * time.Second)
+	// Idle for twice the pong wait: without pongs taken while parked,
+	// every connection would be closed by now.
+	time.Sleep(5 * time.Second)
 	grown := runtime.NumGoroutine() - before
 	t.Logf("%d idle connections: %d more goroutines in the process (%d of them the clients' readers)", n, grown, n)
 	if grown > n+n/2 {
