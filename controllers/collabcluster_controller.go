@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -49,7 +50,17 @@ type CollabClusterReconciler struct {
 	// OperatorImage is the operator's own image (RUNTIME_IMAGE), the
 	// runtime image unless spec.runtime.image overrides it.
 	OperatorImage string
+	// Workers is how many CollabClusters are reconciled at once; 0 means
+	// DefaultWorkers.
+	Workers int
 }
+
+// DefaultWorkers is the default number of concurrent reconciles. A
+// reconcile spends its time waiting for the apiserver, not computing, so a
+// few workers keep one slow CollabCluster (or a burst of new ones) from
+// holding up the rest; the client's rate limit, not the worker count,
+// bounds the load on the apiserver.
+const DefaultWorkers = 4
 
 // degradedError is a problem a person must fix in the spec or the cluster
 // (a missing Secret, no runtime image). It sets Degraded with Reason and
@@ -368,7 +379,12 @@ func (r *CollabClusterReconciler) SetupWithManager(ctx context.Context, mgr ctrl
 		}); err != nil {
 		return fmt.Errorf("index CollabClusters by Secret: %w", err)
 	}
+	workers := r.Workers
+	if workers <= 0 {
+		workers = DefaultWorkers
+	}
 	return ctrl.NewControllerManagedBy(mgr).
+		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
 		For(&collabv1.CollabCluster{}).
 		Owns(&appsv1.Deployment{}).
 		Owns(&appsv1.StatefulSet{}).

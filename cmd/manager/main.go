@@ -44,6 +44,9 @@ func run(ctx context.Context, args []string, getConfig func() (*rest.Config, err
 		secureMetrics  bool
 		watchNamespace string
 		kubeconfig     string
+		workers        int
+		qps            float64
+		burst          int
 	)
 	fs.StringVar(&kubeconfig, "kubeconfig", "", "Path to a kubeconfig; default KUBECONFIG, ~/.kube/config or in-cluster.")
 	fs.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the metrics endpoint; 0 disables it.")
@@ -53,10 +56,24 @@ func run(ctx context.Context, args []string, getConfig func() (*rest.Config, err
 	fs.BoolVar(&secureMetrics, "metrics-secure", false, "Serve metrics over HTTPS with authentication and authorization.")
 	fs.StringVar(&watchNamespace, "watch-namespace", os.Getenv("WATCH_NAMESPACE"),
 		"Comma-separated namespaces to watch (env WATCH_NAMESPACE); empty watches all.")
+	fs.IntVar(&workers, "max-concurrent-reconciles", controllers.DefaultWorkers,
+		"How many CollabClusters are reconciled at once.")
+	fs.Float64Var(&qps, "kube-api-qps", 200,
+		"Sustained requests per second to the Kubernetes API (client-side rate limit).")
+	fs.IntVar(&burst, "kube-api-burst", 400,
+		"Requests allowed in a burst above --kube-api-qps.")
 	opts := zap.Options{}
 	opts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	switch {
+	case workers < 1:
+		return fmt.Errorf("--max-concurrent-reconciles must be at least 1, got %d", workers)
+	case qps <= 0:
+		return fmt.Errorf("--kube-api-qps must be positive, got %v", qps)
+	case burst < 1:
+		return fmt.Errorf("--kube-api-burst must be at least 1, got %d", burst)
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	log := ctrl.Log.WithName("setup")
@@ -81,6 +98,7 @@ func run(ctx context.Context, args []string, getConfig func() (*rest.Config, err
 	if err != nil {
 		return fmt.Errorf("load kubeconfig: %w", err)
 	}
+	cfg.QPS, cfg.Burst = float32(qps), burst
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,
 		Cache:                   cacheOpts,
@@ -97,7 +115,7 @@ func run(ctx context.Context, args []string, getConfig func() (*rest.Config, err
 		return fmt.Errorf("create manager: %w", err)
 	}
 
-	if err := setup(ctx, mgr, os.Getenv("RUNTIME_IMAGE")); err != nil {
+	if err := setup(ctx, mgr, os.Getenv("RUNTIME_IMAGE"), workers); err != nil {
 		return err
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
@@ -106,19 +124,21 @@ func run(ctx context.Context, args []string, getConfig func() (*rest.Config, err
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
 		return fmt.Errorf("add ready check: %w", err)
 	}
-	log.Info("starting manager", "runtimeImage", os.Getenv("RUNTIME_IMAGE"))
+	log.Info("starting manager", "runtimeImage", os.Getenv("RUNTIME_IMAGE"),
+		"workers", workers, "qps", qps, "burst", burst)
 	if err := mgr.Start(ctx); err != nil {
 		return fmt.Errorf("run manager: %w", err)
 	}
 	return nil
 }
 
-func setup(ctx context.Context, mgr ctrl.Manager, runtimeImage string) error {
+func setup(ctx context.Context, mgr ctrl.Manager, runtimeImage string, workers int) error {
 	r := &controllers.CollabClusterReconciler{
 		Client:        mgr.GetClient(),
 		APIReader:     mgr.GetAPIReader(),
 		Recorder:      mgr.GetEventRecorder("tandem-operator"),
 		OperatorImage: runtimeImage,
+		Workers:       workers,
 	}
 	if err := r.SetupWithManager(ctx, mgr); err != nil {
 		return fmt.Errorf("set up CollabCluster controller: %w", err)

@@ -81,6 +81,9 @@ func TestManagerRuns(t *testing.T) {
 			"--leader-election-namespace=default",
 			"--watch-namespace=default,other",
 			"--zap-log-level=error",
+			"--max-concurrent-reconciles=2",
+			"--kube-api-qps=50",
+			"--kube-api-burst=60",
 		}, func() (*rest.Config, error) { return cfg, nil })
 	}()
 
@@ -150,10 +153,22 @@ func TestManagerRuns(t *testing.T) {
 }
 
 func TestBadFlag(t *testing.T) {
-	err := run(context.Background(), []string{"--no-such-flag"}, func() (*rest.Config, error) {
-		return nil, errors.New("must not be called")
-	})
-	if err == nil || !strings.Contains(err.Error(), "no-such-flag") {
-		t.Errorf("run with an unknown flag: %v, want an error naming it", err)
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--no-such-flag"}, "no-such-flag"},
+		{[]string{"--max-concurrent-reconciles=0"}, "--max-concurrent-reconciles must be at least 1"},
+		{[]string{"--kube-api-qps=0"}, "--kube-api-qps must be positive"},
+		{[]string{"--kube-api-qps=-5"}, "--kube-api-qps must be positive"},
+		{[]string{"--kube-api-burst=0"}, "--kube-api-burst must be at least 1"},
+	}
+	for _, tc := range tests {
+		err := run(context.Background(), tc.args, func() (*rest.Config, error) {
+			return nil, errors.New("must not be called")
+		})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("run %v: %v, want an error containing %q", tc.args, err, tc.want)
+		}
 	}
 }

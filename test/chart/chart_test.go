@@ -308,8 +308,10 @@ func TestChartRendersValues(t *testing.T) {
 				if v, ok := envValue(t, c, "WATCH_NAMESPACE"); !ok || v != "" {
 					t.Errorf("WATCH_NAMESPACE = %q (set=%v), want empty (all namespaces)", v, ok)
 				}
-				if !hasArg(c, "--leader-elect") {
-					t.Errorf("args %v lack --leader-elect", c["args"])
+				for _, arg := range []string{"--leader-elect", "--max-concurrent-reconciles=4", "--kube-api-qps=200", "--kube-api-burst=400"} {
+					if !hasArg(c, arg) {
+						t.Errorf("args %v lack %s", c["args"], arg)
+					}
 				}
 				sc, _ := c["securityContext"].(map[string]any)
 				if sc["readOnlyRootFilesystem"] != true || sc["allowPrivilegeEscalation"] != false {
@@ -320,6 +322,18 @@ func TestChartRendersValues(t *testing.T) {
 				findNamed(t, objs, "Role", "tandem-leader-election-role")
 				if n := len(find(objs, "ServiceMonitor")); n != 0 {
 					t.Errorf("ServiceMonitor rendered by default (%d)", n)
+				}
+			},
+		},
+		{
+			name: "workers and API rate limits",
+			sets: []string{"workers=8", "kubeAPI.qps=50", "kubeAPI.burst=80"},
+			check: func(t *testing.T, objs []*unstructured.Unstructured) {
+				c := container(t, findNamed(t, objs, "Deployment", "tandem"))
+				for _, arg := range []string{"--max-concurrent-reconciles=8", "--kube-api-qps=50", "--kube-api-burst=80"} {
+					if !hasArg(c, arg) {
+						t.Errorf("args %v lack %s", c["args"], arg)
+					}
 				}
 			},
 		},
@@ -390,6 +404,8 @@ func TestChartRejectsBadValues(t *testing.T) {
 		{name: "unknown pull policy", sets: []string{"image.pullPolicy=Sometimes"}, wantErr: "pullPolicy"},
 		{name: "unknown key", sets: []string{"replicas=2"}, wantErr: "replicas"},
 		{name: "bad log level", sets: []string{"logLevel=verbose"}, wantErr: "logLevel"},
+		{name: "no workers", sets: []string{"workers=0"}, wantErr: "workers"},
+		{name: "zero API qps", sets: []string{"kubeAPI.qps=0"}, wantErr: "qps"},
 		{name: "bad namespace", sets: []string{"watchNamespaces={Team_A}"}, wantErr: "watchNamespaces"},
 		{name: "monitor without metrics", sets: []string{"serviceMonitor.enabled=true", "metrics.enabled=false"}, wantErr: "serviceMonitor.enabled requires metrics.enabled"},
 	}
