@@ -49,6 +49,12 @@ var (
 	// unload it and load the document again. Errors carrying ErrReset also
 	// carry ErrUnavailable, so clients are told to retry.
 	ErrReset = errors.New("store: document log reset")
+	// ErrCompacted means a revision asked for is older than the history
+	// the retention policy keeps: its operations were compacted away.
+	ErrCompacted = errors.New("store: revision compacted away")
+	// ErrDeleted ends a subscription whose document was deleted: whatever
+	// the caller holds of it is gone, and so are its editors' connections.
+	ErrDeleted = errors.New("store: document deleted")
 )
 
 // Log is the per-document operation log and sequencer: the single source of
@@ -105,6 +111,73 @@ type Durable interface {
 	Write(ctx context.Context, entries []Entry) error
 
 	Close() error
+}
+
+// DefaultSnapshotInterval is how many revisions apart the durable stores
+// keep snapshots of a document's text by default: reading the text at any
+// revision costs one snapshot plus at most this many operations.
+const DefaultSnapshotInterval = 500
+
+// DocInfo describes a stored document in a listing.
+type DocInfo struct {
+	ID  string `json:"id"`
+	Rev int64  `json:"rev"`
+	// Size is the text's length in UTF-8 bytes at Rev.
+	Size    int64     `json:"size"`
+	Updated time.Time `json:"updated"` // when the last operation was stored
+}
+
+// Retention says which history may be compacted away. An operation is
+// removed only when it is outside every window that is set: older than
+// Age (when Age > 0) and more than Revisions behind the head (when
+// Revisions > 0). The zero value keeps everything.
+type Retention struct {
+	Age       time.Duration
+	Revisions int64
+}
+
+// Keeps reports whether the policy keeps all history.
+func (r Retention) Keeps() bool { return r.Age <= 0 && r.Revisions <= 0 }
+
+// CompactResult is what one bounded compaction step did.
+type CompactResult struct {
+	Docs      int  // documents examined
+	Ops       int  // operations removed
+	Snapshots int  // superseded snapshots removed
+	More      bool // more documents remain: call again with Cursor
+	Cursor    string
+}
+
+// Archive is implemented by durable stores that keep periodic snapshots
+// and can list, delete and compact documents (the SQLite and PostgreSQL
+// stores).
+type Archive interface {
+	// SnapshotAt returns the newest stored snapshot at or below rev: the
+	// text at rev is that snapshot plus the operations after it. A
+	// document with its whole history returns an empty snapshot at 0 when
+	// no snapshot is old enough; one whose operations up to rev were
+	// compacted away returns ErrCompacted.
+	SnapshotAt(ctx context.Context, doc string, rev int64) (Snapshot, error)
+	// List returns up to limit stored documents whose ids start with
+	// prefix and sort (bytewise) after after, in id order.
+	List(ctx context.Context, prefix, after string, limit int) ([]DocInfo, error)
+	// Delete removes every trace of doc: text, operations and snapshots.
+	// Deleting a document that does not exist is not an error.
+	Delete(ctx context.Context, doc string) error
+	// Compact removes, for at most batch documents after cursor (in id
+	// order), the operations and snapshots ret does not keep. It always
+	// keeps a snapshot at or below the oldest kept operation, so the
+	// current text and every kept revision stay exact, and it removes only
+	// what is stored (persisted) already. Each document is one short
+	// transaction: interrupted, it leaves a consistent store, and running
+	// it again finishes the job.
+	Compact(ctx context.Context, ret Retention, now time.Time, cursor string, batch int) (CompactResult, error)
+}
+
+// Deleter is implemented by logs that can drop a document's history; the
+// document's subscribers (in every process) end with ErrDeleted.
+type Deleter interface {
+	Delete(ctx context.Context, doc string) error
 }
 
 // User is who someone is in a document.

@@ -41,6 +41,8 @@ var ErrInvalidBatch = errors.New("pgstore: invalid batch")
 // Store implements store.Durable on PostgreSQL.
 type Store struct {
 	pool *pgxpool.Pool
+	// interval is how many revisions apart snapshots are kept.
+	interval int64
 }
 
 var _ store.Durable = (*Store)(nil)
@@ -66,7 +68,15 @@ func OpenConfig(ctx context.Context, cfg *pgxpool.Config, logger *slog.Logger) (
 		pool.Close()
 		return nil, err
 	}
-	return &Store{pool: pool}, nil
+	return &Store{pool: pool, interval: store.DefaultSnapshotInterval}, nil
+}
+
+// SetSnapshotInterval sets how many revisions apart snapshots are kept
+// (default store.DefaultSnapshotInterval). Call it before the first Write.
+func (s *Store) SetSnapshotInterval(n int64) {
+	if n > 0 {
+		s.interval = n
+	}
 }
 
 // Migrate applies the embedded schema migrations while holding a session
@@ -234,7 +244,7 @@ func (s *Store) Write(ctx context.Context, entries []store.Entry) error {
 	var snaps snapshotColumns
 	var ops opColumns
 	for i, b := range batches {
-		if err := advance(b, stored[i], now, &snaps, &ops); err != nil {
+		if err := advance(b, stored[i], now, s.interval, &snaps, &ops); err != nil {
 			return err
 		}
 	}
@@ -307,8 +317,11 @@ func lockDocs(ctx context.Context, tx pgx.Tx, ids []string, now time.Time) ([]st
 // snapshotColumns are the advanced snapshots of a Write, one slice per
 // column: the shape unnest takes them in.
 type snapshotColumns struct {
-	ids, texts []string
-	revs       []int64
+	ids, texts  []string
+	revs, sizes []int64
+	// The periodic snapshots passed on the way (time travel).
+	pastIDs, pastTexts []string
+	pastRevs           []int64
 }
 
 // opColumns are the operation rows of a Write, one slice per column.
@@ -321,7 +334,7 @@ type opColumns struct {
 // advance applies the entries of b newer than its stored revision to its
 // snapshot and appends the advanced snapshot (if any) and the operation rows
 // to insert to snaps and ops.
-func advance(b docBatch, stored storedDoc, now time.Time, snaps *snapshotColumns, ops *opColumns) error {
+func advance(b docBatch, stored storedDoc, now time.Time, interval int64, snaps *snapshotColumns, ops *opColumns) error {
 	next := stored.rev
 	// A rope, not ot.Apply on the string: that copies the whole text for
 	// every entry, which made a busy document's flush quadratic.
@@ -352,6 +365,11 @@ func advance(b docBatch, stored storedDoc, now time.Time, snaps *snapshotColumns
 		ops.ops = append(ops.ops, string(opJSON))
 		ops.times = append(ops.times, t)
 		next = e.Rev
+		if e.Rev%interval == 0 {
+			snaps.pastIDs = append(snaps.pastIDs, b.doc)
+			snaps.pastTexts = append(snaps.pastTexts, doc.String())
+			snaps.pastRevs = append(snaps.pastRevs, e.Rev)
+		}
 	}
 	if next == stored.rev {
 		return nil
@@ -359,6 +377,7 @@ func advance(b docBatch, stored storedDoc, now time.Time, snaps *snapshotColumns
 	snaps.ids = append(snaps.ids, b.doc)
 	snaps.texts = append(snaps.texts, doc.String())
 	snaps.revs = append(snaps.revs, next)
+	snaps.sizes = append(snaps.sizes, int64(doc.Bytes()))
 	return nil
 }
 
@@ -368,9 +387,9 @@ func advance(b docBatch, stored storedDoc, now time.Time, snaps *snapshotColumns
 func storeAdvances(ctx context.Context, tx pgx.Tx, snaps *snapshotColumns, ops *opColumns, now time.Time) error {
 	var batch pgx.Batch
 	batch.Queue(`
-		UPDATE documents AS d SET text = u.text, rev = u.rev, updated_at = $4
-		FROM unnest($1::text[], $2::text[], $3::bigint[]) AS u(id, text, rev)
-		WHERE d.id = u.id`, snaps.ids, snaps.texts, snaps.revs, now)
+		UPDATE documents AS d SET text = u.text, rev = u.rev, size = u.size, updated_at = $4
+		FROM unnest($1::text[], $2::text[], $3::bigint[], $5::bigint[]) AS u(id, text, rev, size)
+		WHERE d.id = u.id`, snaps.ids, snaps.texts, snaps.revs, now, snaps.sizes)
 	batch.Queue(`
 		INSERT INTO operations (doc_id, rev, author, client_id, seq, op, created_at)
 		SELECT doc_id, rev, author, client_id, seq, op::jsonb, created_at
@@ -378,6 +397,12 @@ func storeAdvances(ctx context.Context, tx pgx.Tx, snaps *snapshotColumns, ops *
 			AS u(doc_id, rev, author, client_id, seq, op, created_at)
 		ON CONFLICT (doc_id, rev) DO NOTHING`,
 		ops.docs, ops.revs, ops.authors, ops.clients, ops.seqs, ops.ops, ops.times)
+	if len(snaps.pastIDs) > 0 {
+		batch.Queue(`
+			INSERT INTO snapshots (doc_id, rev, text)
+			SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[])
+			ON CONFLICT (doc_id, rev) DO NOTHING`, snaps.pastIDs, snaps.pastRevs, snaps.pastTexts)
+	}
 	br := tx.SendBatch(ctx, &batch)
 	defer br.Close()
 	tag, err := br.Exec()
@@ -389,6 +414,11 @@ func storeAdvances(ctx context.Context, tx pgx.Tx, snaps *snapshotColumns, ops *
 	}
 	if _, err := br.Exec(); err != nil {
 		return fmt.Errorf("insert %d ops: %w", len(ops.docs), err)
+	}
+	if len(snaps.pastIDs) > 0 {
+		if _, err := br.Exec(); err != nil {
+			return fmt.Errorf("insert %d snapshots: %w", len(snaps.pastIDs), err)
+		}
 	}
 	if err := br.Close(); err != nil {
 		return fmt.Errorf("store %d docs' advances: %w", len(snaps.ids), err)

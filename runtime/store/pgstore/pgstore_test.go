@@ -39,6 +39,15 @@ func TestDurableConformance(t *testing.T) {
 	storetest.RunDurable(t, func(t *testing.T) store.Durable { return open(t, pg.URL()) })
 }
 
+func TestArchiveConformance(t *testing.T) {
+	pg := testsvc.StartPostgres(t)
+	storetest.RunArchive(t, func(t *testing.T, interval int64) storetest.ArchiveStore {
+		s := open(t, pg.URL())
+		s.SetSnapshotInterval(interval)
+		return s
+	})
+}
+
 // Replicas starting together race to migrate; the advisory lock must make
 // exactly one of them apply each migration and the others see it applied.
 func TestConcurrentMigrations(t *testing.T) {

@@ -27,10 +27,10 @@ const FileName = "tandem.db"
 const schema = `
 CREATE TABLE IF NOT EXISTS documents (
 	id      TEXT PRIMARY KEY,
-	text    TEXT NOT NULL,
+	text    TEXT NOT NULL,    -- the text at rev (may lag head)
 	rev     INTEGER NOT NULL,
 	created INTEGER NOT NULL, -- unix milliseconds
-	updated INTEGER NOT NULL
+	updated INTEGER NOT NULL  -- unix milliseconds of the last write
 );
 CREATE TABLE IF NOT EXISTS operations (
 	doc    TEXT NOT NULL,
@@ -42,7 +42,21 @@ CREATE TABLE IF NOT EXISTS operations (
 	time   INTEGER NOT NULL, -- unix nanoseconds
 	PRIMARY KEY (doc, rev)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS snapshots (
+	doc  TEXT NOT NULL,
+	rev  INTEGER NOT NULL,
+	text TEXT NOT NULL,
+	PRIMARY KEY (doc, rev)
+) WITHOUT ROWID;
 `
+
+// columns added to documents after the first release: the head revision
+// and the text's size at it, kept current by every Write so that listing
+// documents reads one row each.
+var addedColumns = []struct{ name, ddl string }{
+	{"head", `ALTER TABLE documents ADD COLUMN head INTEGER NOT NULL DEFAULT 0`},
+	{"size", `ALTER TABLE documents ADD COLUMN size INTEGER NOT NULL DEFAULT 0`},
+}
 
 // Store is a store.Durable backed by SQLite.
 type Store struct {
@@ -59,6 +73,10 @@ type Store struct {
 	// for a write. This process is the database's only writer.
 	mu     sync.Mutex
 	recent map[string]*storedDoc
+
+	// interval is how many revisions apart snapshots are kept.
+	interval int64
+	insertSnap, upsertHead *sql.Stmt
 }
 
 // storedDoc is a document as the database holds it after a commit: its
@@ -67,6 +85,8 @@ type storedDoc struct {
 	rope    *rope.Rope
 	rev     int64
 	snapRev int64
+	// written: this Write stored entries of the document (reset per Write).
+	written bool
 }
 
 // snapshotEvery is how far a document's row in documents may fall behind
@@ -81,10 +101,22 @@ const snapshotEvery = 256
 const maxRecent = 64
 
 const (
-	selectDocSQL = `SELECT text, rev FROM documents WHERE id = ?`
+	// The newest of the documents row and the periodic snapshots: after
+	// compaction the operations before the newest snapshot may be gone.
+	selectDocSQL = `SELECT text, rev FROM (
+			SELECT text, rev FROM documents WHERE id = ?1
+			UNION ALL
+			SELECT text, rev FROM (SELECT text, rev FROM snapshots WHERE doc = ?1 ORDER BY rev DESC LIMIT 1)
+		) ORDER BY rev DESC LIMIT 1`
 	insertOpSQL  = `INSERT INTO operations (doc, rev, client, seq, user, op, time) VALUES (?, ?, ?, ?, ?, ?, ?)`
-	upsertDocSQL = `INSERT INTO documents (id, text, rev, created, updated) VALUES (?, ?, ?, ?, ?)
-			 ON CONFLICT(id) DO UPDATE SET text = excluded.text, rev = excluded.rev, updated = excluded.updated`
+	upsertDocSQL = `INSERT INTO documents (id, text, rev, created, updated, head, size) VALUES (?, ?, ?, ?, ?, ?, ?)
+			 ON CONFLICT(id) DO UPDATE SET text = excluded.text, rev = excluded.rev, updated = excluded.updated,
+			 head = excluded.head, size = excluded.size`
+	// upsertHead records head and size without rewriting the text; a new
+	// document's row starts empty at revision 0, its operations after it.
+	upsertHeadSQL = `INSERT INTO documents (id, text, rev, created, updated, head, size) VALUES (?, '', 0, ?, ?, ?, ?)
+			 ON CONFLICT(id) DO UPDATE SET updated = excluded.updated, head = excluded.head, size = excluded.size`
+	insertSnapSQL = `INSERT OR IGNORE INTO snapshots (doc, rev, text) VALUES (?, ?, ?)`
 )
 
 var _ store.Durable = (*Store)(nil)
@@ -98,7 +130,9 @@ func Open(ctx context.Context, dir string) (*Store, error) {
 	// WAL lets readers proceed during a write; synchronous(FULL) makes a
 	// committed flush survive power loss, which is what "acknowledged and
 	// flushed" promises.
-	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(ON)"
+	// auto_vacuum(INCREMENTAL) must come first: it only takes effect on a
+	// database without tables (an older file is converted once below).
+	dsn := "file:" + path + "?_pragma=auto_vacuum(INCREMENTAL)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(ON)"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite %q: %w", path, err)
@@ -110,17 +144,90 @@ func Open(ctx context.Context, dir string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("create schema in %q: %w", path, err)
 	}
-	st := &Store{db: db, recent: map[string]*storedDoc{}}
+	if err := upgrade(ctx, db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("upgrade schema in %q: %w", path, err)
+	}
+	st := &Store{db: db, recent: map[string]*storedDoc{}, interval: store.DefaultSnapshotInterval}
 	for _, p := range []struct {
 		stmt **sql.Stmt
 		sql  string
-	}{{&st.insertOp, insertOpSQL}, {&st.upsertDoc, upsertDocSQL}} {
+	}{{&st.insertOp, insertOpSQL}, {&st.upsertDoc, upsertDocSQL}, {&st.upsertHead, upsertHeadSQL}, {&st.insertSnap, insertSnapSQL}} {
 		if *p.stmt, err = db.PrepareContext(ctx, p.sql); err != nil {
 			db.Close()
 			return nil, fmt.Errorf("prepare statement in %q: %w", path, err)
 		}
 	}
 	return st, nil
+}
+
+// upgrade brings a database made by an older release to the current
+// schema: the head and size columns (filled from what is stored), and
+// incremental auto-vacuum, which needs one full VACUUM to switch on.
+func upgrade(ctx context.Context, db *sql.DB) error {
+	have := map[string]bool{}
+	rows, err := db.QueryContext(ctx, `SELECT name FROM pragma_table_info('documents')`)
+	if err != nil {
+		return fmt.Errorf("read columns: %w", err)
+	}
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			rows.Close()
+			return fmt.Errorf("read columns: %w", err)
+		}
+		have[name] = true
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read columns: %w", err)
+	}
+	added := false
+	for _, c := range addedColumns {
+		if !have[c.name] {
+			if _, err := db.ExecContext(ctx, c.ddl); err != nil {
+				return fmt.Errorf("add column %s: %w", c.name, err)
+			}
+			added = true
+		}
+	}
+	if added {
+		// Documents whose row was never written (fewer operations than
+		// the snapshot interval) get one at revision 0; head and size
+		// come from what is stored (size as of the row's text: exact
+		// again after the document's next write).
+		for _, q := range []string{
+			`INSERT OR IGNORE INTO documents (id, text, rev, created, updated)
+			 SELECT doc, '', 0, min(time) / 1000000, max(time) / 1000000 FROM operations GROUP BY doc`,
+			`UPDATE documents SET size = length(CAST(text AS BLOB)),
+			 head = max(rev, coalesce((SELECT max(o.rev) FROM operations o WHERE o.doc = documents.id), 0))`,
+		} {
+			if _, err := db.ExecContext(ctx, q); err != nil {
+				return fmt.Errorf("fill head and size: %w", err)
+			}
+		}
+	}
+	var mode int
+	if err := db.QueryRowContext(ctx, `PRAGMA auto_vacuum`).Scan(&mode); err != nil {
+		return fmt.Errorf("read auto_vacuum: %w", err)
+	}
+	if mode != 2 { // 2 = incremental
+		if _, err := db.ExecContext(ctx, `PRAGMA auto_vacuum = INCREMENTAL`); err != nil {
+			return fmt.Errorf("set auto_vacuum: %w", err)
+		}
+		if _, err := db.ExecContext(ctx, `VACUUM`); err != nil {
+			return fmt.Errorf("vacuum to enable incremental auto_vacuum: %w", err)
+		}
+	}
+	return nil
+}
+
+// SetSnapshotInterval sets how many revisions apart snapshots are kept
+// (default store.DefaultSnapshotInterval). Call it before the first Write.
+func (s *Store) SetSnapshotInterval(n int64) {
+	if n > 0 {
+		s.interval = n
+	}
 }
 
 // Ready reports whether the database answers.
@@ -244,6 +351,8 @@ func (s *Store) Write(ctx context.Context, entries []store.Entry) error {
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
 	insertOp := tx.StmtContext(ctx, s.insertOp)
 	upsertDoc := tx.StmtContext(ctx, s.upsertDoc)
+	upsertHead := tx.StmtContext(ctx, s.upsertHead)
+	insertSnap := tx.StmtContext(ctx, s.insertSnap)
 
 	now := time.Now().UnixMilli()
 	for _, e := range entries {
@@ -255,6 +364,7 @@ func (s *Store) Write(ctx context.Context, entries []store.Entry) error {
 					return fmt.Errorf("write: %w", err)
 				}
 			}
+			st.written = false
 			docs[e.Doc] = st
 			order = append(order, e.Doc)
 		}
@@ -275,13 +385,28 @@ func (s *Store) Write(ctx context.Context, entries []store.Entry) error {
 			return fmt.Errorf("insert %q rev %d: %w", e.Doc, e.Rev, err)
 		}
 		st.rev = e.Rev
+		st.written = true
+		if e.Rev%s.interval == 0 {
+			// A snapshot for reading old revisions (time travel) and the
+			// point compaction may cut history at.
+			if _, err := insertSnap.ExecContext(ctx, e.Doc, e.Rev, st.rope.String()); err != nil {
+				return fmt.Errorf("store snapshot of %q at %d: %w", e.Doc, e.Rev, err)
+			}
+		}
 	}
 	for _, id := range order {
 		st := docs[id]
-		if st.rev-st.snapRev < snapshotEvery {
+		if !st.written {
 			continue
 		}
-		if _, err := upsertDoc.ExecContext(ctx, id, st.rope.String(), st.rev, now, now); err != nil {
+		size := int64(st.rope.Bytes())
+		if st.rev-st.snapRev < snapshotEvery {
+			if _, err := upsertHead.ExecContext(ctx, id, now, now, st.rev, size); err != nil {
+				return fmt.Errorf("store head of %q at %d: %w", id, st.rev, err)
+			}
+			continue
+		}
+		if _, err := upsertDoc.ExecContext(ctx, id, st.rope.String(), st.rev, now, now, st.rev, size); err != nil {
 			return fmt.Errorf("store snapshot of %q at %d: %w", id, st.rev, err)
 		}
 		st.snapRev = st.rev
@@ -317,7 +442,7 @@ func (s *Store) writeSnapshots() error {
 		if st.rev == st.snapRev {
 			continue
 		}
-		if _, err := tx.StmtContext(ctx, s.upsertDoc).ExecContext(ctx, id, st.rope.String(), st.rev, now, now); err != nil {
+		if _, err := tx.StmtContext(ctx, s.upsertDoc).ExecContext(ctx, id, st.rope.String(), st.rev, now, now, st.rev, int64(st.rope.Bytes())); err != nil {
 			return fmt.Errorf("store snapshot of %q at %d: %w", id, st.rev, err)
 		}
 	}
@@ -332,7 +457,7 @@ func (s *Store) Close() error {
 	s.mu.Lock()
 	err := s.writeSnapshots()
 	s.mu.Unlock()
-	for _, st := range []*sql.Stmt{s.insertOp, s.upsertDoc} {
+	for _, st := range []*sql.Stmt{s.insertOp, s.upsertDoc, s.upsertHead, s.insertSnap} {
 		st.Close()
 	}
 	if err != nil {

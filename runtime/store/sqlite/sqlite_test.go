@@ -26,6 +26,14 @@ func TestDurableConformance(t *testing.T) {
 	storetest.RunDurable(t, func(t *testing.T) store.Durable { return open(t, t.TempDir()) })
 }
 
+func TestArchiveConformance(t *testing.T) {
+	storetest.RunArchive(t, func(t *testing.T, interval int64) storetest.ArchiveStore {
+		s := open(t, t.TempDir())
+		s.SetSnapshotInterval(interval)
+		return s
+	})
+}
+
 func TestSurvivesReopen(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
