@@ -33,7 +33,7 @@ func runToken(args []string, getenv func(string) string, stdout, stderr io.Write
 	name := fs.String("name", "", "display name (default: the user id)")
 	var docs docList
 	fs.Var(&docs, "doc", `document id or prefix pattern ending in "*"; repeatable`)
-	perm := fs.String("perm", "write", `"read" or "write"`)
+	perm := fs.String("perm", "write", `"read", "write" or "admin" (admin: the admin API on the --doc documents, and editing them)`)
 	ttl := fs.Duration("ttl", time.Hour, "validity")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -26,7 +26,13 @@ type Perm string
 const (
 	PermRead  Perm = "read"
 	PermWrite Perm = "write"
+	// PermAdmin may use the admin API (list, delete, export) on the
+	// documents its patterns grant, and edit them like PermWrite.
+	PermAdmin Perm = "admin"
 )
+
+// Valid reports whether p is a known permission.
+func (p Perm) Valid() bool { return p == PermRead || p == PermWrite || p == PermAdmin }
 
 // MinKeyBytes is the shortest accepted HS256 key (RFC 7518: at least the
 // hash size).
@@ -118,7 +124,24 @@ func validColor(c string) bool {
 }
 
 // CanWrite reports whether the identity may submit operations.
-func (i Identity) CanWrite() bool { return i.Perm == PermWrite }
+func (i Identity) CanWrite() bool { return i.Perm == PermWrite || i.Perm == PermAdmin }
+
+// Admin is an authenticated holder of an admin token: Docs are the
+// patterns (see MatchDoc) of the documents it administers.
+type Admin struct {
+	User store.User
+	Docs []string
+}
+
+// Allows reports whether the admin token grants doc.
+func (a Admin) Allows(doc string) bool { return MatchDoc(a.Docs, doc) }
+
+// AdminAuthenticator is implemented by authenticators that can vouch for
+// admin tokens. Anonymous mode cannot: it authenticates nobody, so the
+// admin API is refused there.
+type AdminAuthenticator interface {
+	AuthenticateAdmin(token string) (Admin, error)
+}
 
 // Error is an authentication or authorization failure; Code is
 // protocol.CodeUnauthorized or protocol.CodeForbidden.
@@ -175,8 +198,43 @@ func NewJWT(key []byte, now func() time.Time) (*JWT, error) {
 
 // Authenticate implements Authenticator.
 func (j *JWT) Authenticate(token, doc string) (Identity, error) {
+	c, err := j.parse(token)
+	if err != nil {
+		return Identity{}, err
+	}
+	if !MatchDoc(c.Docs, doc) {
+		return Identity{}, &Error{Code: CodeForbidden, Msg: fmt.Sprintf("token does not grant document %q", doc)}
+	}
+	name := c.Name
+	if name == "" {
+		name = c.Subject
+	}
+	// ExpiresAt is required, so it is set.
+	validFor := c.ExpiresAt.Add(Leeway).Sub(j.now())
+	return Identity{User: store.User{ID: c.Subject, Name: name, Color: ColorFor(c.Subject)}, Perm: c.Perm, ValidFor: validFor}, nil
+}
+
+// AuthenticateAdmin implements AdminAuthenticator: the token must be valid
+// and carry the admin permission.
+func (j *JWT) AuthenticateAdmin(token string) (Admin, error) {
+	c, err := j.parse(token)
+	if err != nil {
+		return Admin{}, err
+	}
+	if c.Perm != PermAdmin {
+		return Admin{}, &Error{Code: CodeForbidden, Msg: fmt.Sprintf("token permission is %q; the admin API needs %q", c.Perm, PermAdmin)}
+	}
+	name := c.Name
+	if name == "" {
+		name = c.Subject
+	}
+	return Admin{User: store.User{ID: c.Subject, Name: name, Color: ColorFor(c.Subject)}, Docs: c.Docs}, nil
+}
+
+// parse verifies token and its claims, whatever document it is for.
+func (j *JWT) parse(token string) (Claims, error) {
 	if token == "" {
-		return Identity{}, &Error{Code: CodeUnauthorized, Msg: "missing token"}
+		return Claims{}, &Error{Code: CodeUnauthorized, Msg: "missing token"}
 	}
 	var c Claims
 	_, err := jwt.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return j.key, nil },
@@ -195,29 +253,20 @@ func (j *JWT) Authenticate(token, doc string) (Identity, error) {
 		case errors.Is(err, jwt.ErrTokenMalformed):
 			msg = "token malformed"
 		}
-		return Identity{}, &Error{Code: CodeUnauthorized, Msg: msg, Err: err}
+		return Claims{}, &Error{Code: CodeUnauthorized, Msg: msg, Err: err}
 	}
 	if c.Subject == "" {
-		return Identity{}, &Error{Code: CodeUnauthorized, Msg: "token has no subject"}
+		return Claims{}, &Error{Code: CodeUnauthorized, Msg: "token has no subject"}
 	}
 	if strings.IndexByte(c.Subject, 0) >= 0 {
 		// The subject is stored as the author of every operation, and
 		// PostgreSQL cannot hold U+0000 (see protocol.CheckText).
-		return Identity{}, &Error{Code: CodeUnauthorized, Msg: "token subject contains U+0000"}
+		return Claims{}, &Error{Code: CodeUnauthorized, Msg: "token subject contains U+0000"}
 	}
-	if c.Perm != PermRead && c.Perm != PermWrite {
-		return Identity{}, &Error{Code: CodeUnauthorized, Msg: fmt.Sprintf("token permission %q is neither read nor write", c.Perm)}
+	if !c.Perm.Valid() {
+		return Claims{}, &Error{Code: CodeUnauthorized, Msg: fmt.Sprintf("token permission %q is not read, write or admin", c.Perm)}
 	}
-	if !MatchDoc(c.Docs, doc) {
-		return Identity{}, &Error{Code: CodeForbidden, Msg: fmt.Sprintf("token does not grant document %q", doc)}
-	}
-	name := c.Name
-	if name == "" {
-		name = c.Subject
-	}
-	// ExpiresAt is required, so it is set.
-	validFor := c.ExpiresAt.Add(Leeway).Sub(j.now())
-	return Identity{User: store.User{ID: c.Subject, Name: name, Color: ColorFor(c.Subject)}, Perm: c.Perm, ValidFor: validFor}, nil
+	return c, nil
 }
 
 // MatchDoc reports whether doc is granted by patterns: an exact id, or a
@@ -256,8 +305,8 @@ func Mint(key []byte, o MintOptions) (string, error) {
 	if len(o.Docs) == 0 {
 		return "", errors.New("mint token: at least one document or pattern is required")
 	}
-	if o.Perm != PermRead && o.Perm != PermWrite {
-		return "", fmt.Errorf("mint token: permission %q is neither read nor write", o.Perm)
+	if !o.Perm.Valid() {
+		return "", fmt.Errorf("mint token: permission %q is not read, write or admin", o.Perm)
 	}
 	if o.TTL <= 0 {
 		return "", errors.New("mint token: ttl must be positive")

@@ -47,6 +47,10 @@ type (
 	encodedReq struct {
 		reply chan<- result[*protocol.EncodedText]
 	}
+	// deletedReq: the document was deleted; close its connections.
+	deletedReq struct {
+		reply chan<- result[struct{}]
+	}
 )
 
 // storeTimeout bounds every single call to a backing store, so a stuck
@@ -192,6 +196,10 @@ func (a *actor) run() {
 			case req = <-a.inbox:
 			case e, ok := <-logC:
 				if !ok {
+					if err := logSub.Err(); errors.Is(err, store.ErrDeleted) {
+						a.deleted()
+						continue
+					}
 					if err := logSub.Err(); errors.Is(err, store.ErrReset) {
 						a.unload("log reset", err)
 						continue
@@ -281,6 +289,9 @@ func (a *actor) run() {
 			r.reply <- result[*protocol.EncodedText]{v: t, err: err}
 		case replyReq:
 			a.reply(r.r)
+		case deletedReq:
+			a.deleted()
+			r.reply <- result[struct{}]{}
 		}
 	}
 }
@@ -298,6 +309,8 @@ func (a *actor) failPending(err error) {
 				r.reply <- result[store.Snapshot]{err: err}
 			case encodedReq:
 				r.reply <- result[*protocol.EncodedText]{err: err}
+			case deletedReq:
+				r.reply <- result[struct{}]{}
 			case submitReq:
 				a.sendProblem(r.member, problemf(protocol.CodeUnavailable, &r.seq, "document unavailable, retry"))
 			}
@@ -572,6 +585,29 @@ func (a *actor) unload(why string, err error) {
 		a.drop(conn)
 		if m.Kick != nil {
 			m.Kick("document reloading")
+		}
+	}
+}
+
+// deleted gives up the document because it was deleted: its members are
+// told so (they must not reconnect to it) and the actor exits at the top
+// of its loop; the next open loads the document afresh, empty.
+func (a *actor) deleted() {
+	if a.text == nil {
+		return
+	}
+	a.log.Info("document deleted; closing its connections", "members", len(a.members))
+	a.text = nil
+	// New requests start a fresh actor at once: the document is empty now,
+	// not unavailable.
+	a.m.forget(a)
+	for conn, m := range a.members {
+		a.drop(conn)
+		switch {
+		case m.Deleted != nil:
+			m.Deleted()
+		case m.Kick != nil:
+			m.Kick("document deleted")
 		}
 	}
 }

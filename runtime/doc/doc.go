@@ -215,6 +215,10 @@ type Member struct {
 	// member for its own reasons (reloading, shutting down) so the client
 	// reconnects; it must not block.
 	Kick func(reason string)
+	// Deleted, optional, ends the connection because the document was
+	// deleted (the client must not reconnect to it); without it Kick is
+	// called. It must not block.
+	Deleted func()
 
 	// joined is the head revision the member's welcome was made at: every
 	// entry after it was sent to the member as it committed.
@@ -356,6 +360,11 @@ func readRange(ctx context.Context, l store.Log, d store.Durable, id string, fro
 	if err != nil {
 		return nil, fmt.Errorf("read %q history after %d: %w", id, from, err)
 	}
+	// The log trims only what the durable store holds, so a durable store
+	// that starts later has compacted the rest away (retention).
+	if len(older) > 0 && older[0].Rev > from+1 {
+		return nil, fmt.Errorf("read %q history after %d (kept from %d): %w", id, from, older[0].Rev, store.ErrCompacted)
+	}
 	// The durable store may lag the log (unflushed entries); the log has
 	// those, so take whatever the durable store lacks from the log.
 	last := from
@@ -364,6 +373,9 @@ func readRange(ctx context.Context, l store.Log, d store.Durable, id string, fro
 	}
 	if to < 0 || last < to {
 		newer, err := l.Read(ctx, id, last, to)
+		if errors.Is(err, store.ErrTrimmed) && len(older) == 0 {
+			return nil, fmt.Errorf("read %q revisions after %d: %w (%w)", id, last, err, store.ErrCompacted)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("read %q revisions after %d: %w", id, last, err)
 		}

@@ -46,6 +46,8 @@ const (
 	CodeUnauthorized = "unauthorized" // missing, malformed, expired or wrongly signed token
 	CodeUnavailable  = "unavailable"  // storage temporarily unreachable or too contended: retry
 	CodeInternal     = "internal"     // a bug; the message is logged server side
+	CodeNotFound     = "not_found"    // no such revision (after the head)
+	CodeGone         = "gone"         // the revision is older than the retained history
 )
 
 // WebSocket close codes (4000-4999 are reserved for applications).
@@ -57,6 +59,7 @@ const (
 	CloseUnauthorized = 4001 // authentication failed; do not retry with the same token
 	CloseBadMessage   = 4002 // protocol violation before or during the handshake
 	CloseForbidden    = 4003 // token valid but not for this document
+	CloseDeleted      = 4004 // the document was deleted (admin API); do not reconnect to it
 	CloseRateLimited  = 4008 // kept exceeding the operation rate after being warned
 	CloseDocFull      = 4009 // too many connections to this document
 	CloseSlowConsumer = 4010 // the client did not read fast enough; reconnect and resume

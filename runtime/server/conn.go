@@ -766,7 +766,8 @@ func (c *conn) handshake(ctx context.Context, headerToken string) (*doc.Session,
 		Conn: c.id, Client: hello.Client, User: id.User, Perm: string(id.Perm), AuthTTLMs: id.ValidFor.Milliseconds(),
 		Limits: protocol.Limits{MaxMessageBytes: s.opts.Limits.MaxMessageBytes, MaxOpBytes: s.opts.Limits.MaxOpBytes},
 		Send:   c.queue, Flush: c.flush,
-		Kick: func(reason string) { c.close(protocol.CloseRestart, reason) },
+		Kick:    func(reason string) { c.close(protocol.CloseRestart, reason) },
+		Deleted: func() { c.close(protocol.CloseDeleted, "document deleted") },
 	}, hello.Rev)
 	if err != nil {
 		s.log.Warn("join document", "doc", c.doc, "err", err)

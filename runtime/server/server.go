@@ -168,6 +168,9 @@ func New(opts Options) *Server {
 	mux.HandleFunc("GET /v1/docs/{docId}/ws", s.serveWS)
 	mux.HandleFunc("GET /v1/docs/{docId}", s.serveDoc)
 	mux.HandleFunc("GET /v1/docs/{docId}/ops", s.serveOps)
+	mux.HandleFunc("GET /v1/docs", s.serveList)
+	mux.HandleFunc("DELETE /v1/docs/{docId}", s.serveDelete)
+	mux.HandleFunc("GET /v1/docs/{docId}/export", s.serveExport)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
@@ -355,6 +358,26 @@ func (s *Server) serveDoc(w http.ResponseWriter, r *http.Request) {
 	if !s.authorize(w, r, id) {
 		return
 	}
+	if v := r.URL.Query().Get("rev"); v != "" {
+		rev, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || rev < 0 {
+			s.writeError(w, http.StatusBadRequest, protocol.CodeBadMessage, "rev must be a revision >= 0")
+			return
+		}
+		if !s.roomForSlowReaders(w) {
+			return
+		}
+		snap, ok := s.textAt(w, r, id, rev)
+		if !ok {
+			return
+		}
+		writeJSON(w, http.StatusOK, struct {
+			ID   string `json:"id"`
+			Rev  int64  `json:"rev"`
+			Text string `json:"text"`
+		}{id, snap.Rev, snap.Text})
+		return
+	}
 	text, err := s.opts.Manager.EncodedText(r.Context(), id)
 	if err != nil {
 		s.log.Warn("snapshot", "doc", id, "err", err)
@@ -445,6 +468,10 @@ func (s *Server) serveOps(w http.ResponseWriter, r *http.Request) {
 		upto := min(end, last+historyChunk)
 		want := upto - last
 		chunk, err := s.opts.Manager.History(r.Context(), id, last, upto)
+		if errors.Is(err, store.ErrCompacted) {
+			s.writeError(w, http.StatusGone, protocol.CodeGone, fmt.Sprintf("revisions after %d are older than the retained history", last))
+			return
+		}
 		if err != nil {
 			s.log.Warn("history", "doc", id, "err", err)
 			s.writeError(w, http.StatusServiceUnavailable, protocol.CodeUnavailable, "history unavailable, retry")

@@ -158,6 +158,10 @@ type Archive interface {
 	// no snapshot is old enough; one whose operations up to rev were
 	// compacted away returns ErrCompacted.
 	SnapshotAt(ctx context.Context, doc string, rev int64) (Snapshot, error)
+	// Oldest returns the snapshot the retained history starts from: empty
+	// at 0 while the whole history is kept, else the snapshot compaction
+	// cut at. The stored operations follow it without a gap.
+	Oldest(ctx context.Context, doc string) (Snapshot, error)
 	// List returns up to limit stored documents whose ids start with
 	// prefix and sort (bytewise) after after, in id order.
 	List(ctx context.Context, prefix, after string, limit int) ([]DocInfo, error)

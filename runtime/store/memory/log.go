@@ -85,6 +85,7 @@ type docLog struct {
 	subs    int           // live subscriptions
 	used    time.Time     // last access, for forgetting idle documents
 	writing bool          // SyncCommit: an append is being written; it goes after head
+	deleted bool          // the document was deleted: subscriptions end with store.ErrDeleted
 }
 
 // commitReq is one Append waiting for its durable write.
@@ -422,7 +423,12 @@ func (l *Log) feed(ctx context.Context, doc string, d *docLog, after int64, s *s
 		closed := l.closed
 		batch, err := d.read(next, -1)
 		changed := d.changed
+		deleted := d.deleted
 		l.mu.Unlock()
+		if deleted {
+			s.setErr(fmt.Errorf("subscription to %q: %w", doc, store.ErrDeleted))
+			return
+		}
 		if errors.Is(err, store.ErrTrimmed) && l.opts.Durable != nil {
 			// Dropped entries were flushed first, so the durable store has them.
 			batch, err = l.opts.Durable.Ops(ctx, doc, next, d.base)
@@ -628,6 +634,70 @@ func (l *Log) forget() {
 			delete(l.docs, id)
 		}
 	}
+}
+
+// errDeleting refuses a document while Delete removes it.
+var errDeleting = fmt.Errorf("memory log: document being deleted: %w", store.ErrUnavailable)
+
+var _ store.Deleter = (*Log)(nil)
+
+// Delete implements store.Deleter: it drops doc's state and pending
+// entries, removes it from the durable store (when that is a store.Archive)
+// and ends its subscriptions with store.ErrDeleted. While it runs, the
+// document is refused (unavailable), so nothing is written to it between
+// the two stores.
+func (l *Log) Delete(ctx context.Context, doc string) error {
+	tomb := &docLog{ready: make(chan struct{}), changed: make(chan struct{}), loadErr: errDeleting, used: time.Now()}
+	close(tomb.ready)
+	l.mu.Lock()
+	for {
+		d := l.docs[doc]
+		if d == nil || !d.writing {
+			break
+		}
+		// A synchronous commit of the document is under way: let it end.
+		l.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("delete %q: wait for its write: %w", doc, ctx.Err())
+		case <-time.After(2 * time.Millisecond):
+		}
+		l.mu.Lock()
+	}
+	if old := l.docs[doc]; old != nil {
+		old.deleted = true
+		close(old.changed)
+		old.changed = make(chan struct{})
+	}
+	l.docs[doc] = tomb
+	kept := l.pending[:0]
+	for _, e := range l.pending {
+		if e.Doc != doc {
+			kept = append(kept, e)
+		}
+	}
+	clear(l.pending[len(kept):])
+	l.pending = kept
+	l.mu.Unlock()
+	defer func() {
+		l.mu.Lock()
+		if l.docs[doc] == tomb {
+			delete(l.docs, doc)
+		}
+		l.mu.Unlock()
+	}()
+	a, ok := l.opts.Durable.(store.Archive)
+	if !ok {
+		return nil
+	}
+	// Flush holds flushMu while it writes: a batch taken before the
+	// pending entries were dropped is written before the delete.
+	l.flushMu.Lock()
+	defer l.flushMu.Unlock()
+	if err := a.Delete(ctx, doc); err != nil {
+		return fmt.Errorf("delete %q from the durable store: %w", doc, err)
+	}
+	return nil
 }
 
 // Docs reports how many documents the log holds in memory.

@@ -49,6 +49,21 @@ func (s *Store) SnapshotAt(ctx context.Context, doc string, rev int64) (store.Sn
 	return snap, nil
 }
 
+// Oldest implements store.Archive.
+func (s *Store) Oldest(ctx context.Context, doc string) (store.Snapshot, error) {
+	var first *int64
+	if err := s.pool.QueryRow(ctx, `SELECT min(rev) FROM operations WHERE doc_id = $1`, doc).Scan(&first); err != nil {
+		return store.Snapshot{}, fmt.Errorf("first operation of doc %q: %w", doc, err)
+	}
+	switch {
+	case first == nil:
+		return s.Load(ctx, doc)
+	case *first <= 1:
+		return store.Snapshot{Doc: doc}, nil
+	}
+	return s.SnapshotAt(ctx, doc, *first-1)
+}
+
 // List implements store.Archive. Ids compare bytewise (COLLATE "C"),
 // whatever the database's collation, so cursors are stable.
 func (s *Store) List(ctx context.Context, prefix, after string, limit int) ([]store.DocInfo, error) {

@@ -245,6 +245,9 @@ func (l *Log) Head(ctx context.Context, doc string) (int64, error) {
 type notification struct {
 	Epoch   string            `json:"epoch"`
 	Entries []json.RawMessage `json:"entries"`
+	// Deleted: the document was deleted; subscriptions end with
+	// store.ErrDeleted.
+	Deleted bool `json:"deleted,omitempty"`
 }
 
 // Append commits entries at expected+1... if the head is at expected.
@@ -506,3 +509,39 @@ func parseRead(doc, epoch string, from, to int64, res []any) ([]store.Entry, int
 
 // isReset reports whether err says the document's log was reset.
 func isReset(err error) bool { return errors.Is(err, ErrReset) }
+
+var _ store.Deleter = (*Log)(nil)
+
+// Delete implements store.Deleter: the document's keys go (log, metadata,
+// owner lease, presence), every replica's subscriptions to it end with
+// store.ErrDeleted (pub/sub), and its rows go from the durable store. The
+// keys are deleted again after the durable store, in case a replica
+// reseeded the document from it in between. A persistence pointer left
+// for it finds no log and writes nothing.
+func (l *Log) Delete(ctx context.Context, doc string) error {
+	payload, err := json.Marshal(notification{Deleted: true})
+	if err != nil {
+		return fmt.Errorf("delete doc %q: %w", doc, err)
+	}
+	del := func() error {
+		_, err := call(l.c.cb, "delete doc "+strconv.Quote(doc), func() (any, error) {
+			return l.c.sc.delete.Run(ctx, l.c.rdb,
+				[]string{metaKey(doc), logKey(doc), ownerKey(doc), presenceKey(doc), presenceExpKey(doc)},
+				opsChannel(doc), string(payload)).Result()
+		})
+		return err
+	}
+	if err := del(); err != nil {
+		return err
+	}
+	l.forget(doc)
+	if a, ok := l.c.durable.(store.Archive); ok {
+		if err := a.Delete(ctx, doc); err != nil {
+			return fmt.Errorf("delete doc %q from the durable store: %w", doc, err)
+		}
+		if err := del(); err != nil {
+			return err
+		}
+	}
+	return nil
+}

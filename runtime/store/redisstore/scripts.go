@@ -18,6 +18,7 @@ type scripts struct {
 	presUpdate, presRemove, presSweep *redis.Script
 	presRefresh                       *redis.Script
 	ownerClaim, ownerRelease          *redis.Script
+	delete                            *redis.Script
 }
 
 func loadScripts() (*scripts, error) {
@@ -32,7 +33,7 @@ func loadScripts() (*scripts, error) {
 	for name, dst := range map[string]**redis.Script{
 		"meta": &s.meta, "append": &s.append, "read": &s.read, "persisted": &s.persisted,
 		"presence_update": &s.presUpdate, "presence_remove": &s.presRemove, "presence_sweep": &s.presSweep, "presence_refresh": &s.presRefresh,
-		"owner_claim": &s.ownerClaim, "owner_release": &s.ownerRelease,
+		"owner_claim": &s.ownerClaim, "owner_release": &s.ownerRelease, "delete": &s.delete,
 	} {
 		sc, err := load(name)
 		if err != nil {

@@ -3,6 +3,7 @@ package redisstore
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -133,7 +134,7 @@ func (w *subWorker) run(ctx context.Context, backlog []store.Entry) error {
 			err = w.catchUp(ctx, true)
 		}
 		if err != nil {
-			if isReset(err) || ctx.Err() != nil {
+			if isReset(err) || errors.Is(err, store.ErrDeleted) || ctx.Err() != nil {
 				return err
 			}
 			// Redis trouble: keep the subscription and try again at the
@@ -149,6 +150,10 @@ func (w *subWorker) onNotification(ctx context.Context, payload string) error {
 	var n notification
 	if err := json.Unmarshal([]byte(payload), &n); err != nil {
 		return w.catchUp(ctx, true)
+	}
+	if n.Deleted {
+		w.l.forget(w.doc) // the next open learns the new epoch quietly
+		return fmt.Errorf("subscription to doc %q: %w", w.doc, store.ErrDeleted)
 	}
 	if n.Epoch != w.epoch {
 		// The reset is left for the next Append/Read/Head to report too:

@@ -50,6 +50,22 @@ func (s *Store) SnapshotAt(ctx context.Context, doc string, rev int64) (store.Sn
 	return snap, nil
 }
 
+// Oldest implements store.Archive.
+func (s *Store) Oldest(ctx context.Context, doc string) (store.Snapshot, error) {
+	var first sql.NullInt64
+	if err := s.db.QueryRowContext(ctx, `SELECT min(rev) FROM operations WHERE doc = ?`, doc).Scan(&first); err != nil {
+		return store.Snapshot{}, fmt.Errorf("first operation of %q: %w", doc, err)
+	}
+	switch {
+	case !first.Valid:
+		// No operations kept at all: the newest snapshot is all there is.
+		return s.Load(ctx, doc)
+	case first.Int64 <= 1:
+		return store.Snapshot{Doc: doc}, nil
+	}
+	return s.SnapshotAt(ctx, doc, first.Int64-1)
+}
+
 // List implements store.Archive.
 func (s *Store) List(ctx context.Context, prefix, after string, limit int) ([]store.DocInfo, error) {
 	rows, err := s.db.QueryContext(ctx, `

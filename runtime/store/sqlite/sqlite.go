@@ -75,7 +75,7 @@ type Store struct {
 	recent map[string]*storedDoc
 
 	// interval is how many revisions apart snapshots are kept.
-	interval int64
+	interval               int64
 	insertSnap, upsertHead *sql.Stmt
 }
 

@@ -199,6 +199,17 @@ func RunArchive(t *testing.T, newArchive func(t *testing.T, interval int64) Arch
 						t.Fatalf("text at a compacted revision: err = %v, want ErrCompacted", err)
 					}
 				}
+				// The history exported from Oldest replays to the text.
+				oldest, err := a.Oldest(ctx, doc)
+				if err != nil {
+					t.Fatalf("Oldest: %v", err)
+				}
+				if oldest.Rev >= tc.keepFrom && tc.keepFrom > 0 {
+					t.Fatalf("Oldest is at %d, after the kept revision %d", oldest.Rev, tc.keepFrom)
+				}
+				if got, err := textAt(ctx, a, doc, oldest.Rev); err != nil || got != oldest.Text || oldest.Text != texts[oldest.Rev] {
+					t.Fatalf("Oldest = rev %d %q; text there %q, %v", oldest.Rev, oldest.Text, got, err)
+				}
 				snap, err := a.Load(ctx, doc)
 				if err != nil || snap.Rev != 300 || snap.Text != texts[300] {
 					t.Fatalf("Load after compaction = rev %d, %v; want rev 300 and the current text", snap.Rev, err)
