@@ -44,6 +44,7 @@ func openDistributed(ctx context.Context, cfg *config.Config, reg prometheus.Reg
 		RedisCluster:      cfg.RedisCluster,
 		FlushInterval:     cfg.FlushInterval,
 		FlushBatch:        cfg.FlushBatch,
+		SnapshotInterval:  int64(cfg.SnapshotInterval),
 		Waiting:           waiting,
 		Logger:            slog.Default(),
 	}, reg)

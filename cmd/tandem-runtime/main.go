@@ -83,6 +83,7 @@ func openEmbedded(ctx context.Context, cfg *config.Config, logger *slog.Logger) 
 	if err != nil {
 		return nil, err
 	}
+	durable.SetSnapshotInterval(int64(cfg.SnapshotInterval))
 	l := memory.NewLog(memory.LogOptions{Durable: durable, SyncCommit: true, FlushInterval: cfg.FlushInterval, FlushBatch: cfg.FlushBatch, Logger: logger})
 	p := memory.NewPresence(memory.PresenceOptions{TTL: 30 * time.Second})
 	return &backends{
@@ -195,6 +196,22 @@ func run(ctx context.Context, cfg *config.Config, stdout io.Writer) error {
 		Web:             web.Handler(),
 	})
 	g.open(srv.Handler())
+	// History retention: a background pass every --compaction-interval,
+	// stopped before the stores close. Across replicas the PostgreSQL
+	// store lets one compact at a time (an advisory lock per batch).
+	compactCtx, stopCompaction := context.WithCancel(ctx)
+	compactionDone := make(chan struct{})
+	go func() {
+		defer close(compactionDone)
+		store.RunCompaction(compactCtx, mgr.Archive(), store.CompactionOptions{
+			Retention: cfg.HistoryRetention, Every: cfg.CompactionInterval, Logger: logger,
+		})
+	}()
+	defer func() { stopCompaction(); <-compactionDone }()
+	if !cfg.HistoryRetention.Keeps() {
+		logger.Info("history retention on", "age", cfg.HistoryRetention.Age, "revisions", cfg.HistoryRetention.Revisions,
+			"every", cfg.CompactionInterval)
+	}
 	mode := "embedded (SQLite in " + cfg.DataDir + ")"
 	if cfg.Distributed() {
 		mode = "distributed (Redis + PostgreSQL)"
@@ -224,6 +241,8 @@ func run(ctx context.Context, cfg *config.Config, stdout io.Writer) error {
 	if err := mgr.Close(sctx); err != nil {
 		errs = append(errs, err)
 	}
+	stopCompaction()
+	<-compactionDone
 	if err := b.Close(sctx); err != nil {
 		errs = append(errs, fmt.Errorf("close storage: %w", err))
 	}

@@ -79,7 +79,7 @@ func TestMintRefusesBadInput(t *testing.T) {
 		{"short key", []byte("short"), auth.MintOptions{Subject: "a", Docs: []string{"d"}, Perm: auth.PermWrite, TTL: time.Hour}, "at least"},
 		{"no subject", key, auth.MintOptions{Docs: []string{"d"}, Perm: auth.PermWrite, TTL: time.Hour}, "subject"},
 		{"no docs", key, auth.MintOptions{Subject: "a", Perm: auth.PermWrite, TTL: time.Hour}, "document"},
-		{"bad perm", key, auth.MintOptions{Subject: "a", Docs: []string{"d"}, Perm: "admin", TTL: time.Hour}, "permission"},
+		{"bad perm", key, auth.MintOptions{Subject: "a", Docs: []string{"d"}, Perm: "owner", TTL: time.Hour}, "permission"},
 		{"no ttl", key, auth.MintOptions{Subject: "a", Docs: []string{"d"}, Perm: auth.PermRead}, "ttl"},
 	}
 	for _, tc := range tests {
@@ -173,5 +173,43 @@ func TestWithProfile(t *testing.T) {
 				t.Errorf("user id changed: %q -> %q", tc.id.User.ID, got.User.ID)
 			}
 		})
+	}
+}
+
+// Admin tokens open the admin API on the documents their patterns grant,
+// and edit those documents; other tokens are refused with forbidden.
+func TestAuthenticateAdmin(t *testing.T) {
+	key := []byte("0123456789abcdef0123456789abcdef")
+	j, err := auth.NewJWT(key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mint := func(perm auth.Perm) string {
+		tok, err := auth.Mint(key, auth.MintOptions{Subject: "ops", Docs: []string{"team-*"}, Perm: perm, TTL: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	adm, err := j.AuthenticateAdmin(mint(auth.PermAdmin))
+	if err != nil {
+		t.Fatalf("AuthenticateAdmin: %v", err)
+	}
+	if !adm.Allows("team-1") || adm.Allows("other") || adm.User.ID != "ops" {
+		t.Fatalf("admin = %+v: wrong scope", adm)
+	}
+	id, err := j.Authenticate(mint(auth.PermAdmin), "team-1")
+	if err != nil || !id.CanWrite() {
+		t.Fatalf("admin token on a granted document: %+v, %v; want write access", id, err)
+	}
+	for _, perm := range []auth.Perm{auth.PermRead, auth.PermWrite} {
+		_, err := j.AuthenticateAdmin(mint(perm))
+		var ae *auth.Error
+		if !errors.As(err, &ae) || ae.Code != auth.CodeForbidden {
+			t.Fatalf("AuthenticateAdmin with a %s token: %v, want forbidden", perm, err)
+		}
+	}
+	if _, err := j.AuthenticateAdmin("garbage"); err == nil {
+		t.Fatal("AuthenticateAdmin accepted garbage")
 	}
 }

@@ -10,8 +10,11 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tandem-dev/tandem/runtime/store"
 )
 
 // Config is the runtime's configuration.
@@ -42,6 +45,15 @@ type Config struct {
 
 	FlushInterval time.Duration
 	FlushBatch    int
+
+	// SnapshotInterval is how many revisions apart the durable store keeps
+	// snapshots of each document (time travel, and where retention cuts).
+	SnapshotInterval int
+	// HistoryRetention says which history compaction removes; the zero
+	// value keeps everything.
+	HistoryRetention store.Retention
+	// CompactionInterval is how often a compaction pass starts.
+	CompactionInterval time.Duration
 
 	MaxMessageBytes int
 	MaxOpBytes      int
@@ -77,7 +89,7 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 	c := &Config{}
 	fs := flag.NewFlagSet("tandem-runtime", flag.ContinueOnError)
 	fs.SetOutput(out)
-	var origins, hosts, auth, level string
+	var origins, hosts, auth, level, retention string
 	type envFlag struct{ flag, env string }
 	var envs []envFlag
 	str := func(p *string, name, env, def, usage string) {
@@ -114,6 +126,9 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 	str(&c.PostgresTLS.KeyFile, "postgres-key-file", "TANDEM_POSTGRES_KEY_FILE", "", "PEM private key of --postgres-cert-file")
 	dur(&c.FlushInterval, "flush-interval", "TANDEM_FLUSH_INTERVAL", 500*time.Millisecond, "distributed mode: longest wait before committed operations are written to PostgreSQL (embedded mode writes each one to SQLite before acknowledging it)")
 	num(&c.FlushBatch, "flush-batch", "TANDEM_FLUSH_BATCH", 256, "distributed mode: write to PostgreSQL as soon as this many operations are pending")
+	num(&c.SnapshotInterval, "snapshot-interval", "TANDEM_SNAPSHOT_INTERVAL", store.DefaultSnapshotInterval, "revisions between the stored snapshots of a document: reading an old revision replays at most this many operations")
+	str(&retention, "history-retention", "TANDEM_HISTORY_RETENTION", "", `history to keep: a duration ("720h"), a number of revisions ("10000") or both ("720h,10000"); older operations are compacted away, keeping snapshots so the text stays exact. Empty keeps everything`)
+	dur(&c.CompactionInterval, "compaction-interval", "TANDEM_COMPACTION_INTERVAL", time.Minute, "how often a compaction pass starts when --history-retention is set")
 	num(&c.MaxMessageBytes, "max-message-bytes", "TANDEM_MAX_MESSAGE_BYTES", 256<<10, "largest WebSocket message accepted (larger: close 1009)")
 	num(&c.MaxOpBytes, "max-op-bytes", "TANDEM_MAX_OP_BYTES", 64<<10, "most bytes of text one operation may insert")
 	num(&c.MaxDocBytes, "max-doc-bytes", "TANDEM_MAX_DOC_BYTES", 8<<20, "largest document, in bytes of UTF-8")
@@ -172,13 +187,18 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return nil, fmt.Errorf(`--log-format must be "text" or "json", not %q`, c.LogFormat)
 	}
-	for name, v := range map[string]int{"flush-batch": c.FlushBatch, "max-message-bytes": c.MaxMessageBytes, "max-op-bytes": c.MaxOpBytes, "max-doc-bytes": c.MaxDocBytes, "max-conns-per-doc": c.MaxConnsPerDoc, "max-pending-write-bytes": c.MaxPendingWriteBytes} {
+	ret, err := ParseRetention(retention)
+	if err != nil {
+		return nil, err
+	}
+	c.HistoryRetention = ret
+	for name, v := range map[string]int{"snapshot-interval": c.SnapshotInterval, "flush-batch": c.FlushBatch, "max-message-bytes": c.MaxMessageBytes, "max-op-bytes": c.MaxOpBytes, "max-doc-bytes": c.MaxDocBytes, "max-conns-per-doc": c.MaxConnsPerDoc, "max-pending-write-bytes": c.MaxPendingWriteBytes} {
 		if v <= 0 {
 			return nil, fmt.Errorf("--%s must be positive, not %d", name, v)
 		}
 	}
-	if c.FlushInterval <= 0 || c.OpsPerSecond <= 0 || c.ShutdownTimeout <= 0 || c.IdleTimeout <= 0 {
-		return nil, errors.New("--flush-interval, --ops-per-second, --shutdown-timeout and --idle-timeout must be positive")
+	if c.FlushInterval <= 0 || c.OpsPerSecond <= 0 || c.ShutdownTimeout <= 0 || c.IdleTimeout <= 0 || c.CompactionInterval <= 0 {
+		return nil, errors.New("--flush-interval, --ops-per-second, --shutdown-timeout, --idle-timeout and --compaction-interval must be positive")
 	}
 	for name, f := range map[string]TLSFiles{"redis": c.RedisTLS, "postgres": c.PostgresTLS} {
 		if (f.CertFile == "") != (f.KeyFile == "") {
@@ -192,6 +212,31 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 		return nil, errors.New("--auth=jwt needs --jwt-key-file or TANDEM_JWT_KEY")
 	}
 	return c, nil
+}
+
+// ParseRetention reads --history-retention: empty (keep everything), a
+// duration, a number of revisions, or both separated by a comma.
+func ParseRetention(v string) (store.Retention, error) {
+	var r store.Retention
+	if strings.TrimSpace(v) == "" {
+		return r, nil
+	}
+	for _, part := range strings.Split(v, ",") {
+		part = strings.TrimSpace(part)
+		if n, err := strconv.ParseInt(part, 10, 64); err == nil {
+			if n <= 0 || r.Revisions != 0 {
+				return r, fmt.Errorf("--history-retention %q: the number of revisions must be positive and given once", v)
+			}
+			r.Revisions = n
+			continue
+		}
+		d, err := time.ParseDuration(part)
+		if err != nil || d <= 0 || r.Age != 0 {
+			return r, fmt.Errorf(`--history-retention %q: want a positive duration ("720h"), a number of revisions ("10000") or both ("720h,10000")`, v)
+		}
+		r.Age = d
+	}
+	return r, nil
 }
 
 // Distributed reports whether Redis or PostgreSQL is configured.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tandem-dev/tandem/runtime/config"
+	"github.com/tandem-dev/tandem/runtime/store"
 )
 
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -111,5 +112,29 @@ func TestFiles(t *testing.T) {
 	}
 	if k, err := c.Key(); err != nil || string(k) != "secret" {
 		t.Fatalf("Key() = %q, %v", k, err)
+	}
+}
+
+func TestParseRetention(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    store.Retention
+		wantErr bool
+	}{
+		{"", store.Retention{}, false},
+		{"720h", store.Retention{Age: 720 * time.Hour}, false},
+		{"10000", store.Retention{Revisions: 10000}, false},
+		{"1m, 500", store.Retention{Age: time.Minute, Revisions: 500}, false},
+		{"500,1m", store.Retention{Age: time.Minute, Revisions: 500}, false},
+		{"0", store.Retention{}, true},
+		{"-1h", store.Retention{}, true},
+		{"1h,2h", store.Retention{}, true},
+		{"forever", store.Retention{}, true},
+	}
+	for _, tc := range tests {
+		got, err := config.ParseRetention(tc.in)
+		if (err != nil) != tc.wantErr || (!tc.wantErr && got != tc.want) {
+			t.Errorf("ParseRetention(%q) = %+v, %v; want %+v (error %v)", tc.in, got, err, tc.want, tc.wantErr)
+		}
 	}
 }

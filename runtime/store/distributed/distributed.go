@@ -48,11 +48,14 @@ type Config struct {
 
 	FlushInterval time.Duration // --flush-interval (500ms)
 	FlushBatch    int           // --flush-batch (1000)
-	Shards        int           // persistence stream shards (4)
-	ClaimIdle     time.Duration // idle time before a dead flusher's entries are claimed (30s)
-	Tail          int64         // persisted revisions kept in each document's stream (1000)
-	PresenceTTL   time.Duration // presence entry lifetime without refresh (30s)
-	CatchUp       time.Duration // silence after which a subscription polls the stream (1s)
+	// SnapshotInterval is how many revisions apart PostgreSQL keeps
+	// snapshots (--snapshot-interval; store.DefaultSnapshotInterval).
+	SnapshotInterval int64
+	Shards           int           // persistence stream shards (4)
+	ClaimIdle        time.Duration // idle time before a dead flusher's entries are claimed (30s)
+	Tail             int64         // persisted revisions kept in each document's stream (1000)
+	PresenceTTL      time.Duration // presence entry lifetime without refresh (30s)
+	CatchUp          time.Duration // silence after which a subscription polls the stream (1s)
 	// Replica names this process among the replicas: its document owner
 	// leases and its inbox for forwarded submissions. It must be unique
 	// among live replicas (default: host name, process id, random suffix).
@@ -132,6 +135,9 @@ func Open(ctx context.Context, cfg Config, reg prometheus.Registerer) (*Stores, 
 		defer cancel()
 		var err error
 		pg, err = pgstore.OpenConfig(ctx, pgcfg.Copy(), cfg.Logger)
+		if err == nil {
+			pg.SetSnapshotInterval(cfg.SnapshotInterval)
+		}
 		return err
 	})
 	if err != nil {

@@ -234,7 +234,9 @@ func RunArchive(t *testing.T, newArchive func(t *testing.T, interval int64) Arch
 
 	t.Run("ListPages", func(t *testing.T) {
 		a := newArchive(t, interval)
-		ctx := testCtx(t)
+		// Writing 10,000 documents takes a while under the race detector.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
 		prefix := DocID(t) + "-"
 		const n = 10000
 		batch := make([]store.Entry, 0, n)
