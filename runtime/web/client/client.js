@@ -35,7 +35,7 @@ export const State = Object.freeze({
 });
 
 /** Error codes after which reconnecting cannot help. */
-const FATAL_CODES = new Set(['unauthorized', 'forbidden']);
+const FATAL_CODES = new Set(['unauthorized', 'forbidden', 'deleted']);
 
 /**
  * WebSocket close codes the runtime documents in docs/protocol.md. Codes in
@@ -50,6 +50,7 @@ export const CloseCodes = Object.freeze({
   4001: { code: 'unauthorized', fatal: true, message: 'Your access token is missing, invalid or expired.' },
   4002: { code: 'bad_message', fatal: false, message: 'The server did not understand this client.' },
   4003: { code: 'forbidden', fatal: true, message: 'Your access token does not grant this document.' },
+  4004: { code: 'deleted', fatal: true, message: 'This document was deleted.' },
   4008: { code: 'rate_limited', fatal: false, message: 'Too many edits per second.' },
   4009: { code: 'doc_full', fatal: false, message: 'This document has too many people connected.' },
   4010: { code: 'slow_consumer', fatal: false, message: 'The connection was too slow to keep up.' },

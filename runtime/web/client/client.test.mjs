@@ -334,6 +334,7 @@ test('fatal close codes and errors stop reconnecting', async (t) => {
   const cases = [
     { name: 'close 4001 unauthorized', close: 4001, wantCode: 'unauthorized' },
     { name: 'close 4003 forbidden', close: 4003, wantCode: 'forbidden' },
+    { name: 'close 4004 deleted', close: 4004, wantCode: 'deleted' },
     { name: 'error unauthorized before welcome', error: { type: 'error', code: 'unauthorized', message: 'token expired' }, wantCode: 'unauthorized' },
   ];
   for (const tc of cases) {
