@@ -45,6 +45,7 @@ func openDistributed(ctx context.Context, cfg *config.Config, reg prometheus.Reg
 		FlushInterval:     cfg.FlushInterval,
 		FlushBatch:        cfg.FlushBatch,
 		SnapshotInterval:  int64(cfg.SnapshotInterval),
+		IdleTTL:           cfg.RedisIdleTTL,
 		Waiting:           waiting,
 		Logger:            slog.Default(),
 	}, reg)

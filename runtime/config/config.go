@@ -45,6 +45,9 @@ type Config struct {
 
 	FlushInterval time.Duration
 	FlushBatch    int
+	// RedisIdleTTL is how long a fully persisted, idle document's keys
+	// stay in Redis.
+	RedisIdleTTL time.Duration
 
 	// SnapshotInterval is how many revisions apart the durable store keeps
 	// snapshots of each document (time travel, and where retention cuts).
@@ -126,6 +129,7 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 	str(&c.PostgresTLS.KeyFile, "postgres-key-file", "TANDEM_POSTGRES_KEY_FILE", "", "PEM private key of --postgres-cert-file")
 	dur(&c.FlushInterval, "flush-interval", "TANDEM_FLUSH_INTERVAL", 500*time.Millisecond, "distributed mode: longest wait before committed operations are written to PostgreSQL (embedded mode writes each one to SQLite before acknowledging it)")
 	num(&c.FlushBatch, "flush-batch", "TANDEM_FLUSH_BATCH", 256, "distributed mode: write to PostgreSQL as soon as this many operations are pending")
+	dur(&c.RedisIdleTTL, "redis-idle-ttl", "TANDEM_REDIS_IDLE_TTL", 10*time.Minute, "distributed mode: how long the Redis keys of a document whose edits are all in PostgreSQL stay after its last use; it is reloaded from PostgreSQL on the next")
 	num(&c.SnapshotInterval, "snapshot-interval", "TANDEM_SNAPSHOT_INTERVAL", store.DefaultSnapshotInterval, "revisions between the stored snapshots of a document: reading an old revision replays at most this many operations")
 	str(&retention, "history-retention", "TANDEM_HISTORY_RETENTION", "", `history to keep: a duration ("720h"), a number of revisions ("10000") or both ("720h,10000"); older operations are compacted away, keeping snapshots so the text stays exact. Empty keeps everything`)
 	dur(&c.CompactionInterval, "compaction-interval", "TANDEM_COMPACTION_INTERVAL", time.Minute, "how often a compaction pass starts when --history-retention is set")
@@ -197,8 +201,8 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 			return nil, fmt.Errorf("--%s must be positive, not %d", name, v)
 		}
 	}
-	if c.FlushInterval <= 0 || c.OpsPerSecond <= 0 || c.ShutdownTimeout <= 0 || c.IdleTimeout <= 0 || c.CompactionInterval <= 0 {
-		return nil, errors.New("--flush-interval, --ops-per-second, --shutdown-timeout, --idle-timeout and --compaction-interval must be positive")
+	if c.FlushInterval <= 0 || c.OpsPerSecond <= 0 || c.ShutdownTimeout <= 0 || c.IdleTimeout <= 0 || c.CompactionInterval <= 0 || c.RedisIdleTTL <= 0 {
+		return nil, errors.New("--flush-interval, --ops-per-second, --shutdown-timeout, --idle-timeout, --compaction-interval and --redis-idle-ttl must be positive")
 	}
 	for name, f := range map[string]TLSFiles{"redis": c.RedisTLS, "postgres": c.PostgresTLS} {
 		if (f.CertFile == "") != (f.KeyFile == "") {

@@ -23,8 +23,40 @@ func (m *Manager) Archive() store.Archive {
 	return a
 }
 
+// loaded reports whether the document has an actor in this process.
+func (m *Manager) loaded(id string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.docs[id]
+	return ok
+}
+
+// durableOnly returns the durable snapshot of a document the log holds
+// nothing of (store.Peeker), so that reading it creates no log state: a
+// GET of a document that does not exist leaves Redis as it was. ok is
+// false when the log must be asked.
+func (m *Manager) durableOnly(ctx context.Context, id string) (store.Snapshot, bool, error) {
+	p, isPeeker := m.opts.Log.(store.Peeker)
+	if !isPeeker || m.opts.Durable == nil || m.loaded(id) {
+		return store.Snapshot{}, false, nil
+	}
+	if _, known, err := p.Peek(ctx, id); err != nil || known {
+		return store.Snapshot{}, false, err
+	}
+	snap, err := m.opts.Durable.Load(ctx, id)
+	if err != nil {
+		return store.Snapshot{}, false, fmt.Errorf("load %q: %w", id, err)
+	}
+	return snap, true, nil
+}
+
 // Head returns the document's current revision without loading it.
 func (m *Manager) Head(ctx context.Context, id string) (int64, error) {
+	if snap, ok, err := m.durableOnly(ctx, id); err != nil {
+		return 0, err
+	} else if ok {
+		return snap.Rev, nil
+	}
 	head, err := m.opts.Log.Head(ctx, id)
 	if err != nil {
 		return 0, fmt.Errorf("head of %q: %w", id, err)

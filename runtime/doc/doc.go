@@ -301,6 +301,11 @@ func (m *Manager) Snapshot(ctx context.Context, id string) (store.Snapshot, erro
 // text encoded as a JSON string that is shared (never modify it): serving
 // a large document to many clients holds one encoding, not one each.
 func (m *Manager) EncodedText(ctx context.Context, id string) (*protocol.EncodedText, error) {
+	if snap, ok, err := m.durableOnly(ctx, id); err != nil {
+		return nil, err
+	} else if ok {
+		return protocol.EncodeText(snap.Rev, snap.Text)
+	}
 	return ask(ctx, m, id, func(reply chan<- result[*protocol.EncodedText]) any {
 		return encodedReq{reply: reply}
 	})
@@ -309,6 +314,18 @@ func (m *Manager) EncodedText(ctx context.Context, id string) (*protocol.Encoded
 // History returns committed entries with from < Rev <= to (to < 0: all),
 // from the log or, for older ones, the durable store.
 func (m *Manager) History(ctx context.Context, id string, from, to int64) ([]store.Entry, error) {
+	if p, ok := m.opts.Log.(store.Peeker); ok && m.opts.Durable != nil && !m.loaded(id) {
+		// A document the log holds nothing of is all in the durable store.
+		if _, known, err := p.Peek(ctx, id); err != nil {
+			return nil, fmt.Errorf("read %q history: %w", id, err)
+		} else if !known {
+			entries, err := m.opts.Durable.Ops(ctx, id, from, to)
+			if err == nil && len(entries) > 0 && entries[0].Rev > from+1 {
+				return nil, fmt.Errorf("read %q history after %d (kept from %d): %w", id, from, entries[0].Rev, store.ErrCompacted)
+			}
+			return entries, err
+		}
+	}
 	return readRange(ctx, m.opts.Log, m.opts.Durable, id, from, to)
 }
 

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/tandem-dev/tandem/internal/testsvc"
 	"github.com/tandem-dev/tandem/runtime/auth"
 	"github.com/tandem-dev/tandem/runtime/ot"
 	"github.com/tandem-dev/tandem/runtime/protocol"
@@ -313,4 +317,40 @@ func TestAdminRefusedInAnonymousMode(t *testing.T) {
 			t.Fatalf("%s %s in anonymous mode: HTTP %d, want 403", req.method, req.path, resp.StatusCode)
 		}
 	}
+}
+
+// Reading a document that does not exist, in the distributed mode,
+// creates nothing in Redis: not its text, its history, nor its export.
+func TestReadingAMissingDocumentCreatesNothing(t *testing.T) {
+	redis := testsvc.StartRedis(t)
+	pg := testsvc.StartPostgres(t)
+	d := &deployment{t: t, urls: []string{startReplica(t, redis.URL(), pg.URL(), 0)}}
+	rdb := goredis.NewClient(mustRedisOptions(t, redis.URL()))
+	t.Cleanup(func() { rdb.Close() })
+	ctx := context.Background()
+	reader := d.token("reader", auth.PermRead, time.Hour, "*")
+	admin := d.token("adm", auth.PermAdmin, time.Hour, "*")
+	for _, path := range []string{"/v1/docs/ghost", "/v1/docs/ghost?rev=0", "/v1/docs/ghost/ops", "/v1/docs/ghost/export", "/v1/docs/ghost/export?format=history"} {
+		tok := reader
+		if strings.Contains(path, "export") {
+			tok = admin
+		}
+		code, _, body := d.do(0, http.MethodGet, path, tok)
+		if code != http.StatusOK {
+			t.Fatalf("GET %s: HTTP %d %s", path, code, body)
+		}
+	}
+	keys, err := rdb.Keys(ctx, "*ghost*").Result()
+	if err != nil || len(keys) != 0 {
+		t.Fatalf("keys for the missing document: %v, %v", keys, err)
+	}
+}
+
+func mustRedisOptions(t *testing.T, url string) *goredis.Options {
+	t.Helper()
+	o, err := goredis.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o
 }

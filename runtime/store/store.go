@@ -178,6 +178,14 @@ type Archive interface {
 	Compact(ctx context.Context, ret Retention, now time.Time, cursor string, batch int) (CompactResult, error)
 }
 
+// Peeker is implemented by logs that keep state per document in a shared
+// service (Redis) and can tell a document's head without creating any.
+// known is false when the log holds nothing for doc: the durable store then
+// has all of it.
+type Peeker interface {
+	Peek(ctx context.Context, doc string) (head int64, known bool, err error)
+}
+
 // Deleter is implemented by logs that can drop a document's history; the
 // document's subscribers (in every process) end with ErrDeleted.
 type Deleter interface {

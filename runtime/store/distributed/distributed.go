@@ -54,6 +54,8 @@ type Config struct {
 	Shards           int           // persistence stream shards (4)
 	ClaimIdle        time.Duration // idle time before a dead flusher's entries are claimed (30s)
 	Tail             int64         // persisted revisions kept in each document's stream (1000)
+	TailBytes        int64         // the same tail's bound in bytes (4 MiB)
+	IdleTTL          time.Duration // --redis-idle-ttl: a fully persisted idle document's keys expire (10m)
 	PresenceTTL      time.Duration // presence entry lifetime without refresh (30s)
 	CatchUp          time.Duration // silence after which a subscription polls the stream (1s)
 	// Replica names this process among the replicas: its document owner
@@ -150,6 +152,8 @@ func Open(ctx context.Context, cfg Config, reg prometheus.Registerer) (*Stores, 
 		FlushBatch:    cfg.FlushBatch,
 		ClaimIdle:     cfg.ClaimIdle,
 		Tail:          cfg.Tail,
+		TailBytes:     cfg.TailBytes,
+		IdleTTL:       cfg.IdleTTL,
 		CatchUp:       cfg.CatchUp,
 		PresenceTTL:   cfg.PresenceTTL,
 		Replica:       cfg.Replica,

@@ -470,7 +470,7 @@ func (f *flusher) finish(ctx context.Context, works []*docWork) {
 			for i, w := range works {
 				if w.epoch != "" && w.upTo > 0 {
 					marks[i] = f.c.sc.persisted.Eval(ctx, p, []string{metaKey(w.doc), logKey(w.doc)},
-						w.epoch, w.upTo, f.c.opts.Tail)
+						w.epoch, w.upTo, f.c.opts.Tail, f.c.opts.TailBytes, f.c.opts.IdleTTL.Milliseconds())
 				}
 			}
 			return nil

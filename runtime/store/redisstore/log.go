@@ -115,7 +115,7 @@ func (l *Log) meta(ctx context.Context, doc string) (metaState, error) {
 		return metaState{}, fmt.Errorf("seed doc %q: %w", doc, err)
 	}
 	res, err := call(l.c.cb, "seed meta of doc "+strconv.Quote(doc), func() ([]any, error) {
-		return l.c.sc.meta.Run(ctx, l.c.rdb, []string{metaKey(doc), logKey(doc)}, snap.Rev, newEpoch()).Slice()
+		return l.c.sc.meta.Run(ctx, l.c.rdb, []string{metaKey(doc), logKey(doc)}, snap.Rev, newEpoch(), l.c.opts.IdleTTL.Milliseconds()).Slice()
 	})
 	if err != nil {
 		return metaState{}, err
@@ -227,6 +227,29 @@ func (l *Log) forget(doc string) {
 
 func resetError(doc string) error {
 	return fmt.Errorf("doc %q: %w (%w)", doc, store.ErrUnavailable, ErrReset)
+}
+
+var _ store.Peeker = (*Log)(nil)
+
+// Peek implements store.Peeker: the head as Redis holds it, creating
+// nothing; known is false when Redis has no state for doc (never opened,
+// or expired after it was fully persisted).
+func (l *Log) Peek(ctx context.Context, doc string) (int64, bool, error) {
+	vals, err := call(l.c.cb, "peek at doc "+strconv.Quote(doc), func() ([]any, error) {
+		return l.c.rdb.HMGet(ctx, metaKey(doc), "head", "epoch").Result()
+	})
+	if err != nil {
+		return 0, false, err
+	}
+	if vals[0] == nil || vals[1] == nil {
+		return 0, false, nil
+	}
+	hs, _ := vals[0].(string)
+	head, err := strconv.ParseInt(hs, 10, 64)
+	if err != nil {
+		return 0, false, fmt.Errorf("peek at doc %q: parse head %v: %w", doc, vals[0], err)
+	}
+	return head, true, nil
 }
 
 // Head returns the current revision of doc.
@@ -464,7 +487,7 @@ func (l *Log) read(ctx context.Context, doc, epoch string, from, to int64) ([]st
 // readLog reads a range of doc's log under epoch, returning the head too.
 func (c *core) readLog(ctx context.Context, doc, epoch string, from, to int64) ([]store.Entry, int64, error) {
 	res, err := call(c.cb, "read doc "+strconv.Quote(doc), func() ([]any, error) {
-		return c.sc.read.Run(ctx, c.rdb, []string{metaKey(doc), logKey(doc)}, from, to).Slice()
+		return c.sc.read.Run(ctx, c.rdb, []string{metaKey(doc), logKey(doc)}, from, to, c.opts.IdleTTL.Milliseconds()).Slice()
 	})
 	if err != nil {
 		return nil, 0, err

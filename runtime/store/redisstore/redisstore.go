@@ -5,7 +5,7 @@
 //
 // Layout per document (all keys share the hash tag {doc:<id>}):
 //
-//	tandem:{doc:ID}:meta     hash: head, epoch, persisted
+//	tandem:{doc:ID}:meta     hash: head, epoch, persisted, bytes (of the log)
 //	tandem:{doc:ID}:log      stream: one entry per revision, ID "<rev>-1"
 //	tandem:{doc:ID}:ops      pub/sub channel: commit notifications
 //	tandem:{doc:ID}:presence hash + ":presence:exp" sorted set by expiry
@@ -58,6 +58,17 @@ type Options struct {
 	// Tail is how many persisted revisions stay in a document's stream for
 	// reconnect catch-up (default 1000).
 	Tail int64
+	// TailBytes bounds the same tail in bytes of encoded entries (default
+	// 4 MiB): a document of large operations keeps fewer of them. Entries
+	// not yet persisted are never trimmed, whatever their size.
+	TailBytes int64
+	// IdleTTL is how long the keys of a document that is fully persisted
+	// stay in Redis after its last activity (default 10m; negative: keep
+	// them forever). Appends stop the clock, reads and subscriptions
+	// restart it; an expired document is reseeded from the durable store
+	// on its next use, so Redis holds the active documents, not every
+	// document ever opened.
+	IdleTTL time.Duration
 	// CatchUp is how long a subscription may hear nothing before it checks
 	// the head itself, in case pub/sub dropped messages (default 1s).
 	CatchUp time.Duration
@@ -114,6 +125,15 @@ func (o *Options) setDefaults() {
 	}
 	if o.Tail <= 0 {
 		o.Tail = 1000
+	}
+	if o.TailBytes <= 0 {
+		o.TailBytes = 4 << 20
+	}
+	if o.IdleTTL == 0 {
+		o.IdleTTL = 10 * time.Minute
+	}
+	if o.IdleTTL < 0 {
+		o.IdleTTL = 0
 	}
 	if o.CatchUp <= 0 {
 		o.CatchUp = time.Second

@@ -62,6 +62,15 @@ func (l *Log) Subscribe(ctx context.Context, doc string, after int64) (store.Sub
 	go func() {
 		defer close(s.ch)
 		defer unlisten()
+		defer func() {
+			if ctx.Err() != nil {
+				// The subscriber gave the document up (its state with
+				// it): its next load learns the epoch afresh, so keys
+				// that expired while nobody had it open come back
+				// without a spurious reset.
+				l.forget(doc)
+			}
+		}()
 		if err := w.run(ctx, backlog); err != nil && ctx.Err() == nil {
 			s.fail(err)
 		}

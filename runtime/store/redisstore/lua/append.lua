@@ -18,12 +18,19 @@ if head ~= tonumber(ARGV[2]) then
   return {'conflict', m[1]}
 end
 local rev = head
+local bytes = 0
 for i = 6, #ARGV do
   rev = rev + 1
+  bytes = bytes + #ARGV[i]
   -- The stream ID is the revision itself, so XRANGE by revision is direct
   -- and a duplicate revision is impossible.
   redis.call('XADD', KEYS[2], string.format('%d-1', rev), 'e', ARGV[i])
 end
 redis.call('HSET', KEYS[1], 'head', string.format('%d', rev))
+-- The tail's size in bytes, for trimming it by bytes (persisted.lua).
+redis.call('HINCRBY', KEYS[1], 'bytes', bytes)
+-- Not everything is persisted now: the keys must not expire.
+redis.call('PERSIST', KEYS[1])
+redis.call('PERSIST', KEYS[2])
 redis.call(ARGV[3], ARGV[4], ARGV[5])
 return {'ok', string.format('%d', rev)}

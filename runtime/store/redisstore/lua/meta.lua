@@ -1,6 +1,7 @@
 -- Seeds a document's metadata if it is missing and returns it.
 -- KEYS[1] meta hash, KEYS[2] log stream
--- ARGV[1] revision PostgreSQL holds, ARGV[2] a fresh epoch
+-- ARGV[1] revision PostgreSQL holds, ARGV[2] a fresh epoch, ARGV[3] idle
+-- TTL in milliseconds (0: none): a seeded document is fully persisted
 -- Returns {head, epoch, persisted, seeded(0|1)}.
 --
 -- A missing meta hash means the document was never opened or Redis lost
@@ -14,4 +15,8 @@ if m[1] and m[2] then
 end
 redis.call('DEL', KEYS[2])
 redis.call('HSET', KEYS[1], 'head', ARGV[1], 'epoch', ARGV[2], 'persisted', ARGV[1])
+local ttl = tonumber(ARGV[3] or '0')
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
 return {ARGV[1], ARGV[2], ARGV[1], 1}

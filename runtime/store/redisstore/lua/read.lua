@@ -1,11 +1,18 @@
 -- Reads a range of a document's log together with its head and epoch, so
 -- the caller can tell a trimmed range from an empty one consistently.
 -- KEYS[1] meta hash, KEYS[2] log stream
--- ARGV[1] from (exclusive), ARGV[2] to (inclusive, negative = head)
+-- ARGV[1] from (exclusive), ARGV[2] to (inclusive, negative = head),
+-- ARGV[3] idle TTL in milliseconds: keys that expire (fully persisted) get
+-- it again, so a document someone reads or watches stays (0: leave as is)
 -- Returns {head, epoch, e1, e2, ...} or {} when the meta hash is missing.
 local m = redis.call('HMGET', KEYS[1], 'head', 'epoch')
 if not m[1] or not m[2] then
   return {}
+end
+local ttl = tonumber(ARGV[3] or '0')
+if ttl > 0 and redis.call('PTTL', KEYS[1]) > 0 then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[2], ttl)
 end
 local head = tonumber(m[1])
 local from = tonumber(ARGV[1])
