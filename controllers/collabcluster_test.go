@@ -503,6 +503,12 @@ func TestInvalidSpecsAreRejected(t *testing.T) {
 		{"zero flush interval", func(s *collabv1.CollabClusterSpec) {
 			s.Runtime.Flush.Interval = &metav1.Duration{}
 		}, "spec.runtime.flush.interval must be a positive duration such as 500ms"},
+		{"zero history retention period", func(s *collabv1.CollabClusterSpec) {
+			s.Runtime.History.RetentionPeriod = &metav1.Duration{}
+		}, "spec.runtime.history.retentionPeriod must be a positive duration such as 720h"},
+		{"zero history retention revisions", func(s *collabv1.CollabClusterSpec) {
+			s.Runtime.History.RetentionRevisions = ptrTo[int64](0)
+		}, "spec.runtime.history.retentionRevisions in body should be greater than or equal to 1"},
 		{"JWT secret with anonymous auth", func(s *collabv1.CollabClusterSpec) {
 			s.Runtime.Auth = collabv1.AuthSpec{Mode: collabv1.AuthModeAnonymous, SecretRef: &secretRef}
 		}, "spec.runtime.auth.secretRef is only used with mode jwt: remove secretRef or set mode: jwt"},

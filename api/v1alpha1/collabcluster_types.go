@@ -151,6 +151,11 @@ type RuntimeSpec struct {
 	// +optional
 	Limits LimitsSpec `json:"limits,omitempty"`
 
+	// History controls how much document history is kept. Unset keeps
+	// every operation (the runtime's default).
+	// +optional
+	History HistorySpec `json:"history,omitempty"`
+
 	// AllowedOrigins are the browser origins allowed to open WebSockets
 	// (TANDEM_ALLOWED_ORIGINS). Empty means the runtime's default (same origin).
 	// +optional
@@ -195,6 +200,32 @@ type AuthSpec struct {
 	// a random key once into the owned Secret <name>-jwt (key "key").
 	// +optional
 	SecretRef *SecretKeyRef `json:"secretRef,omitempty"`
+}
+
+// HistorySpec controls document history: the snapshots old revisions are
+// read from and the retention compaction keeps (docs/operations.md).
+// An operation is compacted away only when it is outside every window set.
+type HistorySpec struct {
+	// RetentionPeriod keeps operations younger than this Go duration
+	// (TANDEM_HISTORY_RETENTION); unset keeps them regardless of age.
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="spec.runtime.history.retentionPeriod must be a positive duration such as 720h"
+	// +optional
+	RetentionPeriod *metav1.Duration `json:"retentionPeriod,omitempty"`
+
+	// RetentionRevisions keeps at least this many of each document's latest
+	// revisions (TANDEM_HISTORY_RETENTION); unset keeps them regardless of
+	// number.
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	RetentionRevisions *int64 `json:"retentionRevisions,omitempty"`
+
+	// SnapshotInterval is how many revisions apart the text is snapshotted
+	// (TANDEM_SNAPSHOT_INTERVAL); reading an old revision replays at most
+	// this many operations. Unset keeps the runtime's default (500).
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100000
+	// +optional
+	SnapshotInterval *int32 `json:"snapshotInterval,omitempty"`
 }
 
 // FlushSpec controls the write-behind from Redis to PostgreSQL.

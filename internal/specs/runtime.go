@@ -78,6 +78,17 @@ func RuntimeConfig(in *collabv1.CollabCluster) map[string]string {
 	setInt("TANDEM_MAX_DOC_BYTES", r.Limits.MaxDocBytes)
 	setInt32("TANDEM_OPS_PER_SECOND", r.Limits.OpsPerSecond)
 	setInt32("TANDEM_MAX_CONNS_PER_DOC", r.Limits.MaxConnsPerDoc)
+	setInt32("TANDEM_SNAPSHOT_INTERVAL", r.History.SnapshotInterval)
+	var retention []string
+	if p := r.History.RetentionPeriod; p != nil {
+		retention = append(retention, p.Duration.String())
+	}
+	if n := r.History.RetentionRevisions; n != nil {
+		retention = append(retention, strconv.FormatInt(*n, 10))
+	}
+	if len(retention) > 0 {
+		env["TANDEM_HISTORY_RETENTION"] = strings.Join(retention, ",")
+	}
 	if len(r.AllowedOrigins) > 0 {
 		env["TANDEM_ALLOWED_ORIGINS"] = strings.Join(r.AllowedOrigins, ",")
 	}

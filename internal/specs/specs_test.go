@@ -8,7 +8,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/utils/ptr"
@@ -279,6 +281,35 @@ func TestAllowedHostsInAnonymousMode(t *testing.T) {
 			cc.Spec.Ingress.Host = tc.ingress
 			if got := RuntimeConfig(cc)["TANDEM_ALLOWED_HOSTS"]; got != tc.want {
 				t.Fatalf("TANDEM_ALLOWED_HOSTS = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestHistoryRetentionConfig(t *testing.T) {
+	period := &metav1.Duration{Duration: 720 * time.Hour}
+	revs := int64(10000)
+	interval := int32(200)
+	tests := []struct {
+		name                    string
+		history                 collabv1.HistorySpec
+		wantRetention, wantSnap string
+	}{
+		{"unset keeps everything", collabv1.HistorySpec{}, "", ""},
+		{"period", collabv1.HistorySpec{RetentionPeriod: period}, "720h0m0s", ""},
+		{"revisions", collabv1.HistorySpec{RetentionRevisions: &revs}, "10000", ""},
+		{"both and an interval", collabv1.HistorySpec{RetentionPeriod: period, RetentionRevisions: &revs, SnapshotInterval: &interval}, "720h0m0s,10000", "200"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cc := loadSample(t, "collab_v1alpha1_collabcluster_external.yaml")
+			cc.Spec.Runtime.History = tc.history
+			env := RuntimeConfig(cc)
+			if got := env["TANDEM_HISTORY_RETENTION"]; got != tc.wantRetention {
+				t.Fatalf("TANDEM_HISTORY_RETENTION = %q, want %q", got, tc.wantRetention)
+			}
+			if got := env["TANDEM_SNAPSHOT_INTERVAL"]; got != tc.wantSnap {
+				t.Fatalf("TANDEM_SNAPSHOT_INTERVAL = %q, want %q", got, tc.wantSnap)
 			}
 		})
 	}
