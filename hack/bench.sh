@@ -205,6 +205,13 @@ log "measuring the editor: typing into a 1 MiB document in Chromium"
 EDITOR_RC=0
 TANDEM_PERF_OUT="$WORK/editor.txt" go test -count=1 -run '^TestTypingLatencyInOneMebibyteDocument$' ./test/browser/ || EDITOR_RC=$?
 
+# Storage under churn with a one-minute retention (docs/benchmarks.md,
+# "Storage"): one run each, minutes long; sizes in MB before and after
+# compaction.
+log "running the storage benchmark (SQLite and PostgreSQL churn with retention)"
+nice go test -run '^$' -count 1 -benchtime 1x -timeout 30m \
+	-bench '^BenchmarkStorageChurn' ./internal/bench | tee "$WORK/storage.txt"
+
 cat >"$WORK/setup.md" <<EOF
 - Replicas A and B: \`tandem-runtime --redis-url … --postgres-url …\` sharing one redis-server (no persistence) and one PostgreSQL $("$POSTGRES" --version | awk '{print $3}') (default settings, fsync on), redis-server $(redis-server --version | awk '{print $3}' | sed 's/^v=//').
 - Single: \`tandem-runtime --data-dir …\` (embedded SQLite). Idle: a second embedded runtime used only by S3, so its memory baseline is a fresh process.

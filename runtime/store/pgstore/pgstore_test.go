@@ -42,7 +42,7 @@ func TestDurableConformance(t *testing.T) {
 
 func TestArchiveConformance(t *testing.T) {
 	pg := testsvc.StartPostgres(t)
-	storetest.RunArchive(t, func(t *testing.T, interval int64) storetest.ArchiveStore {
+	storetest.RunArchive(t, 10000, func(t *testing.T, interval int64) storetest.ArchiveStore {
 		s := open(t, pg.URL())
 		s.SetSnapshotInterval(interval)
 		return s

@@ -93,7 +93,8 @@ func writeInBatches(t *testing.T, ctx context.Context, d store.Durable, entries 
 }
 
 // RunArchive checks the store.Archive contract. newArchive returns a store
-// keeping snapshots interval revisions apart.
+// keeping snapshots interval revisions apart; listDocs is how many
+// documents the listing test pages through.
 //
 //   - The text at any revision, rebuilt from SnapshotAt plus the operations
 //     after it, equals replaying the whole history up to it; the snapshot
@@ -103,7 +104,7 @@ func writeInBatches(t *testing.T, ctx context.Context, d store.Durable, entries 
 //     changes nothing.
 //   - List pages through every document in id order, filtered by prefix.
 //   - Delete removes every trace; the document then starts empty.
-func RunArchive(t *testing.T, newArchive func(t *testing.T, interval int64) ArchiveStore) {
+func RunArchive(t *testing.T, listDocs int, newArchive func(t *testing.T, interval int64) ArchiveStore) {
 	const interval = 16
 	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
@@ -244,14 +245,14 @@ func RunArchive(t *testing.T, newArchive func(t *testing.T, interval int64) Arch
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
 		prefix := DocID(t) + "-"
-		const n = 10000
+		n := listDocs
 		batch := make([]store.Entry, 0, n)
 		for i := range n {
 			batch = append(batch, store.Entry{Doc: fmt.Sprintf("%s%05d", prefix, i), Rev: 1,
 				Op: ot.Op{{Insert: strings.Repeat("é", i%7+1)}}, Client: "c", Seq: 1, User: "u", Time: base})
 		}
 		for i := 0; i < n; i += 2000 {
-			if err := a.Write(ctx, batch[i:i+2000]); err != nil {
+			if err := a.Write(ctx, batch[i:min(n, i+2000)]); err != nil {
 				t.Fatalf("Write: %v", err)
 			}
 		}
