@@ -98,6 +98,9 @@ func run(ctx context.Context, args []string, getConfig func() (*rest.Config, err
 	if err != nil {
 		return fmt.Errorf("load kubeconfig: %w", err)
 	}
+	// A copy: the caller's config may be shared (tests hand the envtest
+	// config to their own clients too).
+	cfg = rest.CopyConfig(cfg)
 	cfg.QPS, cfg.Burst = float32(qps), burst
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,

@@ -424,6 +424,7 @@ func (l *Log) feed(ctx context.Context, doc string, d *docLog, after int64, s *s
 		batch, err := d.read(next, -1)
 		changed := d.changed
 		deleted := d.deleted
+		base := d.base // trim moves it under l.mu; read it here, not after Unlock
 		l.mu.Unlock()
 		if deleted {
 			s.setErr(fmt.Errorf("subscription to %q: %w", doc, store.ErrDeleted))
@@ -431,7 +432,7 @@ func (l *Log) feed(ctx context.Context, doc string, d *docLog, after int64, s *s
 		}
 		if errors.Is(err, store.ErrTrimmed) && l.opts.Durable != nil {
 			// Dropped entries were flushed first, so the durable store has them.
-			batch, err = l.opts.Durable.Ops(ctx, doc, next, d.base)
+			batch, err = l.opts.Durable.Ops(ctx, doc, next, base)
 			if err == nil && (len(batch) == 0 || batch[0].Rev != next+1) {
 				err = fmt.Errorf("subscribe %q after %d: durable store lacks revision %d: %w", doc, next, next+1, store.ErrTrimmed)
 			}

@@ -171,6 +171,13 @@ func RunLog(t *testing.T, newLog func(t *testing.T) store.Log) {
 		for _, tc := range tests {
 			t.Run(tc.name, func(t *testing.T) {
 				got, err := l.Read(ctx, doc, tc.from, tc.to)
+				if errors.Is(err, store.ErrTrimmed) && tc.from < 2 {
+					// A log with a window may already have dropped flushed
+					// entries at the start (the contract allows it; callers
+					// fall back to Durable.Ops). The last three are held by
+					// every log these suites run, so later ranges must read.
+					return
+				}
 				if err != nil {
 					t.Fatalf("Read(%d, %d): %v", tc.from, tc.to, err)
 				}
