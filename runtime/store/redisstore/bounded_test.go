@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/tandem-dev/tandem/runtime/ot"
 	"github.com/tandem-dev/tandem/runtime/store"
@@ -16,7 +19,25 @@ import (
 // docKeys lists the Redis keys of doc.
 func docKeys(t *testing.T, r *replica, doc string) []string {
 	t.Helper()
-	keys, err := r.rdb.Keys(context.Background(), "tandem:{doc:"+doc+"}:*").Result()
+	ctx := context.Background()
+	pattern := "tandem:{doc:" + doc + "}:*"
+	if cc, ok := r.rdb.(*redis.ClusterClient); ok {
+		// KEYS goes to one node; the document's slot lives on one master.
+		var mu sync.Mutex
+		var all []string
+		err := cc.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error {
+			keys, err := n.Keys(ctx, pattern).Result()
+			mu.Lock()
+			all = append(all, keys...)
+			mu.Unlock()
+			return err
+		})
+		if err != nil {
+			t.Fatalf("KEYS on the masters: %v", err)
+		}
+		return all
+	}
+	keys, err := r.rdb.Keys(ctx, pattern).Result()
 	if err != nil {
 		t.Fatalf("KEYS: %v", err)
 	}
@@ -118,7 +139,15 @@ func TestTailBoundedInBytes(t *testing.T) {
 // Deleting a document removes its keys, ends subscriptions with
 // ErrDeleted and its rows in PostgreSQL; the id then starts over.
 func TestDeleteRemovesEveryKey(t *testing.T) {
-	e := newEnv(t)
+	for _, tc := range []struct {
+		name string
+		env  func(*testing.T) *env
+	}{{"redis", func(t *testing.T) *env { return newEnv(t) }}, {"cluster", newClusterEnv}} {
+		t.Run(tc.name, func(t *testing.T) { deleteRemovesEveryKey(t, tc.env(t)) })
+	}
+}
+
+func deleteRemovesEveryKey(t *testing.T, e *env) {
 	a := e.replica(redisstore.Options{FlushInterval: 50 * time.Millisecond})
 	b := e.replica(redisstore.Options{FlushInterval: 50 * time.Millisecond})
 	ctx := testCtx(t)

@@ -550,7 +550,7 @@ func (l *Log) Delete(ctx context.Context, doc string) error {
 		_, err := call(l.c.cb, "delete doc "+strconv.Quote(doc), func() (any, error) {
 			return l.c.sc.delete.Run(ctx, l.c.rdb,
 				[]string{metaKey(doc), logKey(doc), ownerKey(doc), presenceKey(doc), presenceExpKey(doc)},
-				opsChannel(doc), string(payload)).Result()
+				opsChannel(doc), string(payload), l.c.hub.publishCommand()).Result()
 		})
 		return err
 	}
