@@ -18,6 +18,7 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -53,6 +54,10 @@ type CollabClusterReconciler struct {
 	// Workers is how many CollabClusters are reconciled at once; 0 means
 	// DefaultWorkers.
 	Workers int
+
+	// optional starts the watches on CloudNativePG and Gateway API kinds
+	// once their CRDs exist; set by SetupWithManager.
+	optional *optionalWatches
 }
 
 // DefaultWorkers is the default number of concurrent reconciles. A
@@ -79,6 +84,13 @@ type state struct {
 	secretValues map[string][]byte
 	// created holds the Secrets generated in this reconcile, by name.
 	created map[string]*corev1.Secret
+	// ingressController is the controller the Ingress is rendered for.
+	ingressController collabv1.IngressController
+	// httpRoute is what the installed HTTPRoute CRD supports.
+	httpRoute specs.HTTPRouteFeatures
+	// affinity is the SessionAffinity condition; nil when the runtime is
+	// not exposed (or the exposure phase did not run).
+	affinity *metav1.Condition
 }
 
 type phase struct {
@@ -114,11 +126,14 @@ func (r *CollabClusterReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	phases := []phase{
 		{"credentials", r.credentials},
 		{"postgres", r.postgres},
+		{"cloudnativepg", r.cloudNativePG},
 		{"redis", r.redis},
 		{"runtime config", r.runtimeConfig},
 		{"runtime deployment", r.deployment},
+		{"exposure", r.exposure},
 		{"runtime service", r.service},
 		{"ingress", r.ingress},
+		{"httproute", r.httpRoute},
 		{"pod disruption budget", r.pdb},
 		{"network policy", r.networkPolicies},
 	}
@@ -282,6 +297,12 @@ func (r *CollabClusterReconciler) runtimeConfig(ctx context.Context, st *state) 
 			continue
 		}
 		value, err := r.secretValue(ctx, st.cc.Namespace, use)
+		if isCNPGAppSecret(st.cc, use, err) {
+			// CloudNativePG creates it once the Cluster bootstraps; the
+			// Secret's creation brings the CollabCluster back, and
+			// PostgresReady says what is awaited meanwhile.
+			continue
+		}
 		if err != nil {
 			return err
 		}
@@ -322,11 +343,13 @@ func (r *CollabClusterReconciler) deployment(ctx context.Context, st *state) err
 }
 
 func (r *CollabClusterReconciler) service(ctx context.Context, st *state) error {
-	return apply(ctx, r.Client, specs.RuntimeService(st.cc))
+	svc := specs.RuntimeService(st.cc)
+	svc.Annotations = specs.ServiceAnnotations(st.cc, st.ingressController)
+	return apply(ctx, r.Client, svc)
 }
 
 func (r *CollabClusterReconciler) ingress(ctx context.Context, st *state) error {
-	if ing := specs.RuntimeIngress(st.cc); ing != nil {
+	if ing := specs.RuntimeIngress(st.cc, st.ingressController); ing != nil {
 		return apply(ctx, r.Client, ing)
 	}
 	_, err := deleteIfOwned(ctx, r.Client, st.cc,
@@ -383,7 +406,7 @@ func (r *CollabClusterReconciler) SetupWithManager(ctx context.Context, mgr ctrl
 	if workers <= 0 {
 		workers = DefaultWorkers
 	}
-	return ctrl.NewControllerManagedBy(mgr).
+	c, err := ctrl.NewControllerManagedBy(mgr).
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
 		For(&collabv1.CollabCluster{}).
 		Owns(&appsv1.Deployment{}).
@@ -396,8 +419,24 @@ func (r *CollabClusterReconciler) SetupWithManager(ctx context.Context, mgr ctrl
 		// One Secret watch serves both the generated Secrets (by owner)
 		// and the referenced ones (by index).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.clustersForSecret)).
+		// Metadata only: CRD objects are large, and their schema is read
+		// around the cache when needed.
+		Watches(&metav1.PartialObjectMetadata{TypeMeta: metav1.TypeMeta{
+			APIVersion: crdGVK.GroupVersion().String(), Kind: crdGVK.Kind}},
+			handler.EnqueueRequestsFromMapFunc(r.clustersForCRD)).
 		Named("collabcluster").
-		Complete(r)
+		Build(r)
+	if err != nil {
+		return err
+	}
+	r.optional = &optionalWatches{
+		ctrl:  c,
+		cache: mgr.GetCache(),
+		owner: handler.EnqueueRequestForOwner(mgr.GetScheme(), mgr.GetRESTMapper(),
+			&collabv1.CollabCluster{}, handler.OnlyControllerOwner()),
+		started: map[schema.GroupVersionKind]bool{},
+	}
+	return nil
 }
 
 func (r *CollabClusterReconciler) clustersForSecret(ctx context.Context, obj client.Object) []reconcile.Request {

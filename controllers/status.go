@@ -36,8 +36,13 @@ func (r *CollabClusterReconciler) updateStatus(ctx context.Context, st *state, p
 	if err != nil {
 		return err
 	}
-	pgCond, err := r.storeCondition(ctx, cc, specs.ComponentPostgres, specs.PostgresName(cc), defaulted.Spec.Postgres.Managed != nil,
-		func() specs.SecretUse { return specs.RuntimeSecrets(cc)[1] })
+	var pgCond metav1.Condition
+	if defaulted.Spec.Postgres.CloudNativePG != nil {
+		pgCond, err = r.cnpgCondition(ctx, defaulted)
+	} else {
+		pgCond, err = r.storeCondition(ctx, cc, specs.ComponentPostgres, specs.PostgresName(cc), defaulted.Spec.Postgres.Managed != nil,
+			func() specs.SecretUse { return specs.RuntimeSecrets(cc)[1] })
+	}
 	if err != nil {
 		return err
 	}
@@ -86,6 +91,17 @@ func (r *CollabClusterReconciler) updateStatus(ctx context.Context, st *state, p
 	for _, c := range append(components, degradedCond, readyCond, progressingCond) {
 		c.ObservedGeneration = cc.Generation
 		meta.SetStatusCondition(&s.Conditions, c)
+	}
+	// SessionAffinity is informational: editing works without it, so it
+	// never holds Ready back. It is kept as it was when a phase before
+	// the exposure failed, and dropped when nothing exposes the runtime.
+	switch {
+	case st.affinity != nil:
+		c := *st.affinity
+		c.ObservedGeneration = cc.Generation
+		meta.SetStatusCondition(&s.Conditions, c)
+	case defaulted.Spec.Gateway == nil && !defaulted.Spec.Ingress.Enabled:
+		meta.RemoveStatusCondition(&s.Conditions, collabv1.ConditionSessionAffinity)
 	}
 	s.ObservedGeneration = cc.Generation
 	s.Selector = specs.Selector(cc)

@@ -84,6 +84,7 @@ type SecretKeyRef struct {
 
 // CollabClusterSpec is the desired state of a Tandem collaboration cluster:
 // the runtime Deployment, its Redis and PostgreSQL, and how it is exposed.
+// +kubebuilder:validation:XValidation:rule="!has(self.gateway) || !has(self.ingress) || !has(self.ingress.enabled) || !self.ingress.enabled",message="spec.gateway and spec.ingress are exclusive: expose the runtime through a Gateway API HTTPRoute or an Ingress, not both (set spec.ingress.enabled: false or remove spec.gateway)"
 type CollabClusterSpec struct {
 	// Runtime configures the tandem-runtime Deployment.
 	// +kubebuilder:default={}
@@ -100,10 +101,17 @@ type CollabClusterSpec struct {
 	// +optional
 	Postgres *PostgresSpec `json:"postgres,omitempty"`
 
-	// Ingress exposes the runtime through an Ingress (ingress-nginx annotations).
+	// Ingress exposes the runtime through an Ingress, with WebSocket
+	// timeouts and cookie affinity for the IngressClass's controller.
+	// Exclusive with gateway.
 	// +kubebuilder:default={}
 	// +optional
 	Ingress IngressSpec `json:"ingress,omitempty"`
+
+	// Gateway exposes the runtime through a Gateway API HTTPRoute attached
+	// to a Gateway you run. Exclusive with an enabled ingress.
+	// +optional
+	Gateway *GatewaySpec `json:"gateway,omitempty"`
 
 	// StorageRetentionPolicy applies to the PVCs of the managed Redis and
 	// PostgreSQL StatefulSets when the CollabCluster is deleted or they are
@@ -380,8 +388,8 @@ type StoreTLS struct {
 	ClientCertificate bool `json:"clientCertificate,omitempty"`
 }
 
-// PostgresSpec chooses a managed or an external PostgreSQL.
-// +kubebuilder:validation:XValidation:rule="has(self.managed) != has(self.external)",message="spec.postgres: set exactly one of managed or external"
+// PostgresSpec chooses a managed, an external or a CloudNativePG PostgreSQL.
+// +kubebuilder:validation:XValidation:rule="(has(self.managed) ? 1 : 0) + (has(self.external) ? 1 : 0) + (has(self.cloudNativePG) ? 1 : 0) == 1",message="spec.postgres: set exactly one of managed, external or cloudNativePG"
 type PostgresSpec struct {
 	// Managed runs PostgreSQL as a one-replica StatefulSet owned by the CollabCluster.
 	// +optional
@@ -390,6 +398,12 @@ type PostgresSpec struct {
 	// External points at a PostgreSQL you run.
 	// +optional
 	External *ExternalPostgres `json:"external,omitempty"`
+
+	// CloudNativePG has the operator create a CloudNativePG Cluster and
+	// point the runtime at its read-write Service with the credentials
+	// CloudNativePG generates. Needs the CloudNativePG operator installed.
+	// +optional
+	CloudNativePG *CloudNativePGPostgres `json:"cloudNativePG,omitempty"`
 }
 
 // ManagedPostgres configures the operator-run PostgreSQL.
@@ -457,17 +471,29 @@ type IngressSpec struct {
 	// +optional
 	SessionAffinity SessionAffinitySpec `json:"sessionAffinity,omitempty"`
 
-	// ProxyTimeoutSeconds is ingress-nginx's proxy read and send timeout;
-	// long so that idle WebSockets are not cut.
+	// Controller selects whose annotations render the timeouts and the
+	// affinity: auto reads the IngressClass's spec.controller (className,
+	// else the default IngressClass); ingress-nginx, nginx-inc, traefik,
+	// haproxy (HAProxy Technologies) or haproxy-ingress (community) name
+	// one. An unknown controller under auto gets ingress-nginx's
+	// annotations and a SessionAffinity condition that says so.
+	// +kubebuilder:default=auto
+	// +optional
+	Controller IngressController `json:"controller,omitempty"`
+
+	// ProxyTimeoutSeconds is the proxy's read, send or tunnel timeout for
+	// the controller that supports one per Ingress; long so that idle
+	// WebSockets are not cut.
 	// +kubebuilder:default=3600
 	// +kubebuilder:validation:Minimum=1
 	// +optional
 	ProxyTimeoutSeconds int32 `json:"proxyTimeoutSeconds,omitempty"`
 }
 
-// SessionAffinitySpec renders ingress-nginx cookie affinity.
+// SessionAffinitySpec renders cookie affinity for the ingress controller or
+// the HTTPRoute.
 type SessionAffinitySpec struct {
-	// Mode is cookie (ingress-nginx sticky cookie) or none.
+	// Mode is cookie (the proxy sets a cookie naming the pod) or none.
 	// +kubebuilder:default=cookie
 	// +optional
 	Mode SessionAffinityMode `json:"mode,omitempty"`
@@ -487,7 +513,8 @@ type SessionAffinitySpec struct {
 
 // CollabClusterStatus is the observed state, written only by the operator.
 type CollabClusterStatus struct {
-	// Conditions: Ready, Progressing, Degraded, RuntimeReady, RedisReady, PostgresReady.
+	// Conditions: Ready, Progressing, Degraded, RuntimeReady, RedisReady,
+	// PostgresReady, and SessionAffinity when the runtime is exposed.
 	// +listType=map
 	// +listMapKey=type
 	// +optional

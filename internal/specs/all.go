@@ -17,6 +17,12 @@ type Inputs struct {
 	// SecretValues maps "secret/key" to the bytes of every key in
 	// RuntimeSecrets; it feeds the pod template hash.
 	SecretValues map[string][]byte
+	// IngressController is the controller the Ingress annotations are
+	// for, resolved from spec.ingress.controller and the IngressClass;
+	// empty renders ingress-nginx's.
+	IngressController collabv1.IngressController
+	// HTTPRoute is what the installed HTTPRoute CRD supports.
+	HTTPRoute HTTPRouteFeatures
 }
 
 // SecretValueKey is the key of Inputs.SecretValues for one Secret key.
@@ -50,6 +56,13 @@ func All(in *collabv1.CollabCluster, inputs Inputs) ([]client.Object, error) {
 	if pg != nil {
 		objs = append(objs, StoreService(cc, ComponentPostgres), pg)
 	}
+	cnpg, err := CNPGCluster(cc)
+	if err != nil {
+		return nil, err
+	}
+	if cnpg != nil {
+		objs = append(objs, cnpg)
+	}
 	redis, err := RedisStatefulSet(cc)
 	if err != nil {
 		return nil, err
@@ -61,13 +74,18 @@ func All(in *collabv1.CollabCluster, inputs Inputs) ([]client.Object, error) {
 	if err != nil {
 		return nil, err
 	}
+	svc := RuntimeService(cc)
+	svc.Annotations = ServiceAnnotations(cc, inputs.IngressController)
 	objs = append(objs,
 		RuntimeConfigMap(cc),
 		RuntimeDeployment(cc, image, RuntimeConfigHash(cc, inputs.SecretValues)),
-		RuntimeService(cc),
+		svc,
 	)
-	if ing := RuntimeIngress(cc); ing != nil {
+	if ing := RuntimeIngress(cc, inputs.IngressController); ing != nil {
 		objs = append(objs, ing)
+	}
+	if route := RuntimeHTTPRoute(cc, inputs.HTTPRoute); route != nil {
+		objs = append(objs, route)
 	}
 	if pdb := RuntimePDB(cc); pdb != nil {
 		objs = append(objs, pdb)

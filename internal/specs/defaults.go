@@ -24,6 +24,7 @@ const (
 	DefaultCookieName                = "tandem-affinity"
 	DefaultCookieMaxAge        int32 = 86400
 	DefaultProxyTimeoutSeconds int32 = 3600
+	DefaultCNPGInstances       int32 = 3
 	// PreStopSleepSeconds lets endpoints controllers and ingress controllers
 	// stop routing new WebSockets to a terminating pod before it gets SIGTERM.
 	PreStopSleepSeconds int64 = 5
@@ -69,7 +70,7 @@ func WithDefaults(in *collabv1.CollabCluster) *collabv1.CollabCluster {
 			m.Storage.Size = DefaultStorageSize
 		}
 	}
-	if s.Postgres.Managed == nil && s.Postgres.External == nil {
+	if s.Postgres.Managed == nil && s.Postgres.External == nil && s.Postgres.CloudNativePG == nil {
 		s.Postgres.Managed = &collabv1.ManagedPostgres{}
 	}
 	if m := s.Postgres.Managed; m != nil {
@@ -80,21 +81,42 @@ func WithDefaults(in *collabv1.CollabCluster) *collabv1.CollabCluster {
 			m.Storage.Size = DefaultStorageSize
 		}
 	}
+	if c := s.Postgres.CloudNativePG; c != nil {
+		if c.Instances == nil {
+			c.Instances = ptr.To(DefaultCNPGInstances)
+		}
+		if c.Storage.Size == "" {
+			c.Storage.Size = DefaultStorageSize
+		}
+	}
+	if gw := s.Gateway; gw != nil {
+		if gw.RequestTimeoutSeconds == nil {
+			gw.RequestTimeoutSeconds = ptr.To(DefaultProxyTimeoutSeconds)
+		}
+		defaultAffinity(&gw.SessionAffinity)
+	}
 	ing := &s.Ingress
+	if ing.Controller == "" {
+		ing.Controller = collabv1.IngressControllerAuto
+	}
 	if ing.ProxyTimeoutSeconds == 0 {
 		ing.ProxyTimeoutSeconds = DefaultProxyTimeoutSeconds
 	}
-	if ing.SessionAffinity.Mode == "" {
-		ing.SessionAffinity.Mode = collabv1.SessionAffinityCookie
-	}
-	if ing.SessionAffinity.CookieName == "" {
-		ing.SessionAffinity.CookieName = DefaultCookieName
-	}
-	if ing.SessionAffinity.CookieMaxAgeSeconds == 0 {
-		ing.SessionAffinity.CookieMaxAgeSeconds = DefaultCookieMaxAge
-	}
+	defaultAffinity(&ing.SessionAffinity)
 	if s.StorageRetentionPolicy == "" {
 		s.StorageRetentionPolicy = collabv1.StorageRetain
 	}
 	return cc
+}
+
+func defaultAffinity(a *collabv1.SessionAffinitySpec) {
+	if a.Mode == "" {
+		a.Mode = collabv1.SessionAffinityCookie
+	}
+	if a.CookieName == "" {
+		a.CookieName = DefaultCookieName
+	}
+	if a.CookieMaxAgeSeconds == 0 {
+		a.CookieMaxAgeSeconds = DefaultCookieMaxAge
+	}
 }

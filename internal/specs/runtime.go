@@ -101,6 +101,7 @@ func RuntimeConfig(in *collabv1.CollabCluster) map[string]string {
 		if cc.Spec.Ingress.Enabled && cc.Spec.Ingress.Host != "" {
 			hosts = append(hosts, cc.Spec.Ingress.Host)
 		}
+		hosts = append(hosts, gatewayHosts(cc)...)
 		env["TANDEM_ALLOWED_HOSTS"] = strings.Join(hosts, ",")
 	}
 	return env
@@ -318,30 +319,17 @@ func RuntimeService(cc *collabv1.CollabCluster) *corev1.Service {
 	}
 }
 
-// RuntimeIngress exposes the runtime Service; nil when the ingress is disabled.
-func RuntimeIngress(in *collabv1.CollabCluster) *networkingv1.Ingress {
+// RuntimeIngress exposes the runtime Service; nil when the ingress is
+// disabled. controller is the resolved ingress controller (see
+// IngressControllerFor); its annotations carry the WebSocket timeouts and
+// the cookie affinity, and spec.ingress.annotations override them.
+func RuntimeIngress(in *collabv1.CollabCluster, controller collabv1.IngressController) *networkingv1.Ingress {
 	cc := WithDefaults(in)
 	ing := cc.Spec.Ingress
 	if !ing.Enabled {
 		return nil
 	}
-	timeout := strconv.Itoa(int(ing.ProxyTimeoutSeconds))
-	annotations := map[string]string{
-		// WebSockets stay open for hours; ingress-nginx's default 60s
-		// timeouts would cut every idle editor.
-		ingressNginxPfx + "proxy-read-timeout": timeout,
-		ingressNginxPfx + "proxy-send-timeout": timeout,
-	}
-	if ing.SessionAffinity.Mode == collabv1.SessionAffinityCookie {
-		// A browser's reconnects land on the same pod, which still holds
-		// the document in memory.
-		maxAge := strconv.Itoa(int(ing.SessionAffinity.CookieMaxAgeSeconds))
-		annotations[ingressNginxPfx+"affinity"] = "cookie"
-		annotations[ingressNginxPfx+"affinity-mode"] = "persistent"
-		annotations[ingressNginxPfx+"session-cookie-name"] = ing.SessionAffinity.CookieName
-		annotations[ingressNginxPfx+"session-cookie-max-age"] = maxAge
-		annotations[ingressNginxPfx+"session-cookie-expires"] = maxAge
-	}
+	annotations := ingressAnnotations(cc, controller)
 	for k, v := range ing.Annotations {
 		annotations[k] = v
 	}

@@ -63,8 +63,38 @@ func TestGolden(t *testing.T) {
 		name   string
 		sample string
 		mutate func(*collabv1.CollabCluster)
+		inputs func(*Inputs)
 	}{
 		{name: "managed", sample: "collab_v1alpha1_collabcluster.yaml"},
+		// spec.gateway and CloudNativePG, on the experimental channel's
+		// HTTPRoute (timeouts and sessionPersistence)...
+		{name: "gateway-experimental-cloudnativepg", sample: "collab_v1alpha1_collabcluster_engines.yaml",
+			inputs: func(in *Inputs) {
+				in.HTTPRoute = HTTPRouteFeatures{Timeouts: true, SessionPersistence: true}
+			}},
+		// ...and on the standard channel's, which has no sessionPersistence;
+		// anonymous mode lists the Gateway host names as served hosts.
+		{name: "gateway-standard-anonymous", sample: "collab_v1alpha1_collabcluster_engines.yaml",
+			mutate: func(cc *collabv1.CollabCluster) {
+				cc.Spec.Runtime.Auth.Mode = collabv1.AuthModeAnonymous
+				cc.Spec.Gateway.Hostnames = append(cc.Spec.Gateway.Hostnames, "*.docs.example.test")
+				cc.Spec.Gateway.ParentRefs[0].Port = ptr.To[int32](443)
+				cc.Spec.Postgres.CloudNativePG.ImageName = "ghcr.io/cloudnative-pg/postgresql:17"
+				cc.Spec.Postgres.CloudNativePG.Storage.StorageClassName = ptr.To("fast")
+				cc.Spec.Postgres.CloudNativePG.Resources = nil
+			},
+			inputs: func(in *Inputs) { in.HTTPRoute = HTTPRouteFeatures{Timeouts: true} }},
+		{name: "ingress-nginx-inc", sample: "collab_v1alpha1_collabcluster.yaml",
+			inputs: func(in *Inputs) { in.IngressController = collabv1.IngressControllerNGINXInc }},
+		{name: "ingress-traefik", sample: "collab_v1alpha1_collabcluster.yaml",
+			inputs: func(in *Inputs) { in.IngressController = collabv1.IngressControllerTraefik }},
+		{name: "ingress-haproxy", sample: "collab_v1alpha1_collabcluster.yaml",
+			inputs: func(in *Inputs) { in.IngressController = collabv1.IngressControllerHAProxy }},
+		{name: "ingress-haproxy-ingress-no-affinity", sample: "collab_v1alpha1_collabcluster.yaml",
+			mutate: func(cc *collabv1.CollabCluster) {
+				cc.Spec.Ingress.SessionAffinity.Mode = collabv1.SessionAffinityNone
+			},
+			inputs: func(in *Inputs) { in.IngressController = collabv1.IngressControllerHAProxyIngress }},
 		{name: "external", sample: "collab_v1alpha1_collabcluster_external.yaml"},
 		{name: "external-redis-cluster-tls", sample: "collab_v1alpha1_collabcluster_external.yaml",
 			mutate: func(cc *collabv1.CollabCluster) {
@@ -90,7 +120,11 @@ func TestGolden(t *testing.T) {
 			if tc.mutate != nil {
 				tc.mutate(cc)
 			}
-			objs, err := All(cc, fixedInputs(cc))
+			inputs := fixedInputs(cc)
+			if tc.inputs != nil {
+				tc.inputs(&inputs)
+			}
+			objs, err := All(cc, inputs)
 			if err != nil {
 				t.Fatalf("All: %v", err)
 			}
