@@ -406,7 +406,7 @@ func (r *CollabClusterReconciler) SetupWithManager(ctx context.Context, mgr ctrl
 	if workers <= 0 {
 		workers = DefaultWorkers
 	}
-	c, err := ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
 		For(&collabv1.CollabCluster{}).
 		Owns(&appsv1.Deployment{}).
@@ -418,14 +418,21 @@ func (r *CollabClusterReconciler) SetupWithManager(ctx context.Context, mgr ctrl
 		Owns(&policyv1.PodDisruptionBudget{}).
 		// One Secret watch serves both the generated Secrets (by owner)
 		// and the referenced ones (by index).
-		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.clustersForSecret)).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.clustersForSecret))
+	watchCRDs, err := mayWatchCRDs(ctx, mgr.GetClient())
+	if err != nil {
+		return err
+	}
+	if watchCRDs {
 		// Metadata only: CRD objects are large, and their schema is read
 		// around the cache when needed.
-		Watches(&metav1.PartialObjectMetadata{TypeMeta: metav1.TypeMeta{
+		b = b.Watches(&metav1.PartialObjectMetadata{TypeMeta: metav1.TypeMeta{
 			APIVersion: crdGVK.GroupVersion().String(), Kind: crdGVK.Kind}},
-			handler.EnqueueRequestsFromMapFunc(r.clustersForCRD)).
-		Named("collabcluster").
-		Build(r)
+			handler.EnqueueRequestsFromMapFunc(r.clustersForCRD))
+	} else {
+		log.FromContext(ctx).Info("may not watch CustomResourceDefinitions (namespaced install): a CloudNativePG or Gateway API CRD installed later is noticed at the next reconcile")
+	}
+	c, err := b.Named("collabcluster").Build(r)
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -71,6 +72,11 @@ func (w *optionalWatches) ensure(gvk schema.GroupVersionKind) error {
 	return nil
 }
 
+// errCRDsForbidden means the operator may not read CustomResourceDefinitions:
+// a namespaced install (the chart's watchNamespaces) has no cluster-wide
+// rules. Presence then comes from discovery, which every client may read.
+var errCRDsForbidden = errors.New("the operator may not read CustomResourceDefinitions")
+
 // crd reads a CustomResourceDefinition around the cache; nil when it is
 // not installed or not yet established.
 func (r *CollabClusterReconciler) crd(ctx context.Context, name string) (*unstructured.Unstructured, error) {
@@ -83,6 +89,9 @@ func (r *CollabClusterReconciler) crd(ctx context.Context, name string) (*unstru
 	if err := reader.Get(ctx, client.ObjectKey{Name: name}, u); err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil, nil
+		}
+		if apierrors.IsForbidden(err) {
+			return nil, errCRDsForbidden
 		}
 		return nil, fmt.Errorf("get CustomResourceDefinition %s: %w", name, err)
 	}
@@ -109,6 +118,33 @@ func servedSchema(crd *unstructured.Unstructured, version string) map[string]any
 	return nil
 }
 
+// served asks discovery whether the API server serves gvk; used when the
+// CRD itself may not be read.
+func (r *CollabClusterReconciler) served(gvk schema.GroupVersionKind) (bool, error) {
+	_, err := r.Client.RESTMapper().RESTMapping(gvk.GroupKind(), gvk.Version)
+	if meta.IsNoMatchError(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("discover %s: %w", gvk, err)
+	}
+	return true, nil
+}
+
+// optionalKindServed says whether gvk's CRD is installed, established and
+// serves gvk's version: from the CRD, or from discovery when the CRD may not
+// be read.
+func (r *CollabClusterReconciler) optionalKindServed(ctx context.Context, crdName string, gvk schema.GroupVersionKind) (bool, error) {
+	crd, err := r.crd(ctx, crdName)
+	if errors.Is(err, errCRDsForbidden) {
+		return r.served(gvk)
+	}
+	if err != nil {
+		return false, err
+	}
+	return crd != nil && servedSchema(crd, gvk.Version) != nil, nil
+}
+
 // httpRouteFeatures reads which optional rule fields the installed
 // HTTPRoute CRD has; ok is false when HTTPRoute v1 is not served.
 func httpRouteFeatures(crd *unstructured.Unstructured) (specs.HTTPRouteFeatures, bool) {
@@ -131,11 +167,20 @@ func (r *CollabClusterReconciler) exposure(ctx context.Context, st *state) error
 	st.affinity = nil
 	if gw := cc.Spec.Gateway; gw != nil {
 		crd, err := r.crd(ctx, specs.HTTPRouteCRDName)
-		if err != nil {
+		blind := errors.Is(err, errCRDsForbidden)
+		if err != nil && !blind {
 			return err
 		}
 		features, served := specs.HTTPRouteFeatures{}, false
-		if crd != nil {
+		switch {
+		case blind:
+			// Without the schema: timeouts are in every HTTPRoute v1
+			// release people still run; sessionPersistence may not be.
+			if served, err = r.served(specs.HTTPRouteGVK); err != nil {
+				return err
+			}
+			features.Timeouts = true
+		case crd != nil:
 			features, served = httpRouteFeatures(crd)
 		}
 		if !served {
@@ -152,6 +197,9 @@ func (r *CollabClusterReconciler) exposure(ctx context.Context, st *state) error
 		case gw.SessionAffinity.Mode == collabv1.SessionAffinityNone:
 			c.Status, c.Reason = metav1.ConditionFalse, "Disabled"
 			c.Message = "spec.gateway.sessionAffinity.mode is none: browsers reach any replica, which forwards their edits to the document's owner"
+		case blind:
+			c.Status, c.Reason = metav1.ConditionFalse, "HTTPRouteSchemaUnreadable"
+			c.Message = fmt.Sprintf("the operator may not read CustomResourceDefinitions (a namespaced install), so it cannot tell whether %s has sessionPersistence: the HTTPRoute has no cookie affinity; editing still works with more forwarding to the document's owner", specs.HTTPRouteCRDName)
 		case !features.SessionPersistence:
 			c.Status, c.Reason = metav1.ConditionFalse, "HTTPRouteSessionPersistenceUnavailable"
 			c.Message = fmt.Sprintf("the installed %s has no rules[].sessionPersistence (Gateway API experimental channel): the HTTPRoute has no cookie affinity, browsers reach any replica, editing still works with more forwarding to the document's owner", specs.HTTPRouteCRDName)
@@ -184,6 +232,11 @@ func (r *CollabClusterReconciler) ingressController(ctx context.Context, cc *col
 	from := "spec.ingress.controller"
 	if kind == collabv1.IngressControllerAuto {
 		className, classController, err := r.ingressClass(ctx, ing.ClassName)
+		if apierrors.IsForbidden(err) {
+			c.Status, c.Reason = metav1.ConditionFalse, "UnknownIngressController"
+			c.Message = "the operator may not read IngressClasses (a namespaced install): rendered ingress-nginx's annotations; set spec.ingress.controller"
+			return collabv1.IngressControllerIngressNGINX, c, nil
+		}
 		if err != nil {
 			return "", c, err
 		}
@@ -234,13 +287,13 @@ func (r *CollabClusterReconciler) ingressClass(ctx context.Context, name *string
 			return *name, "", nil
 		}
 		if err != nil {
-			return *name, "", fmt.Errorf("get IngressClass %s: %w", *name, err)
+			return *name, "", err
 		}
 		return *name, ic.Spec.Controller, nil
 	}
 	list := &networkingv1.IngressClassList{}
 	if err := reader.List(ctx, list); err != nil {
-		return "", "", fmt.Errorf("list IngressClasses: %w", err)
+		return "", "", err
 	}
 	for _, ic := range list.Items {
 		if ic.Annotations[networkingv1.AnnotationIsDefaultIngressClass] == "true" {
@@ -256,8 +309,8 @@ func (r *CollabClusterReconciler) httpRoute(ctx context.Context, st *state) erro
 	if route := specs.RuntimeHTTPRoute(st.cc, st.httpRoute); route != nil {
 		return apply(ctx, r.Client, route)
 	}
-	crd, err := r.crd(ctx, specs.HTTPRouteCRDName)
-	if err != nil || crd == nil {
+	present, err := r.optionalKindServed(ctx, specs.HTTPRouteCRDName, specs.HTTPRouteGVK)
+	if err != nil || !present {
 		return err
 	}
 	u := &unstructured.Unstructured{}
@@ -275,11 +328,11 @@ func (r *CollabClusterReconciler) cloudNativePG(ctx context.Context, st *state) 
 	if err != nil || cluster == nil {
 		return err
 	}
-	crd, err := r.crd(ctx, specs.CNPGClusterCRDName)
+	present, err := r.optionalKindServed(ctx, specs.CNPGClusterCRDName, specs.CNPGClusterGVK)
 	if err != nil {
 		return err
 	}
-	if crd == nil || servedSchema(crd, specs.CNPGClusterGVK.Version) == nil {
+	if !present {
 		return &degradedError{Reason: "CloudNativePGNotInstalled", Message: fmt.Sprintf(
 			"spec.postgres.cloudNativePG needs the CloudNativePG operator: CustomResourceDefinition %s (serving %s) is not installed; install CloudNativePG, or use spec.postgres.managed or external",
 			specs.CNPGClusterCRDName, specs.CNPGClusterGVK.Version)}
@@ -295,11 +348,11 @@ func (r *CollabClusterReconciler) cloudNativePG(ctx context.Context, st *state) 
 func (r *CollabClusterReconciler) cnpgCondition(ctx context.Context, cc *collabv1.CollabCluster) (metav1.Condition, error) {
 	c := metav1.Condition{Type: collabv1.ConditionPostgresReady, Status: metav1.ConditionFalse}
 	name := specs.CNPGClusterName(cc)
-	crd, err := r.crd(ctx, specs.CNPGClusterCRDName)
+	present, err := r.optionalKindServed(ctx, specs.CNPGClusterCRDName, specs.CNPGClusterGVK)
 	if err != nil {
 		return c, err
 	}
-	if crd == nil {
+	if !present {
 		c.Reason, c.Message = "CloudNativePGNotInstalled", "the CloudNativePG CRDs are not installed"
 		return c, nil
 	}
@@ -362,6 +415,26 @@ func isCNPGAppSecret(cc *collabv1.CollabCluster, use specs.SecretUse, err error)
 	var d *degradedError
 	return err != nil && errors.As(err, &d) && specs.WithDefaults(cc).Spec.Postgres.CloudNativePG != nil &&
 		use.Ref.Name == specs.CNPGAppSecretName(cc)
+}
+
+// mayWatchCRDs asks the API server whether the operator may list and watch
+// CustomResourceDefinitions: a namespaced install may not, and a watch it
+// may not start would keep the manager from starting.
+func mayWatchCRDs(ctx context.Context, c client.Client) (bool, error) {
+	for _, verb := range []string{"list", "watch"} {
+		review := &authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{
+			ResourceAttributes: &authorizationv1.ResourceAttributes{
+				Group: crdGVK.Group, Resource: "customresourcedefinitions", Verb: verb,
+			},
+		}}
+		if err := c.Create(ctx, review); err != nil {
+			return false, fmt.Errorf("review access to CustomResourceDefinitions: %w", err)
+		}
+		if !review.Status.Allowed {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // clustersForCRD brings back every CollabCluster when an optional CRD is

@@ -14,6 +14,10 @@
 #   hack/tools.sh envtest-assets      print a directory with kube-apiserver, etcd and kubectl
 #                                     (the value for KUBEBUILDER_ASSETS)
 #   hack/tools.sh list                print name, version and state of every tool
+#   hack/tools.sh crds <set>          print a directory with the CRDs of another project, from
+#                                     its Go module at a pinned version: gateway-api-standard,
+#                                     gateway-api-experimental (sigs.k8s.io/gateway-api) or
+#                                     cloudnative-pg (github.com/cloudnative-pg/cloudnative-pg)
 #
 # Environment:
 #   TANDEM_TOOLS_DIR   cache root (default ${XDG_CACHE_HOME:-$HOME/.cache}/tandem/tools)
@@ -29,6 +33,9 @@ CONTROLLER_GEN_VERSION=v0.23.0
 COREDNS_VERSION=v1.15.0
 BUILDKIT_VERSION=v0.34.2
 CRANE_VERSION=v0.22.1
+# CRDs of the engines the operator drives (tests install them; nothing is built).
+GATEWAY_API_VERSION=v1.4.1
+CNPG_VERSION=v1.27.0
 
 # Order matters for "install" without arguments: envtest needs kube-apiserver
 # and etcd first, so they are built first.
@@ -274,6 +281,22 @@ cmd_envtest_assets() {
 	echo "$dir"
 }
 
+# The CRD YAML ships in each project's Go module; `go mod download` puts the
+# module in the module cache (read-only, shared with builds) and says where.
+cmd_crds() {
+	[ $# -eq 1 ] || die "usage: $0 crds gateway-api-standard|gateway-api-experimental|cloudnative-pg"
+	local mod sub dir
+	case "$1" in
+	gateway-api-standard) mod=sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION sub=config/crd/standard ;;
+	gateway-api-experimental) mod=sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION sub=config/crd/experimental ;;
+	cloudnative-pg) mod=github.com/cloudnative-pg/cloudnative-pg@$CNPG_VERSION sub=config/crd/bases ;;
+	*) die "unknown CRD set '$1' (known: gateway-api-standard gateway-api-experimental cloudnative-pg)" ;;
+	esac
+	dir=$(cd "${TMPDIR:-/tmp}" && GOFLAGS=-mod=mod go mod download -json "$mod" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+	[ -n "$dir" ] && [ -d "$dir/$sub" ] || die "crds $1: go mod download $mod gave no $sub"
+	echo "$dir/$sub"
+}
+
 cmd_list() {
 	local t state
 	for t in "${ALL_TOOLS[@]}" "${REAL_CLUSTER_TOOLS[@]}"; do
@@ -292,7 +315,8 @@ main() {
 	bin) cmd_bin "$@" ;;
 	envtest-assets) cmd_envtest_assets ;;
 	list) cmd_list ;;
-	*) die "usage: $0 install [name...] | bin <name> | envtest-assets | list" ;;
+	crds) cmd_crds "$@" ;;
+	*) die "usage: $0 install [name...] | bin <name> | envtest-assets | list | crds <set>" ;;
 	esac
 }
 
