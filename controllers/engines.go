@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
@@ -195,7 +196,7 @@ func (r *CollabClusterReconciler) exposure(ctx context.Context, st *state) error
 		c := metav1.Condition{Type: collabv1.ConditionSessionAffinity}
 		switch {
 		case gw.SessionAffinity.Mode == collabv1.SessionAffinityNone:
-			c.Status, c.Reason = metav1.ConditionFalse, "Disabled"
+			c.Status, c.Reason = metav1.ConditionFalse, "HTTPRouteAffinityDisabled"
 			c.Message = "spec.gateway.sessionAffinity.mode is none: browsers reach any replica, which forwards their edits to the document's owner"
 		case blind:
 			c.Status, c.Reason = metav1.ConditionFalse, "HTTPRouteSchemaUnreadable"
@@ -304,10 +305,17 @@ func (r *CollabClusterReconciler) ingressClass(ctx context.Context, name *string
 }
 
 // httpRoute applies the HTTPRoute for spec.gateway, or removes the one
-// this CollabCluster owns when spec.gateway is gone.
+// this CollabCluster owns when spec.gateway is gone. Whether there may be
+// one comes from the status: every SessionAffinity reason of an HTTPRoute
+// starts with "HTTPRoute", so a cluster that never had one costs no
+// request here.
 func (r *CollabClusterReconciler) httpRoute(ctx context.Context, st *state) error {
 	if route := specs.RuntimeHTTPRoute(st.cc, st.httpRoute); route != nil {
 		return apply(ctx, r.Client, route)
+	}
+	if c := meta.FindStatusCondition(st.cc.Status.Conditions, collabv1.ConditionSessionAffinity); c == nil ||
+		!strings.HasPrefix(c.Reason, "HTTPRoute") {
+		return nil
 	}
 	present, err := r.optionalKindServed(ctx, specs.HTTPRouteCRDName, specs.HTTPRouteGVK)
 	if err != nil || !present {
