@@ -91,14 +91,14 @@ func RuntimeHTTPRoute(in *collabv1.CollabCluster, f HTTPRouteFeatures) *unstruct
 	if f.Timeouts {
 		// The request timeout covers a whole upgraded WebSocket on most
 		// implementations; "0s" disables it.
-		t := strconv.Itoa(int(*gw.RequestTimeoutSeconds)) + "s"
+		t := GatewayDuration(*gw.RequestTimeoutSeconds)
 		rule["timeouts"] = map[string]any{"request": t, "backendRequest": t}
 	}
 	if HTTPRouteSessionPersistence(cc, f) {
 		rule["sessionPersistence"] = map[string]any{
 			"sessionName":     gw.SessionAffinity.CookieName,
 			"type":            "Cookie",
-			"absoluteTimeout": strconv.Itoa(int(gw.SessionAffinity.CookieMaxAgeSeconds)) + "s",
+			"absoluteTimeout": GatewayDuration(gw.SessionAffinity.CookieMaxAgeSeconds),
 			"cookieConfig":    map[string]any{"lifetimeType": "Permanent"},
 		}
 	}
@@ -114,6 +114,30 @@ func RuntimeHTTPRoute(in *collabv1.CollabCluster, f HTTPRouteFeatures) *unstruct
 		spec["hostnames"] = hosts
 	}
 	return unstructuredChild(cc, HTTPRouteGVK, HTTPRouteName(cc), ComponentRuntime, spec)
+}
+
+// GatewayDuration writes seconds as a Gateway API Duration (GEP-2257:
+// at most four parts of up to five digits each, such as 1h or 25h1m1s).
+// Seconds alone would overflow five digits past 99999; hours past 99999
+// (over eleven years) are capped.
+func GatewayDuration(seconds int32) string {
+	if seconds <= 0 {
+		return "0s"
+	}
+	h, m, s := seconds/3600, seconds/60%60, seconds%60
+	if h > 99999 {
+		return "99999h"
+	}
+	var b strings.Builder
+	for _, p := range []struct {
+		v    int32
+		unit string
+	}{{h, "h"}, {m, "m"}, {s, "s"}} {
+		if p.v > 0 {
+			b.WriteString(strconv.Itoa(int(p.v)) + p.unit)
+		}
+	}
+	return b.String()
 }
 
 // unstructuredChild is a child of a kind the operator has no Go types for,

@@ -348,3 +348,17 @@ func TestHistoryRetentionConfig(t *testing.T) {
 		})
 	}
 }
+
+func TestGatewayDuration(t *testing.T) {
+	for _, tc := range []struct {
+		seconds int32
+		want    string
+	}{
+		{0, "0s"}, {-5, "0s"}, {59, "59s"}, {60, "1m"}, {3600, "1h"}, {86400, "24h"},
+		{604800, "168h"}, {90061, "25h1m1s"}, {2147483647, "99999h"},
+	} {
+		if got := GatewayDuration(tc.seconds); got != tc.want {
+			t.Errorf("GatewayDuration(%d) = %q, want %q", tc.seconds, got, tc.want)
+		}
+	}
+}

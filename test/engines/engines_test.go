@@ -291,8 +291,8 @@ func TestEngines(t *testing.T) {
 				return fmt.Errorf("rules: %v", rules)
 			}
 			rule := rules[0].(map[string]any)
-			if got, _, _ := unstructured.NestedString(rule, "timeouts", "request"); got != "3600s" {
-				return fmt.Errorf("request timeout %q, want 3600s", got)
+			if got, _, _ := unstructured.NestedString(rule, "timeouts", "request"); got != "1h" {
+				return fmt.Errorf("request timeout %q, want 1h", got)
 			}
 			if _, has := rule["sessionPersistence"]; has {
 				return fmt.Errorf("sessionPersistence written although the CRD has no such field")
@@ -324,7 +324,7 @@ func TestEngines(t *testing.T) {
 			}
 			rules, _, _ := unstructured.NestedSlice(u.Object, "spec", "rules")
 			sp, _, _ := unstructured.NestedMap(rules[0].(map[string]any), "sessionPersistence")
-			if sp["type"] != "Cookie" || sp["sessionName"] != specs.DefaultCookieName || sp["absoluteTimeout"] != "86400s" {
+			if sp["type"] != "Cookie" || sp["sessionName"] != specs.DefaultCookieName || sp["absoluteTimeout"] != "24h" {
 				return fmt.Errorf("sessionPersistence %v", sp)
 			}
 			return nil
