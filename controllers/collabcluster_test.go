@@ -487,7 +487,7 @@ func TestInvalidSpecsAreRejected(t *testing.T) {
 		}, "spec.redis: set exactly one of managed or external"},
 		{"postgres managed and external", func(s *collabv1.CollabClusterSpec) {
 			s.Postgres = &collabv1.PostgresSpec{Managed: &collabv1.ManagedPostgres{}, External: &collabv1.ExternalPostgres{DSNSecretRef: secretRef}}
-		}, "spec.postgres: set exactly one of managed or external"},
+		}, "spec.postgres: set exactly one of managed, external or cloudNativePG"},
 		{"too many replicas", func(s *collabv1.CollabClusterSpec) {
 			s.Runtime.Replicas = ptrTo[int32](101)
 		}, "spec.runtime.replicas: Invalid value: 101: spec.runtime.replicas in body should be less than or equal to 100"},
