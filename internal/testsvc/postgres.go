@@ -26,6 +26,10 @@ type Postgres struct {
 	cred *syscall.Credential
 	// certs, when set, turns on TLS (ssl=on) with its server certificate.
 	certs *Certs
+	// clientCert makes pg_hba.conf accept TLS connections only, and only
+	// with a client certificate that chains to certs' CA and whose CN is
+	// the user name (clientcert=verify-full).
+	clientCert bool
 }
 
 // PostgresOption configures StartPostgres.
@@ -36,6 +40,15 @@ type PostgresOption func(*Postgres)
 // still accepted; URL asks for sslmode=verify-full against certs.CAFile.
 func WithPostgresTLS(certs *Certs) PostgresOption {
 	return func(pg *Postgres) { pg.certs = certs }
+}
+
+// WithPostgresClientCertAuth is WithPostgresTLS with pg_hba.conf allowing
+// nothing but TLS connections that present a client certificate signed by
+// certs' CA naming the user (hostssl ... clientcert=verify-full; no host
+// lines, so plain connections are refused too). URL then carries the
+// client pair (sslcert, sslkey).
+func WithPostgresClientCertAuth(certs *Certs) PostgresOption {
+	return func(pg *Postgres) { pg.certs, pg.clientCert = certs, true }
 }
 
 // StartPostgres initialises a new cluster in a temporary directory, starts
@@ -85,6 +98,11 @@ func StartPostgres(t testing.TB, opts ...PostgresOption) *Postgres {
 			t.Fatalf("testsvc: %v", err)
 		}
 	}
+	if pg.clientCert {
+		if err := pg.writeClientCertHBA(); err != nil {
+			t.Fatalf("testsvc: %v", err)
+		}
+	}
 
 	var err error
 	for attempt := 0; attempt < 5; attempt++ {
@@ -129,10 +147,15 @@ func isExecutable(p string) bool {
 }
 
 // URL is postgres://postgres@127.0.0.1:PORT/postgres?sslmode=disable, or
-// with WithPostgresTLS ...?sslmode=verify-full&sslrootcert=CAFILE.
+// with WithPostgresTLS ...?sslmode=verify-full&sslrootcert=CAFILE, and with
+// WithPostgresClientCertAuth also &sslcert=CLIENTCERT&sslkey=CLIENTKEY.
 func (pg *Postgres) URL() string {
 	if pg.certs != nil {
-		return "postgres://postgres@" + pg.svc.addr() + "/postgres?sslmode=verify-full&sslrootcert=" + url.QueryEscape(pg.certs.CAFile)
+		u := "postgres://postgres@" + pg.svc.addr() + "/postgres?sslmode=verify-full&sslrootcert=" + url.QueryEscape(pg.certs.CAFile)
+		if pg.clientCert {
+			u += "&sslcert=" + url.QueryEscape(pg.certs.ClientCertFile) + "&sslkey=" + url.QueryEscape(pg.certs.ClientKeyFile)
+		}
+		return u
 	}
 	return "postgres://postgres@" + pg.svc.addr() + "/postgres?sslmode=disable"
 }
@@ -156,6 +179,24 @@ func (pg *Postgres) installCerts() error {
 			if err := os.Chown(dst, int(pg.cred.Uid), int(pg.cred.Gid)); err != nil {
 				return fmt.Errorf("install %s: %w", name, err)
 			}
+		}
+	}
+	return nil
+}
+
+// writeClientCertHBA replaces initdb's pg_hba.conf: the Unix socket stays
+// trusted (nothing here uses it), TCP needs TLS and a verified client
+// certificate whose CN is the user.
+func (pg *Postgres) writeClientCertHBA() error {
+	hba := "local all all trust\n" +
+		"hostssl all all 127.0.0.1/32 trust clientcert=verify-full\n" +
+		"hostssl all all ::1/128 trust clientcert=verify-full\n"
+	if err := os.WriteFile(filepath.Join(pg.dataDir(), "pg_hba.conf"), []byte(hba), 0o600); err != nil {
+		return fmt.Errorf("write pg_hba.conf: %w", err)
+	}
+	if pg.cred != nil {
+		if err := os.Chown(filepath.Join(pg.dataDir(), "pg_hba.conf"), int(pg.cred.Uid), int(pg.cred.Gid)); err != nil {
+			return fmt.Errorf("write pg_hba.conf: %w", err)
 		}
 	}
 	return nil

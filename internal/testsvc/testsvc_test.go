@@ -369,3 +369,79 @@ func TestTLS(t *testing.T) {
 		t.Errorf("postgres with the wrong CA: %v, want a certificate error", err)
 	}
 }
+
+// TestPostgresClientCertAuth: with WithPostgresClientCertAuth the server
+// takes a TLS connection that presents the generated client certificate
+// and refuses one without it, one whose certificate another CA signed, and
+// a plain one.
+func TestPostgresClientCertAuth(t *testing.T) {
+	certs := GenerateCerts(t)
+	other := GenerateCerts(t)
+	ctx := testCtx(t)
+	pg := StartPostgres(t, WithPostgresClientCertAuth(certs))
+
+	conn, err := pgx.Connect(ctx, pg.URL())
+	if err != nil {
+		t.Fatalf("postgres with the client certificate: %v", err)
+	}
+	var ssl bool
+	var cn string
+	if err := conn.QueryRow(ctx, "SELECT ssl, coalesce(client_dn, '') FROM pg_stat_ssl WHERE pid = pg_backend_pid()").Scan(&ssl, &cn); err != nil || !ssl || !strings.Contains(cn, "postgres") {
+		t.Errorf("pg_stat_ssl: ssl=%v client_dn=%q, %v; want TLS with the client certificate", ssl, cn, err)
+	}
+	conn.Close(ctx)
+
+	base := "postgres://postgres@" + pg.Addr() + "/postgres?sslmode=verify-full&sslrootcert=" + url.QueryEscape(certs.CAFile)
+	for _, tc := range []struct{ name, url, want string }{
+		{"no client certificate", base, "certificate"},
+		{"client certificate of another CA", base + "&sslcert=" + url.QueryEscape(other.ClientCertFile) + "&sslkey=" + url.QueryEscape(other.ClientKeyFile), "certificate"},
+		{"plain", "postgres://postgres@" + pg.Addr() + "/postgres?sslmode=disable", "pg_hba.conf"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := pgx.Connect(ctx, tc.url)
+			if err == nil {
+				c.Close(ctx)
+				t.Fatal("connected")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %q does not mention %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestRedisClusterTLS starts the cluster TLS-only (clients, the cluster
+// bus and replication): a TLS client reaches every master, replicas are in
+// sync, and a client without TLS gets nothing.
+func TestRedisClusterTLS(t *testing.T) {
+	certs := GenerateCerts(t)
+	rc := StartRedisCluster(t, WithTLS(certs))
+	if !strings.HasPrefix(rc.URL(), "rediss-cluster://") {
+		t.Fatalf("URL %q, want rediss-cluster://", rc.URL())
+	}
+	ctx := testCtx(t)
+	c := rc.Client()
+	masters := map[string]bool{}
+	for i := 0; i < 30; i++ {
+		k := fmt.Sprintf("k{%d}", i)
+		if err := c.Set(ctx, k, i, 0).Err(); err != nil {
+			t.Fatalf("set %s over TLS: %v", k, err)
+		}
+		masters[rc.MasterOf(k).Addr()] = true
+	}
+	if len(masters) != 3 {
+		t.Fatalf("keys landed on masters %v, want 3 of them", masters)
+	}
+	m, err := c.MasterForKey(ctx, "k{0}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := m.Do(ctx, "WAIT", 1, 5000).Int64(); err != nil || n != 1 {
+		t.Fatalf("WAIT over TLS replication: %d, %v", n, err)
+	}
+	plain := redis.NewClient(&redis.Options{Addr: rc.Nodes[0].Addr(), MaxRetries: -1, DialTimeout: time.Second, ReadTimeout: time.Second})
+	defer plain.Close()
+	if err := plain.Ping(ctx).Err(); err == nil {
+		t.Fatal("a plain client got PONG from a TLS-only node")
+	}
+}

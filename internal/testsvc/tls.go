@@ -98,7 +98,7 @@ func writeCerts(dir string) (*Certs, error) {
 	if err := writePEM(c.CAFile, "CERTIFICATE", caDER, 0o644); err != nil {
 		return nil, err
 	}
-	leaf := func(serial int64, cn string, usage x509.ExtKeyUsage, server bool, certFile, keyFile string) error {
+	leaf := func(serial int64, cn string, usage []x509.ExtKeyUsage, server bool, certFile, keyFile string) error {
 		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {
 			return err
@@ -109,7 +109,7 @@ func writeCerts(dir string) (*Certs, error) {
 			NotBefore:    now.Add(-time.Hour),
 			NotAfter:     now.Add(24 * time.Hour),
 			KeyUsage:     x509.KeyUsageDigitalSignature,
-			ExtKeyUsage:  []x509.ExtKeyUsage{usage},
+			ExtKeyUsage:  usage,
 		}
 		if server {
 			tmpl.DNSNames = []string{"localhost"}
@@ -128,10 +128,13 @@ func writeCerts(dir string) (*Certs, error) {
 		}
 		return writePEM(keyFile, "PRIVATE KEY", keyDER, 0o600)
 	}
-	if err := leaf(2, "127.0.0.1", x509.ExtKeyUsageServerAuth, true, c.ServerCertFile, c.ServerKeyFile); err != nil {
+	// The server pair is a client certificate too: the nodes of a TLS Redis
+	// Cluster present it to each other on the cluster bus and for
+	// replication, and the accepting node checks it is fit for a client.
+	if err := leaf(2, "127.0.0.1", []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}, true, c.ServerCertFile, c.ServerKeyFile); err != nil {
 		return nil, err
 	}
-	if err := leaf(3, "postgres", x509.ExtKeyUsageClientAuth, false, c.ClientCertFile, c.ClientKeyFile); err != nil {
+	if err := leaf(3, "postgres", []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, false, c.ClientCertFile, c.ClientKeyFile); err != nil {
 		return nil, err
 	}
 	return c, nil

@@ -203,6 +203,9 @@ func (w waiter) retry(ctx context.Context, name, addr string, try func(context.C
 			if certificateError(err) {
 				return fmt.Errorf("%w (the %s server's certificate was refused: check that --%s-ca-file holds the CA that signed it and that it names %s)", err, name, name, addr)
 			}
+			if clientCertificateRefused(err) {
+				return fmt.Errorf("%w (the %s server wants a client certificate it trusts: set --%s-cert-file and --%s-key-file; in a CollabCluster, clientCertificate: true on the TLS Secret with tls.crt and tls.key)", err, name, name, name)
+			}
 			return err
 		}
 		if w.cfg.Waiting != nil {
@@ -256,6 +259,13 @@ func certificateError(err error) bool {
 	var herr x509.HostnameError
 	var ierr x509.CertificateInvalidError
 	return errors.As(err, &verr) || errors.As(err, &uerr) || errors.As(err, &herr) || errors.As(err, &ierr)
+}
+
+// clientCertificateRefused reports PostgreSQL refusing a connection for
+// want of a valid client certificate (pg_hba.conf cert or clientcert=).
+func clientCertificateRefused(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && strings.HasPrefix(pe.Code, "28") && strings.Contains(pe.Message, "certificate")
 }
 
 // pgHost is the host:port of a PostgreSQL URL for log lines, never its
