@@ -91,6 +91,10 @@ type state struct {
 	// affinity is the SessionAffinity condition; nil when the runtime is
 	// not exposed (or the exposure phase did not run).
 	affinity *metav1.Condition
+	// routeAccepted is the RouteAccepted condition, from the HTTPRoute's
+	// status.parents; nil without spec.gateway (or when the httproute
+	// phase did not run).
+	routeAccepted *metav1.Condition
 }
 
 type phase struct {

@@ -311,7 +311,19 @@ func (r *CollabClusterReconciler) ingressClass(ctx context.Context, name *string
 // request here.
 func (r *CollabClusterReconciler) httpRoute(ctx context.Context, st *state) error {
 	if route := specs.RuntimeHTTPRoute(st.cc, st.httpRoute); route != nil {
-		return apply(ctx, r.Client, route)
+		if err := apply(ctx, r.Client, route); err != nil {
+			return err
+		}
+		// The status comes from the cache: a Gateway controller's status
+		// write is a watch event that brings the CollabCluster back here.
+		got := &unstructured.Unstructured{}
+		got.SetGroupVersionKind(specs.HTTPRouteGVK)
+		if err := r.Get(ctx, client.ObjectKeyFromObject(route), got); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("get HTTPRoute %s: %w", route.GetName(), err)
+		}
+		c := specs.HTTPRouteAcceptance(st.cc, got)
+		st.routeAccepted = &c
+		return nil
 	}
 	if c := meta.FindStatusCondition(st.cc.Status.Conditions, collabv1.ConditionSessionAffinity); c == nil ||
 		!strings.HasPrefix(c.Reason, "HTTPRoute") {

@@ -103,6 +103,14 @@ func (r *CollabClusterReconciler) updateStatus(ctx context.Context, st *state, p
 	case defaulted.Spec.Gateway == nil && !defaulted.Spec.Ingress.Enabled:
 		meta.RemoveStatusCondition(&s.Conditions, collabv1.ConditionSessionAffinity)
 	}
+	switch {
+	case st.routeAccepted != nil:
+		c := *st.routeAccepted
+		c.ObservedGeneration = cc.Generation
+		meta.SetStatusCondition(&s.Conditions, c)
+	case defaulted.Spec.Gateway == nil:
+		meta.RemoveStatusCondition(&s.Conditions, collabv1.ConditionRouteAccepted)
+	}
 	s.ObservedGeneration = cc.Generation
 	s.Selector = specs.Selector(cc)
 	s.Endpoint = specs.Endpoint(cc)

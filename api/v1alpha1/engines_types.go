@@ -9,6 +9,14 @@ import (
 // every replica serves every document, only with more forwarding.
 const ConditionSessionAffinity = "SessionAffinity"
 
+// ConditionRouteAccepted reports whether the Gateways named in
+// spec.gateway.parentRefs accepted the HTTPRoute and resolved its backend
+// (the Accepted and ResolvedRefs conditions their controller writes in the
+// HTTPRoute's status.parents). Unknown until a Gateway controller has
+// written them. Like SessionAffinity it does not hold Ready back: the
+// runtime serves inside the cluster either way.
+const ConditionRouteAccepted = "RouteAccepted"
+
 // IngressController selects which controller's annotations render the
 // ingress's WebSocket timeouts and cookie affinity.
 // +kubebuilder:validation:Enum=auto;ingress-nginx;nginx-inc;traefik;haproxy;haproxy-ingress

@@ -1,9 +1,12 @@
 package specs
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
@@ -114,6 +117,130 @@ func RuntimeHTTPRoute(in *collabv1.CollabCluster, f HTTPRouteFeatures) *unstruct
 		spec["hostnames"] = hosts
 	}
 	return unstructuredChild(cc, HTTPRouteGVK, HTTPRouteName(cc), ComponentRuntime, spec)
+}
+
+// HTTPRouteAcceptance is the RouteAccepted condition: it reads the Accepted and ResolvedRefs conditions that the
+// Gateways' controllers write for each parentRef in the HTTPRoute's
+// status.parents. A refusal names the Gateway, the controller and its
+// reason; a Gateway nobody has answered for yet (no implementation
+// running, a Gateway that does not exist, or a status older than the
+// route's spec) leaves the condition Unknown.
+func HTTPRouteAcceptance(in *collabv1.CollabCluster, route *unstructured.Unstructured) metav1.Condition {
+	cc := WithDefaults(in)
+	name := HTTPRouteName(cc)
+	c := metav1.Condition{Type: collabv1.ConditionRouteAccepted, Status: metav1.ConditionUnknown}
+	if cc.Spec.Gateway == nil {
+		c.Reason, c.Message = "NoGateway", "spec.gateway is not set"
+		return c
+	}
+	if route == nil || route.GetName() == "" {
+		c.Reason, c.Message = "HTTPRouteMissing", fmt.Sprintf("HTTPRoute %s does not exist yet", name)
+		return c
+	}
+	parents, _, _ := unstructured.NestedSlice(route.Object, "status", "parents")
+	var accepted, pending []string
+	for _, want := range cc.Spec.Gateway.ParentRefs {
+		gw := want.Namespace
+		if gw == "" {
+			gw = cc.Namespace
+		}
+		gw += "/" + want.Name
+		if want.SectionName != "" {
+			gw += " listener " + want.SectionName
+		}
+		st, ok := routeParentStatus(parents, cc.Namespace, want)
+		if !ok {
+			pending = append(pending, gw)
+			continue
+		}
+		conds := st.conditions
+		acc := meta.FindStatusCondition(conds, "Accepted")
+		refs := meta.FindStatusCondition(conds, "ResolvedRefs")
+		stale := func(x *metav1.Condition) bool {
+			return x.ObservedGeneration != 0 && x.ObservedGeneration < route.GetGeneration()
+		}
+		switch {
+		case acc == nil || stale(acc):
+			pending = append(pending, gw)
+		case acc.Status == metav1.ConditionFalse:
+			c.Status, c.Reason = metav1.ConditionFalse, "NotAccepted"
+			c.Message = fmt.Sprintf("Gateway %s (controller %s) did not accept HTTPRoute %s: %s", gw, st.controller, name, because(acc))
+			return c
+		case refs != nil && !stale(refs) && refs.Status == metav1.ConditionFalse:
+			c.Status, c.Reason = metav1.ConditionFalse, "RefsNotResolved"
+			c.Message = fmt.Sprintf("Gateway %s (controller %s) accepted HTTPRoute %s but cannot resolve its backend, Service %s: %s", gw, st.controller, name, ServiceName(cc), because(refs))
+			return c
+		case acc.Status == metav1.ConditionTrue:
+			accepted = append(accepted, fmt.Sprintf("%s (controller %s)", gw, st.controller))
+		default:
+			pending = append(pending, gw)
+		}
+	}
+	if len(pending) > 0 {
+		c.Reason = "Pending"
+		c.Message = fmt.Sprintf("HTTPRoute %s: no Gateway controller has answered for %s yet; check that the Gateway exists and that its implementation is running", name, strings.Join(pending, ", "))
+		return c
+	}
+	c.Status, c.Reason = metav1.ConditionTrue, "Accepted"
+	c.Message = fmt.Sprintf("HTTPRoute %s accepted by Gateway %s", name, strings.Join(accepted, ", "))
+	return c
+}
+
+// because is a Gateway condition's reason, with its message when it has one.
+func because(c *metav1.Condition) string {
+	if c.Message == "" {
+		return c.Reason
+	}
+	return c.Reason + ": " + c.Message
+}
+
+// routeParent is one entry of an HTTPRoute's status.parents.
+type routeParent struct {
+	controller string
+	conditions []metav1.Condition
+}
+
+// routeParentStatus finds the status.parents entry for a parentRef of the
+// spec: the same Gateway name and namespace (empty: the route's) and
+// listener.
+func routeParentStatus(parents []any, namespace string, want collabv1.GatewayParentRef) (routeParent, bool) {
+	wantNS := want.Namespace
+	if wantNS == "" {
+		wantNS = namespace
+	}
+	for _, item := range parents {
+		m, ok := item.(map[string]any)
+		if !ok {
+			continue
+		}
+		ref, _, _ := unstructured.NestedMap(m, "parentRef")
+		n, _ := ref["name"].(string)
+		ns, _ := ref["namespace"].(string)
+		section, _ := ref["sectionName"].(string)
+		if ns == "" {
+			ns = namespace
+		}
+		if n != want.Name || ns != wantNS || section != want.SectionName {
+			continue
+		}
+		p := routeParent{}
+		p.controller, _ = m["controllerName"].(string)
+		raw, _, _ := unstructured.NestedSlice(m, "conditions")
+		for _, ci := range raw {
+			cm, ok := ci.(map[string]any)
+			if !ok {
+				continue
+			}
+			t, _ := cm["type"].(string)
+			s, _ := cm["status"].(string)
+			reason, _ := cm["reason"].(string)
+			msg, _ := cm["message"].(string)
+			gen, _, _ := unstructured.NestedInt64(cm, "observedGeneration")
+			p.conditions = append(p.conditions, metav1.Condition{Type: t, Status: metav1.ConditionStatus(s), Reason: reason, Message: msg, ObservedGeneration: gen})
+		}
+		return p, true
+	}
+	return routeParent{}, false
 }
 
 // GatewayDuration writes seconds as a Gateway API Duration (GEP-2257:

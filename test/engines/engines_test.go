@@ -237,6 +237,28 @@ func cnpgCluster() *unstructured.Unstructured {
 	return u
 }
 
+// writeRouteStatus writes the HTTPRoute's status.parents as a Gateway
+// controller would for the parentRef withGateway names.
+func writeRouteStatus(t *testing.T, ns, name, accepted, reason, message string) {
+	t.Helper()
+	eventually(t, "HTTPRoute status written", func(ctx context.Context) error {
+		u, err := getUnstructured(ctx, httpRoute(), ns, name)
+		if err != nil {
+			return err
+		}
+		now := time.Now().UTC().Format(time.RFC3339)
+		u.Object["status"] = map[string]any{"parents": []any{map[string]any{
+			"parentRef":      map[string]any{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "public", "namespace": "gateway-system", "sectionName": "https"},
+			"controllerName": "gateway.example.test/controller",
+			"conditions": []any{
+				map[string]any{"type": "Accepted", "status": accepted, "reason": reason, "message": message, "observedGeneration": u.GetGeneration(), "lastTransitionTime": now},
+				map[string]any{"type": "ResolvedRefs", "status": "True", "reason": "ResolvedRefs", "message": "", "observedGeneration": u.GetGeneration(), "lastTransitionTime": now},
+			},
+		}}}
+		return k8s.Status().Update(ctx, u)
+	})
+}
+
 func withGateway(cc *collabv1.CollabCluster) {
 	cc.Spec.Gateway = &collabv1.GatewaySpec{
 		ParentRefs: []collabv1.GatewayParentRef{{Name: "public", Namespace: "gateway-system", SectionName: "https"}},
@@ -331,6 +353,21 @@ func TestEngines(t *testing.T) {
 		})
 	})
 
+	t.Run("the Gateway's answer shows in RouteAccepted", func(t *testing.T) {
+		c := wantCondition(t, ns, "gw", collabv1.ConditionRouteAccepted, metav1.ConditionUnknown, "Pending")
+		if !strings.Contains(c.Message, "gateway-system/public listener https") {
+			t.Errorf("RouteAccepted does not name the Gateway waited for: %s", c.Message)
+		}
+		// What a Gateway controller writes: first a refusal, then acceptance.
+		writeRouteStatus(t, ns, "gw", "False", "NotAllowedByListeners", "no listener allows routes from "+ns)
+		c = wantCondition(t, ns, "gw", collabv1.ConditionRouteAccepted, metav1.ConditionFalse, "NotAccepted")
+		if !strings.Contains(c.Message, "no listener allows routes from "+ns) || !strings.Contains(c.Message, "gateway.example.test/controller") {
+			t.Errorf("RouteAccepted does not carry the Gateway's reason: %s", c.Message)
+		}
+		writeRouteStatus(t, ns, "gw", "True", "Accepted", "")
+		wantCondition(t, ns, "gw", collabv1.ConditionRouteAccepted, metav1.ConditionTrue, "Accepted")
+	})
+
 	t.Run("a deleted HTTPRoute comes back; removing spec.gateway removes it", func(t *testing.T) {
 		u, err := getUnstructured(ctx, httpRoute(), ns, "gw")
 		if err != nil {
@@ -365,13 +402,15 @@ func TestEngines(t *testing.T) {
 			}
 			return fmt.Errorf("HTTPRoute still there (%v)", err)
 		})
-		eventually(t, "SessionAffinity dropped", func(ctx context.Context) error {
+		eventually(t, "SessionAffinity and RouteAccepted dropped", func(ctx context.Context) error {
 			cc := &collabv1.CollabCluster{}
 			if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "gw"}, cc); err != nil {
 				return err
 			}
-			if c := meta.FindStatusCondition(cc.Status.Conditions, collabv1.ConditionSessionAffinity); c != nil {
-				return fmt.Errorf("SessionAffinity still reported: %s", c.Message)
+			for _, ct := range []string{collabv1.ConditionSessionAffinity, collabv1.ConditionRouteAccepted} {
+				if c := meta.FindStatusCondition(cc.Status.Conditions, ct); c != nil {
+					return fmt.Errorf("%s still reported: %s", ct, c.Message)
+				}
 			}
 			return nil
 		})
