@@ -2,8 +2,11 @@ package store
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/tandem-dev/tandem/runtime/rope"
 )
 
 // CompactionOptions tune RunCompaction.
@@ -96,4 +99,187 @@ func CompactAll(ctx context.Context, a Archive, opts CompactionOptions) CompactR
 		opts.Logger.Info("history compacted", "docs", total.Docs, "ops", total.Ops, "snapshots", total.Snapshots, "took", time.Since(start))
 	}
 	return total
+}
+
+// Limit returns the newest revision ret lets compaction remove from a
+// document whose head is head; young is the oldest stored revision inside
+// the Age window (0 when there is none). Below 1, nothing may go.
+func (r Retention) Limit(head, young int64) int64 {
+	limit := head
+	if r.Revisions > 0 {
+		limit = min(limit, head-r.Revisions)
+	}
+	if r.Age > 0 && young > 0 {
+		limit = min(limit, young-1)
+	}
+	return limit
+}
+
+// CutTx is what a durable store offers one compaction transaction on one
+// document; CompactDoc decides with it where history is cut. The store
+// keeps the document from being deleted (and recreated) while the
+// transaction runs, so that a snapshot built from its operations is stored
+// for the same document.
+type CutTx interface {
+	// Head is the stored head revision; ok is false when the document is
+	// not stored (deleted meanwhile).
+	Head(ctx context.Context) (head int64, ok bool, err error)
+	// Young is the oldest stored revision whose operation is from since or
+	// later (0: none).
+	Young(ctx context.Context, since time.Time) (int64, error)
+	// First is the oldest stored operation's revision (0: none).
+	First(ctx context.Context) (int64, error)
+	// SnapshotIn is the newest stored snapshot (periodic, or the text the
+	// document's own row holds) with lo <= Rev <= hi; ok is false when
+	// there is none.
+	SnapshotIn(ctx context.Context, lo, hi int64) (snap Snapshot, ok bool, err error)
+	// NextSnapshot is the oldest periodic snapshot's revision after rev
+	// (0: none).
+	NextSnapshot(ctx context.Context, after int64) (int64, error)
+	// Ops are the stored entries with from < Rev <= to, in order.
+	Ops(ctx context.Context, from, to int64) ([]Entry, error)
+	// PutSnapshot stores a periodic snapshot (one already there at its
+	// revision is kept).
+	PutSnapshot(ctx context.Context, snap Snapshot) error
+	// DeleteOps removes the operations up to rev and says how many.
+	DeleteOps(ctx context.Context, upto int64) (int, error)
+	// DeleteSnapshots removes the periodic snapshots below rev.
+	DeleteSnapshots(ctx context.Context, below int64) (int, error)
+}
+
+// CompactDoc is one bounded step of compacting a document: the caller runs
+// it in one transaction, commits, and calls again while more is true.
+//
+// History is cut at the newest revision the retention lets go (the cut):
+// the first step stores a snapshot at the cut, built from the newest
+// snapshot below it and the operations in between (at most a snapshot
+// interval of them), and every step removes up to perTx operations from
+// the oldest on. The first step also removes the snapshots below the cut:
+// the revisions before it are unreadable from then on. So once a pass is
+// done only the retained window of operations is left, with one snapshot
+// where it starts. An interrupted cut is found again by its snapshot (the
+// oldest one, when none is right before the oldest operation) and finished
+// first, whatever the retention says by then.
+func CompactDoc(ctx context.Context, tx CutTx, ret Retention, now time.Time, perTx int64) (ops, snaps int, more bool, err error) {
+	head, ok, err := tx.Head(ctx)
+	if err != nil || !ok {
+		return 0, 0, false, err
+	}
+	first, err := tx.First(ctx)
+	if err != nil || first == 0 {
+		return 0, 0, false, err
+	}
+	cut := int64(0)
+	if first > 1 {
+		// The history must start right after a snapshot; if it does not,
+		// a cut was interrupted: finish it.
+		if _, ok, err := tx.SnapshotIn(ctx, first-1, first-1); err != nil {
+			return 0, 0, false, err
+		} else if !ok {
+			if cut, err = tx.NextSnapshot(ctx, first-1); err != nil {
+				return 0, 0, false, err
+			}
+			if cut == 0 {
+				return 0, 0, false, fmt.Errorf("history starts at %d with no snapshot before it or cut to finish", first)
+			}
+		}
+	}
+	if cut == 0 {
+		var young int64
+		if ret.Age > 0 {
+			if young, err = tx.Young(ctx, now.Add(-ret.Age)); err != nil {
+				return 0, 0, false, err
+			}
+		}
+		cut = ret.Limit(head, young)
+		if cut < first {
+			return 0, 0, false, nil // nothing old enough
+		}
+		if err := putCutSnapshot(ctx, tx, first, cut); err != nil {
+			return 0, 0, false, err
+		}
+		// The snapshots below go with it, so that the cut's is the oldest
+		// one left: that is how an interrupted cut is found again.
+		if snaps, err = tx.DeleteSnapshots(ctx, cut); err != nil {
+			return 0, 0, false, err
+		}
+	}
+	upto := cut
+	if perTx > 0 && upto-first >= perTx {
+		upto, more = first+perTx-1, true
+	}
+	if ops, err = tx.DeleteOps(ctx, upto); err != nil {
+		return 0, 0, false, err
+	}
+	return ops, snaps, more, nil
+}
+
+// putCutSnapshot stores the text at cut as a periodic snapshot, from the
+// newest snapshot at or after first-1 (where the stored history starts)
+// and the operations after it.
+func putCutSnapshot(ctx context.Context, tx CutTx, first, cut int64) error {
+	base, ok, err := tx.SnapshotIn(ctx, first-1, cut)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		if first > 1 {
+			return fmt.Errorf("no snapshot between %d and the cut at %d", first-1, cut)
+		}
+		base = Snapshot{} // the whole history is there: start empty
+	}
+	entries, err := tx.Ops(ctx, base.Rev, cut)
+	if err != nil {
+		return err
+	}
+	snap, err := Replay(base, entries, cut)
+	if err != nil {
+		return fmt.Errorf("text at the cut %d: %w", cut, err)
+	}
+	return tx.PutSnapshot(ctx, snap)
+}
+
+// Replay returns base advanced by entries, which must be its revisions
+// base.Rev+1 up to to, without a gap.
+func Replay(base Snapshot, entries []Entry, to int64) (Snapshot, error) {
+	text := rope.New(base.Text)
+	rev := base.Rev
+	for _, e := range entries {
+		if e.Rev != rev+1 {
+			return Snapshot{}, fmt.Errorf("revision %d follows %d", e.Rev, rev)
+		}
+		if err := text.Apply(e.Op); err != nil {
+			return Snapshot{}, fmt.Errorf("apply revision %d: %w", e.Rev, err)
+		}
+		rev = e.Rev
+	}
+	if rev != to {
+		return Snapshot{}, fmt.Errorf("operations from %d reach %d, not %d", base.Rev, rev, to)
+	}
+	return Snapshot{Doc: base.Doc, Rev: rev, Text: text.String()}, nil
+}
+
+// CompactDocs runs a store's compaction of each of ids to the end, step
+// after step (each step one transaction), and adds up what was removed.
+func CompactDocs(ctx context.Context, ids []string, step func(ctx context.Context, doc string) (ops, snaps int, more bool, err error)) (CompactResult, error) {
+	var res CompactResult
+	for _, id := range ids {
+		for {
+			if err := ctx.Err(); err != nil {
+				return res, err
+			}
+			ops, snaps, more, err := step(ctx, id)
+			res.Ops += ops
+			res.Snapshots += snaps
+			if err != nil {
+				return res, fmt.Errorf("compact %q: %w", id, err)
+			}
+			if !more {
+				break
+			}
+		}
+		res.Docs++
+		res.Cursor = id
+	}
+	return res, nil
 }

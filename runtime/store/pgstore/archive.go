@@ -19,7 +19,7 @@ var _ store.Archive = (*Store)(nil)
 const compactionLockID int64 = 0x74616e64656d02 // "tandem" + 2
 
 // compactOpsPerTx bounds the operations one compaction transaction
-// removes: a long history is cut in steps, each a short transaction that
+// removes by default: a long history is cut in steps, each a short transaction that
 // never holds locks a flush needs.
 const compactOpsPerTx = 5000
 
@@ -36,14 +36,16 @@ func (s *Store) SnapshotAt(ctx context.Context, doc string, rev int64) (store.Sn
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return store.Snapshot{}, fmt.Errorf("snapshot of doc %q at %d: %w", doc, rev, err)
 	}
-	if snap.Rev > 0 || rev == 0 {
+	if snap.Rev == rev {
 		return snap, nil
 	}
+	// The operations after the snapshot must all be there: a cut that
+	// was interrupted leaves older snapshots behind for a while.
 	var first *int64
 	if err := s.pool.QueryRow(ctx, `SELECT min(rev) FROM operations WHERE doc_id = $1`, doc).Scan(&first); err != nil {
 		return store.Snapshot{}, fmt.Errorf("first operation of doc %q: %w", doc, err)
 	}
-	if first != nil && *first > 1 {
+	if first != nil && *first > snap.Rev+1 {
 		return store.Snapshot{}, fmt.Errorf("doc %q at %d (history starts after %d): %w", doc, rev, *first-1, store.ErrCompacted)
 	}
 	return snap, nil
@@ -134,20 +136,14 @@ func (s *Store) Compact(ctx context.Context, ret store.Retention, now time.Time,
 	if err != nil {
 		return res, fmt.Errorf("compact: list documents: %w", err)
 	}
-	for _, id := range ids {
-		for {
-			ops, snaps, more, err := compactStep(ctx, conn.Conn(), id, ret, now)
-			if err != nil {
-				return res, err
-			}
-			res.Ops += ops
-			res.Snapshots += snaps
-			if !more {
-				break
-			}
-		}
-		res.Docs++
-		res.Cursor = id
+	res, err = store.CompactDocs(ctx, ids, func(ctx context.Context, doc string) (int, int, bool, error) {
+		return s.compactStep(ctx, conn.Conn(), doc, ret, now)
+	})
+	if res.Cursor == "" {
+		res.Cursor = cursor
+	}
+	if err != nil {
+		return res, err
 	}
 	res.More = len(ids) == batch
 	if !res.More {
@@ -156,62 +152,108 @@ func (s *Store) Compact(ctx context.Context, ret store.Retention, now time.Time,
 	return res, nil
 }
 
-// compactStep removes up to compactOpsPerTx operations of doc below its
-// cut, and once the cut is reached the snapshots below it.
-func compactStep(ctx context.Context, conn *pgx.Conn, doc string, ret store.Retention, now time.Time) (ops, snaps int, more bool, err error) {
+// compactStep is one store.CompactDoc step in one transaction. It holds
+// the document's row FOR KEY SHARE: a Write (FOR NO KEY UPDATE) goes on
+// beside it, a Delete waits for it, so the snapshot it stores at the cut
+// is built from and for the same document.
+func (s *Store) compactStep(ctx context.Context, conn *pgx.Conn, doc string, ret store.Retention, now time.Time) (ops, snaps int, more bool, err error) {
 	tx, err := conn.Begin(ctx)
 	if err != nil {
-		return 0, 0, false, fmt.Errorf("compact doc %q: begin: %w", doc, err)
+		return 0, 0, false, fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // no-op after commit
-	var head int64
-	if err := tx.QueryRow(ctx, `SELECT rev FROM documents WHERE id = $1`, doc).Scan(&head); err != nil {
-		if errors.Is(err, pgx.ErrNoRows) {
-			return 0, 0, false, nil // deleted meanwhile
-		}
-		return 0, 0, false, fmt.Errorf("compact doc %q: %w", doc, err)
-	}
-	limit := head
-	if ret.Revisions > 0 {
-		limit = min(limit, head-ret.Revisions)
-	}
-	if ret.Age > 0 {
-		var young *int64
-		if err := tx.QueryRow(ctx, `SELECT min(rev) FROM operations WHERE doc_id = $1 AND created_at >= $2`,
-			doc, now.Add(-ret.Age)).Scan(&young); err != nil {
-			return 0, 0, false, fmt.Errorf("compact doc %q: %w", doc, err)
-		}
-		if young != nil {
-			limit = min(limit, *young-1)
-		}
-	}
-	var cut, first *int64
-	if err := tx.QueryRow(ctx, `SELECT (SELECT max(rev) FROM snapshots WHERE doc_id = $1 AND rev <= $2),
-		(SELECT min(rev) FROM operations WHERE doc_id = $1)`, doc, limit).Scan(&cut, &first); err != nil {
-		return 0, 0, false, fmt.Errorf("compact doc %q: %w", doc, err)
-	}
-	if cut == nil {
-		return 0, 0, false, nil
-	}
-	upto := *cut
-	if first != nil && upto-*first >= compactOpsPerTx {
-		upto = *first + compactOpsPerTx - 1
-		more = true
-	}
-	tag, err := tx.Exec(ctx, `DELETE FROM operations WHERE doc_id = $1 AND rev <= $2`, doc, upto)
+	ops, snaps, more, err = store.CompactDoc(ctx, cutTx{tx: tx, doc: doc}, ret, now, s.compactOps)
 	if err != nil {
-		return 0, 0, false, fmt.Errorf("compact doc %q: remove operations: %w", doc, err)
-	}
-	ops = int(tag.RowsAffected())
-	if !more {
-		tag, err = tx.Exec(ctx, `DELETE FROM snapshots WHERE doc_id = $1 AND rev < $2`, doc, *cut)
-		if err != nil {
-			return 0, 0, false, fmt.Errorf("compact doc %q: remove snapshots: %w", doc, err)
-		}
-		snaps = int(tag.RowsAffected())
+		return 0, 0, false, err
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return 0, 0, false, fmt.Errorf("compact doc %q: commit: %w", doc, err)
+		return 0, 0, false, fmt.Errorf("commit: %w", err)
 	}
 	return ops, snaps, more, nil
+}
+
+// cutTx is store.CutTx on one PostgreSQL transaction.
+type cutTx struct {
+	tx  pgx.Tx
+	doc string
+}
+
+func (c cutTx) Head(ctx context.Context) (int64, bool, error) {
+	var head int64
+	err := c.tx.QueryRow(ctx, `SELECT rev FROM documents WHERE id = $1 FOR KEY SHARE`, c.doc).Scan(&head)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("head: %w", err)
+	}
+	return head, true, nil
+}
+
+func (c cutTx) revAgg(ctx context.Context, what, query string, args ...any) (int64, error) {
+	var rev *int64
+	if err := c.tx.QueryRow(ctx, query, args...).Scan(&rev); err != nil {
+		return 0, fmt.Errorf("%s: %w", what, err)
+	}
+	if rev == nil {
+		return 0, nil
+	}
+	return *rev, nil
+}
+
+func (c cutTx) Young(ctx context.Context, since time.Time) (int64, error) {
+	return c.revAgg(ctx, "operations in the window", `SELECT min(rev) FROM operations WHERE doc_id = $1 AND created_at >= $2`, c.doc, since)
+}
+
+func (c cutTx) First(ctx context.Context) (int64, error) {
+	return c.revAgg(ctx, "oldest operation", `SELECT min(rev) FROM operations WHERE doc_id = $1`, c.doc)
+}
+
+func (c cutTx) NextSnapshot(ctx context.Context, after int64) (int64, error) {
+	return c.revAgg(ctx, "next snapshot", `SELECT min(rev) FROM snapshots WHERE doc_id = $1 AND rev > $2`, c.doc, after)
+}
+
+func (c cutTx) SnapshotIn(ctx context.Context, lo, hi int64) (store.Snapshot, bool, error) {
+	snap := store.Snapshot{Doc: c.doc}
+	err := c.tx.QueryRow(ctx, `
+		SELECT rev, text FROM (
+			SELECT rev, text FROM snapshots WHERE doc_id = $1 AND rev BETWEEN $2 AND $3
+			UNION ALL
+			SELECT rev, text FROM documents WHERE id = $1 AND rev BETWEEN $2 AND $3 AND rev > 0
+		) AS s ORDER BY rev DESC LIMIT 1`, c.doc, lo, hi).Scan(&snap.Rev, &snap.Text)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return snap, false, nil
+	}
+	if err != nil {
+		return snap, false, fmt.Errorf("snapshot in %d..%d: %w", lo, hi, err)
+	}
+	return snap, true, nil
+}
+
+func (c cutTx) Ops(ctx context.Context, from, to int64) ([]store.Entry, error) {
+	return readOps(ctx, c.tx, c.doc, from, to)
+}
+
+func (c cutTx) PutSnapshot(ctx context.Context, snap store.Snapshot) error {
+	if _, err := c.tx.Exec(ctx, `INSERT INTO snapshots (doc_id, rev, text) VALUES ($1, $2, $3) ON CONFLICT (doc_id, rev) DO NOTHING`,
+		c.doc, snap.Rev, snap.Text); err != nil {
+		return fmt.Errorf("store snapshot at %d: %w", snap.Rev, err)
+	}
+	return nil
+}
+
+func (c cutTx) DeleteOps(ctx context.Context, upto int64) (int, error) {
+	tag, err := c.tx.Exec(ctx, `DELETE FROM operations WHERE doc_id = $1 AND rev <= $2`, c.doc, upto)
+	if err != nil {
+		return 0, fmt.Errorf("remove operations: %w", err)
+	}
+	return int(tag.RowsAffected()), nil
+}
+
+func (c cutTx) DeleteSnapshots(ctx context.Context, below int64) (int, error) {
+	tag, err := c.tx.Exec(ctx, `DELETE FROM snapshots WHERE doc_id = $1 AND rev < $2`, c.doc, below)
+	if err != nil {
+		return 0, fmt.Errorf("remove snapshots: %w", err)
+	}
+	return int(tag.RowsAffected()), nil
 }

@@ -43,6 +43,8 @@ type Store struct {
 	pool *pgxpool.Pool
 	// interval is how many revisions apart snapshots are kept.
 	interval int64
+	// compactOps bounds the operations one compaction step removes.
+	compactOps int64
 }
 
 var _ store.Durable = (*Store)(nil)
@@ -68,7 +70,7 @@ func OpenConfig(ctx context.Context, cfg *pgxpool.Config, logger *slog.Logger) (
 		pool.Close()
 		return nil, err
 	}
-	return &Store{pool: pool, interval: store.DefaultSnapshotInterval}, nil
+	return &Store{pool: pool, interval: store.DefaultSnapshotInterval, compactOps: compactOpsPerTx}, nil
 }
 
 // SetSnapshotInterval sets how many revisions apart snapshots are kept
@@ -150,10 +152,19 @@ func (s *Store) Load(ctx context.Context, doc string) (store.Snapshot, error) {
 
 // Ops returns stored entries with from < rev <= to (to < 0: all) in order.
 func (s *Store) Ops(ctx context.Context, doc string, from, to int64) ([]store.Entry, error) {
+	return readOps(ctx, s.pool, doc, from, to)
+}
+
+// querier is a pool, a connection or a transaction.
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+func readOps(ctx context.Context, q querier, doc string, from, to int64) ([]store.Entry, error) {
 	if to < 0 {
 		to = 1<<63 - 1
 	}
-	rows, err := s.pool.Query(ctx, `
+	rows, err := q.Query(ctx, `
 		SELECT rev, author, client_id, seq, op, created_at
 		FROM operations WHERE doc_id = $1 AND rev > $2 AND rev <= $3
 		ORDER BY rev`, doc, from, to)
@@ -280,7 +291,10 @@ func lockDocs(ctx context.Context, tx pgx.Tx, ids []string, now time.Time) ([]st
 		SELECT id, $2, $2 FROM unnest($1::text[]) WITH ORDINALITY AS u(id, ord)
 		ORDER BY ord
 		ON CONFLICT (id) DO NOTHING`, ids, now)
-	batch.Queue(`SELECT id, text, rev FROM documents WHERE id = ANY($1) ORDER BY id COLLATE "C" FOR UPDATE`, ids)
+	// FOR NO KEY UPDATE, not FOR UPDATE: it serialises Writes all the
+	// same, and lets compaction hold a document FOR KEY SHARE (keeping it
+	// from being deleted) without stalling them.
+	batch.Queue(`SELECT id, text, rev FROM documents WHERE id = ANY($1) ORDER BY id COLLATE "C" FOR NO KEY UPDATE`, ids)
 	br := tx.SendBatch(ctx, &batch)
 	defer br.Close()
 	if _, err := br.Exec(); err != nil {

@@ -13,9 +13,9 @@ import (
 var _ store.Archive = (*Store)(nil)
 
 // compactOpsPerTx bounds the operations one compaction transaction
-// removes, so that a document with a long history is cut in steps and the
-// writes that acknowledge edits (which wait for the same connection) are
-// never held for long.
+// removes by default, so that a document with a long history is cut in
+// steps and the writes that acknowledge edits (which wait for the same
+// connection) are never held for long.
 const compactOpsPerTx = 2000
 
 // vacuumPages is how many free pages one compaction call hands back to the
@@ -124,10 +124,9 @@ func (s *Store) deleteDoc(ctx context.Context, doc string) error {
 	return nil
 }
 
-// Compact implements store.Archive. A document's history is cut at a
-// periodic snapshot B: operations up to B and snapshots below it go. Load
-// starts from the newest of the documents row and the snapshots, so it
-// never needs an operation that was removed.
+// Compact implements store.Archive: store.CompactDoc cuts each document's
+// history, one short transaction per step under s.mu (so no Write sees a
+// half-cut document, and no step holds the connection long).
 func (s *Store) Compact(ctx context.Context, ret store.Retention, now time.Time, cursor string, batch int) (store.CompactResult, error) {
 	res := store.CompactResult{Cursor: cursor}
 	if ret.Keeps() {
@@ -150,18 +149,14 @@ func (s *Store) Compact(ctx context.Context, ret store.Retention, now time.Time,
 	if err := rows.Err(); err != nil {
 		return res, fmt.Errorf("compact: list documents: %w", err)
 	}
-	for _, d := range docs {
-		if err := ctx.Err(); err != nil {
-			return res, err
-		}
-		ops, snaps, err := s.compactDoc(ctx, d, ret, now)
-		if err != nil {
-			return res, err
-		}
-		res.Docs++
-		res.Ops += ops
-		res.Snapshots += snaps
-		res.Cursor = d
+	res, err = store.CompactDocs(ctx, docs, func(ctx context.Context, doc string) (int, int, bool, error) {
+		return s.compactStep(ctx, doc, ret, now)
+	})
+	if res.Cursor == "" {
+		res.Cursor = cursor
+	}
+	if err != nil {
+		return res, err
 	}
 	res.More = len(docs) == batch
 	if !res.More {
@@ -170,82 +165,106 @@ func (s *Store) Compact(ctx context.Context, ret store.Retention, now time.Time,
 	return res, s.vacuum(ctx)
 }
 
-// compactDoc cuts one document's history, at most compactOpsPerTx
-// operations per transaction.
-func (s *Store) compactDoc(ctx context.Context, doc string, ret store.Retention, now time.Time) (ops, snaps int, err error) {
-	for {
-		n, m, more, err := s.compactStep(ctx, doc, ret, now)
-		ops += n
-		snaps += m
-		if err != nil || !more {
-			return ops, snaps, err
-		}
-	}
-}
-
 func (s *Store) compactStep(ctx context.Context, doc string, ret store.Retention, now time.Time) (ops, snaps int, more bool, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return 0, 0, false, fmt.Errorf("compact %q: begin: %w", doc, err)
+		return 0, 0, false, fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
-	var head int64
-	if err := tx.QueryRowContext(ctx, `SELECT head FROM documents WHERE id = ?`, doc).Scan(&head); err != nil {
-		if errors.Is(err, sql.ErrNoRows) {
-			return 0, 0, false, nil // deleted meanwhile
-		}
-		return 0, 0, false, fmt.Errorf("compact %q: %w", doc, err)
-	}
-	limit := head
-	if ret.Revisions > 0 {
-		limit = min(limit, head-ret.Revisions)
-	}
-	if ret.Age > 0 {
-		// Everything up to the cut must be older than the window.
-		var young sql.NullInt64
-		if err := tx.QueryRowContext(ctx, `SELECT min(rev) FROM operations WHERE doc = ? AND time >= ?`,
-			doc, now.Add(-ret.Age).UnixNano()).Scan(&young); err != nil {
-			return 0, 0, false, fmt.Errorf("compact %q: %w", doc, err)
-		}
-		if young.Valid {
-			limit = min(limit, young.Int64-1)
-		}
-	}
-	var cut sql.NullInt64
-	if err := tx.QueryRowContext(ctx, `SELECT max(rev) FROM snapshots WHERE doc = ? AND rev <= ?`, doc, limit).Scan(&cut); err != nil {
-		return 0, 0, false, fmt.Errorf("compact %q: %w", doc, err)
-	}
-	if !cut.Valid || cut.Int64 <= 0 {
-		return 0, 0, false, nil
-	}
-	var first sql.NullInt64
-	if err := tx.QueryRowContext(ctx, `SELECT min(rev) FROM operations WHERE doc = ?`, doc).Scan(&first); err != nil {
-		return 0, 0, false, fmt.Errorf("compact %q: %w", doc, err)
-	}
-	upto := cut.Int64
-	if first.Valid && upto-first.Int64 >= compactOpsPerTx {
-		upto = first.Int64 + compactOpsPerTx - 1
-		more = true
-	}
-	r, err := tx.ExecContext(ctx, `DELETE FROM operations WHERE doc = ? AND rev <= ?`, doc, upto)
+	ops, snaps, more, err = store.CompactDoc(ctx, cutTx{tx: tx, doc: doc}, ret, now, s.compactOps)
 	if err != nil {
-		return 0, 0, false, fmt.Errorf("compact %q: remove operations: %w", doc, err)
-	}
-	n, _ := r.RowsAffected()
-	var m int64
-	if !more {
-		r, err = tx.ExecContext(ctx, `DELETE FROM snapshots WHERE doc = ? AND rev < ?`, doc, cut.Int64)
-		if err != nil {
-			return 0, 0, false, fmt.Errorf("compact %q: remove snapshots: %w", doc, err)
-		}
-		m, _ = r.RowsAffected()
+		return 0, 0, false, err
 	}
 	if err := tx.Commit(); err != nil {
-		return 0, 0, false, fmt.Errorf("compact %q: commit: %w", doc, err)
+		return 0, 0, false, fmt.Errorf("commit: %w", err)
 	}
-	return int(n), int(m), more, nil
+	// s.recent stays right: compaction changes no revision's text.
+	return ops, snaps, more, nil
+}
+
+// cutTx is store.CutTx on one SQLite transaction.
+type cutTx struct {
+	tx  *sql.Tx
+	doc string
+}
+
+func (c cutTx) Head(ctx context.Context) (int64, bool, error) {
+	var head int64
+	err := c.tx.QueryRowContext(ctx, `SELECT head FROM documents WHERE id = ?`, c.doc).Scan(&head)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("head: %w", err)
+	}
+	return head, true, nil
+}
+
+func (c cutTx) revAgg(ctx context.Context, what, query string, args ...any) (int64, error) {
+	var rev sql.NullInt64
+	if err := c.tx.QueryRowContext(ctx, query, args...).Scan(&rev); err != nil {
+		return 0, fmt.Errorf("%s: %w", what, err)
+	}
+	return rev.Int64, nil
+}
+
+func (c cutTx) Young(ctx context.Context, since time.Time) (int64, error) {
+	return c.revAgg(ctx, "operations in the window", `SELECT min(rev) FROM operations WHERE doc = ? AND time >= ?`, c.doc, since.UnixNano())
+}
+
+func (c cutTx) First(ctx context.Context) (int64, error) {
+	return c.revAgg(ctx, "oldest operation", `SELECT min(rev) FROM operations WHERE doc = ?`, c.doc)
+}
+
+func (c cutTx) NextSnapshot(ctx context.Context, after int64) (int64, error) {
+	return c.revAgg(ctx, "next snapshot", `SELECT min(rev) FROM snapshots WHERE doc = ? AND rev > ?`, c.doc, after)
+}
+
+func (c cutTx) SnapshotIn(ctx context.Context, lo, hi int64) (store.Snapshot, bool, error) {
+	snap := store.Snapshot{Doc: c.doc}
+	err := c.tx.QueryRowContext(ctx, `
+		SELECT rev, text FROM (
+			SELECT rev, text FROM snapshots WHERE doc = ?1 AND rev BETWEEN ?2 AND ?3
+			UNION ALL
+			SELECT rev, text FROM documents WHERE id = ?1 AND rev BETWEEN ?2 AND ?3 AND rev > 0
+		) ORDER BY rev DESC LIMIT 1`, c.doc, lo, hi).Scan(&snap.Rev, &snap.Text)
+	if errors.Is(err, sql.ErrNoRows) {
+		return snap, false, nil
+	}
+	if err != nil {
+		return snap, false, fmt.Errorf("snapshot in %d..%d: %w", lo, hi, err)
+	}
+	return snap, true, nil
+}
+
+func (c cutTx) Ops(ctx context.Context, from, to int64) ([]store.Entry, error) {
+	return readOps(ctx, c.tx, c.doc, from, to)
+}
+
+func (c cutTx) PutSnapshot(ctx context.Context, snap store.Snapshot) error {
+	if _, err := c.tx.ExecContext(ctx, insertSnapSQL, c.doc, snap.Rev, snap.Text); err != nil {
+		return fmt.Errorf("store snapshot at %d: %w", snap.Rev, err)
+	}
+	return nil
+}
+
+func (c cutTx) exec(ctx context.Context, what, query string, args ...any) (int, error) {
+	r, err := c.tx.ExecContext(ctx, query, args...)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", what, err)
+	}
+	n, _ := r.RowsAffected()
+	return int(n), nil
+}
+
+func (c cutTx) DeleteOps(ctx context.Context, upto int64) (int, error) {
+	return c.exec(ctx, "remove operations", `DELETE FROM operations WHERE doc = ? AND rev <= ?`, c.doc, upto)
+}
+
+func (c cutTx) DeleteSnapshots(ctx context.Context, below int64) (int, error) {
+	return c.exec(ctx, "remove snapshots", `DELETE FROM snapshots WHERE doc = ? AND rev < ?`, c.doc, below)
 }
 
 // vacuum hands up to vacuumPages free pages back to the file system.

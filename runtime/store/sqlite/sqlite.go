@@ -77,6 +77,9 @@ type Store struct {
 	// interval is how many revisions apart snapshots are kept.
 	interval               int64
 	insertSnap, upsertHead *sql.Stmt
+	selectDoc, selectOps   *sql.Stmt
+	// compactOps bounds the operations one compaction step removes.
+	compactOps int64
 }
 
 // storedDoc is a document as the database holds it after a commit: its
@@ -108,6 +111,7 @@ const (
 			UNION ALL
 			SELECT text, rev FROM (SELECT text, rev FROM snapshots WHERE doc = ?1 ORDER BY rev DESC LIMIT 1)
 		) ORDER BY rev DESC LIMIT 1`
+	selectOpsSQL = `SELECT rev, op FROM operations WHERE doc = ? AND rev > ? ORDER BY rev`
 	insertOpSQL  = `INSERT INTO operations (doc, rev, client, seq, user, op, time) VALUES (?, ?, ?, ?, ?, ?, ?)`
 	upsertDocSQL = `INSERT INTO documents (id, text, rev, created, updated, head, size) VALUES (?, ?, ?, ?, ?, ?, ?)
 			 ON CONFLICT(id) DO UPDATE SET text = excluded.text, rev = excluded.rev, updated = excluded.updated,
@@ -148,11 +152,12 @@ func Open(ctx context.Context, dir string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("upgrade schema in %q: %w", path, err)
 	}
-	st := &Store{db: db, recent: map[string]*storedDoc{}, interval: store.DefaultSnapshotInterval}
+	st := &Store{db: db, recent: map[string]*storedDoc{}, interval: store.DefaultSnapshotInterval, compactOps: compactOpsPerTx}
 	for _, p := range []struct {
 		stmt **sql.Stmt
 		sql  string
-	}{{&st.insertOp, insertOpSQL}, {&st.upsertDoc, upsertDocSQL}, {&st.upsertHead, upsertHeadSQL}, {&st.insertSnap, insertSnapSQL}} {
+	}{{&st.insertOp, insertOpSQL}, {&st.upsertDoc, upsertDocSQL}, {&st.upsertHead, upsertHeadSQL}, {&st.insertSnap, insertSnapSQL},
+		{&st.selectDoc, selectDocSQL}, {&st.selectOps, selectOpsSQL}} {
 		if *p.stmt, err = db.PrepareContext(ctx, p.sql); err != nil {
 			db.Close()
 			return nil, fmt.Errorf("prepare statement in %q: %w", path, err)
@@ -241,7 +246,7 @@ func (s *Store) Ready(ctx context.Context) error {
 // Load implements store.Durable: the document's row and the operations
 // stored after it.
 func (s *Store) Load(ctx context.Context, doc string) (store.Snapshot, error) {
-	st, err := latest(ctx, s.db, doc)
+	st, err := latest(ctx, s.selectDoc, s.selectOps, doc)
 	if err != nil {
 		return store.Snapshot{}, err
 	}
@@ -253,17 +258,26 @@ type querier interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 }
 
-// latest reads doc's row in documents and applies the operations stored
-// after it.
-func latest(ctx context.Context, q querier, doc string) (*storedDoc, error) {
+// latest reads doc's newest snapshot (its row in documents or a periodic
+// one) and applies the operations stored after it. selectDoc and
+// selectOps are the prepared selectDocSQL and selectOpsSQL, for the
+// database or a transaction: a Write of many documents runs them once
+// each, and parsing them every time was most of its cost.
+func latest(ctx context.Context, selectDoc, selectOps *sql.Stmt, doc string) (*storedDoc, error) {
 	var text string
 	st := &storedDoc{}
-	err := q.QueryRowContext(ctx, selectDocSQL, doc).Scan(&text, &st.snapRev)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+	err := selectDoc.QueryRowContext(ctx, doc).Scan(&text, &st.snapRev)
+	if errors.Is(err, sql.ErrNoRows) {
+		// Every Write stores a row for each document it writes, in the
+		// same transaction as its operations: no row, no operations.
+		st.rope = rope.New("")
+		return st, nil
+	}
+	if err != nil {
 		return nil, fmt.Errorf("load %q: %w", doc, err)
 	}
 	st.rope, st.rev = rope.New(text), st.snapRev
-	rows, err := q.QueryContext(ctx, `SELECT rev, op FROM operations WHERE doc = ? AND rev > ? ORDER BY rev`, doc, st.snapRev)
+	rows, err := selectOps.QueryContext(ctx, doc, st.snapRev)
 	if err != nil {
 		return nil, fmt.Errorf("load %q: operations after its snapshot: %w", doc, err)
 	}
@@ -294,10 +308,14 @@ func latest(ctx context.Context, q querier, doc string) (*storedDoc, error) {
 
 // Ops implements store.Durable.
 func (s *Store) Ops(ctx context.Context, doc string, from, to int64) ([]store.Entry, error) {
+	return readOps(ctx, s.db, doc, from, to)
+}
+
+func readOps(ctx context.Context, q querier, doc string, from, to int64) ([]store.Entry, error) {
 	if to < 0 {
 		to = 1<<63 - 1
 	}
-	rows, err := s.db.QueryContext(ctx,
+	rows, err := q.QueryContext(ctx,
 		`SELECT rev, client, seq, user, op, time FROM operations WHERE doc = ? AND rev > ? AND rev <= ? ORDER BY rev`,
 		doc, from, to)
 	if err != nil {
@@ -353,6 +371,8 @@ func (s *Store) Write(ctx context.Context, entries []store.Entry) error {
 	upsertDoc := tx.StmtContext(ctx, s.upsertDoc)
 	upsertHead := tx.StmtContext(ctx, s.upsertHead)
 	insertSnap := tx.StmtContext(ctx, s.insertSnap)
+	selectDoc := tx.StmtContext(ctx, s.selectDoc)
+	selectOps := tx.StmtContext(ctx, s.selectOps)
 
 	now := time.Now().UnixMilli()
 	for _, e := range entries {
@@ -360,7 +380,7 @@ func (s *Store) Write(ctx context.Context, entries []store.Entry) error {
 		if !ok {
 			st = s.recent[e.Doc]
 			if st == nil {
-				if st, err = latest(ctx, tx, e.Doc); err != nil {
+				if st, err = latest(ctx, selectDoc, selectOps, e.Doc); err != nil {
 					return fmt.Errorf("write: %w", err)
 				}
 			}
@@ -457,7 +477,7 @@ func (s *Store) Close() error {
 	s.mu.Lock()
 	err := s.writeSnapshots()
 	s.mu.Unlock()
-	for _, st := range []*sql.Stmt{s.insertOp, s.upsertDoc, s.upsertHead, s.insertSnap} {
+	for _, st := range []*sql.Stmt{s.insertOp, s.upsertDoc, s.upsertHead, s.insertSnap, s.selectDoc, s.selectOps} {
 		st.Close()
 	}
 	if err != nil {

@@ -27,10 +27,7 @@ func TestDurableConformance(t *testing.T) {
 }
 
 func TestArchiveConformance(t *testing.T) {
-	// 2,000 documents: SQLite here is Go translated from C, which the race
-	// detector (make test) slows down a hundredfold; PostgreSQL's suite
-	// pages through 10,000.
-	storetest.RunArchive(t, 2000, func(t *testing.T, interval int64) storetest.ArchiveStore {
+	storetest.RunArchive(t, 10000, func(t *testing.T, interval int64) storetest.ArchiveStore {
 		s := open(t, t.TempDir())
 		s.SetSnapshotInterval(interval)
 		return s

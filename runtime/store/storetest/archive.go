@@ -92,6 +92,14 @@ func writeInBatches(t *testing.T, ctx context.Context, d store.Durable, entries 
 	}
 }
 
+// CompactStepper runs one step of compacting one document (one
+// transaction of at most perTx removed operations) and says whether the
+// document needs more: stores export it to their tests, so that the suite
+// can interrupt a cut between steps.
+type CompactStepper interface {
+	CompactStep(ctx context.Context, doc string, ret store.Retention, now time.Time, perTx int64) (more bool, err error)
+}
+
 // RunArchive checks the store.Archive contract. newArchive returns a store
 // keeping snapshots interval revisions apart; listDocs is how many
 // documents the listing test pages through.
@@ -100,8 +108,11 @@ func writeInBatches(t *testing.T, ctx context.Context, d store.Durable, entries 
 //     after it, equals replaying the whole history up to it; the snapshot
 //     is at most interval revisions behind (across snapshot boundaries).
 //   - After compaction the current text and every kept revision are still
-//     exact, older revisions report ErrCompacted, and compacting again
-//     changes nothing.
+//     exact, only the retained window of operations is left (the cut is
+//     where the retention allows, with a snapshot there), older revisions
+//     report ErrCompacted, and compacting again changes nothing.
+//   - A cut interrupted between its steps leaves every kept revision
+//     exact, and the next compaction finishes it.
 //   - List pages through every document in id order, filtered by prefix.
 //   - Delete removes every trace; the document then starts empty.
 func RunArchive(t *testing.T, listDocs int, newArchive func(t *testing.T, interval int64) ArchiveStore) {
@@ -154,14 +165,16 @@ func RunArchive(t *testing.T, listDocs int, newArchive func(t *testing.T, interv
 			now  time.Time
 			// keepFrom: every revision from here on must stay readable.
 			keepFrom int64
+			// cut: the revision history must start from (its snapshot).
+			cut int64
 		}{
-			{"nothing by default", store.Retention{}, base.Add(time.Hour), 0},
-			{"revisions", store.Retention{Revisions: 200}, base, 100},
+			{"nothing by default", store.Retention{}, base.Add(time.Hour), 0, 0},
+			{"revisions", store.Retention{Revisions: 200}, base, 100, 100},
 			// Operation i+1 is stored at base+i s: older than 60 s at
 			// base+250 s means revisions up to 190.
-			{"age", store.Retention{Age: time.Minute}, base.Add(250 * time.Second), 191},
-			{"age and revisions keep the union", store.Retention{Age: time.Minute, Revisions: 20}, base.Add(250 * time.Second), 191},
-			{"age alone later", store.Retention{Age: time.Minute}, base.Add(time.Hour), 300},
+			{"age", store.Retention{Age: time.Minute}, base.Add(250 * time.Second), 191, 190},
+			{"age and revisions keep the union", store.Retention{Age: time.Minute, Revisions: 20}, base.Add(250 * time.Second), 191, 190},
+			{"age alone later", store.Retention{Age: time.Minute}, base.Add(time.Hour), 300, 300},
 		}
 		for _, tc := range tests {
 			t.Run(tc.name, func(t *testing.T) {
@@ -197,8 +210,13 @@ func RunArchive(t *testing.T, listDocs int, newArchive func(t *testing.T, interv
 				if err != nil {
 					t.Fatalf("Ops: %v", err)
 				}
-				if tc.keepFrom > interval && (len(ops) == 0 || ops[0].Rev == 1) {
-					t.Fatalf("nothing was compacted for %s: %d ops from rev %d", tc.name, len(ops), revs(ops))
+				// Cut exactly where the retention allows: only the
+				// retained window of operations is left.
+				switch {
+				case tc.cut == 300 && len(ops) != 0:
+					t.Fatalf("%d operations left, want none (all are outside the window)", len(ops))
+				case tc.cut < 300 && (len(ops) == 0 || ops[0].Rev != tc.cut+1):
+					t.Fatalf("operations left start at %v, want at %d", revs(ops[:min(len(ops), 1)]), tc.cut+1)
 				}
 				if len(ops) > 0 && ops[0].Rev > 1 {
 					if _, err := textAt(ctx, a, doc, ops[0].Rev-interval-1); !errors.Is(err, store.ErrCompacted) && ops[0].Rev-interval-1 >= 0 {
@@ -211,8 +229,8 @@ func RunArchive(t *testing.T, listDocs int, newArchive func(t *testing.T, interv
 				if err != nil {
 					t.Fatalf("Oldest: %v", err)
 				}
-				if oldest.Rev >= tc.keepFrom && tc.keepFrom > 0 {
-					t.Fatalf("Oldest is at %d, after the kept revision %d", oldest.Rev, tc.keepFrom)
+				if oldest.Rev != tc.cut {
+					t.Fatalf("Oldest is at %d, want the cut at %d", oldest.Rev, tc.cut)
 				}
 				if got, err := textAt(ctx, a, doc, oldest.Rev); err != nil || got != oldest.Text || oldest.Text != texts[oldest.Rev] {
 					t.Fatalf("Oldest = rev %d %q; text there %q, %v", oldest.Rev, oldest.Text, got, err)
@@ -236,6 +254,62 @@ func RunArchive(t *testing.T, listDocs int, newArchive func(t *testing.T, interv
 					}
 				}
 			})
+		}
+	})
+
+	t.Run("InterruptedCut", func(t *testing.T) {
+		a := newArchive(t, interval)
+		stepper, ok := a.(CompactStepper)
+		if !ok {
+			t.Fatalf("%T cannot run one compaction step (CompactStepper)", a)
+		}
+		ctx := testCtx(t)
+		doc := DocID(t)
+		rng := rand.New(rand.NewPCG(4, uint64(time.Now().UnixNano())))
+		entries, texts := randomHistory(doc, 300, base, rng)
+		writeInBatches(t, ctx, a, entries, rng)
+		// Operations up to 190 are older than a minute at base+250 s: one
+		// step of 7 operations, then the process "stops".
+		more, err := stepper.CompactStep(ctx, doc, store.Retention{Age: time.Minute}, base.Add(250*time.Second), 7)
+		if err != nil || !more {
+			t.Fatalf("first step = more %v, %v; want more to do", more, err)
+		}
+		check := func(from int64) {
+			t.Helper()
+			for rev := from; rev <= 300; rev += 1 + rng.Int64N(9) {
+				if got, err := textAt(ctx, a, doc, rev); err != nil || got != texts[rev] {
+					t.Fatalf("text at %d: %v (right: %v)", rev, err, got == texts[rev])
+				}
+			}
+			if snap, err := a.Load(ctx, doc); err != nil || snap.Rev != 300 || snap.Text != texts[300] {
+				t.Fatalf("Load = rev %d, %v; want rev 300 and the current text", snap.Rev, err)
+			}
+		}
+		check(190)
+		// Next time the retention keeps more (cut at 50 only), but the
+		// interrupted cut at 190 is finished first, in steps.
+		for i := 0; ; i++ {
+			if i > 300 {
+				t.Fatalf("the interrupted cut does not finish")
+			}
+			more, err := stepper.CompactStep(ctx, doc, store.Retention{Revisions: 250}, base.Add(250*time.Second), 7)
+			if err != nil {
+				t.Fatalf("step %d: %v", i, err)
+			}
+			if !more {
+				break
+			}
+		}
+		ops, err := a.Ops(ctx, doc, 0, -1)
+		if err != nil || len(ops) == 0 || ops[0].Rev != 191 {
+			t.Fatalf("after finishing the cut: operations from %v, %v; want from 191", revs(ops[:min(len(ops), 1)]), err)
+		}
+		if oldest, err := a.Oldest(ctx, doc); err != nil || oldest.Rev != 190 || oldest.Text != texts[190] {
+			t.Fatalf("Oldest = rev %d, %v; want the text at 190", oldest.Rev, err)
+		}
+		check(190)
+		if _, err := textAt(ctx, a, doc, 189); !errors.Is(err, store.ErrCompacted) {
+			t.Fatalf("text at 189 after the cut: %v, want ErrCompacted", err)
 		}
 	})
 
