@@ -527,7 +527,7 @@ func (a *actor) join(m *Member, rev *int64) {
 	sort.Strings(conns)
 	for _, conn := range conns {
 		p := a.present[conn]
-		w.Presence = append(w.Presence, protocol.Presence{Type: protocol.TypePresence, User: p.User, Conn: conn, Cursor: p.Cursor})
+		w.Presence = append(w.Presence, protocol.Presence{Type: protocol.TypePresence, User: p.User, Conn: conn, Client: p.Client, Cursor: p.Cursor})
 	}
 	m.joined = a.head
 	f := protocol.NewFrame(w)
@@ -723,7 +723,7 @@ func (a *actor) presenceEvent(ev store.PresenceEvent) {
 	if had && isRefresh(old, e) {
 		return // nothing changed for anyone
 	}
-	a.broadcastExcept(conn, protocol.Presence{Type: protocol.TypePresence, User: e.User, Conn: conn, Cursor: e.Cursor})
+	a.broadcastExcept(conn, protocol.Presence{Type: protocol.TypePresence, User: e.User, Conn: conn, Client: e.Client, Cursor: e.Cursor})
 }
 
 // isRefresh reports whether e only keeps old alive. Only the owner's Seq
@@ -793,9 +793,8 @@ func transformPresence(p store.PresenceEntry, e store.Entry) store.PresenceEntry
 	// one spot goes first, see submit.go) this puts every owner's caret
 	// right after their own text, as in their own editor. A range moves as
 	// one selection, the same rule as the clients' (ot.TransformSelection).
-	own := p.User.ID == e.User && (p.Client == "" || p.Client == e.Client)
 	var c store.Cursor
-	c.Anchor, c.Head = ot.TransformSelection(p.Cursor.Anchor, p.Cursor.Head, e.Op, own)
+	c.Anchor, c.Head = ot.TransformSelection(p.Cursor.Anchor, p.Cursor.Head, e.Op, ot.OwnsCaret(p.User.ID, p.Client, e.User, e.Client))
 	p.Cursor = &c
 	return p
 }

@@ -190,7 +190,15 @@ func TestPresenceSelectionAndOwnership(t *testing.T) {
 	if _, err := m.Join(ctx, "sel", member("conn-w", "w", ws), nil); err != nil {
 		t.Fatal(err)
 	}
-	got := cursorsIn(next[protocol.Welcome](t, ws))
+	w := next[protocol.Welcome](t, ws)
+	// Clients move these cursors through later operations by the same
+	// rule (ot.OwnsCaret), so each one names its client id.
+	for _, p := range w.Presence {
+		if want := map[string]string{"conn-1": "k1", "conn-2": "k2", "conn-o": "ko"}[p.Conn]; p.Client != want {
+			t.Errorf("presence of %s names client %q, want %q", p.Conn, p.Client, want)
+		}
+	}
+	got := cursorsIn(w)
 	want := map[string]store.Cursor{"conn-1": *caret(5), "conn-o": {Anchor: 10, Head: 15}}
 	for conn, c := range want {
 		if got[conn] != c {

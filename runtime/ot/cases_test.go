@@ -160,6 +160,27 @@ var selectionCases = []selectionCase{
 	{Name: "server tie: another's insert at the start stays outside", Op: Op{r(2), ins("b")}, Anchor: 6, Head: 2, Own: false, Result: [2]int{7, 3}},
 }
 
+// ownsCaretCase is the rule for the own argument above: which committed
+// operations move a caret as its owner's. The server (runtime/doc) and the
+// clients decide with it, so one person's two tabs agree with everyone.
+type ownsCaretCase struct {
+	Name        string `json:"name"`
+	CaretUser   string `json:"caretUser"`
+	CaretClient string `json:"caretClient"`
+	OpUser      string `json:"opUser"`
+	OpClient    string `json:"opClient"`
+	Result      bool   `json:"result"`
+}
+
+var ownsCaretCases = []ownsCaretCase{
+	{Name: "the caret's own client", CaretUser: "ada", CaretClient: "c1", OpUser: "ada", OpClient: "c1", Result: true},
+	{Name: "same user in another tab is someone else", CaretUser: "ada", CaretClient: "c1", OpUser: "ada", OpClient: "c2", Result: false},
+	{Name: "another user", CaretUser: "ada", CaretClient: "c1", OpUser: "bob", OpClient: "c2", Result: false},
+	{Name: "another user under the same client id", CaretUser: "ada", CaretClient: "c1", OpUser: "bob", OpClient: "c1", Result: false},
+	{Name: "caret of unknown client: the user decides", CaretUser: "ada", CaretClient: "", OpUser: "ada", OpClient: "c2", Result: true},
+	{Name: "caret of unknown client, another user", CaretUser: "ada", CaretClient: "", OpUser: "bob", OpClient: "c1", Result: false},
+}
+
 type normalizeCase struct {
 	Name   string `json:"name"`
 	Op     Op     `json:"op"`

@@ -131,6 +131,16 @@ func TestTransformSelectionCases(t *testing.T) {
 	}
 }
 
+func TestOwnsCaretCases(t *testing.T) {
+	for _, tc := range ownsCaretCases {
+		t.Run(tc.Name, func(t *testing.T) {
+			if got := OwnsCaret(tc.CaretUser, tc.CaretClient, tc.OpUser, tc.OpClient); got != tc.Result {
+				t.Fatalf("OwnsCaret(%q, %q, %q, %q) = %v; want %v", tc.CaretUser, tc.CaretClient, tc.OpUser, tc.OpClient, got, tc.Result)
+			}
+		})
+	}
+}
+
 func TestNormalizeCases(t *testing.T) {
 	for _, tc := range normalizeCases {
 		t.Run(tc.Name, func(t *testing.T) {

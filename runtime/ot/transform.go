@@ -223,6 +223,17 @@ func TransformCursor(pos int, op Op, own bool) int {
 	return res
 }
 
+// OwnsCaret reports whether an operation moves a caret as its owner's (the
+// own argument of TransformCursor and TransformSelection): the operation's
+// author is the caret's user and, when the caret's client id is known, the
+// same client. One person with two tabs is two carets; text typed in one
+// tab pushes the other tab's caret like anyone else's text does. The
+// server and every client decide with this one rule, so that all of them
+// put a caret in the same place.
+func OwnsCaret(caretUser, caretClient, opUser, opClient string) bool {
+	return caretUser == opUser && (caretClient == "" || caretClient == opClient)
+}
+
 // TransformSelection moves a selection (anchor and head, as in
 // store.Cursor) through op. A collapsed selection is a caret and moves as
 // TransformCursor does. For a range, text another person inserts at either

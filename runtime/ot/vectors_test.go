@@ -27,7 +27,7 @@ type vectorSection struct {
 func buildVectors(t *testing.T) []vectorSection {
 	t.Helper()
 	rng := rand.New(rand.NewPCG(2024, 11))
-	var apply, transform, compose, normalize, cursor, selection, invalid []any
+	var apply, transform, compose, normalize, cursor, selection, owns, invalid []any
 	for _, c := range applyCases {
 		apply = append(apply, c)
 	}
@@ -45,6 +45,9 @@ func buildVectors(t *testing.T) []vectorSection {
 	}
 	for _, c := range selectionCases {
 		selection = append(selection, c)
+	}
+	for _, c := range ownsCaretCases {
+		owns = append(owns, c)
 	}
 	for _, c := range invalidCases {
 		invalid = append(invalid, c)
@@ -112,6 +115,7 @@ func buildVectors(t *testing.T) []vectorSection {
 		{"normalize", normalize},
 		{"transformCursor", cursor},
 		{"transformSelection", selection},
+		{"ownsCaret", owns},
 		{"invalid", invalid},
 	}
 }
@@ -177,12 +181,13 @@ func TestVectorsFileCases(t *testing.T) {
 		Normalize []normalizeCase `json:"normalize"`
 		Cursor    []cursorCase    `json:"transformCursor"`
 		Selection []selectionCase `json:"transformSelection"`
+		OwnsCaret []ownsCaretCase `json:"ownsCaret"`
 		Invalid   []invalidCase   `json:"invalid"`
 	}
 	if err := json.Unmarshal(data, &v); err != nil {
 		t.Fatal(err)
 	}
-	if v.Format != 1 || len(v.Apply) == 0 || len(v.Transform) == 0 || len(v.Compose) == 0 || len(v.Normalize) == 0 || len(v.Cursor) == 0 || len(v.Selection) == 0 || len(v.Invalid) == 0 {
+	if v.Format != 1 || len(v.Apply) == 0 || len(v.Transform) == 0 || len(v.Compose) == 0 || len(v.Normalize) == 0 || len(v.Cursor) == 0 || len(v.Selection) == 0 || len(v.OwnsCaret) == 0 || len(v.Invalid) == 0 {
 		t.Fatalf("vectors file is missing sections: %+v", v.Format)
 	}
 	for _, c := range v.Apply {
@@ -220,6 +225,11 @@ func TestVectorsFileCases(t *testing.T) {
 	for _, c := range v.Selection {
 		if a, h := TransformSelection(c.Anchor, c.Head, c.Op, c.Own); [2]int{a, h} != c.Result {
 			t.Errorf("transformSelection %q: got %d, %d", c.Name, a, h)
+		}
+	}
+	for _, c := range v.OwnsCaret {
+		if got := OwnsCaret(c.CaretUser, c.CaretClient, c.OpUser, c.OpClient); got != c.Result {
+			t.Errorf("ownsCaret %q: got %v", c.Name, got)
 		}
 	}
 	for _, c := range v.Invalid {

@@ -176,9 +176,13 @@ func OpFromEntry(e store.Entry) Op {
 // Presence is another connection's cursor. Conn tells apart two tabs of the
 // same user.
 type Presence struct {
-	Type   string  `json:"type"`
-	User   User    `json:"user"`
-	Conn   string  `json:"conn"`
+	Type string `json:"type"`
+	User User   `json:"user"`
+	Conn string `json:"conn"`
+	// Client is the connection's client id (public: every op carries it):
+	// with User it tells which committed operations move the cursor as its
+	// owner's (ot.OwnsCaret).
+	Client string  `json:"client,omitempty"`
 	Cursor *Cursor `json:"cursor"`
 }
 

@@ -806,7 +806,9 @@ export class Client {
       // the op as the server committed it (msg.op), so a concurrent insert
       // of ours at the same spot, which the server orders before theirs,
       // pushes it too once placeOthers shifts it past our pending edits.
-      if (p.srv) this.others.set(key, { ...p, srv: transformSel(p.srv, msg.op, p.user.id === msg.user) });
+      // Another tab of the same person is someone else: the rule is the
+      // server's (ot.ownsCaret), user and client id together.
+      if (p.srv) this.others.set(key, { ...p, srv: transformSel(p.srv, msg.op, ot.ownsCaret(p.user.id, p.client, msg.user, msg.client)) });
     }
     this.placeOthers();
     this.emitText({ text: this.text, op, remote: true, user: msg.user ?? null });
@@ -826,7 +828,10 @@ export class Client {
     if (this.conn ? key === this.conn : this.user && user.id === this.user.id) return; // ourselves
     let srv = validSel(p.cursor) ? p.cursor : null;
     if (srv) srv = clampSel(srv, ot.cpLength(this.base));
-    const o = { user: { id: user.id, name: String(user.name || user.id), color: user.color || '' }, conn: key, srv, cursor: null };
+    // client: the owner's client id (the runtime sends it), which with the
+    // user decides whose operations move this caret as its owner's.
+    const client = typeof p.client === 'string' ? p.client : '';
+    const o = { user: { id: user.id, name: String(user.name || user.id), color: user.color || '' }, conn: key, client, srv, cursor: null };
     o.cursor = this.place(srv);
     this.others.set(key, o);
   }

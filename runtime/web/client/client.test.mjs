@@ -788,6 +788,31 @@ test('presence: a remote caret stays after its owner\'s insert when we type at t
   assert.deepEqual(cat().cursor, { anchor: want + 1, head: want + 1 }, `text ${d.text}`);
 });
 
+test('presence: the same person in two tabs is two carets (user and client id, as the server)', () => {
+  const server = new ServerModel({ text: 'start' });
+  const net = new Network(server);
+  const clock = new Clock();
+  const tab1 = newClient(net, clock, { token: 'cat', clientId: 'cat-tab-1' });
+  const tab2 = newClient(net, clock, { token: 'cat', clientId: 'cat-tab-2' });
+  const d = newClient(net, clock, { token: 'dan' });
+  net.drain(() => 0);
+  tab1.setCursor(5);
+  tab2.setCursor(5);
+  d.setCursor(0);
+  net.drain(() => 0);
+  // Tab 2 types at the spot where tab 1's caret is: for tab 1 that is
+  // someone else's text, so its caret stays before it, in tab 1 itself and
+  // wherever it is drawn.
+  insert(tab2, 5, 'b');
+  tab2.setCursor(6);
+  net.drain(() => 0);
+  assert.equal(d.text, 'startb');
+  assert.deepEqual(tab1.cursor, { anchor: 5, head: 5 }, 'tab 1 itself');
+  assert.deepEqual(d.others.get(tab1.conn).cursor, { anchor: 5, head: 5 }, 'tab 1 as another person sees it');
+  assert.deepEqual(tab2.others.get(tab1.conn).cursor, { anchor: 5, head: 5 }, 'tab 1 as tab 2 sees it');
+  assert.deepEqual(d.others.get(tab2.conn).cursor, { anchor: 6, head: 6 }, 'tab 2 after its own text');
+});
+
 test('utf8Length counts bytes as the server does', () => {
   for (const [s, n] of [['', 0], ['abc', 3], ['é', 2], ['€', 3], ['😀', 4], ['a\ud800b', 5], ['\udc00', 3]]) {
     assert.equal(utf8Length(s), n, JSON.stringify(s));

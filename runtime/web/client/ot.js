@@ -419,6 +419,18 @@ export function transformCursor(pos, op, own) {
 }
 
 /**
+ * Whether op, committed by opUser from client opClient, moves a caret of
+ * caretUser's client caretClient as its owner's (the own argument of
+ * transformCursor and transformSelection). The same user in another tab is
+ * someone else; a caret whose client is not known goes by the user. The
+ * server decides with the same rule (Go: ot.OwnsCaret), so every copy puts
+ * a caret in the same place.
+ */
+export function ownsCaret(caretUser, caretClient, opUser, opClient) {
+  return caretUser === opUser && (!caretClient || caretClient === opClient);
+}
+
+/**
  * Moves a selection {anchor, head} through op. Others' text inserted at a
  * boundary stays outside the selection; the owner's insert at the end
  * extends it. A collapsed selection moves like a caret.

@@ -9,7 +9,7 @@ const vectors = JSON.parse(readFileSync(new URL('../../ot/testdata/vectors.json'
 
 test('vectors file has every section', () => {
   assert.equal(vectors.format, 1);
-  for (const s of ['apply', 'transform', 'compose', 'normalize', 'transformCursor', 'transformSelection', 'invalid']) {
+  for (const s of ['apply', 'transform', 'compose', 'normalize', 'transformCursor', 'transformSelection', 'ownsCaret', 'invalid']) {
     assert.ok(Array.isArray(vectors[s]) && vectors[s].length > 0, `section ${s}`);
   }
 });
@@ -57,6 +57,12 @@ test('vectors: transformCursor', async (t) => {
 test('vectors: transformSelection', async (t) => {
   for (const c of vectors.transformSelection) {
     await t.test(c.name, () => assert.deepEqual(ot.transformSelection(c.anchor, c.head, c.op, c.own), c.result));
+  }
+});
+
+test('vectors: ownsCaret', async (t) => {
+  for (const c of vectors.ownsCaret) {
+    await t.test(c.name, () => assert.equal(ot.ownsCaret(c.caretUser, c.caretClient, c.opUser, c.opClient), c.result));
   }
 });
 

@@ -116,7 +116,7 @@ export class ServerModel {
       if (this.tokenTtlMs > 0) welcome.authTtlMs = this.tokenTtlMs;
       if (this.limits && this.announceLimits) welcome.limits = { ...this.limits };
       for (const c of this.conns) {
-        if (c !== conn && c.user) welcome.presence.push({ type: 'presence', user: c.user, conn: c.id, cursor: c.cursor });
+        if (c !== conn && c.user) welcome.presence.push({ type: 'presence', user: c.user, conn: c.id, client: c.clientId, cursor: c.cursor });
       }
       if (msg.rev === undefined || this.rev - msg.rev > this.keepOps) welcome.text = this.text;
       else welcome.ops = this.log.slice(msg.rev).map((e, i) => this.opMsg(e, msg.rev + i + 1));
@@ -139,10 +139,12 @@ export class ServerModel {
         if (msg.cursor && Number.isInteger(msg.rev)) {
           // Positions refer to msg.rev: move them to the head.
           let { anchor, head } = msg.cursor;
-          for (const e of this.log.slice(msg.rev)) [anchor, head] = ot.transformSelection(anchor, head, e.op, false);
+          for (const e of this.log.slice(msg.rev)) {
+            [anchor, head] = ot.transformSelection(anchor, head, e.op, ot.ownsCaret(conn.user.id, conn.clientId, e.user, e.client));
+          }
           conn.cursor = { anchor, head };
         }
-        for (const c of this.conns) if (c !== conn && c.user) c.send({ type: 'presence', user: conn.user, conn: conn.id, cursor: conn.cursor });
+        for (const c of this.conns) if (c !== conn && c.user) c.send({ type: 'presence', user: conn.user, conn: conn.id, client: conn.clientId, cursor: conn.cursor });
         return;
       default:
         conn.send({ type: 'error', code: 'bad_message', message: `unknown type ${msg.type}` });
