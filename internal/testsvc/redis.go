@@ -101,6 +101,31 @@ func (r *Redis) Kill() {
 	r.svc.kill()
 }
 
+// Pause stops the process (SIGSTOP) without ending it: it answers
+// nothing, its connections stay open, and what is sent to it waits in the
+// kernel. Resume continues it.
+func (r *Redis) Pause() {
+	r.svc.t.Helper()
+	r.signal(syscall.SIGSTOP)
+}
+
+// Resume continues a paused process (SIGCONT).
+func (r *Redis) Resume() {
+	r.svc.t.Helper()
+	r.signal(syscall.SIGCONT)
+}
+
+func (r *Redis) signal(sig syscall.Signal) {
+	r.svc.mu.Lock()
+	defer r.svc.mu.Unlock()
+	if r.svc.proc == nil || r.svc.proc.exited() {
+		r.svc.t.Fatalf("testsvc: signal %v to redis-server on %s: not running", sig, r.svc.addr())
+	}
+	if err := r.svc.proc.signalGroup(sig); err != nil {
+		r.svc.t.Fatalf("testsvc: %v", err)
+	}
+}
+
 // Start starts a stopped or killed instance again on the same port and data
 // directory and waits until it answers PING (after loading its data).
 func (r *Redis) Start() {

@@ -173,20 +173,113 @@ func (rc *RedisCluster) KillMasterOf(key string) *Redis {
 	rc.t.Helper()
 	old := rc.MasterOf(key)
 	old.Kill()
+	rc.WaitPromoted(key, old)
+	return old
+}
+
+// WaitPromoted waits until a node other than old serves key's slot as its
+// master and the cluster is ok again, after old was killed.
+func (rc *RedisCluster) WaitPromoted(key string, old *Redis) {
+	rc.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
 	defer cancel()
 	for {
 		m, err := rc.masterOf(ctx, key)
 		if err == nil && m != old {
 			if err := rc.WaitHealthy(ctx); err != nil {
-				rc.t.Fatalf("testsvc: redis cluster after killing %s: %v", old.Addr(), err)
+				rc.t.Fatalf("testsvc: redis cluster after losing %s: %v", old.Addr(), err)
 			}
-			return old
+			return
 		}
 		select {
 		case <-ctx.Done():
-			rc.t.Fatalf("testsvc: no replica promoted after killing master %s of %q", old.Addr(), key)
+			rc.t.Fatalf("testsvc: no replica promoted after losing master %s of %q", old.Addr(), key)
 		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// ReplicaOf returns the running replica of master.
+func (rc *RedisCluster) ReplicaOf(master *Redis) *Redis {
+	rc.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, port, _ := strings.Cut(master.Addr(), ":")
+	for _, n := range rc.Nodes {
+		if n == master || !rc.running(n) {
+			continue
+		}
+		c := rc.nodeClient(n)
+		info, err := c.Info(ctx, "replication").Result()
+		c.Close()
+		if err == nil && strings.Contains(info, "role:slave") && strings.Contains(info, "master_port:"+port+"\r\n") {
+			return n
+		}
+	}
+	rc.t.Fatalf("testsvc: no replica of master %s", master.Addr())
+	return nil
+}
+
+// WaitReplicated waits until replica has applied everything master had
+// written when it was called (its slave_repl_offset reached the master's
+// master_repl_offset).
+func (rc *RedisCluster) WaitReplicated(master, replica *Redis) {
+	rc.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	offset := func(n *Redis, field string) (int64, error) {
+		c := rc.nodeClient(n)
+		defer c.Close()
+		info, err := c.Info(ctx, "replication").Result()
+		if err != nil {
+			return 0, err
+		}
+		for _, line := range strings.Split(info, "\r\n") {
+			if v, ok := strings.CutPrefix(line, field+":"); ok {
+				return strconv.ParseInt(v, 10, 64)
+			}
+		}
+		return 0, fmt.Errorf("%s: no %s in INFO replication", n.Addr(), field)
+	}
+	want, err := offset(master, "master_repl_offset")
+	if err != nil {
+		rc.t.Fatalf("testsvc: %v", err)
+	}
+	for {
+		got, err := offset(replica, "slave_repl_offset")
+		if err == nil && got >= want {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			rc.t.Fatalf("testsvc: replica %s did not reach offset %d of %s: %d, %v", replica.Addr(), want, master.Addr(), got, err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// CutReplication closes master's links to its replicas (CLIENT KILL TYPE
+// replica) and checks that none is left. A replica reconnects within a
+// second unless it is paused (Redis.Pause): pause it first to keep the
+// master's next writes on the master alone.
+func (rc *RedisCluster) CutReplication(master *Redis) {
+	rc.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c := rc.nodeClient(master)
+	defer c.Close()
+	if err := c.Do(ctx, "CLIENT", "KILL", "TYPE", "replica").Err(); err != nil {
+		rc.t.Fatalf("testsvc: CLIENT KILL TYPE replica on %s: %v", master.Addr(), err)
+	}
+	for {
+		info, err := c.Info(ctx, "replication").Result()
+		if err == nil && strings.Contains(info, "connected_slaves:0\r\n") {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			rc.t.Fatalf("testsvc: master %s still has replicas after CLIENT KILL: %v %s", master.Addr(), err, info)
+		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }
@@ -263,23 +356,7 @@ func (rc *RedisCluster) FailoverMasterOf(key string) *Redis {
 	old := rc.MasterOf(key)
 	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
 	defer cancel()
-	_, oldPort, _ := strings.Cut(old.Addr(), ":")
-	var replica *Redis
-	for _, n := range rc.Nodes {
-		if n == old || !rc.running(n) {
-			continue
-		}
-		c := rc.nodeClient(n)
-		info, err := c.Info(ctx, "replication").Result()
-		c.Close()
-		if err == nil && strings.Contains(info, "role:slave") && strings.Contains(info, "master_port:"+oldPort+"\r\n") {
-			replica = n
-			break
-		}
-	}
-	if replica == nil {
-		rc.t.Fatalf("testsvc: no replica of master %s", old.Addr())
-	}
+	replica := rc.ReplicaOf(old)
 	c := rc.nodeClient(replica)
 	err := c.Do(ctx, "CLUSTER", "FAILOVER").Err()
 	c.Close()
