@@ -113,6 +113,20 @@ type Durable interface {
 	Close() error
 }
 
+// CheckedWriter is implemented by durable stores whose writes can be
+// confirmed against a concurrent Delete (PostgreSQL). A flush reads
+// entries from the log, then writes them: a document deleted in between
+// must not be written back (it would come back as a partial history).
+type CheckedWriter interface {
+	// WriteChecked is Write, except that once it holds the batch's
+	// documents against Archive.Delete (a Delete waits for it, and one
+	// that went first is over), it calls check with their ids. The
+	// entries of the documents check returns (stale: deleted, or of an
+	// older generation of the document, since they were read) are left
+	// out, nothing of them is stored, and WriteChecked returns those ids.
+	WriteChecked(ctx context.Context, entries []Entry, check func(ctx context.Context, docs []string) (stale []string, err error)) (stale []string, err error)
+}
+
 // DefaultSnapshotInterval is how many revisions apart the durable stores
 // keep snapshots of a document's text by default: reading the text at any
 // revision costs one snapshot plus at most this many operations.

@@ -93,9 +93,18 @@ func (s *Store) List(ctx context.Context, prefix, after string, limit int) ([]st
 }
 
 // Delete implements store.Archive: operations and snapshots go with the
-// document's row (ON DELETE CASCADE).
+// document's row (ON DELETE CASCADE). It takes the document's advisory
+// lock first, as WriteChecked does, so a write checked before the delete
+// is committed (and removed here) before it.
 func (s *Store) Delete(ctx context.Context, doc string) error {
-	if _, err := s.pool.Exec(ctx, `DELETE FROM documents WHERE id = $1`, doc); err != nil {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, docLockSQL, []string{doc}); err != nil {
+			return fmt.Errorf("lock: %w", err)
+		}
+		_, err := tx.Exec(ctx, `DELETE FROM documents WHERE id = $1`, doc)
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("delete doc %q: %w", doc, err)
 	}
 	return nil

@@ -226,12 +226,26 @@ func groupByDoc(entries []store.Entry) ([]docBatch, error) {
 // of round trips (begin, lock, store, commit) whatever its number of
 // documents.
 func (s *Store) Write(ctx context.Context, entries []store.Entry) error {
+	_, err := s.WriteChecked(ctx, entries, nil)
+	return err
+}
+
+var _ store.CheckedWriter = (*Store)(nil)
+
+// WriteChecked implements store.CheckedWriter. Write and Delete both take
+// a transaction-scoped advisory lock per document (docLockSQL) before
+// touching its rows: a Delete that comes first has removed everything by
+// the time check runs (so check, reading the log, sees the document
+// gone), and one that comes later waits for the commit and then removes
+// what was written. Row locks alone cannot do it: a Delete does not wait
+// for a row another transaction is still inserting.
+func (s *Store) WriteChecked(ctx context.Context, entries []store.Entry, check func(ctx context.Context, docs []string) ([]string, error)) ([]string, error) {
 	if len(entries) == 0 {
-		return nil
+		return nil, nil
 	}
 	batches, err := groupByDoc(entries)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// Sorting documents by id avoids deadlocks between two flushers locking
 	// the same documents in different orders.
@@ -244,30 +258,70 @@ func (s *Store) Write(ctx context.Context, entries []store.Entry) error {
 
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
-		return fmt.Errorf("begin write: %w", err)
+		return nil, fmt.Errorf("begin write: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // no-op after commit
 
+	var stale []string
+	if check != nil {
+		if _, err := tx.Exec(ctx, docLockSQL, ids); err != nil {
+			return nil, fmt.Errorf("lock %d docs against deletion: %w", len(ids), err)
+		}
+		if stale, err = check(ctx, ids); err != nil {
+			return nil, fmt.Errorf("check %d docs: %w", len(ids), err)
+		}
+		if len(stale) > 0 {
+			batches, ids = dropDocs(batches, stale)
+			if len(batches) == 0 {
+				return stale, nil
+			}
+		}
+	}
+
 	stored, err := lockDocs(ctx, tx, ids, now)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var snaps snapshotColumns
 	var ops opColumns
 	for i, b := range batches {
 		if err := advance(b, stored[i], now, s.interval, &snaps, &ops); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if len(snaps.ids) > 0 {
 		if err := storeAdvances(ctx, tx, &snaps, &ops, now); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("commit write of %d entries: %w", len(entries), err)
+		return nil, fmt.Errorf("commit write of %d entries: %w", len(entries), err)
 	}
-	return nil
+	return stale, nil
+}
+
+// docLockSQL takes the transaction-scoped advisory lock of each document
+// in $1, in the order of their keys, so that two transactions locking
+// overlapping sets cannot deadlock. The key is the id's 64-bit hash: two
+// ids sharing one only wait for each other.
+const docLockSQL = `SELECT pg_advisory_xact_lock(k) FROM (
+	SELECT DISTINCT hashtextextended(id, 7) AS k FROM unnest($1::text[]) AS u(id)) AS l ORDER BY k`
+
+// dropDocs leaves the documents in drop out of batches and ids.
+func dropDocs(batches []docBatch, drop []string) ([]docBatch, []string) {
+	gone := map[string]bool{}
+	for _, d := range drop {
+		gone[d] = true
+	}
+	var kept []docBatch
+	var ids []string
+	for _, b := range batches {
+		if !gone[b.doc] {
+			kept = append(kept, b)
+			ids = append(ids, b.doc)
+		}
+	}
+	return kept, ids
 }
 
 // storedDoc is a document's row as locked at the start of a Write.

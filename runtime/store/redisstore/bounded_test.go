@@ -200,6 +200,62 @@ func deleteRemovesEveryKey(t *testing.T, e *env) {
 	}
 }
 
+// A delete that lands between the flusher reading a document's entries
+// from Redis and writing them to PostgreSQL must win: the flush is
+// discarded, nothing of the document comes back, and the id starts over.
+func TestDeleteDuringFlushLeavesNothing(t *testing.T) {
+	e := newEnv(t)
+	a := e.replica(redisstore.Options{FlushInterval: 20 * time.Millisecond})
+	ctx := testCtx(t)
+	doc := "deleted-mid-flush"
+	deleted := make(chan error, 1)
+	var once sync.Once
+	race := func(entries []store.Entry) {
+		for _, en := range entries {
+			if en.Doc == doc {
+				once.Do(func() { deleted <- a.store.Log.Delete(ctx, doc) })
+				return
+			}
+		}
+	}
+	a.durable.beforeWrite.Store(&race)
+	for i := range 3 {
+		if _, err := commit(ctx, a.store.Log, doc, "c1", int64(i+1), "a"); err != nil {
+			t.Fatalf("commit: %v", err)
+		}
+	}
+	select {
+	case err := <-deleted:
+		if err != nil {
+			t.Fatalf("Delete during the flush: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the flusher never wrote the document")
+	}
+	a.durable.beforeWrite.Store(nil)
+	// The flush that raced goes on after the delete: wait for it.
+	eventually(t, 30*time.Second, "the raced write done", func() (bool, string) {
+		return a.durable.writes.Load() >= 1, fmt.Sprint(a.durable.writes.Load(), " writes")
+	})
+	if snap, err := a.durable.Load(ctx, doc); err != nil || snap.Rev != 0 || snap.Text != "" {
+		t.Fatalf("PostgreSQL after delete during flush: rev %d %q, %v; want nothing", snap.Rev, snap.Text, err)
+	}
+	if ops, err := a.durable.Ops(ctx, doc, 0, -1); err != nil || len(ops) != 0 {
+		t.Fatalf("PostgreSQL ops after delete during flush: %d, %v; want none", len(ops), err)
+	}
+	if docs, err := a.durable.List(ctx, doc, "", 10); err != nil || len(docs) != 0 {
+		t.Fatalf("listed after delete during flush: %v, %v", docs, err)
+	}
+	// The id starts over, and its new history is flushed.
+	if rev, err := commit(ctx, a.store.Log, doc, "c2", 1, "new"); err != nil || rev != 1 {
+		t.Fatalf("commit after delete = %d, %v; want 1", rev, err)
+	}
+	eventually(t, 30*time.Second, "new history persisted", func() (bool, string) {
+		snap, err := a.durable.Load(ctx, doc)
+		return err == nil && snap.Rev == 1 && snap.Text == "new", fmt.Sprint(snap, err)
+	})
+}
+
 // Peek tells a document's head without creating anything in Redis.
 func TestPeekCreatesNothing(t *testing.T) {
 	e := newEnv(t)

@@ -372,7 +372,7 @@ func (f *flusher) prepareAndWrite(ctx context.Context, works []*docWork) error {
 	}
 	start := time.Now()
 	if len(all) > 0 {
-		if err := f.c.durable.Write(ctx, all); err != nil {
+		if err := f.write(ctx, works, all); err != nil {
 			return &writeError{fmt.Errorf("write %d entries of %d docs: %w", len(all), len(works), err)}
 		}
 	}
@@ -381,6 +381,67 @@ func (f *flusher) prepareAndWrite(ctx context.Context, works []*docWork) error {
 	f.c.m.flushBatch.Observe(float64(len(all)))
 	f.c.m.flushLatency.Observe(time.Since(start).Seconds())
 	return nil
+}
+
+// write stores the entries prepared for works. A document deleted since
+// they were read from Redis must not come back as the part of its history
+// this flush holds: where the durable store can, the write checks each
+// document's epoch (its generation: a delete drops it, the next open
+// starts a new one) while the document is held against deletion, and
+// leaves out the documents whose epoch is no longer the one read.
+func (f *flusher) write(ctx context.Context, works []*docWork, all []store.Entry) error {
+	cw, ok := f.c.durable.(store.CheckedWriter)
+	if !ok {
+		return f.c.durable.Write(ctx, all)
+	}
+	byDoc := make(map[string]*docWork, len(works))
+	for _, w := range works {
+		byDoc[w.doc] = w
+	}
+	stale, err := cw.WriteChecked(ctx, all, func(ctx context.Context, docs []string) ([]string, error) {
+		return f.staleDocs(ctx, docs, byDoc)
+	})
+	if err != nil {
+		return err
+	}
+	for _, doc := range stale {
+		if w := byDoc[doc]; w != nil {
+			f.c.logger.Info("flush of a deleted document discarded", "doc", doc, "entries", len(w.entries))
+			// Nothing to mark persisted: only its pointers are acknowledged.
+			w.epoch, w.entries = "", nil
+		}
+	}
+	return nil
+}
+
+// staleDocs returns those of docs whose epoch in Redis is not the one
+// their entries were read under (missing: deleted or expired).
+func (f *flusher) staleDocs(ctx context.Context, docs []string, byDoc map[string]*docWork) ([]string, error) {
+	epochs := make([]*redis.SliceCmd, len(docs))
+	_, err := call(f.c.cb, fmt.Sprintf("check epochs of %d docs", len(docs)), func() ([]redis.Cmder, error) {
+		return f.c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, d := range docs {
+				// HMGET answers nil for a missing key, not an error.
+				epochs[i] = p.HMGet(ctx, metaKey(d), "epoch")
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	var stale []string
+	for i, d := range docs {
+		vals, err := epochs[i].Result()
+		if err != nil {
+			return nil, fmt.Errorf("epoch of doc %q: %w", d, err)
+		}
+		e, _ := vals[0].(string)
+		if w := byDoc[d]; w == nil || e == "" || e != w.epoch {
+			stale = append(stale, d)
+		}
+	}
+	return stale, nil
 }
 
 // prepare sets each document's epoch, the revision it is to be written up

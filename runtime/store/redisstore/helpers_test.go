@@ -59,15 +59,27 @@ type countingDurable struct {
 	*pgstore.Store
 	writes atomic.Int64
 	ops    atomic.Int64
+	// beforeWrite, when set, runs before each write reaches PostgreSQL
+	// (after the flusher read its entries from Redis): a test makes races
+	// happen there.
+	beforeWrite atomic.Pointer[func(entries []store.Entry)]
 }
 
 func (c *countingDurable) Write(ctx context.Context, entries []store.Entry) error {
-	err := c.Store.Write(ctx, entries)
+	_, err := c.WriteChecked(ctx, entries, nil)
+	return err
+}
+
+func (c *countingDurable) WriteChecked(ctx context.Context, entries []store.Entry, check func(context.Context, []string) ([]string, error)) ([]string, error) {
+	if f := c.beforeWrite.Load(); f != nil {
+		(*f)(entries)
+	}
+	stale, err := c.Store.WriteChecked(ctx, entries, check)
 	if err == nil {
 		c.writes.Add(1)
 		c.ops.Add(int64(len(entries)))
 	}
-	return err
+	return stale, err
 }
 
 func (e *env) replica(opts redisstore.Options) *replica {
