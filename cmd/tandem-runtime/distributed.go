@@ -46,6 +46,7 @@ func openDistributed(ctx context.Context, cfg *config.Config, reg prometheus.Reg
 		FlushBatch:        cfg.FlushBatch,
 		SnapshotInterval:  int64(cfg.SnapshotInterval),
 		IdleTTL:           cfg.RedisIdleTTL,
+		TailBytes:         int64(cfg.RedisTailBytes),
 		Waiting:           waiting,
 		Logger:            slog.Default(),
 	}, reg)

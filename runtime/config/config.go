@@ -48,6 +48,9 @@ type Config struct {
 	// RedisIdleTTL is how long a fully persisted, idle document's keys
 	// stay in Redis.
 	RedisIdleTTL time.Duration
+	// RedisTailBytes bounds, in bytes of encoded operations, the persisted
+	// tail each document's Redis stream keeps for catching up.
+	RedisTailBytes int
 
 	// SnapshotInterval is how many revisions apart the durable store keeps
 	// snapshots of each document (time travel, and where retention cuts).
@@ -130,6 +133,7 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 	dur(&c.FlushInterval, "flush-interval", "TANDEM_FLUSH_INTERVAL", 500*time.Millisecond, "distributed mode: longest wait before committed operations are written to PostgreSQL (embedded mode writes each one to SQLite before acknowledging it)")
 	num(&c.FlushBatch, "flush-batch", "TANDEM_FLUSH_BATCH", 256, "distributed mode: write to PostgreSQL as soon as this many operations are pending")
 	dur(&c.RedisIdleTTL, "redis-idle-ttl", "TANDEM_REDIS_IDLE_TTL", 10*time.Minute, "distributed mode: how long the Redis keys of a document whose edits are all in PostgreSQL stay after its last use; it is reloaded from PostgreSQL on the next")
+	num(&c.RedisTailBytes, "redis-tail-bytes", "TANDEM_REDIS_TAIL_BYTES", 4<<20, "distributed mode: bytes of persisted operations each document's Redis stream keeps (at most 1,000 of them) so that clients catch up from Redis; older ones are read from PostgreSQL")
 	num(&c.SnapshotInterval, "snapshot-interval", "TANDEM_SNAPSHOT_INTERVAL", store.DefaultSnapshotInterval, "revisions between the stored snapshots of a document: reading an old revision replays at most this many operations")
 	str(&retention, "history-retention", "TANDEM_HISTORY_RETENTION", "", `history to keep: a duration ("720h"), a number of revisions ("10000") or both ("720h,10000"); older operations are compacted away, keeping snapshots so the text stays exact. Empty keeps everything`)
 	dur(&c.CompactionInterval, "compaction-interval", "TANDEM_COMPACTION_INTERVAL", time.Minute, "how often a compaction pass starts when --history-retention is set")
@@ -196,7 +200,7 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 		return nil, err
 	}
 	c.HistoryRetention = ret
-	for name, v := range map[string]int{"snapshot-interval": c.SnapshotInterval, "flush-batch": c.FlushBatch, "max-message-bytes": c.MaxMessageBytes, "max-op-bytes": c.MaxOpBytes, "max-doc-bytes": c.MaxDocBytes, "max-conns-per-doc": c.MaxConnsPerDoc, "max-pending-write-bytes": c.MaxPendingWriteBytes} {
+	for name, v := range map[string]int{"snapshot-interval": c.SnapshotInterval, "redis-tail-bytes": c.RedisTailBytes, "flush-batch": c.FlushBatch, "max-message-bytes": c.MaxMessageBytes, "max-op-bytes": c.MaxOpBytes, "max-doc-bytes": c.MaxDocBytes, "max-conns-per-doc": c.MaxConnsPerDoc, "max-pending-write-bytes": c.MaxPendingWriteBytes} {
 		if v <= 0 {
 			return nil, fmt.Errorf("--%s must be positive, not %d", name, v)
 		}

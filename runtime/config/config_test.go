@@ -60,6 +60,9 @@ func TestParse(t *testing.T) {
 		{"wait replicas", []string{"--redis-wait-replicas", "2"}, nil, func(c *config.Config) bool { return c.RedisWaitReplicas == 2 }, ""},
 		{"bad wait replicas", []string{"--redis-wait-replicas", "-2"}, nil, nil, "redis-wait-replicas"},
 		{"zero pending bound", []string{"--max-pending-write-bytes", "0"}, nil, nil, "max-pending-write-bytes"},
+		{"redis tail bytes default", nil, nil, func(c *config.Config) bool { return c.RedisTailBytes == 4<<20 }, ""},
+		{"redis tail bytes", nil, map[string]string{"TANDEM_REDIS_TAIL_BYTES": "65536"}, func(c *config.Config) bool { return c.RedisTailBytes == 64<<10 }, ""},
+		{"zero redis tail bytes", []string{"--redis-tail-bytes", "0"}, nil, nil, "redis-tail-bytes"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -86,7 +89,7 @@ func TestHelpDocumentsEveryFlagAndEnv(t *testing.T) {
 	if !errors.Is(err, config.ErrHelp) {
 		t.Fatalf("err = %v, want ErrHelp", err)
 	}
-	for _, want := range []string{"-addr", "TANDEM_ADDR", "-data-dir", "-auth", "-jwt-key-file", "TANDEM_JWT_KEY", "-allowed-origins", "-redis-url-file", "-postgres-url", "-flush-interval", "-flush-batch", "-max-message-bytes", "-max-op-bytes", "-max-doc-bytes", "TANDEM_OPS_PER_SECOND", "TANDEM_MAX_CONNS_PER_DOC", "TANDEM_IDLE_TIMEOUT", "TANDEM_MAX_PENDING_WRITE_BYTES",
+	for _, want := range []string{"-addr", "TANDEM_ADDR", "-data-dir", "-auth", "-jwt-key-file", "TANDEM_JWT_KEY", "-allowed-origins", "-redis-url-file", "-postgres-url", "-flush-interval", "-flush-batch", "-redis-tail-bytes", "TANDEM_REDIS_TAIL_BYTES", "-max-message-bytes", "-max-op-bytes", "-max-doc-bytes", "TANDEM_OPS_PER_SECOND", "TANDEM_MAX_CONNS_PER_DOC", "TANDEM_IDLE_TIMEOUT", "TANDEM_MAX_PENDING_WRITE_BYTES",
 		"-redis-ca-file", "-redis-cert-file", "-redis-key-file", "-redis-wait-replicas", "TANDEM_REDIS_CLUSTER", "-postgres-ca-file", "-postgres-cert-file", "-postgres-key-file", "redis-cluster://"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("--help lacks %q", want)
