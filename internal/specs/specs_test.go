@@ -103,6 +103,12 @@ func TestGolden(t *testing.T) {
 				cc.Spec.Redis.External.TLS = &collabv1.StoreTLS{SecretName: "notes-redis-tls", ClientCertificate: true}
 				cc.Spec.Postgres.External.TLS = &collabv1.StoreTLS{SecretName: "notes-postgres-ca"}
 			}},
+		// PostgreSQL that wants a client certificate (clientcert=verify-full):
+		// the Secret's tls.crt and tls.key are mounted next to ca.crt.
+		{name: "external-postgres-client-certificate", sample: "collab_v1alpha1_collabcluster_external.yaml",
+			mutate: func(cc *collabv1.CollabCluster) {
+				cc.Spec.Postgres.External.TLS = &collabv1.StoreTLS{SecretName: "notes-postgres-tls", ClientCertificate: true}
+			}},
 		{name: "single-replica-tls-no-affinity-delete", sample: "collab_v1alpha1_collabcluster.yaml",
 			mutate: func(cc *collabv1.CollabCluster) {
 				cc.Spec.Runtime.Replicas = ptr.To[int32](1)
