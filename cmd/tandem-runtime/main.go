@@ -199,12 +199,17 @@ func run(ctx context.Context, cfg *config.Config, stdout io.Writer) error {
 	// History retention: a background pass every --compaction-interval,
 	// stopped before the stores close. Across replicas the PostgreSQL
 	// store lets one compact at a time (an advisory lock per batch).
+	compactMetrics, err := store.NewCompactionMetrics(m.Registry)
+	if err != nil {
+		return err
+	}
 	compactCtx, stopCompaction := context.WithCancel(ctx)
 	compactionDone := make(chan struct{})
 	go func() {
 		defer close(compactionDone)
 		store.RunCompaction(compactCtx, mgr.Archive(), store.CompactionOptions{
 			Retention: cfg.HistoryRetention, Every: cfg.CompactionInterval, Logger: logger,
+			Metrics: compactMetrics,
 		})
 	}()
 	defer func() { stopCompaction(); <-compactionDone }()

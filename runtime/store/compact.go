@@ -22,6 +22,9 @@ type CompactionOptions struct {
 	Logger *slog.Logger
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Metrics, when set, count passes, what they removed and how long
+	// they took.
+	Metrics *CompactionMetrics
 }
 
 // RunCompaction compacts a's history by ret in the background until ctx
@@ -74,29 +77,42 @@ func CompactAll(ctx context.Context, a Archive, opts CompactionOptions) CompactR
 	if opts.Now != nil {
 		now = opts.Now
 	}
-	for {
-		res, err := a.Compact(ctx, opts.Retention, now(), cursor, batch)
-		total.Docs += res.Docs
-		total.Ops += res.Ops
-		total.Snapshots += res.Snapshots
-		if err != nil {
-			if ctx.Err() == nil && opts.Logger != nil {
-				opts.Logger.Warn("history compaction failed; retrying next pass", "after", cursor, "err", err)
+	err := func() error {
+		for {
+			res, err := a.Compact(ctx, opts.Retention, now(), cursor, batch)
+			total.Docs += res.Docs
+			total.Ops += res.Ops
+			total.Snapshots += res.Snapshots
+			if err != nil {
+				return err
 			}
-			return total
+			if !res.More {
+				return nil
+			}
+			cursor = res.Cursor
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(opts.Pause):
+			}
 		}
-		if !res.More {
-			break
-		}
-		cursor = res.Cursor
-		select {
-		case <-ctx.Done():
-			return total
-		case <-time.After(opts.Pause):
-		}
+	}()
+	took := time.Since(start)
+	switch {
+	case ctx.Err() != nil:
+		// Stopped, not failed (shutdown): count what was removed only.
+		opts.Metrics.pass(total, took, "", time.Now())
+		return total
+	case err != nil:
+		opts.Metrics.pass(total, took, "error", time.Now())
+	default:
+		opts.Metrics.pass(total, took, "ok", time.Now())
 	}
-	if total.Ops > 0 && opts.Logger != nil {
-		opts.Logger.Info("history compacted", "docs", total.Docs, "ops", total.Ops, "snapshots", total.Snapshots, "took", time.Since(start))
+	switch {
+	case err != nil && opts.Logger != nil:
+		opts.Logger.Warn("history compaction failed; retrying next pass", "after", cursor, "err", err)
+	case total.Ops > 0 && opts.Logger != nil:
+		opts.Logger.Info("history compacted", "docs", total.Docs, "ops", total.Ops, "snapshots", total.Snapshots, "took", took)
 	}
 	return total
 }
