@@ -423,6 +423,7 @@ func writeReport(args []string, stderr io.Writer) error {
 		benchstat = fs.String("benchstat", "", "benchstat output over the micro-benchmark runs")
 		setup     = fs.String("setup", "", "markdown file describing how the runtimes were started")
 		notes     = fs.String("notes", "", "markdown file with the closing note")
+		storage   = fs.String("storage", "", "raw `go test -bench` output of the storage benchmarks (BenchmarkStorage*)")
 		out       = fs.String("out", "docs/benchmarks.md", "where to write the document")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -464,6 +465,17 @@ func writeReport(args []string, stderr io.Writer) error {
 			return fmt.Errorf("read go benchmarks: %w", err)
 		}
 		in.GoBench, err = bench.ParseGoBench(f)
+		f.Close()
+		if err != nil {
+			return err
+		}
+	}
+	if *storage != "" {
+		f, err := os.Open(*storage)
+		if err != nil {
+			return fmt.Errorf("read storage benchmarks: %w", err)
+		}
+		in.Storage, err = bench.ParseBenchMetrics(f)
 		f.Close()
 		if err != nil {
 			return err

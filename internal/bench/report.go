@@ -263,6 +263,9 @@ type MarkdownInput struct {
 	Benchstat string // benchstat output comparing micro-benchmark runs
 	Setup     string // how the runtimes were started (free text, markdown)
 	Notes     string // closing note (markdown)
+	// Storage holds the storage benchmarks' metrics; nil leaves the
+	// section out.
+	Storage BenchMetrics
 }
 
 // WriteMarkdown renders docs/benchmarks.md.
@@ -325,6 +328,9 @@ func WriteMarkdown(w io.Writer, in MarkdownInput) error {
 			}
 			fmt.Fprintln(b)
 		}
+	}
+	if in.Storage != nil {
+		writeStorage(b, in.Storage)
 	}
 	if in.Benchstat != "" {
 		fmt.Fprintf(b, "## Go micro-benchmarks\n\n`benchstat` over the runs of `go test -bench` (OT core, rope, document sequencer, message encoding):\n\n```\n%s\n```\n\n", strings.TrimSpace(in.Benchstat))

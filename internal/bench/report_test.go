@@ -96,3 +96,44 @@ func TestMarkdownVerdicts(t *testing.T) {
 		}
 	}
 }
+
+// The storage section is made from the storage benchmarks' output: the
+// figures, the Redis verdict by the number, and "not measured" for a
+// benchmark that did not run.
+func TestMarkdownStorage(t *testing.T) {
+	out := `pkg: github.com/tandem-dev/tandem/internal/bench
+BenchmarkStorageChurnSQLite-2     	       1	22104557272 ns/op	         0.02344 MB-after	       177.8 MB-before	         0.0117 MB-empty
+BenchmarkStorageIdleRedis-2   	       1	9795395818 ns/op	        27.66 MB-active	         6.5 MB-after-ttl	         1.064 MB-empty	        19.00 keys-left
+PASS
+`
+	sm, err := ParseBenchMetrics(strings.NewReader(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := sm["BenchmarkStorageChurnSQLite"]["MB-before"]; got != 177.8 {
+		t.Fatalf("MB-before = %v, want 177.8", got)
+	}
+	var b strings.Builder
+	if err := WriteMarkdown(&b, MarkdownInput{Storage: sm}); err != nil {
+		t.Fatal(err)
+	}
+	md := b.String()
+	for _, want := range []string{
+		"## Storage under churn with retention",
+		"| SQLite file (WAL checkpointed) | 0.0117 MB | 178 MB | 0.0234 MB |",
+		"| PostgreSQL (operations + snapshots + documents, after `VACUUM FULL`) | not measured | not measured | not measured |",
+		"| 10000 documents just edited | 27.7 MB |",
+		"| the same documents after their TTL (target met: no) | 6.5 MB |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q\n%s", want, md)
+		}
+	}
+	b.Reset()
+	if err := WriteMarkdown(&b, MarkdownInput{}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(b.String(), "## Storage") {
+		t.Errorf("a report without storage benchmarks has a storage section")
+	}
+}
