@@ -1,6 +1,7 @@
 package browser
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -20,8 +21,12 @@ import (
 // is handled after. The Event Timing API reports, independently, every
 // keyboard event whose duration (input to next paint, 8 ms granularity)
 // is 16 ms or more.
+//
+// Run again, it starts a new measurement with the listeners already there.
 const latencyProbe = `(() => {
+	const again = !!window.perf;
 	window.perf = { lat: [], slow: [] };
+	if (again) return true;
 	const ch = new MessageChannel();
 	const waiting = [];
 	ch.port1.onmessage = () => {
@@ -59,42 +64,17 @@ func percentile(sorted []float64, p float64) float64 {
 	return sorted[i]
 }
 
-// Typing into a 1 MiB document, measured in the page with the Performance
-// API. The target is a key press painted within a frame (16 ms); the
-// numbers go to the log and, with TANDEM_PERF_OUT set, to that file
-// (make bench puts them in docs/benchmarks.md). The test fails on a gross
-// regression only (a median over 64 ms): the 16 ms target is not met yet,
-// see docs/benchmarks.md.
-func TestTypingLatencyInOneMebibyteDocument(t *testing.T) {
-	rt := startRuntime(t)
-	doc := docID(t)
-	tok := rt.Token("pia", "Pia", auth.PermWrite, doc)
-	p := newBrowser(t)
-	openDoc(t, p, rt, doc, tok)
-	focusAt(t, p, true)
-
-	// 1 MiB of prose-like lines, mostly ASCII with some accents.
-	const line = "The quick brown fox jumps over the lazy dog; déjà vu, naïve café.\n"
-	n := (1 << 20) / len(line)
-	paste(t, p, fmt.Sprintf("%q.repeat(%d)", line, n))
-	want := strings.Repeat(line, n)
-	waitSyncedWithin(t, p, want, 90*time.Second)
-	focusAt(t, p, true)
-	time.Sleep(500 * time.Millisecond)
-
+// typeAndMeasure presses keys at the end of the document about as fast as a
+// quick typist (each press is painted before the next one comes) and
+// returns the input-to-paint latencies, sorted, and how many keydown
+// events the Event Timing API saw at 16 ms or more.
+func typeAndMeasure(t *testing.T, p context.Context, presses int, letters string) ([]float64, int) {
+	t.Helper()
 	eval[bool](t, p, latencyProbe)
-	const presses = 120
-	typed := ""
 	for i := 0; i < presses; i++ {
-		ch := string("typing into a large document "[i%29])
-		run(t, p, 10*time.Second, chromedp.KeyEvent(ch))
-		typed += ch
-		// About 12 characters a second, a fast typist: each press is
-		// painted before the next one comes.
+		run(t, p, 10*time.Second, chromedp.KeyEvent(string(letters[i%len(letters)])))
 		time.Sleep(80 * time.Millisecond)
 	}
-	waitSyncedWithin(t, p, want+typed, 30*time.Second)
-
 	raw := eval[string](t, p, `JSON.stringify(window.perf)`)
 	var res perfResult
 	if err := json.Unmarshal([]byte(raw), &res); err != nil {
@@ -105,26 +85,78 @@ func TestTypingLatencyInOneMebibyteDocument(t *testing.T) {
 	}
 	lat := append([]float64(nil), res.Lat...)
 	sort.Float64s(lat)
-	slowKeys := 0
+	slow := 0
 	for _, s := range res.Slow {
 		if s.Name == "keydown" {
-			slowKeys++
+			slow++
 		}
 	}
-	summary := fmt.Sprintf("document %d bytes, %d key presses at the end: input to paint median %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.1f ms; Event Timing: %d of %d keydown events at 16 ms or more",
-		len(want), len(lat), percentile(lat, 0.5), percentile(lat, 0.9), percentile(lat, 0.99), lat[len(lat)-1], slowKeys, presses)
+	return lat, slow
+}
+
+func latencySummary(what string, lat []float64, slow int) string {
+	return fmt.Sprintf("%s, %d key presses at the end: input to paint median %.1f ms, p95 %.1f ms, p99 %.1f ms, max %.1f ms; Event Timing: %d keydown events at 16 ms or more",
+		what, len(lat), percentile(lat, 0.5), percentile(lat, 0.95), percentile(lat, 0.99), lat[len(lat)-1], slow)
+}
+
+// Typing into a 1 MiB document, measured in the page with the Performance
+// API, against typing into a small one on the same page and machine. The
+// target is a key press painted within a frame (16 ms). How fast a page
+// paints depends on the machine (on two cores shared with other test runs
+// even a bare textarea takes about 10 ms), so what the test holds the
+// editor to is the part the document's size adds: the median with 1 MiB
+// must stay within 3 ms of the median with a few hundred bytes, which work
+// that grows with the text on every key press (a copy of it, a scan, a
+// storage write) does not. The numbers go to the log and, with
+// TANDEM_PERF_OUT set, to that file (make bench puts them in
+// docs/benchmarks.md).
+func TestTypingLatencyInOneMebibyteDocument(t *testing.T) {
+	rt := startRuntime(t)
+	doc := docID(t)
+	tok := rt.Token("pia", "Pia", auth.PermWrite, doc)
+	p := newBrowser(t)
+	openDoc(t, p, rt, doc, tok)
+	focusAt(t, p, true)
+
+	// The same page with a few hundred bytes first.
+	const line = "The quick brown fox jumps over the lazy dog; déjà vu, naïve café.\n"
+	small := strings.Repeat(line, 3)
+	paste(t, p, fmt.Sprintf("%q", small))
+	waitSyncedWithin(t, p, small, 30*time.Second)
+	focusAt(t, p, true)
+	time.Sleep(500 * time.Millisecond)
+	const letters = "typing into a large document "
+	smallLat, smallSlow := typeAndMeasure(t, p, 60, letters)
+	typed := strings.Repeat(letters, 3)[:60]
+	waitSyncedWithin(t, p, small+typed, 30*time.Second)
+
+	// 1 MiB of prose-like lines, mostly ASCII with some accents.
+	n := (1 << 20) / len(line)
+	paste(t, p, fmt.Sprintf("'\\n' + %q.repeat(%d)", line, n))
+	want := small + typed + "\n" + strings.Repeat(line, n)
+	waitSyncedWithin(t, p, want, 90*time.Second)
+	focusAt(t, p, true)
+	time.Sleep(500 * time.Millisecond)
+
+	const presses = 120
+	lat, slow := typeAndMeasure(t, p, presses, letters)
+	waitSyncedWithin(t, p, want+strings.Repeat(letters, 5)[:presses], 30*time.Second)
+
+	summary := latencySummary(fmt.Sprintf("document %d bytes", len(want)), lat, slow) + "\n" +
+		latencySummary(fmt.Sprintf("the same page with %d bytes", len(small)), smallLat, smallSlow)
 	t.Log(summary)
 	if out := os.Getenv("TANDEM_PERF_OUT"); out != "" {
 		if err := os.WriteFile(out, []byte(summary+"\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
-	// The median is robust to a busy machine's occasional stall; work that
-	// grows on every key press (a copy of the text too many, a storage
-	// write) is not.
-	if m := percentile(lat, 0.5); m >= 64 {
+	m, ms := percentile(lat, 0.5), percentile(smallLat, 0.5)
+	if m-ms > 3 {
+		t.Errorf("median input-to-paint %.1f ms in 1 MiB, %.1f ms in %d bytes: the document's size costs %.1f ms a key press, want under 3", m, ms, len(small), m-ms)
+	}
+	if m >= 64 {
 		t.Errorf("median input-to-paint %.1f ms, want under 64 ms (target 16 ms)", m)
 	} else if m >= 16 {
-		t.Logf("median input-to-paint %.1f ms: over the 16 ms target", m)
+		t.Logf("median input-to-paint %.1f ms: over the 16 ms target on this machine (with %d bytes: %.1f ms)", m, len(small), ms)
 	}
 }

@@ -23,6 +23,10 @@
 // R' = transform(R, pending, 'right').
 
 import * as ot from './ot.js';
+import { Rope } from './rope.js';
+import { utf8Length } from './utf8.js';
+
+export { utf8Length };
 
 /** Connection states reported through onState. */
 export const State = Object.freeze({
@@ -141,6 +145,11 @@ export function newClientId(random = Math.random) {
  *   onRevision(rev)                    the known server revision changed
  *   onError({code, message, seq})      an error message from the server
  *   onWelcome({user, rev})             this connection's user (id, name, color)
+ *   onCommit({rev, op})                the server's text moved to rev by op
+ *                                      (an acknowledged edit of ours or a
+ *                                      remote one, code points on the text
+ *                                      at rev - 1); op is null when the text
+ *                                      was replaced whole (a reload)
  */
 export class Client {
   constructor(opts) {
@@ -162,8 +171,11 @@ export class Client {
     this.now = opts.now || (() => Date.now());
     this.presenceIntervalMs = opts.presenceIntervalMs ?? 50;
 
-    this.text = ''; // local text: server text at rev + inflight + buffer
-    this.base = ''; // server text at rev (no local edits)
+    // Texts are ropes (rope.js): an edit of a large document costs about a
+    // chunk, not a copy of the document. client.text and client.base give
+    // them as strings.
+    this.doc = Rope.from(''); // local text: server text at rev + inflight + buffer
+    this.baseDoc = this.doc; // server text at rev (no local edits)
     this.reloadRev = null; // rev of a full-text reload that rebased a sent op
     this.rev = null; // last server revision this client has, null before the first welcome
     this.nextSeq = 1;
@@ -200,6 +212,7 @@ export class Client {
     this.onRevision = null;
     this.onError = null;
     this.onWelcome = null;
+    this.onCommit = null;
 
     if (opts.restore) this.restore(opts.restore);
   }
@@ -210,15 +223,18 @@ export class Client {
    * Null when everything is acknowledged. A new Client given it as
    * opts.restore (with the same client id, which this includes) resubmits
    * the operations under the same seq, so the server's dedupe still
-   * applies every edit exactly once. Plain JSON.
+   * applies every edit exactly once. Plain JSON. With {text: false} the
+   * base text is left out (the caller keeps it some other way).
    */
-  pendingSnapshot() {
+  pendingSnapshot({ text = true } = {}) {
     if (this.rev === null || this.synchronized()) return null;
     return {
       v: 1,
       clientId: this.clientId,
       rev: this.rev,
-      base: this.base,
+      // The whole text: storage that keeps it elsewhere asks without it
+      // ({text: false}), which costs nothing per key press.
+      ...(text ? { base: this.baseDoc.toString() } : {}),
       reloadRev: this.reloadRev,
       nextSeq: this.nextSeq,
       inflight: { seq: this.inflight.seq, op: this.inflight.op, everSent: this.inflight.everSent, edits: this.inflight.edits },
@@ -237,12 +253,13 @@ export class Client {
     }
     checkOp(inf.op);
     if (snap.buffer !== null && snap.buffer !== undefined) checkOp(snap.buffer);
-    let text = ot.apply(snap.base, inf.op);
-    if (snap.buffer) text = ot.apply(text, snap.buffer);
+    const base = Rope.from(snap.base);
+    let text = base.apply(inf.op).rope;
+    if (snap.buffer) text = text.apply(snap.buffer).rope;
     this.clientId = snap.clientId;
     this.rev = snap.rev;
-    this.base = snap.base;
-    this.text = text;
+    this.baseDoc = base;
+    this.doc = text;
     this.reloadRev = Number.isInteger(snap.reloadRev) ? snap.reloadRev : null;
     this.nextSeq = snap.nextSeq;
     this.inflight = { seq: inf.seq, op: inf.op, sent: false, everSent: !!inf.everSent, edits: Number(inf.edits) || 1 };
@@ -251,6 +268,16 @@ export class Client {
   }
 
   // ---- public API --------------------------------------------------------
+
+  /** The local text (the server's plus unacknowledged edits) as a string. */
+  get text() {
+    return this.doc.toString();
+  }
+
+  /** The server's text at this.rev as a string. */
+  get base() {
+    return this.baseDoc.toString();
+  }
 
   /** Starts connecting. Safe to call once; later reconnects are automatic. */
   start() {
@@ -339,9 +366,9 @@ export class Client {
       }
     }
     const norm = ot.normalize(op);
-    const next = ot.apply(this.text, norm); // throws on a bad op: nothing changed yet
+    const { rope: next, changes } = this.doc.apply(norm); // throws on a bad op: nothing changed yet
     if (isNoop(norm)) return;
-    this.text = next;
+    this.doc = next;
     if (this.inflight === null) {
       this.inflight = { seq: this.nextSeq++, op: norm, sent: false, everSent: false, edits: 1 };
     } else if (!this.inflight.everSent && this.buffer === null) {
@@ -358,7 +385,7 @@ export class Client {
       this.bufferEdits++;
     }
     this.placeOthers();
-    this.emitText({ text: this.text, op: norm, remote: false, user: null });
+    this.emitText({ op: norm, changes, remote: false, user: null });
     if (this.others.size) this.emitPresence();
     this.flush();
     this.emit('pending');
@@ -373,11 +400,7 @@ export class Client {
   roomForInsert() {
     const max = this.limits.maxDocBytes;
     if (!(max > 0)) return Infinity;
-    // A UTF-16 unit is at most 3 bytes of UTF-8: far from the limit, an
-    // upper bound of the size will do and costs nothing per key press.
-    const bound = this.text.length * 3;
-    if (bound <= max / 2) return max - bound;
-    return Math.max(0, max - utf8Length(this.text));
+    return Math.max(0, max - this.doc.byteLength);
   }
 
   /** Sets the local selection (code points) and sends presence, throttled. */
@@ -669,16 +692,17 @@ export class Client {
    */
   reload(text, rev) {
     if (this.rev === null || this.synchronized()) {
-      this.text = text;
-      this.base = text;
+      this.doc = Rope.from(text);
+      this.baseDoc = this.doc;
       this.rev = rev;
       this.inflight = null;
       this.buffer = null;
-      this.emitText({ text, op: null, remote: true, user: null });
+      this.emitText({ op: null, remote: true, user: null });
+      this.emit('commit', { rev, op: null });
       this.emit('revision', rev);
       return;
     }
-    let remote = diffOp(this.base, text);
+    let remote = diffOp(this.baseDoc.toString(), text);
     const inflight = ot.transform(this.inflight.op, remote, 'left');
     remote = ot.transform(remote, this.inflight.op, 'right');
     let buffer = null;
@@ -686,10 +710,12 @@ export class Client {
     if (this.inflight.everSent) this.reloadRev = rev;
     this.inflight = { ...this.inflight, op: inflight, sent: false };
     this.buffer = buffer;
-    this.base = text;
+    this.baseDoc = Rope.from(text);
     this.rev = rev;
-    this.text = buffer ? ot.apply(ot.apply(text, inflight), buffer) : ot.apply(text, inflight);
-    this.emitText({ text: this.text, op: null, remote: true, user: null });
+    this.doc = this.baseDoc.apply(inflight).rope;
+    if (buffer) this.doc = this.doc.apply(buffer).rope;
+    this.emitText({ op: null, remote: true, user: null });
+    this.emit('commit', { rev, op: null });
     this.emit('revision', rev);
     this.emit('pending');
   }
@@ -712,7 +738,8 @@ export class Client {
       return false;
     }
     this.reloadRev = null;
-    this.base = ot.apply(this.base, this.inflight.op);
+    const committed = this.inflight.op;
+    this.baseDoc = this.baseDoc.apply(committed).rope;
     // Our op is now committed after everything we have seen: others' carets
     // move through it in the server's order, as the server moves them.
     for (const [key, p] of this.others) {
@@ -726,6 +753,7 @@ export class Client {
       this.bufferEdits = 0;
     }
     this.placeOthers();
+    this.emit('commit', { rev, op: committed });
     this.emit('revision', rev);
     this.emit('pending');
     return true;
@@ -752,7 +780,7 @@ export class Client {
   refuseInflight(error) {
     const refused = this.inflight;
     if (!refused) return;
-    let undo = invert(refused.op, this.base);
+    let undo = invert(refused.op, this.baseDoc.toString());
     if (this.buffer) {
       const buffer = ot.transform(this.buffer, undo, 'left');
       undo = ot.transform(undo, this.buffer, 'right');
@@ -766,10 +794,11 @@ export class Client {
       this.bufferEdits = 0;
     }
     if (this.cursor) this.cursor = transformSel(this.cursor, undo, false);
-    this.text = ot.apply(this.text, undo);
+    const undone = this.doc.apply(undo);
+    this.doc = undone.rope;
     this.placeOthers();
     this.lastError = error;
-    this.emitText({ text: this.text, op: undo, remote: true, user: null, refused: true });
+    this.emitText({ op: undo, changes: undone.changes, remote: true, user: null, refused: true });
     if (this.others.size) this.emitPresence();
     this.emit('pending');
     this.flush();
@@ -786,7 +815,7 @@ export class Client {
     if (msg.rev <= this.rev) return; // already have it
     if (msg.rev !== this.rev + 1) throw new Error(`gap: have rev ${this.rev}, got ${msg.rev}`);
     checkOp(msg.op);
-    this.base = ot.apply(this.base, msg.op);
+    this.baseDoc = this.baseDoc.apply(msg.op).rope;
     let op = msg.op;
     if (this.inflight) {
       const pending = ot.transform(this.inflight.op, op, 'left');
@@ -798,7 +827,8 @@ export class Client {
       op = ot.transform(op, this.buffer, 'right');
       this.buffer = pending;
     }
-    this.text = ot.apply(this.text, op);
+    const applied = this.doc.apply(op);
+    this.doc = applied.rope;
     this.rev = msg.rev;
     if (this.cursor) this.cursor = transformSel(this.cursor, op, false);
     for (const [key, p] of this.others) {
@@ -811,7 +841,8 @@ export class Client {
       if (p.srv) this.others.set(key, { ...p, srv: transformSel(p.srv, msg.op, ot.ownsCaret(p.user.id, p.client, msg.user, msg.client)) });
     }
     this.placeOthers();
-    this.emitText({ text: this.text, op, remote: true, user: msg.user ?? null });
+    this.emitText({ op, changes: applied.changes, remote: true, user: msg.user ?? null });
+    this.emit('commit', { rev: this.rev, op: msg.op });
     this.emit('revision', this.rev);
     if (this.others.size) this.emitPresence();
   }
@@ -827,7 +858,7 @@ export class Client {
     const key = typeof p.conn === 'string' && p.conn ? p.conn : user.id;
     if (this.conn ? key === this.conn : this.user && user.id === this.user.id) return; // ourselves
     let srv = validSel(p.cursor) ? p.cursor : null;
-    if (srv) srv = clampSel(srv, ot.cpLength(this.base));
+    if (srv) srv = clampSel(srv, this.baseDoc.cpLength);
     // client: the owner's client id (the runtime sends it), which with the
     // user decides whose operations move this caret as its owner's.
     const client = typeof p.client === 'string' ? p.client : '';
@@ -847,7 +878,7 @@ export class Client {
     let c = srv;
     if (c && this.inflight) c = transformSel(c, this.inflight.op, false);
     if (c && this.buffer) c = transformSel(c, this.buffer, false);
-    return c ? clampSel(c, ot.cpLength(this.text)) : null;
+    return c ? clampSel(c, this.doc.cpLength) : null;
   }
 
   placeOthers() {
@@ -1039,7 +1070,16 @@ export class Client {
     }
   }
 
+  /**
+   * Tells listeners the text changed. ev.text is the whole new text,
+   * built only when a listener reads it (a large document's string is a
+   * copy); ev.doc is the new rope, and ev.changes (absent on a full
+   * reload) the same edit in UTF-16 positions of the previous text.
+   */
   emitText(ev) {
+    const doc = this.doc;
+    ev.doc = doc;
+    Object.defineProperty(ev, 'text', { get: () => doc.toString(), enumerable: true });
     this.emit('text', ev);
   }
 
@@ -1107,21 +1147,6 @@ export function parseLimits(l) {
     if (Number.isSafeInteger(l[k]) && l[k] > 0) out[k] = l[k];
   }
   return out;
-}
-
-/** Bytes of s in UTF-8, as the server counts them (a lone surrogate becomes U+FFFD, 3 bytes). */
-export function utf8Length(s) {
-  let n = s.length; // one byte per ASCII unit, corrected below
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c < 0x80) continue;
-    if (c < 0x800) n += 1;
-    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length && (s.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
-      n += 2; // four bytes for two units
-      i++;
-    } else n += 2;
-  }
-  return n;
 }
 
 /** Bytes JSON.stringify spends on the UTF-16 unit(s) at s[i] once sent as UTF-8; [bytes, units]. */

@@ -18,8 +18,9 @@
 
 import { Annotation, EditorSelection, EditorState, StateEffect, StateField, Transaction, Compartment, RangeSetBuilder } from '@codemirror/state';
 import { Decoration, EditorView, ViewPlugin, WidgetType } from '@codemirror/view';
-import { cpToUtf16Offset, cpLength, utf16ToCp } from './ot.js';
-import { utf8Length } from './client.js';
+import { cpToUtf16Offset } from './ot.js';
+import { Rope } from './rope.js';
+import { utf8Length } from './utf8.js';
 
 /** Marks transactions the binding dispatches for the server's edits. */
 export const remoteEdit = Annotation.define();
@@ -27,29 +28,22 @@ export const remoteEdit = Annotation.define();
 const setRemotes = StateEffect.define();
 
 /**
- * Converts a CodeMirror ChangeSet made on text (UTF-16 positions) into a
- * protocol operation (code points). One pass over the changed stretch.
+ * Converts a CodeMirror ChangeSet made on text (UTF-16 positions; a string
+ * or a Rope, which the binding passes so that no position costs a scan of
+ * a large text) into a protocol operation (code points).
  */
 export function changesToOp(changes, text) {
+  const doc = typeof text === 'string' ? Rope.from(text) : text;
   const op = [];
-  let u = 0; // UTF-16 offset in text reached so far
-  let cp = 0; // the same place in code points
-  const cpAt = (to) => {
-    // code points between u and to
-    const n = utf16ToCp(text.slice(u, to), to - u);
-    u = to;
-    cp += n;
-    return n;
-  };
   let last = 0; // code point position the op has reached
   changes.iterChanges((fromA, toA, _fromB, _toB, inserted) => {
-    cpAt(fromA);
-    if (cp > last) op.push(cp - last);
-    const del = cpAt(toA);
-    if (del > 0) op.push({ d: del });
+    const from = doc.utf16ToCp(fromA);
+    const to = toA === fromA ? from : doc.utf16ToCp(toA);
+    if (from > last) op.push(from - last);
+    if (to > from) op.push({ d: to - from });
     const ins = inserted.toString();
     if (ins) op.push(ins);
-    last = cp;
+    last = to;
   });
   return op;
 }
@@ -265,7 +259,8 @@ export function tandem(client, options = {}) {
     class {
       constructor(view) {
         this.view = view;
-        this.text = view.state.doc.toString();
+        // Positions convert through client.doc, the client's rope, which
+        // holds the same text as the editor between updates.
         this.busy = 0; // > 0 while this binding is inside an update
         this.queued = [];
         this.others = new Map();
@@ -316,7 +311,6 @@ export function tandem(client, options = {}) {
       /** Makes the editor show text (a full reload), changing only what differs. */
       sync(text) {
         const cur = this.view.state.doc.toString();
-        this.text = text;
         if (cur === text) return;
         const c = diffChange(cur, text);
         this.view.dispatch({
@@ -326,29 +320,27 @@ export function tandem(client, options = {}) {
       }
 
       onText(ev) {
-        if (!ev.remote) {
-          // Ours: the editor already shows it. Take the text now, before
-          // the presence update that follows converts positions with it.
-          this.text = ev.text;
-          return;
-        }
+        if (!ev.remote) return; // ours: the editor already shows it
         if (this.busy) {
           // Cannot happen with today's client (remote text arrives from the
           // socket), but never dispatch inside an update.
           this.later(() => this.sync(client.text));
           return;
         }
-        if (!ev.op || this.view.state.doc.length !== this.text.length) {
+        // The client gives the edit in UTF-16 positions of the text before
+        // it, which the editor shows unless something went wrong.
+        const changes = ev.changes;
+        let before = ev.doc.length;
+        for (const c of changes || []) before += c.to - c.from - c.insert.length;
+        if (!changes || this.view.state.doc.length !== before) {
           this.sync(ev.text);
           return;
         }
-        const changes = opToChanges(ev.op, this.text);
-        this.text = ev.text;
         this.view.dispatch({
           changes,
           annotations: [remoteEdit.of(true), Transaction.remote.of(true), Transaction.addToHistory.of(false)],
         });
-        if (this.view.state.doc.length !== ev.text.length) this.sync(ev.text); // never drift
+        if (this.view.state.doc.length !== ev.doc.length) this.sync(ev.text); // never drift
       }
 
       update(update) {
@@ -364,10 +356,10 @@ export function tandem(client, options = {}) {
         if (update.docChanged) {
           for (const tr of update.transactions) {
             if (!tr.docChanged || tr.annotation(remoteEdit)) continue;
-            const op = changesToOp(tr.changes, this.text);
             try {
-              client.submit(op);
-              this.text = client.text;
+              // client.doc is the text this transaction started from.
+              if (client.doc.length !== tr.startState.doc.length) throw new Error('the editor and the client hold different texts');
+              client.submit(changesToOp(tr.changes, client.doc));
             } catch (err) {
               // The editor and the client disagree (should not happen):
               // the client's text is what the server converges to.
@@ -384,23 +376,19 @@ export function tandem(client, options = {}) {
       sendSelection(state) {
         if (!client.loaded()) return;
         const { anchor, head } = state.selection.main;
-        const text = this.text;
-        // Code points: one scan up to the later of the two.
-        const lo = Math.min(anchor, head);
-        const hi = Math.max(anchor, head);
-        const cpLo = utf16ToCp(text, lo);
-        const cpHi = cpLo + utf16ToCp(text.slice(lo, hi), hi - lo);
-        client.setCursor(anchor <= head ? cpLo : cpHi, anchor <= head ? cpHi : cpLo);
+        if (client.doc.length !== state.doc.length) return; // out of step: the resync sends it
+        const a = client.doc.utf16ToCp(anchor);
+        client.setCursor(a, head === anchor ? a : client.doc.utf16ToCp(head));
       }
 
       drawRemotes() {
-        const text = this.text;
+        const doc = client.doc;
         const list = [];
         for (const p of this.others.values()) {
           if (!p.cursor) continue;
           // Others' positions are code points of client.text, which the
           // editor shows; convert both ends.
-          list.push({ user: p.user, anchor: cpToUtf16Offset(text, 0, p.cursor.anchor), head: cpToUtf16Offset(text, 0, p.cursor.head) });
+          list.push({ user: p.user, anchor: doc.cpToUtf16(p.cursor.anchor), head: doc.cpToUtf16(p.cursor.head) });
         }
         this.colors.set(list.map((r) => r.user));
         this.dispatch({ effects: setRemotes.of(list) });
@@ -438,7 +426,7 @@ export function remoteCarets(state) {
   return out;
 }
 
-/** The code point length of the editor's text (for status lines and tests). */
+/** The code point length of the editor's text (for status lines and tests; a scan of the text). */
 export function docLength(state) {
-  return cpLength(state.doc.toString());
+  return Rope.from(state.doc.toString()).cpLength;
 }

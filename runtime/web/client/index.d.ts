@@ -57,10 +57,35 @@ export interface StateEvent {
   error: ClientError | null;
 }
 
+/**
+ * A text kept as chunks (rope.js): edits and position conversions cost
+ * about a chunk, not a copy of the text. Immutable.
+ */
+export declare class Rope {
+  static from(s: string): Rope;
+  /** UTF-16 units. */
+  readonly length: number;
+  /** Code points. */
+  readonly cpLength: number;
+  /** UTF-8 bytes, as the server counts them. */
+  readonly byteLength: number;
+  toString(): string;
+  cpToUtf16(cp: number): number;
+  utf16ToCp(u16: number): number;
+  slice(from: number, to?: number): string;
+  /** The operation applied, and the same edit as UTF-16 changes on this text. */
+  apply(op: Op): { rope: Rope; changes: Array<{ from: number; to: number; insert: string }> };
+}
+
 export interface TextEvent {
-  text: string;
+  /** The whole new text; built when read (a copy of a large text: prefer doc). */
+  readonly text: string;
+  /** The new text as a rope. */
+  doc: Rope;
   /** What was applied to the previous text; null for a full reload. */
   op: Op | null;
+  /** The same edit in UTF-16 positions of the previous text; absent on a full reload. */
+  changes?: Array<{ from: number; to: number; insert: string }>;
   /** True for the server's edits (and for a local edit the server refused, taken back). */
   remote: boolean;
   user: string | null;
@@ -137,8 +162,10 @@ export interface ClientEvents {
 export declare class Client {
   constructor(opts: ClientOptions);
   readonly clientId: string;
-  /** The local text: the server's at rev plus unacknowledged local edits. */
+  /** The local text: the server's at rev plus unacknowledged local edits (a string built on demand). */
   readonly text: string;
+  /** The same text as a rope: what to read per key press. */
+  readonly doc: Rope;
   readonly rev: number | null;
   readonly state: StateName;
   readonly user: User | null;

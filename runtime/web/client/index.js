@@ -20,5 +20,6 @@ export {
   utf8Length,
   parseLimits,
 } from './client.js';
+export { Rope } from './rope.js';
 export { claimPending, persistPending, PENDING_PREFIX } from './storage.js';
 export * as ot from './ot.js';
