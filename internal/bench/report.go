@@ -166,18 +166,23 @@ func ParseGoBench(r io.Reader) (GoBench, error) {
 				if err != nil {
 					return nil, fmt.Errorf("benchmark line %q: %w", sc.Text(), err)
 				}
-				name := f[0]
-				if j := strings.LastIndex(name, "-"); j > 0 {
-					if _, err := strconv.Atoi(name[j+1:]); err == nil {
-						name = name[:j]
-					}
-				}
+				name := benchName(f[0])
 				gb[name] = append(gb[name], v)
 				break
 			}
 		}
 	}
 	return gb, sc.Err()
+}
+
+// benchName is a benchmark's name without the -N CPU suffix.
+func benchName(name string) string {
+	if j := strings.LastIndex(name, "-"); j > 0 {
+		if _, err := strconv.Atoi(name[j+1:]); err == nil {
+			return name[:j]
+		}
+	}
+	return name
 }
 
 // Median returns the median ns/op of a benchmark.

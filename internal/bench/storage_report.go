@@ -22,12 +22,7 @@ func ParseBenchMetrics(r io.Reader) (BenchMetrics, error) {
 		if len(f) < 4 || !strings.HasPrefix(f[0], "Benchmark") {
 			continue
 		}
-		name := f[0]
-		if j := strings.LastIndex(name, "-"); j > 0 {
-			if _, err := strconv.Atoi(name[j+1:]); err == nil {
-				name = name[:j]
-			}
-		}
+		name := benchName(f[0])
 		m := out[name]
 		if m == nil {
 			m = map[string]float64{}
