@@ -373,7 +373,12 @@ func (f *flusher) prepareAndWrite(ctx context.Context, works []*docWork) error {
 	start := time.Now()
 	if len(all) > 0 {
 		if err := f.write(ctx, works, all); err != nil {
-			return &writeError{fmt.Errorf("write %d entries of %d docs: %w", len(all), len(works), err)}
+			err = fmt.Errorf("write %d entries of %d docs: %w", len(all), len(works), err)
+			var ce *checkError
+			if errors.As(err, &ce) {
+				return err // Redis failed, not the write: an outage
+			}
+			return &writeError{err}
 		}
 	}
 	f.recovered(works)
@@ -399,7 +404,11 @@ func (f *flusher) write(ctx context.Context, works []*docWork, all []store.Entry
 		byDoc[w.doc] = w
 	}
 	stale, err := cw.WriteChecked(ctx, all, func(ctx context.Context, docs []string) ([]string, error) {
-		return f.staleDocs(ctx, docs, byDoc)
+		stale, err := f.staleDocs(ctx, docs, byDoc)
+		if err != nil {
+			return nil, &checkError{err}
+		}
+		return stale, nil
 	})
 	if err != nil {
 		return err
@@ -413,6 +422,13 @@ func (f *flusher) write(ctx context.Context, works []*docWork, all []store.Entry
 	}
 	return nil
 }
+
+// checkError is a failure to read the epochs a checked write compares:
+// Redis's failure, which says nothing about the documents' data.
+type checkError struct{ err error }
+
+func (e *checkError) Error() string { return e.err.Error() }
+func (e *checkError) Unwrap() error { return e.err }
 
 // staleDocs returns those of docs whose epoch in Redis is not the one
 // their entries were read under (missing: deleted or expired).
