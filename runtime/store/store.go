@@ -183,12 +183,13 @@ type Archive interface {
 	// Deleting a document that does not exist is not an error.
 	Delete(ctx context.Context, doc string) error
 	// Compact removes, for at most batch documents after cursor (in id
-	// order), the operations and snapshots ret does not keep. It always
-	// keeps a snapshot at or below the oldest kept operation, so the
-	// current text and every kept revision stay exact, and it removes only
-	// what is stored (persisted) already. Each document is one short
-	// transaction: interrupted, it leaves a consistent store, and running
-	// it again finishes the job.
+	// order), the operations and snapshots ret does not keep: it cuts each
+	// document's history at the newest revision ret lets go and stores a
+	// snapshot there (CompactDoc), so only the retained window of
+	// operations is left, the current text and every kept revision stay
+	// exact, and it removes only what is stored (persisted) already. Each
+	// step is one short transaction: interrupted, it leaves a consistent
+	// store, and running it again finishes the job.
 	Compact(ctx context.Context, ret Retention, now time.Time, cursor string, batch int) (CompactResult, error)
 }
 

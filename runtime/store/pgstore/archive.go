@@ -113,9 +113,9 @@ func (s *Store) Delete(ctx context.Context, doc string) error {
 // Compact implements store.Archive. The batch runs under a session
 // advisory lock: when another replica holds it, this call does nothing
 // and reports no more work, and the next round tries again. Everything in
-// PostgreSQL is persisted by definition, and the documents row holds the
-// current text, so cutting at a periodic snapshot never loses the text or
-// an unflushed edit (those are still in Redis).
+// PostgreSQL is persisted by definition, and store.CompactDoc stores a
+// snapshot at each cut, so cutting never loses the text or an unflushed
+// edit (those are still in Redis).
 func (s *Store) Compact(ctx context.Context, ret store.Retention, now time.Time, cursor string, batch int) (store.CompactResult, error) {
 	res := store.CompactResult{Cursor: cursor}
 	if ret.Keeps() {
