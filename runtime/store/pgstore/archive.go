@@ -45,6 +45,18 @@ func (s *Store) SnapshotAt(ctx context.Context, doc string, rev int64) (store.Sn
 	if err := s.pool.QueryRow(ctx, `SELECT min(rev) FROM operations WHERE doc_id = $1`, doc).Scan(&first); err != nil {
 		return store.Snapshot{}, fmt.Errorf("first operation of doc %q: %w", doc, err)
 	}
+	if first == nil {
+		// No operations at all: a document never written, or one whose
+		// history compaction cut at its head (the snapshot there is all
+		// that is left, and it is after rev).
+		var cut bool
+		if err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM snapshots WHERE doc_id = $1)`, doc).Scan(&cut); err != nil {
+			return store.Snapshot{}, fmt.Errorf("snapshots of doc %q: %w", doc, err)
+		}
+		if cut {
+			return store.Snapshot{}, fmt.Errorf("doc %q at %d (history cut at its head): %w", doc, rev, store.ErrCompacted)
+		}
+	}
 	if first != nil && *first > snap.Rev+1 {
 		return store.Snapshot{}, fmt.Errorf("doc %q at %d (history starts after %d): %w", doc, rev, *first-1, store.ErrCompacted)
 	}

@@ -44,6 +44,18 @@ func (s *Store) SnapshotAt(ctx context.Context, doc string, rev int64) (store.Sn
 	if err := s.db.QueryRowContext(ctx, `SELECT min(rev) FROM operations WHERE doc = ?`, doc).Scan(&first); err != nil {
 		return store.Snapshot{}, fmt.Errorf("first operation of %q: %w", doc, err)
 	}
+	if !first.Valid {
+		// No operations at all: a document never written, or one whose
+		// history compaction cut at its head (the snapshot there is all
+		// that is left, and it is after rev).
+		var cut bool
+		if err := s.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM snapshots WHERE doc = ?)`, doc).Scan(&cut); err != nil {
+			return store.Snapshot{}, fmt.Errorf("snapshots of %q: %w", doc, err)
+		}
+		if cut {
+			return store.Snapshot{}, fmt.Errorf("%q at %d (history cut at its head): %w", doc, rev, store.ErrCompacted)
+		}
+	}
 	if first.Valid && first.Int64 > snap.Rev+1 {
 		return store.Snapshot{}, fmt.Errorf("%q at %d (history starts after %d): %w", doc, rev, first.Int64-1, store.ErrCompacted)
 	}

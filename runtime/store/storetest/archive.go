@@ -218,6 +218,14 @@ func RunArchive(t *testing.T, listDocs int, newArchive func(t *testing.T, interv
 				case tc.cut < 300 && (len(ops) == 0 || ops[0].Rev != tc.cut+1):
 					t.Fatalf("operations left start at %v, want at %d", revs(ops[:min(len(ops), 1)]), tc.cut+1)
 				}
+				if len(ops) == 0 && tc.cut > 0 {
+					// Cut at the head: only the text there is left.
+					for _, rev := range []int64{tc.cut - 1, tc.cut - interval/2, 1} {
+						if _, err := textAt(ctx, a, doc, rev); !errors.Is(err, store.ErrCompacted) {
+							t.Fatalf("text at %d with no operation left: err = %v, want ErrCompacted", rev, err)
+						}
+					}
+				}
 				if len(ops) > 0 && ops[0].Rev > 1 {
 					if _, err := textAt(ctx, a, doc, ops[0].Rev-interval-1); !errors.Is(err, store.ErrCompacted) && ops[0].Rev-interval-1 >= 0 {
 						// A revision before the oldest kept snapshot.
