@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tandem-dev/tandem/runtime/config"
+	"github.com/tandem-dev/tandem/runtime/server"
 	"github.com/tandem-dev/tandem/runtime/store/distributed"
 )
 
@@ -56,7 +57,10 @@ func openDistributed(ctx context.Context, cfg *config.Config, reg prometheus.Reg
 	slog.Info("distributed mode", "replica", s.Router.Self())
 	return &backends{
 		Log: s.Log, Durable: s.Durable, Presence: s.Presence, Router: s.Router,
-		Ready: []func(context.Context) error{s.Ready},
+		Ready: []server.ReadyCheck{
+			{Name: "redis", Check: s.Ready},
+			{Name: "postgres", Check: s.PostgresReady, Informational: true},
+		},
 		Close: s.Close,
 	}, nil
 }

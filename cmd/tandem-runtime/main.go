@@ -64,8 +64,8 @@ type backends struct {
 	// Router, in the distributed mode, routes a busy document's
 	// submissions to the one replica that appends them (nil: embedded).
 	Router store.Router
-	// Ready are readiness checks for /readyz.
-	Ready []func(context.Context) error
+	// Ready are the dependencies /readyz reports on.
+	Ready []server.ReadyCheck
 	// Close flushes and releases everything, after the documents stopped.
 	Close func(ctx context.Context) error
 }
@@ -88,7 +88,7 @@ func openEmbedded(ctx context.Context, cfg *config.Config, logger *slog.Logger) 
 	p := memory.NewPresence(memory.PresenceOptions{TTL: 30 * time.Second})
 	return &backends{
 		Log: l, Durable: durable, Presence: p,
-		Ready: []func(context.Context) error{durable.Ready},
+		Ready: []server.ReadyCheck{{Name: "sqlite", Check: durable.Ready}},
 		Close: func(ctx context.Context) error {
 			p.Close()
 			return errors.Join(l.Close(ctx), durable.Close())

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tandem-dev/tandem/runtime/metrics"
 	"github.com/tandem-dev/tandem/runtime/ot"
 	"github.com/tandem-dev/tandem/runtime/protocol"
 	"github.com/tandem-dev/tandem/runtime/rope"
@@ -417,7 +418,10 @@ func (a *actor) commit(e store.Entry) {
 	k := entryAuthor(e)
 	// A forwarded submission is done once its entry is here: commit acks
 	// its member below like any other.
-	delete(a.forwarded, clientSeq{k, e.Seq})
+	if f, ok := a.forwarded[clientSeq{k, e.Seq}]; ok {
+		delete(a.forwarded, clientSeq{k, e.Seq})
+		a.opts.Metrics.AckTime.WithLabelValues(metrics.RouteForwarded).Observe(time.Since(f.req.received).Seconds())
+	}
 	var ack, op *protocol.Frame // each encoded once, for all its receivers
 	for conn, m := range a.members {
 		var f *protocol.Frame
@@ -435,6 +439,9 @@ func (a *actor) commit(e store.Entry) {
 		if !a.deliver(m, f) {
 			a.drop(conn)
 		}
+	}
+	if ack != nil {
+		a.opts.Metrics.Acks.WithLabelValues(metrics.AckCommit).Inc()
 	}
 }
 

@@ -42,6 +42,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/tandem-dev/tandem/runtime/metrics"
 	"github.com/tandem-dev/tandem/runtime/protocol"
 	"github.com/tandem-dev/tandem/runtime/store"
 )
@@ -178,6 +179,7 @@ func (a *actor) route(batch []submitReq) []submitReq {
 		return append(here, fwd...)
 	}
 	a.opts.Metrics.Forwarded.Add(float64(len(fwd)))
+	a.opts.Metrics.Submissions.WithLabelValues(metrics.RouteForwarded).Add(float64(len(fwd)))
 	for _, req := range fwd {
 		a.forwarded[clientSeq{req.member.author(), req.seq}] = &forwardedReq{req: req, sent: now}
 	}

@@ -28,6 +28,15 @@ func counter(t *testing.T, c prometheus.Counter) float64 {
 	return m.GetCounter().GetValue()
 }
 
+func histogramCount(t *testing.T, o prometheus.Observer) uint64 {
+	t.Helper()
+	var m dto.Metric
+	if err := o.(prometheus.Metric).Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetHistogram().GetSampleCount()
+}
+
 // writer is a closed-loop client: one operation in flight, the next one
 // sent when the previous is acked.
 type writer struct {
@@ -170,6 +179,20 @@ func TestOwnerAppendsForBothReplicas(t *testing.T) {
 	fa, fb := counter(t, metA.Forwarded), counter(t, metB.Forwarded)
 	if (fa == 0) == (fb == 0) || fa+fb != float64(total/2) {
 		t.Errorf("forwarded A %v, B %v: want one replica to forward its %d submissions", fa, fb, total/2)
+	}
+	// Every submission is counted once by the replica its client is on,
+	// under its route, and every ack is timed there.
+	local := counter(t, metA.Submissions.WithLabelValues(metrics.RouteLocal)) + counter(t, metB.Submissions.WithLabelValues(metrics.RouteLocal))
+	fwd := counter(t, metA.Submissions.WithLabelValues(metrics.RouteForwarded)) + counter(t, metB.Submissions.WithLabelValues(metrics.RouteForwarded))
+	if local != float64(total/2) || fwd != float64(total/2) {
+		t.Errorf("submissions local %v, forwarded %v; want %d each", local, fwd, total/2)
+	}
+	timed := histogramCount(t, metA.AckTime.WithLabelValues(metrics.RouteForwarded)) + histogramCount(t, metB.AckTime.WithLabelValues(metrics.RouteForwarded))
+	if timed != uint64(total/2) {
+		t.Errorf("forwarded acks timed = %d, want %d", timed, total/2)
+	}
+	if acks := counter(t, metA.Acks.WithLabelValues(metrics.AckCommit)) + counter(t, metB.Acks.WithLabelValues(metrics.AckCommit)); acks != float64(total) {
+		t.Errorf("acks = %v, want %d", acks, total)
 	}
 	if c := counter(t, metA.CommitRetries) + counter(t, metB.CommitRetries); c != 0 {
 		t.Errorf("commit conflicts = %v, want none: only the owner appends", c)

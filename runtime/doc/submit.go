@@ -35,6 +35,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/tandem-dev/tandem/runtime/metrics"
 	"github.com/tandem-dev/tandem/runtime/ot"
 	"github.com/tandem-dev/tandem/runtime/protocol"
 	"github.com/tandem-dev/tandem/runtime/store"
@@ -94,6 +95,7 @@ func (a *actor) submit(batch []submitReq) {
 					return
 				}
 			}
+			a.observeLocalAcks(outs)
 			a.finish(outs)
 			return
 		case errors.Is(err, store.ErrConflict):
@@ -160,6 +162,27 @@ func (a *actor) dupAck(m *Member, seq, rev int64) {
 	}
 	if !a.deliver(m, protocol.NewFrame(protocol.Ack{Type: protocol.TypeAck, Seq: seq, Rev: rev})) {
 		a.drop(m.Conn)
+		return
+	}
+	if a.members[m.Conn] == m {
+		// Counted where the client is: a proxy's ack goes back to the
+		// origin replica, which calls dupAck again for its member.
+		a.opts.Metrics.Acks.WithLabelValues(metrics.AckDuplicate).Inc()
+	}
+}
+
+// observeLocalAcks records, for the submissions of this replica's own
+// clients just committed and acked here, the time from receipt to ack.
+// Submissions forwarded here by another replica are timed by that
+// replica, when their entry reaches it (commit).
+func (a *actor) observeLocalAcks(outs []outcome) {
+	now := time.Now()
+	for _, o := range outs {
+		if o.entry == nil || o.req.origin != "" {
+			continue
+		}
+		a.opts.Metrics.Submissions.WithLabelValues(metrics.RouteLocal).Inc()
+		a.opts.Metrics.AckTime.WithLabelValues(metrics.RouteLocal).Observe(now.Sub(o.req.received).Seconds())
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/tandem-dev/tandem/runtime/auth"
 	"github.com/tandem-dev/tandem/runtime/doc"
+	"github.com/tandem-dev/tandem/runtime/metrics"
 	"github.com/tandem-dev/tandem/runtime/protocol"
 )
 
@@ -71,6 +72,11 @@ type conn struct {
 	closing   bool
 	closeCode int
 	closeText string
+	// closeBy is metrics.ClosedByClient when the client ended the
+	// connection (peerClose is its close code, 1006 when it went away
+	// without one); empty when the server did.
+	closeBy   string
+	peerClose int
 	// parked: no reader runs; the poller starts one when the socket is
 	// readable. armed: the socket is registered with the poller.
 	parked bool
@@ -120,6 +126,7 @@ func (c *conn) queue(f *protocol.Frame) bool {
 	// busy document sends many small frames in bursts that a healthy
 	// client drains a moment later.
 	if c.queued+size > c.s.opts.WriteQueueBytes && len(c.frames) > 0 {
+		c.s.opts.Metrics.SlowConsumers.WithLabelValues(metrics.BoundConnection).Inc()
 		c.closeLocked(protocol.CloseSlowConsumer, "client too slow")
 		return false
 	}
@@ -131,6 +138,7 @@ func (c *conn) queue(f *protocol.Frame) bool {
 	// already (it costs nothing more).
 	if c.s.pending.full() && !c.s.pending.held(f) && (c.behindLocked() || size > c.s.opts.WriteQueueBytes) {
 		c.s.pending.refused.WithLabelValues("websocket").Inc()
+		c.s.opts.Metrics.SlowConsumers.WithLabelValues(metrics.BoundProcess).Inc()
 		c.closeLocked(protocol.CloseSlowConsumer, "client too slow")
 		return false
 	}
@@ -259,7 +267,7 @@ func (c *conn) write() {
 		err := c.writeFrames(frames, ping)
 		c.release(frames)
 		if err != nil {
-			c.fail()
+			c.fail(err)
 			return
 		}
 		if closing {
@@ -346,12 +354,21 @@ func (c *conn) writeParts(parts [][]byte) error {
 }
 
 // fail ends a connection whose writes fail: nothing more can reach the
-// peer, so there is no close frame to send.
-func (c *conn) fail() {
+// peer, so there is no close frame to send. A write that timed out is a
+// client that stopped reading: the server cut it (a slow consumer); any
+// other error is the connection breaking under the client.
+func (c *conn) fail(err error) {
+	var ne net.Error
+	timeout := errors.As(err, &ne) && ne.Timeout()
 	c.mu.Lock()
 	if !c.closing {
 		c.closing = true
 		c.closeCode, c.closeText = protocol.CloseNormal, ""
+		c.closeBy, c.peerClose = metrics.ClosedByClient, 1006 // abnormal: no close frame
+		if timeout {
+			c.closeBy, c.closeCode = "", 1006
+			c.s.opts.Metrics.SlowConsumers.WithLabelValues(metrics.BoundWriteTimeout).Inc()
+		}
 		if c.expiry != nil {
 			c.expiry.Stop()
 		}
@@ -510,6 +527,7 @@ func (w *hijackWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	docID := r.PathValue("docId")
 	if !ValidDocID(docID) {
+		s.refused(metrics.RefusedInvalidDocument)
 		s.writeError(w, http.StatusBadRequest, protocol.CodeBadMessage, "invalid document id")
 		return
 	}
@@ -518,6 +536,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		// The upgrader already answered (403 for a refused origin).
 		s.log.Debug("websocket upgrade", "err", err)
+		if !s.upgrader.CheckOrigin(r) {
+			s.refused(metrics.RefusedOrigin)
+		}
 		return
 	}
 	c := &conn{s: s, ws: ws, cork: hw.conn, br: hw.br, id: randomID(), doc: docID, ended: make(chan struct{})}
@@ -528,6 +549,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	if s.draining {
 		s.mu.Unlock()
+		s.refused(metrics.RefusedDraining)
 		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(protocol.CloseRestart, "server restarting"), time.Now().Add(time.Second))
 		_ = ws.Close()
 		return
@@ -553,6 +575,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 // lets an idle connection keep only the small stack the loop needs.
 func (c *conn) run(full bool, headerToken string) {
 	if full {
+		c.s.refused(metrics.RefusedDocumentFull)
 		c.sendProblem(&protocol.Problem{Code: protocol.CodeTooLarge, Message: "too many connections to this document"})
 		c.close(protocol.CloseDocFull, "too many connections to this document")
 		c.finish()
@@ -561,7 +584,9 @@ func (c *conn) run(full bool, headerToken string) {
 	// A close from elsewhere (slow consumer, kick, shutdown) unblocks the
 	// reader: the writer cuts the connection a second after the close frame.
 	ctx, cancel := context.WithCancel(context.Background())
+	c.s.handshaking.Add(1)
 	sess, id, ok := c.handshake(ctx, headerToken)
+	c.s.handshaking.Add(-1)
 	if !ok {
 		cancel()
 		c.finish()
@@ -660,6 +685,7 @@ func (c *conn) park() bool {
 		return false
 	}
 	c.parked = true
+	c.s.idle.Add(1)
 	return true
 }
 
@@ -670,6 +696,7 @@ func (c *conn) wake() {
 	defer c.mu.Unlock()
 	if c.parked {
 		c.parked = false
+		c.s.idle.Add(-1)
 		go c.readLoop(true)
 	}
 }
@@ -679,6 +706,7 @@ func (c *conn) wake() {
 func (c *conn) unparkLocked() {
 	if c.parked {
 		c.parked = false
+		c.s.idle.Add(-1)
 		go c.readLoop(false)
 	}
 }
@@ -696,8 +724,21 @@ func (c *conn) finish() {
 		delete(s.perDoc, c.doc)
 	}
 	s.mu.Unlock()
+	c.countClose()
 	s.opts.Metrics.Connections.Dec()
 	s.wg.Done()
+}
+
+// countClose counts how the connection ended: the client's close code when
+// the client ended it (1006 when it just went away), else the server's.
+func (c *conn) countClose() {
+	c.mu.Lock()
+	code, by := c.closeCode, metrics.ClosedByServer
+	if c.closeBy == metrics.ClosedByClient {
+		code, by = c.peerClose, metrics.ClosedByClient
+	}
+	c.mu.Unlock()
+	c.s.opts.Metrics.Closes.WithLabelValues(metrics.CloseLabel(code, by), by).Inc()
 }
 
 // handshake reads hello, authenticates and joins the document; false when
@@ -721,6 +762,7 @@ func (c *conn) handshake(ctx context.Context, headerToken string) (*doc.Session,
 	for hello == nil {
 		data, ok := c.read()
 		if !ok {
+			s.refused(metrics.RefusedNoHello)
 			return nil, auth.Identity{}, false
 		}
 		msg, p := protocol.Decode(data)
@@ -745,11 +787,12 @@ func (c *conn) handshake(ctx context.Context, headerToken string) (*doc.Session,
 	}
 	id, err := s.opts.Auth.Authenticate(token, c.doc)
 	if err != nil {
-		code, close := protocol.CodeUnauthorized, protocol.CloseUnauthorized
+		code, close, reason := protocol.CodeUnauthorized, protocol.CloseUnauthorized, metrics.RefusedUnauthorized
 		var ae *auth.Error
 		if errors.As(err, &ae) && ae.Code == auth.CodeForbidden {
-			code, close = protocol.CodeForbidden, protocol.CloseForbidden
+			code, close, reason = protocol.CodeForbidden, protocol.CloseForbidden, metrics.RefusedForbidden
 		}
+		s.refused(reason)
 		c.sendProblem(&protocol.Problem{Code: code, Message: err.Error()})
 		c.close(close, code)
 		c.drain()
@@ -771,6 +814,7 @@ func (c *conn) handshake(ctx context.Context, headerToken string) (*doc.Session,
 	}, hello.Rev)
 	if err != nil {
 		s.log.Warn("join document", "doc", c.doc, "err", err)
+		s.refused(metrics.RefusedUnavailable)
 		c.sendProblem(&protocol.Problem{Code: protocol.CodeUnavailable, Message: "document unavailable, retry"})
 		c.close(protocol.CloseTryLater, "document unavailable")
 		c.drain()
@@ -893,6 +937,16 @@ func (c *conn) refreshAuth(cur auth.Identity, token string) {
 	c.send(protocol.NewFrame(protocol.Auth{Type: protocol.TypeAuth, AuthTTLMs: id.ValidFor.Milliseconds()}))
 }
 
+// closedByPeer notes that the client ended the connection with code,
+// unless the server had begun closing it already.
+func (c *conn) closedByPeer(code int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.closing && c.closeBy == "" {
+		c.closeBy, c.peerClose = metrics.ClosedByClient, code
+	}
+}
+
 // read returns the next text message; false when the connection ended.
 // Binary frames are answered with bad_message.
 func (c *conn) read() ([]byte, bool) {
@@ -900,7 +954,10 @@ func (c *conn) read() ([]byte, bool) {
 		kind, data, err := c.ws.ReadMessage()
 		if err != nil {
 			var ne net.Error
+			var ce *websocket.CloseError
 			switch {
+			case errors.As(err, &ce):
+				c.closedByPeer(ce.Code)
 			case errors.Is(err, websocket.ErrReadLimit):
 				// The library already sent close 1009.
 				c.s.opts.Metrics.Errors.WithLabelValues(protocol.CodeTooLarge).Inc()
@@ -908,6 +965,8 @@ func (c *conn) read() ([]byte, bool) {
 			case errors.As(err, &ne) && ne.Timeout():
 				// No hello in time, or pongs stopped.
 				c.close(protocol.CloseTimeout, "timeout")
+			default:
+				c.closedByPeer(1006) // gone without a close frame
 			}
 			return nil, false
 		}

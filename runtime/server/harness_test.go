@@ -80,7 +80,7 @@ func newStack(t testing.TB, o stackOptions) *stack {
 	}
 	srv := server.New(server.Options{
 		Manager: mgr, Auth: authn, Metrics: m, Logger: logger, Limits: o.limits,
-		AllowedOrigins: o.origins, CheckHost: o.checkHost, AllowedHosts: o.hosts, MaxPendingBytes: o.pending, HelloTimeout: o.hello, PingInterval: o.ping, WriteQueueBytes: o.queue, WriteTimeout: o.wtime, Ready: []func(context.Context) error{durable.Ready},
+		AllowedOrigins: o.origins, CheckHost: o.checkHost, AllowedHosts: o.hosts, MaxPendingBytes: o.pending, HelloTimeout: o.hello, PingInterval: o.ping, WriteQueueBytes: o.queue, WriteTimeout: o.wtime, Ready: []server.ReadyCheck{{Name: "sqlite", Check: durable.Ready}},
 	})
 	hs := httptest.NewServer(srv.Handler())
 	s := &stack{t: t, srv: srv, http: hs, manager: mgr, log: l, durable: durable, metrics: m, jwt: o.jwt}

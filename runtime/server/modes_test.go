@@ -76,7 +76,7 @@ func startReplica(t *testing.T, redisURL, pgURL string, window int) string {
 		t.Fatal(err)
 	}
 	srv := server.New(server.Options{Manager: mgr, Auth: j, Metrics: m, Logger: logger, Limits: highLimits(),
-		Ready: []func(context.Context) error{stores.Ready}})
+		Ready: []server.ReadyCheck{{Name: "redis", Check: stores.Ready}, {Name: "postgres", Check: stores.PostgresReady, Informational: true}}})
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)

@@ -18,9 +18,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tandem-dev/tandem/runtime/auth"
 	"github.com/tandem-dev/tandem/runtime/doc"
@@ -60,8 +62,8 @@ type Options struct {
 	// AllowedHosts are more host names CheckHost accepts (a Kubernetes
 	// Service's names, an Ingress host).
 	AllowedHosts []string
-	// Ready are readiness checks for /readyz (a store's Ready method).
-	Ready []func(context.Context) error
+	// Ready are the readiness checks of /readyz, one per dependency.
+	Ready []ReadyCheck
 	// Web serves "/" and "/d/..." (the editor); nil serves nothing there.
 	Web http.Handler
 
@@ -96,6 +98,11 @@ type Server struct {
 	// goroutine of its own).
 	wheel  *wheel
 	poller *poller
+	// handshaking and idle count connections by state for
+	// tandem_connections_by_state: in the handshake, and parked on the
+	// poller. The rest of tandem_connections are active.
+	handshaking atomic.Int64
+	idle        atomic.Int64
 
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
@@ -150,6 +157,7 @@ func New(opts Options) *Server {
 		perDoc:  map[string]int{},
 		pending: newPending(opts.MaxPendingBytes, opts.Metrics.Registry),
 	}
+	s.registerStateGauges(opts.Metrics.Registry)
 	s.corkPool.New = func() any { b := make([]byte, 0, 4096); return &b }
 	s.wheel = newWheel(opts.PingInterval, (*conn).pingTick)
 	s.poller = newPoller()
@@ -549,23 +557,97 @@ func entrySize(e store.Entry) int {
 	return n
 }
 
+// ReadyCheck is one dependency /readyz reports on.
+type ReadyCheck struct {
+	// Name is the dependency as people call it: "redis", "postgres",
+	// "sqlite".
+	Name string
+	// Check fails while the dependency cannot serve.
+	Check func(context.Context) error
+	// Informational checks are reported but do not make the process
+	// unready: PostgreSQL in distributed mode, where acknowledged edits
+	// wait in Redis until it is back.
+	Informational bool
+}
+
+// serveReady answers 200 when every required check passes and 503
+// otherwise. The body names each dependency, one per line, in the style of
+// the Kubernetes API server's /readyz?verbose, so a person reading a
+// failed probe (kubectl describe pod) sees which one is failing and why:
+//
+//	[+]redis ok
+//	[-]postgres failed (informational): dial tcp 10.0.0.7:5432: connection refused
+//	not ready: redis
 func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	draining := s.draining
 	s.mu.Unlock()
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
 	if draining {
-		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte("[-]shutdown draining\nnot ready: shutting down\n"))
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 	defer cancel()
-	for _, check := range s.opts.Ready {
-		if err := check(ctx); err != nil {
-			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
-			return
+	// In parallel: a hanging dependency must not hide the others' state
+	// behind the probe's timeout.
+	errs := make([]error, len(s.opts.Ready))
+	var wg sync.WaitGroup
+	for i, c := range s.opts.Ready {
+		wg.Go(func() { errs[i] = c.Check(ctx) })
+	}
+	wg.Wait()
+	var body strings.Builder
+	var failing []string
+	for i, c := range s.opts.Ready {
+		err := errs[i]
+		switch {
+		case err == nil:
+			fmt.Fprintf(&body, "[+]%s ok\n", c.Name)
+		case c.Informational:
+			fmt.Fprintf(&body, "[-]%s failed (informational): %v\n", c.Name, err)
+		default:
+			fmt.Fprintf(&body, "[-]%s failed: %v\n", c.Name, err)
+			failing = append(failing, c.Name)
 		}
 	}
-	_, _ = w.Write([]byte("ok\n"))
+	if len(failing) > 0 {
+		fmt.Fprintf(&body, "not ready: %s\n", strings.Join(failing, ", "))
+		w.WriteHeader(http.StatusServiceUnavailable)
+	} else {
+		body.WriteString("ok\n")
+	}
+	_, _ = w.Write([]byte(body.String()))
+}
+
+// refused counts a WebSocket connection refused before it joined.
+func (s *Server) refused(reason string) {
+	s.opts.Metrics.HandshakesRefused.WithLabelValues(reason).Inc()
+}
+
+// registerStateGauges adds tandem_connections_by_state, computed when
+// scraped from counters the connections keep anyway.
+func (s *Server) registerStateGauges(reg prometheus.Registerer) {
+	if reg == nil {
+		return
+	}
+	state := func(name string, f func() float64) {
+		register(reg, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "tandem_connections_by_state",
+			Help:        "Open document WebSocket connections by state: handshake (not yet joined), active (a reader goroutine runs) and idle (parked on the poller, no goroutine).",
+			ConstLabels: prometheus.Labels{"state": name},
+		}, f))
+	}
+	state("handshake", func() float64 { return float64(s.handshaking.Load()) })
+	state("idle", func() float64 { return float64(s.idle.Load()) })
+	state("active", func() float64 {
+		s.mu.Lock()
+		n := len(s.conns)
+		s.mu.Unlock()
+		return float64(max(0, int64(n)-s.handshaking.Load()-s.idle.Load()))
+	})
 }
 
 // Shutdown refuses new connections, tells every connected client to

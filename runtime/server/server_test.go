@@ -9,8 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/tandem-dev/tandem/runtime/auth"
 	"github.com/tandem-dev/tandem/runtime/client"
+	"github.com/tandem-dev/tandem/runtime/metrics"
 	"github.com/tandem-dev/tandem/runtime/ot"
 	"github.com/tandem-dev/tandem/runtime/protocol"
 )
@@ -551,6 +554,18 @@ func TestSlowConsumerDoesNotBlockTheDocument(t *testing.T) {
 			t.Fatal("the stalled connection is still counted")
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	// Counted once, as a slow consumer the server cut: by its queue bound
+	// (4010) or by the write timeout (1006), whichever came first.
+	byQueue := testutil.ToFloat64(s.metrics.SlowConsumers.WithLabelValues(metrics.BoundConnection))
+	byTimeout := testutil.ToFloat64(s.metrics.SlowConsumers.WithLabelValues(metrics.BoundWriteTimeout))
+	if byQueue+byTimeout != 1 {
+		t.Errorf("tandem_slow_consumer_disconnects_total: connection %v + write_timeout %v, want 1", byQueue, byTimeout)
+	}
+	closed := testutil.ToFloat64(s.metrics.Closes.WithLabelValues("4010", metrics.ClosedByServer)) +
+		testutil.ToFloat64(s.metrics.Closes.WithLabelValues("1006", metrics.ClosedByServer))
+	if closed != 1 {
+		t.Errorf("tandem_websocket_closes_total{by=server, code 4010 or 1006} = %v, want 1", closed)
 	}
 }
 

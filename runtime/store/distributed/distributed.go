@@ -283,6 +283,10 @@ func pgHost(url string) string {
 // and the flushers catch up when it returns (see docs/durability.md).
 func (s *Stores) Ready(ctx context.Context) error { return s.rs.Ready(ctx) }
 
+// PostgresReady reports whether PostgreSQL answers; /readyz shows it
+// without letting it decide readiness.
+func (s *Stores) PostgresReady(ctx context.Context) error { return s.pg.Ready(ctx) }
+
 // Close flushes what this replica has read from the persistence streams
 // (as far as ctx allows), then closes every connection.
 func (s *Stores) Close(ctx context.Context) error {

@@ -49,6 +49,14 @@ type Store struct {
 
 var _ store.Durable = (*Store)(nil)
 
+// Ready reports whether PostgreSQL answers a ping.
+func (s *Store) Ready(ctx context.Context) error {
+	if err := s.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("ping postgres: %w", err)
+	}
+	return nil
+}
+
 // Open connects to url, applies the embedded migrations under an advisory
 // lock and returns the store.
 func Open(ctx context.Context, url string, logger *slog.Logger) (*Store, error) {
