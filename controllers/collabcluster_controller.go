@@ -54,6 +54,9 @@ type CollabClusterReconciler struct {
 	// Workers is how many CollabClusters are reconciled at once; 0 means
 	// DefaultWorkers.
 	Workers int
+	// Metrics records phase durations, errors and each CollabCluster's
+	// phase; nil records nothing.
+	Metrics *Metrics
 
 	// optional starts the watches on CloudNativePG and Gateway API kinds
 	// once their CRDs exist; set by SetupWithManager.
@@ -95,6 +98,9 @@ type state struct {
 	// status.parents; nil without spec.gateway (or when the httproute
 	// phase did not run).
 	routeAccepted *metav1.Condition
+	// monitoring is the MonitoringReady condition; nil when spec.monitoring
+	// is off (or the monitoring phase did not run).
+	monitoring *metav1.Condition
 }
 
 type phase struct {
@@ -119,6 +125,9 @@ type phase struct {
 func (r *CollabClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	cc := &collabv1.CollabCluster{}
 	if err := r.Get(ctx, req.NamespacedName, cc); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.Metrics.forget(req.Namespace, req.Name)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !cc.DeletionTimestamp.IsZero() {
@@ -140,18 +149,26 @@ func (r *CollabClusterReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		{"httproute", r.httpRoute},
 		{"pod disruption budget", r.pdb},
 		{"network policy", r.networkPolicies},
+		{"monitoring", r.monitoring},
 	}
 	var phaseErr error
 	for _, p := range phases {
-		if err := p.run(ctx, st); err != nil {
+		start := time.Now()
+		err := p.run(ctx, st)
+		r.Metrics.observePhase(p.name, time.Since(start), err)
+		if err != nil {
 			phaseErr = fmt.Errorf("%s: %w", p.name, err)
 			break
 		}
 	}
 
-	if err := r.updateStatus(ctx, st, phaseErr); err != nil {
+	start := time.Now()
+	err := r.updateStatus(ctx, st, phaseErr)
+	r.Metrics.observePhase("status", time.Since(start), err)
+	if err != nil {
 		return ctrl.Result{}, errors.Join(phaseErr, err)
 	}
+	r.Metrics.setPhase(cc.Namespace, cc.Name, cc.Status.Phase)
 	var degraded *degradedError
 	if errors.As(phaseErr, &degraded) {
 		return ctrl.Result{RequeueAfter: degradedRequeue}, nil
@@ -343,12 +360,29 @@ func (r *CollabClusterReconciler) deployment(ctx context.Context, st *state) err
 		return &degradedError{Reason: "NoRuntimeImage", Message: err.Error()}
 	}
 	hash := specs.RuntimeConfigHash(st.cc, st.secretValues)
-	return apply(ctx, r.Client, specs.RuntimeDeployment(st.cc, image, hash))
+	dep := specs.RuntimeDeployment(st.cc, image, hash)
+	// The replicas it had, from the cache, to tell a person it scaled.
+	old := &appsv1.Deployment{}
+	err = r.Get(ctx, client.ObjectKeyFromObject(dep), old)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("get Deployment %s: %w", dep.Name, err)
+	}
+	if err := apply(ctx, r.Client, dep); err != nil {
+		return err
+	}
+	if from, to := old.Spec.Replicas, dep.Spec.Replicas; err == nil && from != nil && to != nil && *from != *to {
+		unit := "replicas"
+		if *to == 1 {
+			unit = "replica"
+		}
+		r.Recorder.Eventf(st.cc, nil, corev1.EventTypeNormal, "Scaled", "Scale",
+			"runtime scaled from %d to %d %s", *from, *to, unit)
+	}
+	return nil
 }
 
 func (r *CollabClusterReconciler) service(ctx context.Context, st *state) error {
-	svc := specs.RuntimeService(st.cc)
-	svc.Annotations = specs.ServiceAnnotations(st.cc, st.ingressController)
+	svc := specs.RuntimeService(st.cc, st.ingressController)
 	return apply(ctx, r.Client, svc)
 }
 

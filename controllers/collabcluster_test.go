@@ -204,6 +204,7 @@ func TestExternalClusterUsesReferencedSecrets(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantCondition(t, ns, cc.Name, collabv1.ConditionDegraded, metav1.ConditionFalse, "AsExpected")
+	wantEvent(t, ns, corev1.EventTypeNormal, "Recovered", "no longer degraded")
 }
 
 // An external Redis Cluster with TLS and a PostgreSQL with a CA: until the
@@ -390,6 +391,8 @@ func TestConditionsFollowChildren(t *testing.T) {
 	}
 	got := wantCondition(t, ns, name, collabv1.ConditionReady, metav1.ConditionTrue, "AllComponentsReady")
 	wantCondition(t, ns, name, collabv1.ConditionProgressing, metav1.ConditionFalse, "ReconcileComplete")
+	wantEvent(t, ns, corev1.EventTypeNormal, "StoreReady", "PostgreSQL is ready")
+	wantEvent(t, ns, corev1.EventTypeNormal, "StoreReady", "Redis is ready")
 	wantCondition(t, ns, name, collabv1.ConditionDegraded, metav1.ConditionFalse, "AsExpected")
 	if got.Status.Phase != collabv1.PhaseReady || got.Status.ReadyReplicas != 2 || got.Status.ObservedGeneration != got.Generation {
 		t.Errorf("status %+v: want phase Ready, 2 ready replicas, observedGeneration %d", got.Status, got.Generation)
@@ -417,8 +420,10 @@ func TestConditionsFollowChildren(t *testing.T) {
 		return nil
 	})
 	wantCondition(t, ns, name, collabv1.ConditionRuntimeReady, metav1.ConditionFalse, "RollingOut")
+	wantEvent(t, ns, corev1.EventTypeNormal, "RolloutStarted", name+"-runtime")
 	markDeploymentReady(t, ns, name+"-runtime")
 	wantCondition(t, ns, name, collabv1.ConditionReady, metav1.ConditionTrue, "AllComponentsReady")
+	wantEvent(t, ns, corev1.EventTypeNormal, "RolloutFinished", name+"-runtime")
 }
 
 func TestScaleSubresource(t *testing.T) {
@@ -448,6 +453,8 @@ func TestScaleSubresource(t *testing.T) {
 			return nil
 		})
 	}
+	wantEvent(t, ns, corev1.EventTypeNormal, "Scaled", "from 3 to 5 replicas")
+	wantEvent(t, ns, corev1.EventTypeNormal, "Scaled", "from 5 to 1 replica")
 	eventually(t, "PDB removed at one replica", func(ctx context.Context) error {
 		err := get(ctx, ns, cc.Name+"-runtime", &policyv1.PodDisruptionBudget{})
 		if apierrors.IsNotFound(err) {

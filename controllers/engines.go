@@ -43,7 +43,8 @@ import (
 var crdGVK = schema.GroupVersionKind{Group: "apiextensions.k8s.io", Version: "v1", Kind: "CustomResourceDefinition"}
 
 // optionalCRDs are the CRDs whose appearance re-reconciles CollabClusters.
-var optionalCRDs = map[string]bool{specs.HTTPRouteCRDName: true, specs.CNPGClusterCRDName: true}
+var optionalCRDs = map[string]bool{specs.HTTPRouteCRDName: true, specs.CNPGClusterCRDName: true,
+	specs.PodMonitorCRDName: true, specs.PrometheusRuleCRDName: true}
 
 // optionalWatches starts a watch on an optional kind once, after its CRD exists.
 type optionalWatches struct {

@@ -111,6 +111,15 @@ func (r *CollabClusterReconciler) updateStatus(ctx context.Context, st *state, p
 	case defaulted.Spec.Gateway == nil:
 		meta.RemoveStatusCondition(&s.Conditions, collabv1.ConditionRouteAccepted)
 	}
+	// MonitoringReady is informational too, kept the same way.
+	switch {
+	case st.monitoring != nil:
+		c := *st.monitoring
+		c.ObservedGeneration = cc.Generation
+		meta.SetStatusCondition(&s.Conditions, c)
+	case !specs.MonitoringEnabled(defaulted):
+		meta.RemoveStatusCondition(&s.Conditions, collabv1.ConditionMonitoringReady)
+	}
 	s.ObservedGeneration = cc.Generation
 	s.Selector = specs.Selector(cc)
 	s.Endpoint = specs.Endpoint(cc)
@@ -207,8 +216,12 @@ func (r *CollabClusterReconciler) storeCondition(ctx context.Context, cc *collab
 	return c, nil
 }
 
-// recordTransitions emits an event when Ready or Degraded changes, not on
-// every reconcile.
+// recordTransitions emits an event for each transition a person cares
+// about, read from the conditions before and after this reconcile, so it
+// fires once per transition, not on every reconcile: a store became ready
+// (or stopped being ready), a rollout started and finished, the cluster
+// became degraded and recovered, Ready changed. Scaling is recorded where
+// the Deployment is written (deployment).
 func (r *CollabClusterReconciler) recordTransitions(before, after *collabv1.CollabCluster) {
 	changed := func(t string) (*metav1.Condition, bool) {
 		old := meta.FindStatusCondition(before.Status.Conditions, t)
@@ -218,8 +231,35 @@ func (r *CollabClusterReconciler) recordTransitions(before, after *collabv1.Coll
 		}
 		return cur, old == nil || old.Status != cur.Status || old.Reason != cur.Reason
 	}
-	if c, ok := changed(collabv1.ConditionDegraded); ok && c.Status == metav1.ConditionTrue {
-		r.Recorder.Eventf(after, nil, corev1.EventTypeWarning, c.Reason, "Reconcile", "%s", c.Message)
+	for _, store := range []struct{ condition, name string }{
+		{collabv1.ConditionRedisReady, "Redis"}, {collabv1.ConditionPostgresReady, "PostgreSQL"},
+	} {
+		c, ok := changed(store.condition)
+		switch {
+		case !ok:
+		case c.Status == metav1.ConditionTrue:
+			r.Recorder.Eventf(after, nil, corev1.EventTypeNormal, "StoreReady", "Reconcile", "%s is ready: %s", store.name, c.Message)
+		case meta.IsStatusConditionTrue(before.Status.Conditions, store.condition):
+			r.Recorder.Eventf(after, nil, corev1.EventTypeWarning, "StoreNotReady", "Reconcile", "%s is not ready: %s", store.name, c.Message)
+		}
+	}
+	if c, ok := changed(collabv1.ConditionRuntimeReady); ok {
+		old := meta.FindStatusCondition(before.Status.Conditions, collabv1.ConditionRuntimeReady)
+		wasRolling := old != nil && old.Reason == "RollingOut"
+		switch {
+		case c.Reason == "RollingOut" && !wasRolling:
+			r.Recorder.Eventf(after, nil, corev1.EventTypeNormal, "RolloutStarted", "Rollout", "%s", c.Message)
+		case c.Status == metav1.ConditionTrue && wasRolling:
+			r.Recorder.Eventf(after, nil, corev1.EventTypeNormal, "RolloutFinished", "Rollout", "%s", c.Message)
+		}
+	}
+	if c, ok := changed(collabv1.ConditionDegraded); ok {
+		switch {
+		case c.Status == metav1.ConditionTrue:
+			r.Recorder.Eventf(after, nil, corev1.EventTypeWarning, c.Reason, "Reconcile", "%s", c.Message)
+		case meta.IsStatusConditionTrue(before.Status.Conditions, collabv1.ConditionDegraded):
+			r.Recorder.Eventf(after, nil, corev1.EventTypeNormal, "Recovered", "Reconcile", "no longer degraded: %s", c.Message)
+		}
 	}
 	if c, ok := changed(collabv1.ConditionReady); ok {
 		if c.Status == metav1.ConditionTrue {

@@ -113,6 +113,11 @@ type CollabClusterSpec struct {
 	// +optional
 	Gateway *GatewaySpec `json:"gateway,omitempty"`
 
+	// Monitoring has the runtime pods scraped and alerted on by a
+	// prometheus-operator: a PodMonitor and a PrometheusRule.
+	// +optional
+	Monitoring *MonitoringSpec `json:"monitoring,omitempty"`
+
 	// StorageRetentionPolicy applies to the PVCs of the managed Redis and
 	// PostgreSQL StatefulSets when the CollabCluster is deleted or they are
 	// scaled down: Retain keeps the data, Delete removes it.

@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	collabv1 "github.com/tandem-dev/tandem/api/v1alpha1"
@@ -136,12 +137,19 @@ func run(ctx context.Context, args []string, getConfig func() (*rest.Config, err
 }
 
 func setup(ctx context.Context, mgr ctrl.Manager, runtimeImage string, workers int) error {
+	// controller-runtime's registry: served on the manager's metrics
+	// endpoint with its own reconcile and client metrics.
+	reconcileMetrics, err := controllers.NewMetrics(ctrlmetrics.Registry)
+	if err != nil {
+		return err
+	}
 	r := &controllers.CollabClusterReconciler{
 		Client:        mgr.GetClient(),
 		APIReader:     mgr.GetAPIReader(),
 		Recorder:      mgr.GetEventRecorder("tandem-operator"),
 		OperatorImage: runtimeImage,
 		Workers:       workers,
+		Metrics:       reconcileMetrics,
 	}
 	if err := r.SetupWithManager(ctx, mgr); err != nil {
 		return fmt.Errorf("set up CollabCluster controller: %w", err)

@@ -74,8 +74,7 @@ func All(in *collabv1.CollabCluster, inputs Inputs) ([]client.Object, error) {
 	if err != nil {
 		return nil, err
 	}
-	svc := RuntimeService(cc)
-	svc.Annotations = ServiceAnnotations(cc, inputs.IngressController)
+	svc := RuntimeService(cc, inputs.IngressController)
 	objs = append(objs,
 		RuntimeConfigMap(cc),
 		RuntimeDeployment(cc, image, RuntimeConfigHash(cc, inputs.SecretValues)),
@@ -89,6 +88,12 @@ func All(in *collabv1.CollabCluster, inputs Inputs) ([]client.Object, error) {
 	}
 	if pdb := RuntimePDB(cc); pdb != nil {
 		objs = append(objs, pdb)
+	}
+	if pm := RuntimePodMonitor(cc); pm != nil {
+		objs = append(objs, pm)
+	}
+	if rule := RuntimePrometheusRule(cc); rule != nil {
+		objs = append(objs, rule)
 	}
 	if pg != nil {
 		objs = append(objs, StoreNetworkPolicy(cc, ComponentPostgres))

@@ -95,6 +95,9 @@ func WithDefaults(in *collabv1.CollabCluster) *collabv1.CollabCluster {
 		}
 		defaultAffinity(&gw.SessionAffinity)
 	}
+	if s.Monitoring != nil {
+		defaultMonitoring(s.Monitoring)
+	}
 	ing := &s.Ingress
 	if ing.Controller == "" {
 		ing.Controller = collabv1.IngressControllerAuto

@@ -2,6 +2,7 @@ package specs
 
 import (
 	"errors"
+	"maps"
 	"strconv"
 	"strings"
 
@@ -233,7 +234,7 @@ func RuntimeDeployment(in *collabv1.CollabCluster, image, configHash string) *ap
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{
 					Labels:      podLabels,
-					Annotations: map[string]string{AnnotationConfigHash: configHash},
+					Annotations: podAnnotations(configHash),
 				},
 				Spec: corev1.PodSpec{
 					// The runtime never talks to the Kubernetes API.
@@ -304,11 +305,24 @@ func secretVolume(name string, ref collabv1.SecretKeyRef) corev1.Volume {
 	}}}
 }
 
-// RuntimeService is the ClusterIP Service in front of the runtime pods.
-func RuntimeService(cc *collabv1.CollabCluster) *corev1.Service {
+// podAnnotations are the runtime pods' annotations: the configuration's
+// hash (a change rolls the pods) and where to scrape them.
+func podAnnotations(configHash string) map[string]string {
+	a := scrapeAnnotations()
+	a[AnnotationConfigHash] = configHash
+	return a
+}
+
+// RuntimeService is the ClusterIP Service in front of the runtime pods,
+// annotated for annotation-based scrapers and for ingress controller c
+// (ServiceAnnotations).
+func RuntimeService(cc *collabv1.CollabCluster, c collabv1.IngressController) *corev1.Service {
+	meta := objectMeta(cc, ServiceName(cc), ComponentRuntime)
+	meta.Annotations = scrapeAnnotations()
+	maps.Copy(meta.Annotations, ServiceAnnotations(cc, c))
 	return &corev1.Service{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Service"},
-		ObjectMeta: objectMeta(cc, ServiceName(cc), ComponentRuntime),
+		ObjectMeta: meta,
 		Spec: corev1.ServiceSpec{
 			Type:     corev1.ServiceTypeClusterIP,
 			Selector: SelectorLabels(cc, ComponentRuntime),
