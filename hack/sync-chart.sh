@@ -6,6 +6,8 @@
 #      behind .Values.crds.keep)
 #   config/rbac/role.yaml    -> charts/tandem/templates/_manager-rules.tpl
 #     (the rules list, as the named template "tandem.managerRules")
+#   config/prometheus/operator-alerts.yaml, config/grafana/tandem-dashboard.json
+#                            -> charts/tandem/files/ (verbatim)
 # Run it after `make manifests`; test/chart fails when the chart drifts.
 set -euo pipefail
 
@@ -75,3 +77,11 @@ out="$(mktemp "${tpl_dir}/._manager-rules.tpl.XXXXXX")"
 mv "${out}" "${tpl_dir}/_manager-rules.tpl"
 trap - EXIT
 echo "sync-chart: updated ${tpl_dir}/_manager-rules.tpl"
+
+# The operator's alerts and the dashboard, verbatim: the chart's templates
+# read them with .Files.Get (Helm cannot reach files outside the chart).
+files_dir="${root}/charts/tandem/files"
+mkdir -p "${files_dir}"
+cp "${root}/config/prometheus/operator-alerts.yaml" "${files_dir}/operator-alerts.yaml"
+cp "${root}/config/grafana/tandem-dashboard.json" "${files_dir}/tandem-dashboard.json"
+echo "sync-chart: updated ${files_dir}/operator-alerts.yaml and tandem-dashboard.json"

@@ -17,7 +17,8 @@
 #   hack/tools.sh crds <set>          print a directory with the CRDs of another project, from
 #                                     its Go module at a pinned version: gateway-api-standard,
 #                                     gateway-api-experimental (sigs.k8s.io/gateway-api) or
-#                                     cloudnative-pg (github.com/cloudnative-pg/cloudnative-pg)
+#                                     cloudnative-pg (github.com/cloudnative-pg/cloudnative-pg) or
+#                                     prometheus-operator (github.com/prometheus-operator/prometheus-operator)
 #
 # Environment:
 #   TANDEM_TOOLS_DIR   cache root (default ${XDG_CACHE_HOME:-$HOME/.cache}/tandem/tools)
@@ -36,10 +37,15 @@ CRANE_VERSION=v0.22.1
 # CRDs of the engines the operator drives (tests install them; nothing is built).
 GATEWAY_API_VERSION=v1.4.1
 CNPG_VERSION=v1.27.0
+PROMETHEUS_OPERATOR_VERSION=v0.85.0
+# Prometheus and promtool (Prometheus 3.x is Go module v0.3xx): the alert
+# rule tests and the scrape test of the runtime's monitoring.
+PROMETHEUS_VERSION=v0.316.0
+PROMETHEUS_RELEASE=3.16.0 # the release that module version is, stamped into --version
 
 # Order matters for "install" without arguments: envtest needs kube-apiserver
 # and etcd first, so they are built first.
-ALL_TOOLS=(kube-apiserver etcd kubectl kube-controller-manager kube-scheduler controller-gen helm kwok kwokctl)
+ALL_TOOLS=(kube-apiserver etcd kubectl kube-controller-manager kube-scheduler controller-gen helm kwok kwokctl promtool prometheus)
 # Built only on request ("install real-cluster" or by name): the node agents,
 # cluster DNS and the image builders of the real cluster.
 REAL_CLUSTER_TOOLS=(kubelet kube-proxy coredns buildkitd buildctl crane)
@@ -65,6 +71,7 @@ tool_version() {
 	coredns) echo "$COREDNS_VERSION" ;;
 	buildkitd | buildctl) echo "$BUILDKIT_VERSION" ;;
 	crane) echo "$CRANE_VERSION" ;;
+	promtool | prometheus) echo "$PROMETHEUS_VERSION" ;;
 	*) die "unknown tool '$1' (known: ${ALL_TOOLS[*]} ${REAL_CLUSTER_TOOLS[*]})" ;;
 	esac
 }
@@ -146,6 +153,17 @@ require go.etcd.io/etcd/server/v3 $ETCD_VERSION
 EOF
 }
 
+write_prometheus_wrapper() {
+	local dir=$1
+	cat >"$dir/go.mod" <<EOF
+module tandem.dev/tools/prometheus
+
+go 1.26.0
+
+require github.com/prometheus/prometheus $PROMETHEUS_VERSION
+EOF
+}
+
 # build_tool <name>: builds into a temporary name next to the target, checks
 # that the binary runs, then renames it into place so an interrupted build
 # never leaves a half-written tool behind.
@@ -192,6 +210,15 @@ build_tool() {
 	crane)
 		(cd "$work" && GOFLAGS="-trimpath -buildvcs=false" GOBIN="$work/bin" run_go "$name" install -ldflags "-s -w" "github.com/google/go-containerregistry/cmd/crane@$version")
 		mv "$work/bin/$name" "$tmpbin"
+		;;
+	promtool | prometheus)
+		# Without the builtinassets tag the web UI is not embedded (its
+		# assets are built by npm, outside the Go module): the API, the
+		# rule engine and the scraper are all there.
+		write_prometheus_wrapper "$work"
+		(cd "$work" && GOFLAGS="-mod=mod -trimpath -buildvcs=false" run_go "$name" build \
+			-ldflags "-s -w -X github.com/prometheus/common/version.Version=$PROMETHEUS_RELEASE -X github.com/prometheus/common/version.Branch=release" \
+			-o "$tmpbin" "github.com/prometheus/prometheus/cmd/$name")
 		;;
 	buildkitd | buildctl)
 		write_buildkit_wrapper "$work"
@@ -284,13 +311,14 @@ cmd_envtest_assets() {
 # The CRD YAML ships in each project's Go module; `go mod download` puts the
 # module in the module cache (read-only, shared with builds) and says where.
 cmd_crds() {
-	[ $# -eq 1 ] || die "usage: $0 crds gateway-api-standard|gateway-api-experimental|cloudnative-pg"
+	[ $# -eq 1 ] || die "usage: $0 crds gateway-api-standard|gateway-api-experimental|cloudnative-pg|prometheus-operator"
 	local mod sub dir
 	case "$1" in
 	gateway-api-standard) mod=sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION sub=config/crd/standard ;;
 	gateway-api-experimental) mod=sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION sub=config/crd/experimental ;;
 	cloudnative-pg) mod=github.com/cloudnative-pg/cloudnative-pg@$CNPG_VERSION sub=config/crd/bases ;;
-	*) die "unknown CRD set '$1' (known: gateway-api-standard gateway-api-experimental cloudnative-pg)" ;;
+	prometheus-operator) mod=github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION sub=example/prometheus-operator-crd ;;
+	*) die "unknown CRD set '$1' (known: gateway-api-standard gateway-api-experimental cloudnative-pg prometheus-operator)" ;;
 	esac
 	dir=$(cd "${TMPDIR:-/tmp}" && GOFLAGS=-mod=mod go mod download -json "$mod" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
 	[ -n "$dir" ] && [ -d "$dir/$sub" ] || die "crds $1: go mod download $mod gave no $sub"

@@ -27,6 +27,8 @@ var pinnedTools = []struct {
 	{"helm", "v4.3.1", []string{"version"}, "v4.3.1"},
 	{"kwok", "v0.8.0", []string{"--version"}, "0.8.0"},
 	{"kwokctl", "v0.8.0", []string{"--version"}, "0.8.0"},
+	{"promtool", "v0.316.0", []string{"--version"}, "3.16"},
+	{"prometheus", "v0.316.0", []string{"--version"}, "3.16"},
 }
 
 // realClusterTools are built on request for `make test-e2e-real` (listed

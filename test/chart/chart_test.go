@@ -19,6 +19,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/yaml"
 
 	"github.com/tandem-dev/tandem/test/testtools"
 )
@@ -367,6 +368,37 @@ func TestChartRendersValues(t *testing.T) {
 			},
 		},
 		{
+			name: "operator alerts and dashboard",
+			sets: []string{"prometheusRule.enabled=true", "prometheusRule.labels.release=prom",
+				"grafanaDashboard.enabled=true", "grafanaDashboard.namespace=grafana"},
+			check: func(t *testing.T, objs []*unstructured.Unstructured) {
+				rule := findNamed(t, objs, "PrometheusRule", "tandem")
+				if rule.GetLabels()["release"] != "prom" {
+					t.Errorf("PrometheusRule labels %v lack release=prom", rule.GetLabels())
+				}
+				// The rendered groups are exactly the tested rule file's,
+				// Prometheus templates ({{ $labels.x }}) left alone.
+				var want map[string]any
+				readYAMLFile(t, filepath.Join(testtools.RepoRoot(t), "config", "prometheus", "operator-alerts.yaml"), &want)
+				got, _, _ := unstructured.NestedSlice(rule.Object, "spec", "groups")
+				if !reflect.DeepEqual(got, want["groups"]) {
+					t.Errorf("PrometheusRule groups differ from config/prometheus/operator-alerts.yaml:\n got %v\nwant %v", got, want["groups"])
+				}
+				cm := findNamed(t, objs, "ConfigMap", "tandem-dashboard")
+				if cm.GetNamespace() != "grafana" || cm.GetLabels()["grafana_dashboard"] != "1" {
+					t.Errorf("dashboard ConfigMap in %q with labels %v, want namespace grafana and grafana_dashboard=1", cm.GetNamespace(), cm.GetLabels())
+				}
+				data, _, _ := unstructured.NestedString(cm.Object, "data", "tandem-collabcluster.json")
+				src, err := os.ReadFile(filepath.Join(testtools.RepoRoot(t), "config", "grafana", "tandem-dashboard.json"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if data != strings.TrimRight(string(src), "\n") {
+					t.Errorf("dashboard ConfigMap differs from config/grafana/tandem-dashboard.json (run hack/sync-chart.sh)")
+				}
+			},
+		},
+		{
 			name: "metrics off",
 			sets: []string{"metrics.enabled=false"},
 			check: func(t *testing.T, objs []*unstructured.Unstructured) {
@@ -390,6 +422,17 @@ func TestChartRendersValues(t *testing.T) {
 			}
 			tc.check(t, objs)
 		})
+	}
+}
+
+func readYAMLFile(t *testing.T, path string, into any) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(b, into); err != nil {
+		t.Fatalf("%s: %v", path, err)
 	}
 }
 
