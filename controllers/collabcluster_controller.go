@@ -375,7 +375,13 @@ func (r *CollabClusterReconciler) deployment(ctx context.Context, st *state) err
 		if *to == 1 {
 			unit = "replica"
 		}
-		r.Recorder.Eventf(st.cc, nil, corev1.EventTypeNormal, "Scaled", "Scale",
+		// Two reasons, not one: the events API folds events with the same
+		// reason into one series that keeps only the first note.
+		reason := "ScaledUp"
+		if *to < *from {
+			reason = "ScaledDown"
+		}
+		r.Recorder.Eventf(st.cc, nil, corev1.EventTypeNormal, reason, "Scale",
 			"runtime scaled from %d to %d %s", *from, *to, unit)
 	}
 	return nil

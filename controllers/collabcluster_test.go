@@ -391,8 +391,8 @@ func TestConditionsFollowChildren(t *testing.T) {
 	}
 	got := wantCondition(t, ns, name, collabv1.ConditionReady, metav1.ConditionTrue, "AllComponentsReady")
 	wantCondition(t, ns, name, collabv1.ConditionProgressing, metav1.ConditionFalse, "ReconcileComplete")
-	wantEvent(t, ns, corev1.EventTypeNormal, "StoreReady", "PostgreSQL is ready")
-	wantEvent(t, ns, corev1.EventTypeNormal, "StoreReady", "Redis is ready")
+	wantEvent(t, ns, corev1.EventTypeNormal, "PostgresReady", "PostgreSQL is ready")
+	wantEvent(t, ns, corev1.EventTypeNormal, "RedisReady", "Redis is ready")
 	wantCondition(t, ns, name, collabv1.ConditionDegraded, metav1.ConditionFalse, "AsExpected")
 	if got.Status.Phase != collabv1.PhaseReady || got.Status.ReadyReplicas != 2 || got.Status.ObservedGeneration != got.Generation {
 		t.Errorf("status %+v: want phase Ready, 2 ready replicas, observedGeneration %d", got.Status, got.Generation)
@@ -453,8 +453,8 @@ func TestScaleSubresource(t *testing.T) {
 			return nil
 		})
 	}
-	wantEvent(t, ns, corev1.EventTypeNormal, "Scaled", "from 3 to 5 replicas")
-	wantEvent(t, ns, corev1.EventTypeNormal, "Scaled", "from 5 to 1 replica")
+	wantEvent(t, ns, corev1.EventTypeNormal, "ScaledUp", "from 3 to 5 replicas")
+	wantEvent(t, ns, corev1.EventTypeNormal, "ScaledDown", "from 5 to 1 replica")
 	eventually(t, "PDB removed at one replica", func(ctx context.Context) error {
 		err := get(ctx, ns, cc.Name+"-runtime", &policyv1.PodDisruptionBudget{})
 		if apierrors.IsNotFound(err) {

@@ -231,6 +231,8 @@ func (r *CollabClusterReconciler) recordTransitions(before, after *collabv1.Coll
 		}
 		return cur, old == nil || old.Status != cur.Status || old.Reason != cur.Reason
 	}
+	// One reason per store: the events API folds events with the same
+	// reason into one series that keeps only the first note.
 	for _, store := range []struct{ condition, name string }{
 		{collabv1.ConditionRedisReady, "Redis"}, {collabv1.ConditionPostgresReady, "PostgreSQL"},
 	} {
@@ -238,9 +240,10 @@ func (r *CollabClusterReconciler) recordTransitions(before, after *collabv1.Coll
 		switch {
 		case !ok:
 		case c.Status == metav1.ConditionTrue:
-			r.Recorder.Eventf(after, nil, corev1.EventTypeNormal, "StoreReady", "Reconcile", "%s is ready: %s", store.name, c.Message)
+			r.Recorder.Eventf(after, nil, corev1.EventTypeNormal, store.condition, "Reconcile", "%s is ready: %s", store.name, c.Message)
 		case meta.IsStatusConditionTrue(before.Status.Conditions, store.condition):
-			r.Recorder.Eventf(after, nil, corev1.EventTypeWarning, "StoreNotReady", "Reconcile", "%s is not ready: %s", store.name, c.Message)
+			r.Recorder.Eventf(after, nil, corev1.EventTypeWarning, strings.Replace(store.condition, "Ready", "NotReady", 1),
+				"Reconcile", "%s is not ready: %s", store.name, c.Message)
 		}
 	}
 	if c, ok := changed(collabv1.ConditionRuntimeReady); ok {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -38,6 +39,8 @@ type suite struct {
 	cfg    *rest.Config
 	client client.Client
 	scheme *runtime.Scheme
+	// metrics is the registry the reconciler's Metrics are on.
+	metrics *prometheus.Registry
 }
 
 var shared *suite
@@ -94,12 +97,19 @@ func runSuite(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "create manager:", err)
 		return 1
 	}
+	reg := prometheus.NewRegistry()
+	reconcileMetrics, err := controllers.NewMetrics(reg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &controllers.CollabClusterReconciler{
 		Client:        mgr.GetClient(),
 		APIReader:     mgr.GetAPIReader(),
 		Recorder:      mgr.GetEventRecorder("tandem-operator"),
 		OperatorImage: operatorImage,
+		Metrics:       reconcileMetrics,
 	}
 	if err := r.SetupWithManager(ctx, mgr); err != nil {
 		cancel()
@@ -120,7 +130,7 @@ func runSuite(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "client:", err)
 		return 1
 	}
-	shared = &suite{cfg: cfg, client: c, scheme: scheme}
+	shared = &suite{cfg: cfg, client: c, scheme: scheme, metrics: reg}
 	return m.Run()
 }
 
