@@ -169,7 +169,7 @@ func (cl *cluster) startInproc(o nodeOptions) *inproc {
 	srv := server.New(server.Options{
 		Manager: mgr, Auth: auth.Anonymous{}, Metrics: m, Logger: logger,
 		Limits: server.Limits{OpsPerSecond: 1000, MaxConnsPerDoc: 1000},
-		Ready:  []func(context.Context) error{stores.Ready},
+		Ready:  []server.ReadyCheck{{Name: "redis", Check: stores.Ready}},
 	})
 	r := &inproc{stores: stores, mgr: mgr, srv: srv, hs: httptest.NewServer(srv.Handler()), m: m}
 	t.Cleanup(func() { r.stop() })

@@ -579,8 +579,11 @@ func TestIngressStickinessPerController(t *testing.T) {
 						}
 					}
 				}
-				if len(tc.wantService) == 0 && len(svc.Annotations) > 0 {
-					return fmt.Errorf("Service has annotations %v", svc.Annotations)
+				for k := range svc.Annotations {
+					// Only the scrape annotations, unless traefik's are wanted.
+					if len(tc.wantService) == 0 && !strings.HasPrefix(k, "prometheus.io/") {
+						return fmt.Errorf("Service has annotation %s: %v", k, svc.Annotations)
+					}
 				}
 				if tc.wantIngress == nil || tc.wantIngress["nginx.ingress.kubernetes.io/affinity"] == "" && tc.wantIngress["nginx.ingress.kubernetes.io/proxy-read-timeout"] == "" {
 					for k := range ing.Annotations {
