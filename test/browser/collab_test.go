@@ -381,3 +381,84 @@ func TestOfflineEditsSurviveReload(t *testing.T) {
 		t.Fatalf("server text = %q, want %q (each edit exactly once)", got.Text, want)
 	}
 }
+
+// Unsent edits are written down while connected, as they are made: a tab
+// whose renderer crashes (no pagehide, no close) with edits the server has
+// not acknowledged loses none of them, and reopened, each arrives once.
+func TestUnsentEditsSurviveACrashWhileConnected(t *testing.T) {
+	rt := startRuntime(t)
+	doc := docID(t)
+	tok := rt.Token("kai", "Kai", auth.PermWrite, doc)
+	k := newBrowser(t)
+	openDoc(t, k, rt, doc, tok)
+	focusAt(t, k, true)
+	typeText(t, k, "online. ")
+	waitSynced(t, k, "online. ")
+	waitJS(t, k, 10*time.Second, "the text kept for unsent edits", `Object.keys(localStorage).some((k) => k.startsWith('tandem.base:'))`)
+
+	// The connection stays up but acks never arrive: the first edit is
+	// sent (and committed), the rest wait behind it.
+	eval[bool](t, k, `(window.tandem.client.socket.onmessage = null, true)`)
+	typeText(t, k, "kept 😀 too")
+	waitJS(t, k, 10*time.Second, "sent, not acknowledged", `window.tandem.client.inflight?.everSent === true && window.tandem.client.unsentEdits() > 1`)
+	if st := eval[string](t, k, `window.tandem.client.state`); st != "connected" {
+		t.Fatalf("client state %q, want connected", st)
+	}
+	// Written within the task of each change: nothing to wait for.
+	if !eval[bool](t, k, `Object.keys(localStorage).some((k) => k.startsWith('tandem.pending:') && localStorage.getItem(k).includes('too'))`) {
+		t.Fatal("the last edit is not in storage")
+	}
+
+	// The tab dies as in a crash: none of the page's pagehide or
+	// beforeunload handlers runs (they are taken off the window with the
+	// DevTools command line API), so only what was written while connected
+	// is there.
+	ectx, cancelEval := context.WithTimeout(k, 10*time.Second)
+	removed, err := chromedp.Run(ectx, chromedp.Evaluate[int](`(() => {
+		let n = 0;
+		for (const type of ['pagehide', 'beforeunload', 'visibilitychange', 'freeze', 'unload']) {
+			for (const l of getEventListeners(window)[type] || []) {
+				window.removeEventListener(type, l.listener, l.useCapture);
+				n++;
+			}
+		}
+		return n;
+	})()`, chromedp.EvalWithCommandLineAPI))
+	cancelEval()
+	if err != nil || removed < 2 {
+		t.Fatalf("removing the page's unload handlers: %d removed, %v", removed, err)
+	}
+	prompted := make(chan struct{}, 1)
+	if err := chromedp.Listen(k, func(ev any) {
+		if _, ok := ev.(*page.EventJavascriptDialogOpening); ok {
+			prompted <- struct{}{}
+			go func() {
+				ctx, cancel := context.WithTimeout(k, 10*time.Second)
+				defer cancel()
+				_, _ = chromedp.Call(ctx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: true})
+			}()
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	run(t, k, 30*time.Second, chromedp.Navigate("about:blank"))
+	select {
+	case <-prompted:
+		t.Fatal("the page's beforeunload handler ran: not a crash")
+	default:
+	}
+	k2 := k
+	want := "online. kept 😀 too"
+	openDoc(t, k2, rt, doc, tok)
+	waitSyncedWithin(t, k2, want, 30*time.Second)
+	ctx, cancelDoc := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancelDoc()
+	got, err := rt.Doc(ctx, doc, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Text != want {
+		t.Fatalf("server text = %q, want %q (each edit exactly once)", got.Text, want)
+	}
+	waitJS(t, k2, 10*time.Second, "storage emptied once acknowledged", `!Object.keys(localStorage).some((k) => k.startsWith('tandem.pending:'))`)
+}

@@ -157,6 +157,8 @@ export interface ClientEvents {
   welcome: WelcomeEvent;
   /** Unsent edits changed (for storage). */
   pending: undefined;
+  /** The server's text moved to rev by op (null: replaced whole, a reload). */
+  commit: { rev: number; op: Op | null };
 }
 
 export declare class Client {
@@ -180,6 +182,7 @@ export declare class Client {
   onError: ((err: ClientError) => void) | null;
   onWelcome: ((ev: WelcomeEvent) => void) | null;
   onPending: (() => void) | null;
+  onCommit: ((ev: { rev: number; op: Op | null }) => void) | null;
 
   /** Adds a listener besides the on<Name> property; returns its remover. */
   on<K extends keyof ClientEvents>(name: K, fn: (ev: ClientEvents[K]) => void): () => void;
@@ -197,7 +200,8 @@ export declare class Client {
   unsentEdits(): number;
   /** UTF-8 bytes an insert may add before the server's document limit (Infinity when unknown). */
   roomForInsert(): number;
-  pendingSnapshot(): PendingSnapshot | null;
+  /** With {text: false} the base text is left out (kept elsewhere). */
+  pendingSnapshot(opts?: { text?: boolean }): PendingSnapshot | null;
 }
 
 export declare const CloseCodes: Readonly<Record<number, { code: string; fatal: boolean; message: string }>>;
@@ -219,12 +223,25 @@ export interface StorageOptions {
 }
 /** Claims unsent edits a closed tab left for docKey; pass both fields to new Client. */
 export declare function claimPending(docKey: string, opts?: StorageOptions): Promise<{ clientId: string; snapshot: PendingSnapshot | null }>;
-/** Keeps client's unsent edits in storage until acknowledged; returns a stop function. */
+/**
+ * Keeps client's unsent edits in storage as they are made (connected or
+ * not): the server's text rarely, in idle time, and the unacknowledged and
+ * since-committed operations within the task of every change. Returns a
+ * stop function.
+ */
 export declare function persistPending(
   client: Client,
   docKey: string,
-  opts?: { storage?: Storage; target?: EventTarget; onError?: (err: unknown) => void; now?: () => number },
+  opts?: {
+    storage?: Storage;
+    target?: EventTarget;
+    onError?: (err: unknown) => void;
+    now?: () => number;
+    idle?: (f: () => void) => unknown;
+    cancelIdle?: (handle: unknown) => void;
+  },
 ): () => void;
+export declare const BASE_PREFIX: string;
 
 export declare const ot: {
   apply(text: string, op: Op): string;

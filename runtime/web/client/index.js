@@ -21,5 +21,5 @@ export {
   parseLimits,
 } from './client.js';
 export { Rope } from './rope.js';
-export { claimPending, persistPending, PENDING_PREFIX } from './storage.js';
+export { claimPending, persistPending, PENDING_PREFIX, BASE_PREFIX } from './storage.js';
 export * as ot from './ot.js';
