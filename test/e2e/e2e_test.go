@@ -495,6 +495,8 @@ func TestCollabClusterEndToEnd(t *testing.T) {
 		}
 	})
 
+	engineSteps(t, c, op, step)
+
 	step("deleting CollabClusters garbage-collects children; claims follow storageRetentionPolicy", func(t *testing.T) {
 		type claimSet struct {
 			sample sample
