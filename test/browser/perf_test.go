@@ -25,8 +25,23 @@ import (
 // Run again, it starts a new measurement with the listeners already there.
 const latencyProbe = `(() => {
 	const again = !!window.perf;
-	window.perf = { lat: [], slow: [] };
+	window.perf = { lat: [], slow: [], work: [], acc: -1 };
 	if (again) return true;
+	// Time spent in the client itself (taking a local edit in, handling the
+	// server's frames): the part of a key press that used to grow with the
+	// text. The page's and CodeMirror's share does not depend on it.
+	const c = window.tandem.client;
+	for (const name of ['submit', 'handleFrame']) {
+		const f = c[name];
+		c[name] = function (...args) {
+			const t0 = performance.now();
+			try {
+				return f.apply(this, args);
+			} finally {
+				if (window.perf.acc >= 0) window.perf.acc += performance.now() - t0;
+			}
+		};
+	}
 	const ch = new MessageChannel();
 	const waiting = [];
 	ch.port1.onmessage = () => {
@@ -34,6 +49,10 @@ const latencyProbe = `(() => {
 		for (const t0 of waiting.splice(0)) window.perf.lat.push(now - t0);
 	};
 	window.tandem.view.contentDOM.addEventListener('keydown', (e) => {
+		// The client's time since the previous key press: that press's edit
+		// and the server's answer to it.
+		if (window.perf.acc >= 0) window.perf.work.push(window.perf.acc);
+		window.perf.acc = 0;
 		const t0 = e.timeStamp;
 		requestAnimationFrame(() => { waiting.push(t0); ch.port2.postMessage(0); });
 	}, true);
@@ -48,6 +67,7 @@ const latencyProbe = `(() => {
 })()`
 
 type perfResult struct {
+	Work []float64 `json:"work"`
 	Lat  []float64 `json:"lat"`
 	Slow []struct {
 		Name       string  `json:"name"`
@@ -68,7 +88,7 @@ func percentile(sorted []float64, p float64) float64 {
 // quick typist (each press is painted before the next one comes) and
 // returns the input-to-paint latencies, sorted, and how many keydown
 // events the Event Timing API saw at 16 ms or more.
-func typeAndMeasure(t *testing.T, p context.Context, presses int, letters string) ([]float64, int) {
+func typeAndMeasure(t *testing.T, p context.Context, presses int, letters string) ([]float64, int, float64) {
 	t.Helper()
 	eval[bool](t, p, latencyProbe)
 	for i := 0; i < presses; i++ {
@@ -91,25 +111,30 @@ func typeAndMeasure(t *testing.T, p context.Context, presses int, letters string
 			slow++
 		}
 	}
-	return lat, slow
+	work := append([]float64(nil), res.Work...)
+	sort.Float64s(work)
+	return lat, slow, percentile(work, 0.5)
 }
 
-func latencySummary(what string, lat []float64, slow int) string {
-	return fmt.Sprintf("%s, %d key presses at the end: input to paint median %.1f ms, p95 %.1f ms, p99 %.1f ms, max %.1f ms; Event Timing: %d keydown events at 16 ms or more",
-		what, len(lat), percentile(lat, 0.5), percentile(lat, 0.95), percentile(lat, 0.99), lat[len(lat)-1], slow)
+func latencySummary(what string, lat []float64, slow int, work float64) string {
+	return fmt.Sprintf("%s, %d key presses at the end: input to paint median %.1f ms, p95 %.1f ms, p99 %.1f ms, max %.1f ms; in the client %.2f ms a key press (median); Event Timing: %d keydown events at 16 ms or more",
+		what, len(lat), percentile(lat, 0.5), percentile(lat, 0.95), percentile(lat, 0.99), lat[len(lat)-1], work, slow)
 }
 
 // Typing into a 1 MiB document, measured in the page with the Performance
-// API, against typing into a small one on the same page and machine. The
-// target is a key press painted within a frame (16 ms). How fast a page
-// paints depends on the machine (on two cores shared with other test runs
-// even a bare textarea takes about 10 ms), so what the test holds the
-// editor to is the part the document's size adds: the median with 1 MiB
-// must stay within 3 ms of the median with a few hundred bytes, which work
-// that grows with the text on every key press (a copy of it, a scan, a
-// storage write) does not. The numbers go to the log and, with
-// TANDEM_PERF_OUT set, to that file (make bench puts them in
-// docs/benchmarks.md).
+// API, against typing into a small one on the same page and machine
+// (measured before and after it). The target is a key press painted within
+// a frame (16 ms). How fast a page paints depends on the machine (on two
+// cores shared with other test runs even a bare textarea takes about
+// 10 ms) and input to paint moves in whole frames, so a few milliseconds of
+// work more per key press hardly move its median. What the test holds the
+// editor to is the client's time per key press (taking the edit in,
+// handling the server's answer), which work that grows with the text (a
+// copy of it, a scan) shows at once: with 1 MiB it must stay within 1 ms
+// of the time with a few hundred bytes (with the text kept as a string it
+// was 1.6 ms more). Input to paint is reported, and fails the test above
+// 64 ms. The numbers go to the log and, with TANDEM_PERF_OUT set, to that
+// file (make bench puts them in docs/benchmarks.md).
 func TestTypingLatencyInOneMebibyteDocument(t *testing.T) {
 	rt := startRuntime(t)
 	doc := docID(t)
@@ -126,7 +151,7 @@ func TestTypingLatencyInOneMebibyteDocument(t *testing.T) {
 	focusAt(t, p, true)
 	time.Sleep(500 * time.Millisecond)
 	const letters = "typing into a large document "
-	smallLat, smallSlow := typeAndMeasure(t, p, 60, letters)
+	smallLat, smallSlow, smallWork := typeAndMeasure(t, p, 60, letters)
 	typed := strings.Repeat(letters, 3)[:60]
 	waitSyncedWithin(t, p, small+typed, 30*time.Second)
 
@@ -136,14 +161,31 @@ func TestTypingLatencyInOneMebibyteDocument(t *testing.T) {
 	want := small + typed + "\n" + strings.Repeat(line, n)
 	waitSyncedWithin(t, p, want, 90*time.Second)
 	focusAt(t, p, true)
-	time.Sleep(500 * time.Millisecond)
+	// The text is written for unsent edits once, in idle time after it
+	// arrives: not part of typing.
+	time.Sleep(1500 * time.Millisecond)
 
 	const presses = 120
-	lat, slow := typeAndMeasure(t, p, presses, letters)
+	lat, slow, work := typeAndMeasure(t, p, presses, letters)
 	waitSyncedWithin(t, p, want+strings.Repeat(letters, 5)[:presses], 30*time.Second)
 
-	summary := latencySummary(fmt.Sprintf("document %d bytes", len(want)), lat, slow) + "\n" +
-		latencySummary(fmt.Sprintf("the same page with %d bytes", len(small)), smallLat, smallSlow)
+	// The small document again (everything replaced by it), so that the
+	// two measurements of it bracket the large one and a machine whose
+	// load changes meanwhile weighs on both sides alike.
+	run(t, p, 10*time.Second, chromedp.KeyEvent("a", chromedp.KeyModifiers(chromedp.ModifierCtrl)))
+	paste(t, p, fmt.Sprintf("%q", small))
+	waitSyncedWithin(t, p, small, 30*time.Second)
+	focusAt(t, p, true)
+	time.Sleep(500 * time.Millisecond)
+	after, afterSlow, afterWork := typeAndMeasure(t, p, 60, letters)
+	waitSyncedWithin(t, p, small+typed, 30*time.Second)
+	smallLat = append(smallLat, after...)
+	sort.Float64s(smallLat)
+	smallSlow += afterSlow
+	smallWork = (smallWork + afterWork) / 2
+
+	summary := latencySummary(fmt.Sprintf("document %d bytes", len(want)), lat, slow, work) + "\n" +
+		latencySummary(fmt.Sprintf("the same page with %d bytes", len(small)), smallLat, smallSlow, smallWork)
 	t.Log(summary)
 	if out := os.Getenv("TANDEM_PERF_OUT"); out != "" {
 		if err := os.WriteFile(out, []byte(summary+"\n"), 0o644); err != nil {
@@ -151,8 +193,8 @@ func TestTypingLatencyInOneMebibyteDocument(t *testing.T) {
 		}
 	}
 	m, ms := percentile(lat, 0.5), percentile(smallLat, 0.5)
-	if m-ms > 3 {
-		t.Errorf("median input-to-paint %.1f ms in 1 MiB, %.1f ms in %d bytes: the document's size costs %.1f ms a key press, want under 3", m, ms, len(small), m-ms)
+	if work-smallWork > 1 {
+		t.Errorf("the client spends %.2f ms a key press in 1 MiB, %.2f ms in %d bytes: the document's size costs %.2f ms, want under 1", work, smallWork, len(small), work-smallWork)
 	}
 	if m >= 64 {
 		t.Errorf("median input-to-paint %.1f ms, want under 64 ms (target 16 ms)", m)
