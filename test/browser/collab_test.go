@@ -404,10 +404,8 @@ func TestUnsentEditsSurviveACrashWhileConnected(t *testing.T) {
 	if st := eval[string](t, k, `window.tandem.client.state`); st != "connected" {
 		t.Fatalf("client state %q, want connected", st)
 	}
-	// Written within the task of each change: nothing to wait for.
-	if !eval[bool](t, k, `Object.keys(localStorage).some((k) => k.startsWith('tandem.pending:') && localStorage.getItem(k).includes('too'))`) {
-		t.Fatal("the last edit is not in storage")
-	}
+	// Written once the frame showing it is painted.
+	waitJS(t, k, time.Second, "the last edit in storage", `Object.keys(localStorage).some((k) => k.startsWith('tandem.pending:') && localStorage.getItem(k).includes('too'))`)
 
 	// The tab dies as in a crash: none of the page's pagehide or
 	// beforeunload handlers runs (they are taken off the window with the

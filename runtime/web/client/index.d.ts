@@ -226,7 +226,7 @@ export declare function claimPending(docKey: string, opts?: StorageOptions): Pro
 /**
  * Keeps client's unsent edits in storage as they are made (connected or
  * not): the server's text rarely, in idle time, and the unacknowledged and
- * since-committed operations within the task of every change. Returns a
+ * since-committed operations after every change (once the next frame is painted). Returns a
  * stop function.
  */
 export declare function persistPending(

@@ -11,9 +11,10 @@
 //                                    the log below grows long)
 //   tandem.pending:{doc}:{clientId}  the unsent edits and every committed
 //                                    operation since that revision (the
-//                                    log), small, written within the task of
-//                                    every change, so a tab killed while
-//                                    connected loses nothing it had typed
+//                                    log), small, written after every change
+//                                    (once the next frame is painted), so a
+//                                    tab killed while connected loses
+//                                    nothing it had typed
 // Together they give the server's text at the revision the unsent edits
 // apply to, without writing the whole text on a key press.
 // A tab that is still open owns its entries through a Web Lock named after
@@ -175,8 +176,9 @@ async function fresh(locks) {
  * Keeps client's unsent edits in storage for as long as there are any,
  * connected or not, so that neither closing the tab nor a crash loses
  * them: the server's text once (the base, in idle time after it arrives),
- * then within the task of every change a small entry with the unsent
- * operations and the operations committed since the base. Removes both
+ * then after every change (once the next frame is painted) a small entry
+ * with the unsent operations and the operations committed since the base.
+ * Removes both
  * when the page goes away with everything acknowledged. Returns a
  * function that stops. onError(err) hears about writes the browser
  * refused (storage full). Options idle(f) and cancelIdle(h) schedule the
@@ -247,12 +249,14 @@ export function persistPending(client, docKey, { storage = globalThis.localStora
     }
   };
 
-  // Everything that changes a snapshot is written before the task ends
-  // (the events of one change coalesced into one write).
+  // Everything that changes a snapshot is written right after the next
+  // frame is painted (the events of one change coalesced into one write),
+  // so that the write never delays showing the key press; the window a
+  // crash can fall into is a frame long.
   const soon = () => {
     if (queued) return;
     queued = true;
-    queueMicrotask(save);
+    afterPaint(save);
   };
 
   const offCommit = client.on('commit', ({ rev, op }) => {
@@ -308,6 +312,13 @@ export function persistPending(client, docKey, { storage = globalThis.localStora
     target.removeEventListener?.('pageshow', onShow);
     if (idleHandle !== null) cancelIdle(idleHandle);
   };
+}
+
+/** Runs f after the next frame is painted (at once-ish where nothing paints). */
+function afterPaint(f) {
+  if (typeof globalThis.requestAnimationFrame === 'function' && globalThis.document?.visibilityState !== 'hidden') {
+    globalThis.requestAnimationFrame(() => setTimeout(f, 0));
+  } else setTimeout(f, 0);
 }
 
 function defaultIdle(f) {
