@@ -178,9 +178,8 @@ async function fresh(locks) {
  * them: the server's text once (the base, in idle time after it arrives),
  * then after every change (once the next frame is painted) a small entry
  * with the unsent operations and the operations committed since the base.
- * Removes both
- * when the page goes away with everything acknowledged. Returns a
- * function that stops. onError(err) hears about writes the browser
+ * Removes both when the page goes away with everything acknowledged.
+ * Returns a function that stops. onError(err) hears about writes the browser
  * refused (storage full). Options idle(f) and cancelIdle(h) schedule the
  * base writes (default requestIdleCallback, else a timer).
  */
