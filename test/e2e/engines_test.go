@@ -47,8 +47,13 @@ func (c *cluster) installCRDs(t *testing.T, root, set string, names ...string) {
 		args = append(args, "-f", m)
 	}
 	c.k(t, args...)
+	// Polled rather than kubectl wait, which fails on a CRD that has no
+	// status.conditions yet instead of waiting for them.
 	for _, n := range names {
-		c.k(t, "wait", "--for=condition=Established", "crd/"+n, "--timeout=60s")
+		eventually(t, stepTimeout, "CRD "+n+" established", func() (bool, string) {
+			s, _, m := condition(c.getJSON(t, "crd", n), "Established")
+			return s == "True", fmt.Sprintf("Established=%q %s", s, m)
+		})
 	}
 }
 
