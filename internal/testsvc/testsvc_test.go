@@ -286,6 +286,34 @@ func TestRedisCluster(t *testing.T) {
 	rc := StartRedisCluster(t)
 	ctx := testCtx(t)
 	c := rc.Client()
+	writeOnEveryMaster(ctx, t, rc, c)
+	killed := rc.KillMasterOf("k{0}")
+	if now := rc.MasterOf("k{0}"); now == killed {
+		t.Fatalf("master of k{0} still the killed %s", killed.Addr())
+	}
+	c.ReloadState(ctx)
+	var got string
+	var err error
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		got, err = c.Get(ctx, "k{0}").Result()
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil || got != "0" {
+		t.Fatalf("k{0} after failover: %q, %v", got, err)
+	}
+	killed.Start()
+	if err := rc.WaitHealthy(ctx); err != nil {
+		t.Fatalf("after the old master came back: %v", err)
+	}
+}
+
+// writeOnEveryMaster sets keys k{0}..k{29}, checks they landed on all
+// three masters, and has WAIT confirm that k{0} reached its replica.
+func writeOnEveryMaster(ctx context.Context, t *testing.T, rc *RedisCluster, c *redis.ClusterClient) {
+	t.Helper()
 	masters := map[string]bool{}
 	for i := 0; i < 30; i++ {
 		k := fmt.Sprintf("k{%d}", i)
@@ -303,26 +331,6 @@ func TestRedisCluster(t *testing.T) {
 	}
 	if n, err := m.Do(ctx, "WAIT", 1, 5000).Int64(); err != nil || n != 1 {
 		t.Fatalf("WAIT: %d, %v", n, err)
-	}
-	killed := rc.KillMasterOf("k{0}")
-	if now := rc.MasterOf("k{0}"); now == killed {
-		t.Fatalf("master of k{0} still the killed %s", killed.Addr())
-	}
-	c.ReloadState(ctx)
-	var got string
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		got, err = c.Get(ctx, "k{0}").Result()
-		if err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err != nil || got != "0" {
-		t.Fatalf("k{0} after failover: %q, %v", got, err)
-	}
-	killed.Start()
-	if err := rc.WaitHealthy(ctx); err != nil {
-		t.Fatalf("after the old master came back: %v", err)
 	}
 }
 
@@ -419,26 +427,8 @@ func TestRedisClusterTLS(t *testing.T) {
 	if !strings.HasPrefix(rc.URL(), "rediss-cluster://") {
 		t.Fatalf("URL %q, want rediss-cluster://", rc.URL())
 	}
+	writeOnEveryMaster(testCtx(t), t, rc, rc.Client())
 	ctx := testCtx(t)
-	c := rc.Client()
-	masters := map[string]bool{}
-	for i := 0; i < 30; i++ {
-		k := fmt.Sprintf("k{%d}", i)
-		if err := c.Set(ctx, k, i, 0).Err(); err != nil {
-			t.Fatalf("set %s over TLS: %v", k, err)
-		}
-		masters[rc.MasterOf(k).Addr()] = true
-	}
-	if len(masters) != 3 {
-		t.Fatalf("keys landed on masters %v, want 3 of them", masters)
-	}
-	m, err := c.MasterForKey(ctx, "k{0}")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n, err := m.Do(ctx, "WAIT", 1, 5000).Int64(); err != nil || n != 1 {
-		t.Fatalf("WAIT over TLS replication: %d, %v", n, err)
-	}
 	plain := redis.NewClient(&redis.Options{Addr: rc.Nodes[0].Addr(), MaxRetries: -1, DialTimeout: time.Second, ReadTimeout: time.Second})
 	defer plain.Close()
 	if err := plain.Ping(ctx).Err(); err == nil {
