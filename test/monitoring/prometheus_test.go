@@ -1,0 +1,402 @@
+// Package monitoring runs a real Prometheus (built from its Go module by
+// hack/tools.sh) against a real distributed runtime (Redis, PostgreSQL),
+// with the scrape settings of the PodMonitor and the alert rules the
+// operator writes: the flush-stalled alert fires when PostgreSQL stops and
+// resolves when it comes back, and every dashboard query returns data.
+package monitoring
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/yaml"
+
+	collabv1 "github.com/tandem-dev/tandem/api/v1alpha1"
+	"github.com/tandem-dev/tandem/internal/specs"
+	"github.com/tandem-dev/tandem/internal/testsvc"
+	"github.com/tandem-dev/tandem/runtime/client"
+	"github.com/tandem-dev/tandem/runtime/ot"
+	"github.com/tandem-dev/tandem/test/testtools"
+)
+
+// The CollabCluster the rules and the dashboard are scoped to.
+const (
+	ccNamespace = "tandem"
+	ccName      = "notes"
+)
+
+func TestPrometheusAlertsAndDashboard(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	promBin := testtools.Tool(ctx, t, "prometheus")
+	root := testtools.RepoRoot(t)
+	dir := t.TempDir()
+
+	redis := testsvc.StartRedis(t)
+	pg := testsvc.StartPostgres(t)
+	runtimeAddr := freeAddr(t)
+	startRuntime(ctx, t, root, dir, runtimeAddr, redis.URL(), pg.URL())
+
+	// The CollabCluster as the operator sees it: a short flush threshold
+	// so the test waits seconds, not minutes.
+	cc := &collabv1.CollabCluster{}
+	cc.Name, cc.Namespace = ccName, ccNamespace
+	cc.Spec.Monitoring = &collabv1.MonitoringSpec{Alerts: collabv1.AlertsSpec{FlushStalledSeconds: ptr.To[int32](10)}}
+	promAddr := freeAddr(t)
+	startPrometheus(ctx, t, promBin, dir, promAddr, runtimeAddr, cc)
+	prom := &promAPI{base: "http://" + promAddr}
+
+	// Editing traffic, so every series has samples.
+	editor := client.New(client.Options{URL: "ws://" + runtimeAddr + "/v1/docs/watched/ws", ClientID: "editor", Reconnects: 100})
+	if err := editor.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer editor.Close()
+	stopTyping := typeSteadily(ctx, t, editor)
+	defer stopTyping()
+	// A connection that comes and goes, for the closes panel.
+	brief := client.New(client.Options{URL: "ws://" + runtimeAddr + "/v1/docs/watched/ws", ClientID: "brief"})
+	if err := brief.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	brief.Close()
+
+	prom.waitFor(ctx, t, "the runtime scraped and up", `up{namespace="tandem",collabcluster="notes"} == 1`)
+	prom.waitFor(ctx, t, "acks recorded", `sum(tandem_acks_total{namespace="tandem",collabcluster="notes",kind="commit"}) > 0`)
+	if got := prom.alertState(ctx, t, "TandemFlushStalled"); got != "" {
+		t.Fatalf("TandemFlushStalled is %s while PostgreSQL is up", got)
+	}
+
+	// PostgreSQL stops: edits are still acknowledged (they wait in Redis),
+	// the oldest unpersisted one ages, and the alert fires after its "for".
+	pg.Stop()
+	stopped := time.Now()
+	prom.waitAlert(ctx, t, "TandemFlushStalled", "pending")
+	prom.waitAlert(ctx, t, "TandemFlushStalled", "firing")
+	t.Logf("TandemFlushStalled firing %v after PostgreSQL stopped", time.Since(stopped).Round(time.Second))
+
+	// Every dashboard query returns data now: the flush is failing, so
+	// the PostgreSQL panels have something to show too.
+	checkDashboard(ctx, t, prom, filepath.Join(root, "config", "grafana", "tandem-dashboard.json"))
+
+	// PostgreSQL comes back: the flushers catch up and the alert resolves.
+	pg.Start()
+	back := time.Now()
+	prom.waitFor(ctx, t, "flush caught up", `max(tandem_flush_oldest_unpersisted_seconds{namespace="tandem",collabcluster="notes"}) == 0`)
+	prom.waitAlert(ctx, t, "TandemFlushStalled", "")
+	t.Logf("TandemFlushStalled resolved %v after PostgreSQL came back", time.Since(back).Round(time.Second))
+}
+
+// startRuntime builds and starts tandem-runtime in distributed mode.
+func startRuntime(ctx context.Context, t *testing.T, root, dir, addr, redisURL, pgURL string) {
+	t.Helper()
+	bin := filepath.Join(dir, "tandem-runtime")
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/tandem-runtime")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build tandem-runtime: %v\n%s", err, out)
+	}
+	var logs bytes.Buffer
+	cmd := exec.Command(bin, "--addr", addr, "--auth", "anonymous", "--redis-url", redisURL, "--postgres-url", pgURL,
+		"--flush-interval", "100ms")
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("runtime log:\n%s", tail(logs.String(), 40))
+		}
+	})
+	waitHTTP(ctx, t, "http://"+addr+"/readyz")
+}
+
+// startPrometheus runs Prometheus with what the operator writes: the
+// PodMonitor's endpoint (path, port) as a static target carrying the
+// labels its relabelings and the pod metadata give (namespace, pod,
+// collabcluster), and the PrometheusRule's group as the rule file. Scrapes
+// and evaluations run every second so the test waits seconds.
+func startPrometheus(ctx context.Context, t *testing.T, bin, dir, addr, target string, cc *collabv1.CollabCluster) {
+	t.Helper()
+	pm := specs.RuntimePodMonitor(cc)
+	eps, _, _ := unstructured.NestedSlice(pm.Object, "spec", "podMetricsEndpoints")
+	ep := eps[0].(map[string]any)
+	rules, err := yaml.Marshal(map[string]any{"groups": []any{specs.RuntimeRuleGroup(cc)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ruleFile := filepath.Join(dir, "runtime-alerts.yaml")
+	if err := os.WriteFile(ruleFile, rules, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	config := map[string]any{
+		"global":     map[string]any{"scrape_interval": "1s", "evaluation_interval": "1s"},
+		"rule_files": []any{ruleFile},
+		"scrape_configs": []any{map[string]any{
+			"job_name":     ccNamespace + "/" + pm.GetName(),
+			"metrics_path": ep["path"],
+			"static_configs": []any{map[string]any{
+				"targets": []any{target},
+				"labels": map[string]any{
+					"namespace":              ccNamespace,
+					"pod":                    ccName + "-runtime-0",
+					specs.LabelCollabCluster: ccName,
+					"container":              "runtime",
+					"endpoint":               ep["port"],
+				},
+			}},
+		}},
+	}
+	b, err := yaml.Marshal(config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	configFile := filepath.Join(dir, "prometheus.yml")
+	if err := os.WriteFile(configFile, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	cmd := exec.Command(bin, "--config.file="+configFile, "--storage.tsdb.path="+filepath.Join(dir, "tsdb"),
+		"--web.listen-address="+addr, "--log.level=warn")
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("prometheus log:\n%s", tail(logs.String(), 40))
+		}
+	})
+	waitHTTP(ctx, t, "http://"+addr+"/-/ready")
+}
+
+// typeSteadily appends a character every 100 ms until stopped.
+func typeSteadily(ctx context.Context, t *testing.T, c *client.Client) func() {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				_ = c.EditFunc(func(text string) ot.Op {
+					n := len([]rune(text))
+					if n == 0 {
+						return ot.Op{{Insert: "x"}}
+					}
+					return ot.Op{{Retain: n}, {Insert: "x"}}
+				})
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+// checkDashboard runs every target of every panel, with the dashboard's
+// variables set to the CollabCluster, and wants data from each.
+func checkDashboard(ctx context.Context, t *testing.T, prom *promAPI, file string) {
+	t.Helper()
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(raw, &dash); err != nil {
+		t.Fatal(err)
+	}
+	vars := strings.NewReplacer("$namespace", ccNamespace, "$collabcluster", ccName, "$__rate_interval", "30s")
+	n := 0
+	for _, p := range dash.Panels {
+		for _, target := range p.Targets {
+			n++
+			q := vars.Replace(target.Expr)
+			prom.waitFor(ctx, t, fmt.Sprintf("panel %q: %s", p.Title, q), q)
+		}
+	}
+	if n < 14 {
+		t.Errorf("the dashboard has %d queries; want one or more in each of at least 14 panels", n)
+	}
+}
+
+type promAPI struct{ base string }
+
+type vector []struct {
+	Metric map[string]string `json:"metric"`
+	Value  []any             `json:"value"`
+}
+
+func (p *promAPI) get(ctx context.Context, path string, into any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.base+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	var env struct {
+		Status string          `json:"status"`
+		Error  string          `json:"error"`
+		Data   json.RawMessage `json:"data"`
+	}
+	if err := json.Unmarshal(b, &env); err != nil {
+		return fmt.Errorf("GET %s: %d %s", path, resp.StatusCode, b)
+	}
+	if env.Status != "success" {
+		return fmt.Errorf("GET %s: %s", path, env.Error)
+	}
+	return json.Unmarshal(env.Data, into)
+}
+
+// query runs an instant query.
+func (p *promAPI) query(ctx context.Context, q string) (vector, error) {
+	var data struct {
+		ResultType string          `json:"resultType"`
+		Result     json.RawMessage `json:"result"`
+	}
+	if err := p.get(ctx, "/api/v1/query?query="+url.QueryEscape(q), &data); err != nil {
+		return nil, err
+	}
+	var v vector
+	if data.ResultType == "vector" {
+		if err := json.Unmarshal(data.Result, &v); err != nil {
+			return nil, err
+		}
+	}
+	return v, nil
+}
+
+// waitFor waits until q returns at least one sample.
+func (p *promAPI) waitFor(ctx context.Context, t *testing.T, what, q string) {
+	t.Helper()
+	var last string
+	for {
+		v, err := p.query(ctx, q)
+		switch {
+		case err != nil:
+			last = err.Error()
+		case len(v) > 0:
+			return
+		default:
+			last = "no data"
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s: %s", what, last)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// alertState is the state of alert name for the CollabCluster: pending,
+// firing, or "" when it is not active.
+func (p *promAPI) alertState(ctx context.Context, t *testing.T, name string) string {
+	t.Helper()
+	var data struct {
+		Alerts []struct {
+			Labels map[string]string `json:"labels"`
+			State  string            `json:"state"`
+		} `json:"alerts"`
+	}
+	if err := p.get(ctx, "/api/v1/alerts", &data); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range data.Alerts {
+		if a.Labels["alertname"] == name && a.Labels["collabcluster"] == ccName && a.Labels["namespace"] == ccNamespace {
+			return a.State
+		}
+	}
+	return ""
+}
+
+func (p *promAPI) waitAlert(ctx context.Context, t *testing.T, name, state string) {
+	t.Helper()
+	for {
+		if got := p.alertState(ctx, t, name); got == state {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("alert %s never became %q (now %q)", name, state, p.alertState(context.Background(), t, name))
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+func waitHTTP(ctx context.Context, t *testing.T, u string) {
+	t.Helper()
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s never answered 200 (%v)", u, err)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
