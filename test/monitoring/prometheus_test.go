@@ -42,6 +42,7 @@ const (
 func TestPrometheusAlertsAndDashboard(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
+	started := time.Now()
 	promBin := testtools.Tool(ctx, t, "prometheus")
 	root := testtools.RepoRoot(t)
 	dir := t.TempDir()
@@ -91,7 +92,8 @@ func TestPrometheusAlertsAndDashboard(t *testing.T) {
 
 	// Every dashboard query returns data now: the flush is failing, so
 	// the PostgreSQL panels have something to show too.
-	checkDashboard(ctx, t, prom, filepath.Join(root, "config", "grafana", "tandem-dashboard.json"))
+	dashboard := filepath.Join(root, "config", "grafana", "tandem-dashboard.json")
+	checkDashboard(ctx, t, prom, dashboard)
 
 	// PostgreSQL comes back: the flushers catch up and the alert resolves.
 	pg.Start()
@@ -99,6 +101,7 @@ func TestPrometheusAlertsAndDashboard(t *testing.T) {
 	prom.waitFor(ctx, t, "flush caught up", `max(tandem_flush_oldest_unpersisted_seconds{namespace="tandem",collabcluster="notes"}) == 0`)
 	prom.waitAlert(ctx, t, "TandemFlushStalled", "")
 	t.Logf("TandemFlushStalled resolved %v after PostgreSQL came back", time.Since(back).Round(time.Second))
+	renderDashboard(ctx, t, prom, dashboard, started)
 }
 
 // startRuntime builds and starts tandem-runtime in distributed mode.
