@@ -84,8 +84,8 @@ lint: vet ## Check formatting (gofmt -l) and run go vet.
 	if [ -n "$$unformatted" ]; then echo "not gofmt-formatted (run make fmt):"; echo "$$unformatted"; exit 1; fi
 
 .PHONY: test
-test: web-deps ## Unit, envtest and integration tests with -race (builds the envtest binaries and helm first), plus the JS tests.
-	$(TOOLS) install kube-apiserver etcd kubectl helm
+test: web-deps ## Unit, envtest and integration tests with -race (builds the envtest binaries, helm, promtool and prometheus first), plus the JS tests.
+	$(TOOLS) install kube-apiserver etcd kubectl helm promtool prometheus
 	KUBEBUILDER_ASSETS="$$($(TOOLS) envtest-assets)" go test -race -timeout $(GO_TEST_TIMEOUT) $(GO_TEST_FLAGS) ./...
 	@js_tests="$$(find runtime/web -path runtime/web/node_modules -prune -o -name '*.test.mjs' -print 2>/dev/null | sort)"; \
 	if [ -n "$$js_tests" ]; then \
