@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
@@ -75,8 +76,21 @@ func TestPrometheusAlertsAndDashboard(t *testing.T) {
 		t.Fatal(err)
 	}
 	brief.Close()
+	// A client that sends garbage, for the errors panel: it is answered
+	// bad_message and nothing else happens.
+	bad, _, err := websocket.DefaultDialer.DialContext(ctx, "ws://"+runtimeAddr+"/v1/docs/watched/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bad.Close()
+	for _, msg := range []string{`{"type":"hello","v":1,"client":"garbage"}`, `not json`} {
+		if err := bad.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	prom.waitFor(ctx, t, "the runtime scraped and up", `up{namespace="tandem",collabcluster="notes"} == 1`)
+	prom.waitFor(ctx, t, "the bad message counted", `sum(tandem_errors_total{namespace="tandem",collabcluster="notes",code="bad_message"}) > 0`)
 	prom.waitFor(ctx, t, "acks recorded", `sum(tandem_acks_total{namespace="tandem",collabcluster="notes",kind="commit"}) > 0`)
 	if got := prom.alertState(ctx, t, "TandemFlushStalled"); got != "" {
 		t.Fatalf("TandemFlushStalled is %s while PostgreSQL is up", got)
