@@ -61,6 +61,9 @@ type CollabClusterReconciler struct {
 	// optional starts the watches on CloudNativePG and Gateway API kinds
 	// once their CRDs exist; set by SetupWithManager.
 	optional *optionalWatches
+	// crdsCached says the manager watches CRD metadata (not a namespaced
+	// install), so whether a CRD exists is read from the cache.
+	crdsCached bool
 }
 
 // DefaultWorkers is the default number of concurrent reconciles. A
@@ -467,6 +470,7 @@ func (r *CollabClusterReconciler) SetupWithManager(ctx context.Context, mgr ctrl
 	if err != nil {
 		return err
 	}
+	r.crdsCached = watchCRDs
 	if watchCRDs {
 		// Metadata only: CRD objects are large, and their schema is read
 		// around the cache when needed.

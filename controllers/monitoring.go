@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"strings"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	collabv1 "github.com/tandem-dev/tandem/api/v1alpha1"
 	"github.com/tandem-dev/tandem/internal/specs"
@@ -44,7 +46,7 @@ func (r *CollabClusterReconciler) monitoring(ctx context.Context, st *state) err
 	}
 	var missing, made []string
 	for _, k := range kinds {
-		present, err := r.optionalKindServed(ctx, k.crd, k.gvk)
+		present, err := r.kindInstalled(ctx, k.crd, k.gvk)
 		if err != nil {
 			return err
 		}
@@ -85,4 +87,26 @@ func (r *CollabClusterReconciler) monitoring(ctx context.Context, st *state) err
 	}
 	st.monitoring = &c
 	return nil
+}
+
+// kindInstalled says whether gvk's CRD exists. Unlike optionalKindServed it
+// needs nothing from the CRD's schema, so it reads the CRD's metadata from
+// the manager's cache (the CRD metadata watch) instead of fetching the
+// whole CRD from the API server on every reconcile; a namespaced install,
+// which may not watch CRDs, asks discovery. A CRD that exists but is not
+// established yet makes the apply fail, and the reconcile is retried.
+func (r *CollabClusterReconciler) kindInstalled(ctx context.Context, crdName string, gvk schema.GroupVersionKind) (bool, error) {
+	if !r.crdsCached {
+		return r.served(gvk)
+	}
+	m := &metav1.PartialObjectMetadata{}
+	m.SetGroupVersionKind(crdGVK)
+	err := r.Get(ctx, client.ObjectKey{Name: crdName}, m)
+	switch {
+	case apierrors.IsNotFound(err):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("get CustomResourceDefinition %s: %w", crdName, err)
+	}
+	return m.DeletionTimestamp.IsZero(), nil
 }
