@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"sigs.k8s.io/yaml"
-
 	"github.com/tandem-dev/tandem/test/testtools"
 )
 
@@ -81,9 +79,9 @@ func TestEveryAlertIsTestedAndHasARunbook(t *testing.T) {
 	}
 	for _, f := range ruleFiles {
 		var rules ruleFile
-		readYAML(t, filepath.Join(root, f.rules), &rules)
+		testtools.ReadYAML(t, filepath.Join(root, f.rules), &rules)
 		var tests testFile
-		readYAML(t, filepath.Join(root, f.tests), &tests)
+		testtools.ReadYAML(t, filepath.Join(root, f.tests), &tests)
 		fires, quiet := map[string]bool{}, map[string]bool{}
 		for _, tc := range tests.Tests {
 			for _, a := range tc.AlertRuleTest {
@@ -114,17 +112,6 @@ func TestEveryAlertIsTestedAndHasARunbook(t *testing.T) {
 		if n == 0 {
 			t.Errorf("%s has no alert", f.rules)
 		}
-	}
-}
-
-func readYAML(t *testing.T, path string, into any) {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := yaml.Unmarshal(b, into); err != nil {
-		t.Fatalf("%s: %v", path, err)
 	}
 }
 

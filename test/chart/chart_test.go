@@ -19,7 +19,6 @@ import (
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	"sigs.k8s.io/yaml"
 
 	"github.com/tandem-dev/tandem/test/testtools"
 )
@@ -379,7 +378,7 @@ func TestChartRendersValues(t *testing.T) {
 				// The rendered groups are exactly the tested rule file's,
 				// Prometheus templates ({{ $labels.x }}) left alone.
 				var want map[string]any
-				readYAMLFile(t, filepath.Join(testtools.RepoRoot(t), "config", "prometheus", "operator-alerts.yaml"), &want)
+				testtools.ReadYAML(t, filepath.Join(testtools.RepoRoot(t), "config", "prometheus", "operator-alerts.yaml"), &want)
 				got, _, _ := unstructured.NestedSlice(rule.Object, "spec", "groups")
 				if !reflect.DeepEqual(got, want["groups"]) {
 					t.Errorf("PrometheusRule groups differ from config/prometheus/operator-alerts.yaml:\n got %v\nwant %v", got, want["groups"])
@@ -422,17 +421,6 @@ func TestChartRendersValues(t *testing.T) {
 			}
 			tc.check(t, objs)
 		})
-	}
-}
-
-func readYAMLFile(t *testing.T, path string, into any) {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := yaml.Unmarshal(b, into); err != nil {
-		t.Fatalf("%s: %v", path, err)
 	}
 }
 

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"sigs.k8s.io/yaml"
 )
 
 // buildTimeout bounds one `hack/tools.sh bin`: a cold build of helm, kubectl
@@ -63,4 +65,17 @@ func Tool(ctx context.Context, t testing.TB, name string) string {
 		return ""
 	}
 	return strings.TrimSpace(string(out))
+}
+
+// ReadYAML decodes the YAML file at path into into, failing the test when
+// it cannot be read or decoded.
+func ReadYAML(t testing.TB, path string, into any) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(b, into); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
 }
