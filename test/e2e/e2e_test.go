@@ -496,6 +496,7 @@ func TestCollabClusterEndToEnd(t *testing.T) {
 	})
 
 	engineSteps(t, c, op, step)
+	monitoringSteps(t, c, op, step)
 
 	step("deleting CollabClusters garbage-collects children; claims follow storageRetentionPolicy", func(t *testing.T) {
 		type claimSet struct {
