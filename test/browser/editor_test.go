@@ -119,10 +119,9 @@ func TestTwoBrowsersConverge(t *testing.T) {
 	if revA != d.Rev {
 		t.Errorf("alice's page is at rev %d, server at %d", revA, d.Rev)
 	}
-	revLabel := eval[string](t, a, `document.getElementById('revision').textContent`)
-	if revLabel != fmt.Sprintf("rev %d", d.Rev) {
-		t.Errorf("revision label = %q, want %q", revLabel, fmt.Sprintf("rev %d", d.Rev))
-	}
+	// The label follows the revision once the frame after the ack is painted.
+	waitJS(t, a, 5*time.Second, fmt.Sprintf("revision label rev %d", d.Rev),
+		fmt.Sprintf(`document.getElementById('revision').textContent === 'rev %d'`, d.Rev))
 
 	// Each page shows the other's avatar and caret, with the right name,
 	// and the caret is where the other person is typing.

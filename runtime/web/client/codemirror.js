@@ -108,8 +108,8 @@ class CaretWidget extends WidgetType {
   }
 }
 
-/** Builds the decorations for others' {user, cursor} (cursor in UTF-16 positions of doc). */
-function remoteDecorations(remotes, docLength) {
+/** The decorations for others' {user, anchor, head} (UTF-16 positions of doc), sorted. */
+function remoteItems(remotes, docLength) {
   const items = [];
   for (const r of remotes) {
     const a = Math.min(r.anchor, docLength);
@@ -128,15 +128,37 @@ function remoteDecorations(remotes, docLength) {
     items.push({ from: h, to: h, deco: Decoration.widget({ widget: new CaretWidget(r.user), side: h === to && from < to ? -1 : 1 }) });
   }
   items.sort((x, y) => x.from - y.from || x.deco.startSide - y.deco.startSide);
+  return items;
+}
+
+function remoteDecorations(items) {
   const b = new RangeSetBuilder();
   for (const it of items) b.add(it.from, it.to, it.deco);
   return b.finish();
 }
 
+/** What a remote decoration shows, as a string to compare (who, what, where). */
+function drawnKey(from, to, deco) {
+  const w = deco.spec.widget;
+  if (w instanceof CaretWidget) return `c ${from} ${JSON.stringify([w.user.id, w.user.name, w.user.color])}`;
+  return `s ${from} ${to} ${deco.spec.attributes['data-user']}`;
+}
+
+/** Whether deco (the field's decorations) already draws items. */
+function drawsAlready(deco, items) {
+  const have = [];
+  for (let it = deco.iter(); it.value; it.next()) have.push(drawnKey(it.from, it.to, it.value));
+  if (have.length !== items.length) return false;
+  const want = items.map((it) => drawnKey(it.from, it.to, it.deco));
+  have.sort();
+  want.sort();
+  return have.every((k, i) => k === want[i]);
+}
+
 const remoteField = StateField.define({
   create: () => Decoration.none,
   update(deco, tr) {
-    for (const e of tr.effects) if (e.is(setRemotes)) return remoteDecorations(e.value, tr.state.doc.length);
+    for (const e of tr.effects) if (e.is(setRemotes)) return remoteDecorations(e.value);
     return tr.docChanged ? deco.map(tr.changes) : deco;
   },
   provide: (f) => EditorView.decorations.from(f),
@@ -391,7 +413,15 @@ export function tandem(client, options = {}) {
           list.push({ user: p.user, anchor: doc.cpToUtf16(p.cursor.anchor), head: doc.cpToUtf16(p.cursor.head) });
         }
         this.colors.set(list.map((r) => r.user));
-        this.dispatch({ effects: setRemotes.of(list) });
+        const send = () => {
+          const items = remoteItems(list, this.view.state.doc.length);
+          // A local edit moves the decorations with it, mostly to where the
+          // client puts them too: then there is nothing to redraw, and the
+          // key press costs no second update of the editor.
+          if (!drawsAlready(this.view.state.field(remoteField), items)) this.view.dispatch({ effects: setRemotes.of(items) });
+        };
+        if (this.busy) this.later(send);
+        else send();
       }
 
       destroy() {

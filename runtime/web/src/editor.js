@@ -120,11 +120,10 @@ class Editor {
       this.others = others;
       this.renderPeople();
     };
-    this.client.onRevision = (rev) => {
-      ui.revision.textContent = `rev ${rev}`;
-      this.renderStatus();
-    };
-    this.client.onPending = () => this.renderStatus();
+    // Every key press changes the unsent count (and its ack the revision):
+    // shown once the key press is painted, not on its way to the screen.
+    this.client.onRevision = () => this.renderSoon();
+    this.client.onPending = () => this.renderSoon();
     this.client.onWelcome = ({ user, perm }) => this.onWelcome(user, perm);
     this.client.onError = (err) => this.showError(err);
     persistPending(this.client, docKey(docId), { onError: () => this.showError({ code: 'storage', message: '' }) });
@@ -270,7 +269,25 @@ class Editor {
     if (ev.state !== State.CONNECTED) this.renderPeople();
   }
 
+  /**
+   * Renders the status and revision right after the next frame is painted
+   * (at once-ish in a hidden tab), the events of a key press and its ack
+   * coalesced into one render.
+   */
+  renderSoon() {
+    if (this.renderQueued) return;
+    this.renderQueued = true;
+    const render = () => {
+      this.renderQueued = false;
+      this.renderStatus();
+    };
+    if (document.visibilityState === 'hidden') setTimeout(render, 0);
+    else requestAnimationFrame(() => setTimeout(render, 0));
+  }
+
   renderStatus() {
+    const rev = this.client.rev;
+    setText(ui.revision, `rev ${rev === null ? '–' : rev}`);
     const s = this.state;
     const unsent = this.client.unsentEdits();
     let text;
@@ -299,12 +316,14 @@ class Editor {
       default:
         text = 'Closed';
     }
-    ui.status.dataset.state = s === State.CONNECTING && this.client.loaded() ? State.RECONNECTING : s;
-    ui.status.dataset.unsent = String(unsent);
-    ui.statusText.textContent = text;
+    // Only what changed is written: a write, even of the same value, makes
+    // the browser recompute style and layout for the next frame.
+    setData(ui.status, 'state', s === State.CONNECTING && this.client.loaded() ? State.RECONNECTING : s);
+    setData(ui.status, 'unsent', String(unsent));
+    setText(ui.statusText, text);
     // Screen readers hear state changes, not every tick of the countdown.
     const spoken = { connected: 'Connected', connecting: 'Connecting', reconnecting: 'Connection lost, reconnecting', offline: 'Offline, edits are kept', failed: 'Disconnected' }[s] || '';
-    if (ui.statusLive.textContent !== spoken) ui.statusLive.textContent = spoken;
+    setText(ui.statusLive, spoken);
     let btn = ui.status.querySelector('[data-action="retry"]');
     if (action && !btn) {
       btn = document.createElement('button');
@@ -375,6 +394,14 @@ class Editor {
       ...more,
     );
   }
+}
+
+function setText(el, text) {
+  if (el.textContent !== text) el.textContent = text;
+}
+
+function setData(el, key, value) {
+  if (el.dataset[key] !== value) el.dataset[key] = value;
 }
 
 /** The WebSocket URL of a document on this server. */
