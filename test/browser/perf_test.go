@@ -308,3 +308,48 @@ func TestTypingLatencyInOneMebibyteDocument(t *testing.T) {
 		t.Logf("median input-to-paint %.1f ms: over the 16 ms target on this machine (with %d bytes: %.1f ms; a bare textarea: %.1f ms)", m, len(small), ms, mb)
 	}
 }
+
+// With someone else's caret in the document, a key press elsewhere updates
+// the editor once: the edit moves the other caret's decoration with it, to
+// where the client places it too, so the binding has nothing to redraw.
+// (It used to dispatch a second update per key press to draw the carets
+// again.) Counted, not timed: the same on any machine.
+func TestKeyPressUpdatesTheEditorOnce(t *testing.T) {
+	rt := startRuntime(t)
+	doc := docID(t)
+	c := newBrowser(t)
+	d := newBrowser(t)
+	openDoc(t, c, rt, doc, rt.Token("cat", "Cat", auth.PermWrite, doc))
+	openDoc(t, d, rt, doc, rt.Token("dan", "Dan", auth.PermWrite, doc))
+	focusAt(t, c, true)
+	typeText(t, c, "start\n")
+	waitSynced(t, d, "start\n")
+	focusAt(t, d, false)
+	waitJS(t, c, 10*time.Second, "Dan's caret drawn at the start", remoteCaretAt("dan")+` === 0`)
+	focusAt(t, c, true)
+	time.Sleep(300 * time.Millisecond)
+	eval[bool](t, c, `(() => {
+		window.updates = 0;
+		const v = window.tandem.view;
+		const update = v.update;
+		v.update = function (...args) { window.updates++; return update.apply(this, args); };
+		return true;
+	})()`)
+	const presses = 20
+	for i := 0; i < presses; i++ {
+		pressKey(t, c, 'x')
+		time.Sleep(50 * time.Millisecond)
+	}
+	want := "start\n" + strings.Repeat("x", presses)
+	waitSynced(t, c, want)
+	waitSynced(t, d, want)
+	time.Sleep(300 * time.Millisecond)
+	if n := eval[int](t, c, `window.updates`); n != presses {
+		t.Errorf("%d key presses updated the editor %d times, want one each", presses, n)
+	}
+	if at := eval[int](t, c, remoteCaretAt("dan")); at != 0 {
+		t.Errorf("Dan's caret drawn at %d, want 0 (where Dan is)", at)
+	}
+	// Dan's page draws Cat's caret where Cat typed to.
+	waitJS(t, d, 10*time.Second, "Cat's caret drawn at the end", fmt.Sprintf(`%s === %d`, remoteCaretAt("cat"), len(want)))
+}
