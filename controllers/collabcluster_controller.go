@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	collabv1 "github.com/tandem-dev/tandem/api/v1alpha1"
 	"github.com/tandem-dev/tandem/internal/specs"
@@ -57,6 +58,9 @@ type CollabClusterReconciler struct {
 	// Metrics records phase durations, errors and each CollabCluster's
 	// phase; nil records nothing.
 	Metrics *Metrics
+	// Namespaces are the watched namespaces, as in CacheOptions; empty
+	// means all.
+	Namespaces []string
 
 	// optional starts the watches on CloudNativePG and Gateway API kinds
 	// once their CRDs exist; set by SetupWithManager.
@@ -340,14 +344,13 @@ func (r *CollabClusterReconciler) secretValue(ctx context.Context, namespace str
 	if field == "" {
 		field = "the operator"
 	}
-	s := &corev1.Secret{}
-	err := r.Get(ctx, client.ObjectKey{Namespace: namespace, Name: use.Ref.Name}, s)
+	s, err := r.readSecret(ctx, namespace, use.Ref.Name, use.Field != "")
 	if apierrors.IsNotFound(err) {
 		return nil, &degradedError{Reason: "SecretMissing", Message: fmt.Sprintf(
 			"Secret %q (named by %s) not found in namespace %q: create it", use.Ref.Name, field, namespace)}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("get Secret %s: %w", use.Ref.Name, err)
+		return nil, err
 	}
 	v, ok := s.Data[use.Ref.Key]
 	if !ok || len(v) == 0 {
@@ -355,6 +358,26 @@ func (r *CollabClusterReconciler) secretValue(ctx context.Context, namespace str
 			"Secret %q (named by %s) has no key %q: add the key or fix the reference", use.Ref.Name, field, use.Ref.Key)}
 	}
 	return v, nil
+}
+
+// readSecret reads a Secret. The cache holds only the Secrets the operator
+// generated (they carry its managed-by label); a Secret a person or another
+// operator made (an external store's URL, a TLS Secret, CloudNativePG's
+// application Secret) is read around the cache, so the operator never
+// caches the cluster's other Secrets.
+func (r *CollabClusterReconciler) readSecret(ctx context.Context, namespace, name string, foreign bool) (*corev1.Secret, error) {
+	reader := client.Reader(r.Client)
+	if foreign && r.APIReader != nil {
+		reader = r.APIReader
+	}
+	s := &corev1.Secret{}
+	if err := reader.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, s); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("get Secret %s: %w", name, err)
+	}
+	return s, nil
 }
 
 func (r *CollabClusterReconciler) deployment(ctx context.Context, st *state) error {
@@ -453,6 +476,10 @@ func (r *CollabClusterReconciler) SetupWithManager(ctx context.Context, mgr ctrl
 	if workers <= 0 {
 		workers = DefaultWorkers
 	}
+	secrets, err := newSecretMetadataCache(mgr, r.Namespaces)
+	if err != nil {
+		return err
+	}
 	b := ctrl.NewControllerManagedBy(mgr).
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
 		For(&collabv1.CollabCluster{}).
@@ -464,8 +491,12 @@ func (r *CollabClusterReconciler) SetupWithManager(ctx context.Context, mgr ctrl
 		Owns(&networkingv1.NetworkPolicy{}).
 		Owns(&policyv1.PodDisruptionBudget{}).
 		// One Secret watch serves both the generated Secrets (by owner)
-		// and the referenced ones (by index).
-		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.clustersForSecret))
+		// and the referenced ones (by index): on metadata, in a cache of
+		// its own, since the referenced ones carry no label of ours.
+		WatchesRawSource(source.Kind(secrets, secretMetadata(),
+			handler.TypedEnqueueRequestsFromMapFunc(func(ctx context.Context, s *metav1.PartialObjectMetadata) []reconcile.Request {
+				return r.clustersForSecret(ctx, s)
+			})))
 	watchCRDs, err := mayWatchCRDs(ctx, mgr.GetClient())
 	if err != nil {
 		return err

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
@@ -21,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	collabv1 "github.com/tandem-dev/tandem/api/v1alpha1"
+	"github.com/tandem-dev/tandem/internal/apicount"
 	"github.com/tandem-dev/tandem/internal/specs"
 )
 
@@ -792,4 +794,98 @@ func ptrDeref[T any](p *T) any {
 		return nil
 	}
 	return *p
+}
+
+// writesIn counts the operator's write requests in namespace ns so far.
+func writesIn(ns string) int {
+	return apicount.Sum(shared.requests.Snapshot(), func(r apicount.Request) bool {
+		return r.Write() && r.Namespace == ns
+	})
+}
+
+// statusPhaseRuns is how many reconciles reached the status phase, in
+// every namespace.
+func statusPhaseRuns(t *testing.T) uint64 {
+	return histogramCount(gather(t)["tandem_operator_reconcile_phase_seconds"], map[string]string{"phase": "status"})
+}
+
+// A converged CollabCluster costs no write when it is reconciled again (a
+// resync, an operator restart, an unrelated event): every child is compared
+// with the cache before it is applied, and the status is patched only when
+// it changes. A child that drifted is still written.
+func TestResyncMakesNoWrites(t *testing.T) {
+	ns := namespace(t)
+	cc := createSample(t, managedSample, ns, nil)
+	markStatefulSetReady(t, ns, cc.Name+"-postgres")
+	markStatefulSetReady(t, ns, cc.Name+"-redis")
+	markDeploymentReady(t, ns, cc.Name+"-runtime")
+	wantCondition(t, ns, cc.Name, collabv1.ConditionReady, metav1.ConditionTrue, "AllComponentsReady")
+
+	// Converged: no write for two seconds.
+	last, quietSince := writesIn(ns), time.Now()
+	eventually(t, "writes to stop", func(context.Context) error {
+		if n := writesIn(ns); n != last {
+			last, quietSince = n, time.Now()
+		}
+		if time.Since(quietSince) < 2*time.Second {
+			return fmt.Errorf("%d writes so far, the last %s ago", last, time.Since(quietSince))
+		}
+		return nil
+	})
+
+	for i := range 3 {
+		runs := statusPhaseRuns(t)
+		// A metadata change reconciles the CollabCluster without changing
+		// its spec, as a resync does.
+		eventually(t, "annotate", func(ctx context.Context) error {
+			got := &collabv1.CollabCluster{}
+			if err := get(ctx, ns, cc.Name, got); err != nil {
+				return err
+			}
+			if got.Annotations == nil {
+				got.Annotations = map[string]string{}
+			}
+			got.Annotations["test.tandem.dev/resync"] = fmt.Sprint(i)
+			return shared.client.Update(ctx, got)
+		})
+		eventually(t, "a reconcile", func(context.Context) error {
+			if statusPhaseRuns(t) == runs {
+				return errors.New("no reconcile yet")
+			}
+			return nil
+		})
+	}
+	time.Sleep(time.Second)
+	if n := writesIn(ns); n != last {
+		var writes []string
+		for r, c := range shared.requests.Snapshot() {
+			if r.Write() && r.Namespace == ns {
+				writes = append(writes, fmt.Sprintf("%s %s/%s %d", r.Verb, r.Resource, r.Subresource, c))
+			}
+		}
+		t.Fatalf("reconciling a converged CollabCluster made %d writes; all writes in the namespace: %v", n-last, writes)
+	}
+
+	// Drift is still corrected: the one child edited is applied again.
+	eventually(t, "edit the runtime image", func(ctx context.Context) error {
+		dep := &appsv1.Deployment{}
+		if err := get(ctx, ns, cc.Name+"-runtime", dep); err != nil {
+			return err
+		}
+		dep.Spec.Template.Spec.Containers[0].Image = "evil:latest"
+		return shared.client.Update(ctx, dep, client.FieldOwner("kubectl-edit"))
+	})
+	eventually(t, "the image to be restored", func(ctx context.Context) error {
+		dep := &appsv1.Deployment{}
+		if err := get(ctx, ns, cc.Name+"-runtime", dep); err != nil {
+			return err
+		}
+		if img := dep.Spec.Template.Spec.Containers[0].Image; img != operatorImage {
+			return fmt.Errorf("image %s", img)
+		}
+		return nil
+	})
+	if n := writesIn(ns); n <= last {
+		t.Errorf("restoring the image counted no write (%d before, %d after)", last, n)
+	}
 }

@@ -8,7 +8,6 @@ import (
 	"sync"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
-	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -415,14 +414,13 @@ func (r *CollabClusterReconciler) cnpgCondition(ctx context.Context, cc *collabv
 		return c, nil
 	}
 	secret := specs.CNPGAppSecretName(cc)
-	s := &corev1.Secret{}
-	err = r.Get(ctx, client.ObjectKey{Namespace: cc.Namespace, Name: secret}, s)
+	s, err := r.readSecret(ctx, cc.Namespace, secret, true)
 	switch {
 	case apierrors.IsNotFound(err) || (err == nil && len(s.Data[specs.CNPGURIKey]) == 0):
 		c.Reason = "AppSecretMissing"
 		c.Message = fmt.Sprintf("CloudNativePG Cluster %s is ready but its Secret %s has no %q key yet", name, secret, specs.CNPGURIKey)
 	case err != nil:
-		return c, fmt.Errorf("get Secret %s: %w", secret, err)
+		return c, err
 	default:
 		c.Status, c.Reason = metav1.ConditionTrue, "CloudNativePGClusterReady"
 		c.Message = fmt.Sprintf("CloudNativePG Cluster %s: %s; the runtime uses Service %s", name, counts, specs.CNPGRWServiceName(cc))

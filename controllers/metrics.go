@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	collabv1 "github.com/tandem-dev/tandem/api/v1alpha1"
+	"github.com/tandem-dev/tandem/internal/apicount"
 )
 
 // Metrics are the operator's own instruments, beside controller-runtime's
@@ -103,4 +104,29 @@ func (m *Metrics) forget(namespace, name string) {
 		return
 	}
 	m.clusterPhase.DeletePartialMatch(prometheus.Labels{"namespace": namespace, "name": name})
+}
+
+// NewAPIRequests creates tandem_operator_kube_api_requests_total on reg and
+// returns the function that counts one request into it, for
+// apicount.Wrap on the manager's rest.Config. It shows what the operator
+// asks of the apiserver, by verb and resource: on a converged cluster, no
+// writes at all.
+func NewAPIRequests(reg prometheus.Registerer) (func(apicount.Request), error) {
+	vec, err := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tandem_operator_kube_api_requests_total",
+		Help: "Requests the operator sent to the Kubernetes API, by verb (get, list, watch, create, update, patch, apply, delete) and resource (group/resource/subresource).",
+	}, []string{"verb", "resource"}))
+	if err != nil {
+		return nil, err
+	}
+	return func(r apicount.Request) {
+		res := r.Resource
+		if r.Group != "" {
+			res = r.Group + "/" + res
+		}
+		if r.Subresource != "" {
+			res += "/" + r.Subresource
+		}
+		vec.WithLabelValues(r.Verb, res).Inc()
+	}, nil
 }

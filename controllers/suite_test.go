@@ -27,6 +27,7 @@ import (
 
 	collabv1 "github.com/tandem-dev/tandem/api/v1alpha1"
 	"github.com/tandem-dev/tandem/controllers"
+	"github.com/tandem-dev/tandem/internal/apicount"
 )
 
 // operatorImage plays the operator's RUNTIME_IMAGE in the suite.
@@ -41,6 +42,8 @@ type suite struct {
 	scheme *runtime.Scheme
 	// metrics is the registry the reconciler's Metrics are on.
 	metrics *prometheus.Registry
+	// requests counts the operator's requests to the apiserver.
+	requests *apicount.Counter
 }
 
 var shared *suite
@@ -87,8 +90,14 @@ func runSuite(m *testing.M) int {
 		}
 	}()
 
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+	// The operator's requests are counted, so tests can tell which writes
+	// a reconcile made.
+	requests := &apicount.Counter{}
+	mgrCfg := rest.CopyConfig(cfg)
+	mgrCfg.Wrap(apicount.Wrap(requests.Observe))
+	mgr, err := ctrl.NewManager(mgrCfg, ctrl.Options{
 		Scheme:                 scheme,
+		Cache:                  controllers.CacheOptions(nil),
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		Controller:             config.Controller{SkipNameValidation: ptrTo(true)},
@@ -130,7 +139,7 @@ func runSuite(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "client:", err)
 		return 1
 	}
-	shared = &suite{cfg: cfg, client: c, scheme: scheme, metrics: reg}
+	shared = &suite{cfg: cfg, client: c, scheme: scheme, metrics: reg, requests: requests}
 	return m.Run()
 }
 

@@ -16,7 +16,6 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -24,6 +23,7 @@ import (
 
 	collabv1 "github.com/tandem-dev/tandem/api/v1alpha1"
 	"github.com/tandem-dev/tandem/controllers"
+	"github.com/tandem-dev/tandem/internal/apicount"
 )
 
 func main() {
@@ -83,12 +83,8 @@ func run(ctx context.Context, args []string, getConfig func() (*rest.Config, err
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(collabv1.AddToScheme(scheme))
 
-	cacheOpts := cache.Options{}
-	if namespaces := splitNamespaces(watchNamespace); len(namespaces) > 0 {
-		cacheOpts.DefaultNamespaces = map[string]cache.Config{}
-		for _, ns := range namespaces {
-			cacheOpts.DefaultNamespaces[ns] = cache.Config{}
-		}
+	namespaces := splitNamespaces(watchNamespace)
+	if len(namespaces) > 0 {
 		log.Info("watching namespaces", "namespaces", namespaces)
 	}
 
@@ -103,9 +99,14 @@ func run(ctx context.Context, args []string, getConfig func() (*rest.Config, err
 	// config to their own clients too).
 	cfg = rest.CopyConfig(cfg)
 	cfg.QPS, cfg.Burst = float32(qps), burst
+	countRequest, err := controllers.NewAPIRequests(ctrlmetrics.Registry)
+	if err != nil {
+		return err
+	}
+	cfg.Wrap(apicount.Wrap(countRequest))
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,
-		Cache:                   cacheOpts,
+		Cache:                   controllers.CacheOptions(namespaces),
 		Metrics:                 metricsserver.Options{BindAddress: metricsAddr, SecureServing: secureMetrics},
 		HealthProbeBindAddress:  probeAddr,
 		LeaderElection:          leaderElect,
@@ -119,7 +120,7 @@ func run(ctx context.Context, args []string, getConfig func() (*rest.Config, err
 		return fmt.Errorf("create manager: %w", err)
 	}
 
-	if err := setup(ctx, mgr, os.Getenv("RUNTIME_IMAGE"), workers); err != nil {
+	if err := setup(ctx, mgr, os.Getenv("RUNTIME_IMAGE"), workers, namespaces); err != nil {
 		return err
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
@@ -136,7 +137,7 @@ func run(ctx context.Context, args []string, getConfig func() (*rest.Config, err
 	return nil
 }
 
-func setup(ctx context.Context, mgr ctrl.Manager, runtimeImage string, workers int) error {
+func setup(ctx context.Context, mgr ctrl.Manager, runtimeImage string, workers int, namespaces []string) error {
 	// controller-runtime's registry: served on the manager's metrics
 	// endpoint with its own reconcile and client metrics.
 	reconcileMetrics, err := controllers.NewMetrics(ctrlmetrics.Registry)
@@ -150,6 +151,7 @@ func setup(ctx context.Context, mgr ctrl.Manager, runtimeImage string, workers i
 		OperatorImage: runtimeImage,
 		Workers:       workers,
 		Metrics:       reconcileMetrics,
+		Namespaces:    namespaces,
 	}
 	if err := r.SetupWithManager(ctx, mgr); err != nil {
 		return fmt.Errorf("set up CollabCluster controller: %w", err)

@@ -94,10 +94,12 @@ func defaultMonitoring(m *collabv1.MonitoringSpec) {
 }
 
 // monitoringLabels are a monitoring child's labels: the component's, plus
-// spec.monitoring.labels for the Prometheus's selectors.
+// spec.monitoring.labels for the Prometheus's selectors. The managed-by
+// label stays the operator's: its cache selects its children by it.
 func monitoringLabels(cc *collabv1.CollabCluster) map[string]string {
 	l := Labels(cc, ComponentRuntime)
 	maps.Copy(l, cc.Spec.Monitoring.Labels)
+	l[LabelManagedBy] = FieldManager
 	return l
 }
 

@@ -35,6 +35,12 @@ const (
 	// AnnotationConfigHash on the runtime pod template changes whenever the
 	// runtime configuration or a Secret it reads changes, which rolls the pods.
 	AnnotationConfigHash = "collab.tandem.dev/config-hash"
+
+	// AnnotationAppliedHash on every child the operator applies is a
+	// digest of the object it last applied. A reconcile that builds the
+	// same object, and finds the child still holding every value it set,
+	// sends no request at all.
+	AnnotationAppliedHash = "collab.tandem.dev/applied-hash"
 )
 
 // Secret keys of the Secrets the operator generates.

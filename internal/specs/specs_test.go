@@ -435,3 +435,39 @@ func TestGatewayDuration(t *testing.T) {
 		}
 	}
 }
+
+// The operator caches only objects with its managed-by label, so every
+// child must carry it, whatever labels the spec adds.
+func TestEveryChildIsSelectable(t *testing.T) {
+	tests := []struct {
+		name   string
+		sample string
+		mutate func(*collabv1.CollabCluster)
+	}{
+		{"managed", "collab_v1alpha1_collabcluster.yaml", nil},
+		{"external", "collab_v1alpha1_collabcluster_external.yaml", nil},
+		{"gateway and CloudNativePG", "collab_v1alpha1_collabcluster_engines.yaml", nil},
+		{"monitoring labels naming managed-by", "collab_v1alpha1_collabcluster.yaml", func(cc *collabv1.CollabCluster) {
+			cc.Spec.Monitoring = &collabv1.MonitoringSpec{Labels: map[string]string{LabelManagedBy: "someone-else"}}
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cc := loadSample(t, tc.sample)
+			if tc.mutate != nil {
+				tc.mutate(cc)
+			}
+			inputs := fixedInputs(cc)
+			inputs.HTTPRoute = HTTPRouteFeatures{Timeouts: true, SessionPersistence: true}
+			objs, err := All(cc, inputs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, obj := range objs {
+				if v := obj.GetLabels()[LabelManagedBy]; v != FieldManager {
+					t.Errorf("%T %s: %s=%q, want %q", obj, obj.GetName(), LabelManagedBy, v, FieldManager)
+				}
+			}
+		})
+	}
+}

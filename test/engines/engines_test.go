@@ -82,6 +82,7 @@ func run(m *testing.M) int {
 
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 scheme,
+		Cache:                  controllers.CacheOptions(nil),
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
@@ -580,8 +581,9 @@ func TestIngressStickinessPerController(t *testing.T) {
 					}
 				}
 				for k := range svc.Annotations {
-					// Only the scrape annotations, unless traefik's are wanted.
-					if len(tc.wantService) == 0 && !strings.HasPrefix(k, "prometheus.io/") {
+					// Only the scrape annotations and the operator's applied
+					// hash, unless traefik's are wanted.
+					if len(tc.wantService) == 0 && !strings.HasPrefix(k, "prometheus.io/") && k != specs.AnnotationAppliedHash {
 						return fmt.Errorf("Service has annotation %s: %v", k, svc.Annotations)
 					}
 				}
