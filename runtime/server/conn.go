@@ -36,10 +36,14 @@ const (
 // pings it and watches its pongs. The document never waits for a
 // connection: send drops the connection when its queue is full.
 type conn struct {
-	s     *Server
-	ws    *websocket.Conn
-	cork  *corkConn
-	br    *bufio.Reader // what the WebSocket library reads from
+	s    *Server
+	ws   *websocket.Conn
+	cork *corkConn
+	// br is what the WebSocket library reads from; while the connection
+	// is parked its buffer is back in the server's pool (see park). src is
+	// what br reads from.
+	br    *bufio.Reader
+	src   io.Reader
 	id    string
 	doc   string
 	ended chan struct{} // closed once the writer has finished for good
@@ -83,10 +87,10 @@ type conn struct {
 	armed  bool
 }
 
-// readState is what the read loop keeps between messages.
+// readState is what the read loop keeps between messages. The rate
+// limiters are made when the client first sends an operation or a cursor:
+// many connections only ever read.
 type readState struct {
-	ctx           context.Context
-	cancel        context.CancelFunc
 	sess          *doc.Session
 	id            auth.Identity
 	limiter       *rate.Limiter
@@ -223,7 +227,10 @@ func (c *conn) wakeLocked() {
 
 // pingTick runs on the server's wheel once per ping interval: a
 // connection whose pongs stopped for two and a half intervals is closed
-// (4011), any other is sent a ping by the next writer.
+// (4011), any other is sent a ping. With no writer running and nothing
+// queued, the wheel writes the ping itself without waiting (pingNow), so a
+// slot of idle connections is pinged in one pass with no goroutine per
+// connection; otherwise, or when the socket would block, the writer sends it.
 func (c *conn) pingTick(now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -234,8 +241,41 @@ func (c *conn) pingTick(now time.Time) {
 		c.closeLocked(protocol.CloseTimeout, "timeout")
 		return
 	}
+	if !c.writing && len(c.frames) == 0 && c.pingNowLocked() {
+		return
+	}
 	c.pingDue = true
 	c.wakeLocked()
+}
+
+// pingFrame is a server's ping with no payload (unmasked).
+var pingFrame = [2]byte{0x89, 0x00}
+
+// pingNowLocked writes a ping straight to the socket without blocking;
+// false when it could not be written whole, and the writer must send one.
+// The caller holds c.mu and no writer runs, so the only other writes are
+// the library's answers to the client's control frames, which go through
+// the corkConn whole, one frame per write, under its lock.
+func (c *conn) pingNowLocked() bool {
+	if !c.pollable {
+		return false
+	}
+	c.cork.mu.Lock()
+	defer c.cork.mu.Unlock()
+	if c.cork.corked || len(c.cork.rest) > 0 {
+		return false
+	}
+	// The socket is open: it is closed only once closing is set (which
+	// the caller checked under c.mu), so the descriptor is still c's.
+	n, err := writeNonblocking(c.fd, pingFrame[:])
+	if err == nil && n == len(pingFrame) {
+		return true
+	}
+	if n > 0 {
+		// Part of the frame left: the rest goes before anything else.
+		c.cork.rest = append(c.cork.rest, pingFrame[n:]...)
+	}
+	return false
 }
 
 // pongWait is how long a connection may go without a pong: one lost pong
@@ -404,6 +444,9 @@ type corkConn struct {
 	mu     sync.Mutex
 	corked bool
 	buf    *[]byte
+	// rest is the end of a frame the wheel's ping left unwritten (the
+	// socket took only part of it): it is written before anything else.
+	rest []byte
 	// The WebSocket library sets the write deadline before every frame;
 	// during a burst only the last one matters, and it is set once, when
 	// the burst is written (each setting costs a timer update).
@@ -425,6 +468,9 @@ func (c *corkConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.corked {
+		if err := c.writeRestLocked(); err != nil {
+			return 0, err
+		}
 		return c.Conn.Write(p)
 	}
 	*c.buf = append(*c.buf, p...)
@@ -453,6 +499,9 @@ func (c *corkConn) uncork() error {
 		c.deadlineSet = false
 		err = c.Conn.SetWriteDeadline(c.deadline)
 	}
+	if err == nil {
+		err = c.writeRestLocked()
+	}
 	if len(*c.buf) > 0 && err == nil {
 		_, err = c.Conn.Write(*c.buf)
 	}
@@ -461,6 +510,17 @@ func (c *corkConn) uncork() error {
 		c.pool.Put(c.buf)
 	}
 	c.buf = nil
+	return err
+}
+
+// writeRestLocked writes what is left of a partly written ping. The caller
+// holds c.mu.
+func (c *corkConn) writeRestLocked() error {
+	if len(c.rest) == 0 {
+		return nil
+	}
+	_, err := c.Conn.Write(c.rest)
+	c.rest = nil
 	return err
 }
 
@@ -475,6 +535,7 @@ type hijackWriter struct {
 	pool *sync.Pool
 	conn *corkConn
 	br   *bufio.Reader
+	src  io.Reader
 }
 
 func (w *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -492,6 +553,7 @@ func (w *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if brw.Reader.Buffered() > 0 {
 		src = &prefixReader{pre: brw.Reader, r: nc}
 	}
+	w.src = src
 	w.br = bufio.NewReaderSize(src, readBufferSize)
 	return w.conn, bufio.NewReadWriter(w.br, brw.Writer), nil
 }
@@ -541,7 +603,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	c := &conn{s: s, ws: ws, cork: hw.conn, br: hw.br, id: randomID(), doc: docID, ended: make(chan struct{})}
+	c := &conn{s: s, ws: ws, cork: hw.conn, br: hw.br, src: hw.src, id: randomID(), doc: docID, ended: make(chan struct{})}
 	if s.poller != nil {
 		c.fd, c.pollable = socketFD(hw.conn.Conn)
 	}
@@ -581,23 +643,18 @@ func (c *conn) run(full bool, headerToken string) {
 		c.finish()
 		return
 	}
-	// A close from elsewhere (slow consumer, kick, shutdown) unblocks the
-	// reader: the writer cuts the connection a second after the close frame.
-	ctx, cancel := context.WithCancel(context.Background())
+	// No context of its own: nothing waits on the connection's behalf
+	// once it is gone (a close from elsewhere, a slow consumer, a kick or
+	// shutdown, ends the reader through the socket: the writer cuts it a
+	// second after the close frame).
 	c.s.handshaking.Add(1)
-	sess, id, ok := c.handshake(ctx, headerToken)
+	sess, id, ok := c.handshake(context.Background(), headerToken)
 	c.s.handshaking.Add(-1)
 	if !ok {
-		cancel()
 		c.finish()
 		return
 	}
-	s := c.s
-	c.rs = &readState{
-		ctx: ctx, cancel: cancel, sess: sess, id: id,
-		limiter:       rate.NewLimiter(rate.Limit(s.opts.Limits.OpsPerSecond), s.opts.Limits.OpsBurst),
-		cursorLimiter: rate.NewLimiter(rate.Limit(30), 30),
-	}
+	c.rs = &readState{sess: sess, id: id}
 	go c.readLoop(false)
 }
 
@@ -608,6 +665,7 @@ func (c *conn) run(full bool, headerToken string) {
 func (c *conn) readLoop(woken bool) {
 	rs := c.rs
 	ended := false
+	c.takeReadBuffer()
 	if woken {
 		// The socket is readable: take what is there into the buffer, so
 		// that pongs can be told from the rest without a blocking read.
@@ -632,13 +690,11 @@ func (c *conn) readLoop(woken bool) {
 			// Once a close is under way (an expired token, a kick, a slow
 			// consumer) nothing more the client sends is acted on.
 			rs.sess.Leave(context.Background())
-			rs.cancel()
 			c.finish()
 			return
 		}
 		if !c.handle(data) {
 			rs.sess.Leave(context.Background())
-			rs.cancel()
 			c.finish()
 			return
 		}
@@ -679,7 +735,13 @@ func (c *conn) park() bool {
 	if c.closing {
 		return false
 	}
+	if p, ok := c.src.(*prefixReader); ok && p.pre != nil {
+		return false // bytes the HTTP server read wait in p, not in the socket
+	}
+	// Before arming: from then on a reader may start at any moment.
+	c.releaseReadBuffer()
 	if err := c.s.poller.arm(c); err != nil {
+		c.takeReadBuffer()
 		c.s.log.Warn("park connection; reading with a goroutine instead", "err", err)
 		c.pollable = false
 		return false
@@ -689,16 +751,88 @@ func (c *conn) park() bool {
 	return true
 }
 
+// releaseReadBuffer gives the empty read buffer to the server's pool: a
+// parked connection holds none. Only the reader calls it (or park, before
+// the poller may start one).
+func (c *conn) releaseReadBuffer() {
+	if c.br.Size() == 0 || c.br.Buffered() > 0 {
+		return
+	}
+	held := new(bufio.Reader)
+	*held = *c.br
+	held.Reset(nil) // no reference to the connection from the pool
+	*c.br = bufio.Reader{}
+	c.s.readBufs.Put(held)
+}
+
+// takeReadBuffer gives the connection a read buffer again (from the pool)
+// if it released its own.
+func (c *conn) takeReadBuffer() {
+	if c.br.Size() != 0 {
+		return
+	}
+	if held, ok := c.s.readBufs.Get().(*bufio.Reader); ok {
+		held.Reset(c.src)
+		*c.br = *held
+		return
+	}
+	*c.br = *bufio.NewReaderSize(c.src, readBufferSize)
+}
+
 // wake starts the reader of a parked connection (the poller saw its
-// socket readable).
+// socket readable), unless all that arrived are pongs: those are taken
+// here, on the poller's goroutine, and the connection stays parked.
 func (c *conn) wake() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.parked {
-		c.parked = false
-		c.s.idle.Add(-1)
-		go c.readLoop(true)
+	if !c.parked {
+		return
 	}
+	if !c.closing && c.takeParkedPongsLocked() {
+		if err := c.s.poller.arm(c); err == nil {
+			return
+		}
+	}
+	if !c.parked {
+		return // closeLocked started the reader
+	}
+	c.parked = false
+	c.s.idle.Add(-1)
+	go c.readLoop(true)
+}
+
+// takeParkedPongsLocked consumes what the socket holds when that is only
+// complete pong frames; false (nothing consumed) when anything else is
+// there, or nothing (the peer's end), for the reader to handle. The
+// caller holds c.mu and the connection is parked: no reader runs, and the
+// socket is open (closeSocket unparks first).
+func (c *conn) takeParkedPongsLocked() bool {
+	var buf [128]byte
+	n, err := peekNonblocking(c.fd, buf[:])
+	if err != nil || n == 0 {
+		return false
+	}
+	size := 0
+	for size < n {
+		b := buf[size:n]
+		// As takePongs: FIN and opcode 10, masked, at most 125 bytes.
+		if len(b) < 2 || b[0] != 0x8A || b[1]&0x80 == 0 || b[1]&0x7F > 125 {
+			return false
+		}
+		l := 2 + 4 + int(b[1]&0x7F)
+		if len(b) < l {
+			return false
+		}
+		size += l
+	}
+	if m, err := readNonblocking(c.fd, buf[:size]); err != nil || m != size {
+		// Cannot happen (the bytes were there); if it does, the stream is
+		// no longer at a frame boundary and the connection must end.
+		c.closeLocked(protocol.CloseNormal, "")
+		return false
+	}
+	c.heard.Store(time.Now().UnixNano())
+	return true
 }
 
 // unparkLocked starts the reader of a parked connection that is being
@@ -827,7 +961,7 @@ func (c *conn) handshake(ctx context.Context, headerToken string) (*doc.Session,
 func (c *conn) handle(data []byte) bool {
 	s := c.s
 	rs := c.rs
-	ctx, sess, id := rs.ctx, rs.sess, rs.id
+	ctx, sess, id := context.Background(), rs.sess, rs.id
 	msg, p := protocol.Decode(data)
 	if p != nil {
 		c.sendProblem(p)
@@ -841,6 +975,9 @@ func (c *conn) handle(data []byte) bool {
 		if !id.CanWrite() {
 			c.sendProblem(&protocol.Problem{Code: protocol.CodeForbidden, Message: "read-only access", Seq: &seq})
 			return true
+		}
+		if rs.limiter == nil {
+			rs.limiter = rate.NewLimiter(rate.Limit(s.opts.Limits.OpsPerSecond), s.opts.Limits.OpsBurst)
 		}
 		if !rs.limiter.Allow() {
 			c.sendProblem(&protocol.Problem{Code: protocol.CodeRateLimited, Message: "too many operations, slow down", Seq: &seq})
@@ -863,6 +1000,9 @@ func (c *conn) handle(data []byte) bool {
 			c.sendProblem(&protocol.Problem{Code: protocol.CodeUnavailable, Message: "document unavailable, retry", Seq: &seq})
 		}
 	case *protocol.ClientPresence:
+		if rs.cursorLimiter == nil {
+			rs.cursorLimiter = rate.NewLimiter(rate.Limit(30), 30)
+		}
 		if rs.cursorLimiter.Allow() {
 			_ = sess.SetCursor(ctx, m.Cursor, m.Rev)
 		}

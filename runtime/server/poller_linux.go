@@ -7,6 +7,7 @@ import (
 	"net"
 	"sync"
 	"syscall"
+	"unsafe"
 )
 
 // poller waits, for the whole process, until parked connections have
@@ -113,4 +114,33 @@ func (p *poller) run(epfd int) {
 			c.wake()
 		}
 	}
+}
+
+// writeNonblocking writes b to the socket once, without waiting (Go's
+// sockets are non-blocking): syscall.EAGAIN when its buffer is full.
+func writeNonblocking(fd int32, b []byte) (int, error) {
+	n, err := syscall.Write(int(fd), b)
+	return max(n, 0), err
+}
+
+// peekNonblocking copies what the socket holds, up to len(b) bytes,
+// without consuming it and without waiting.
+func peekNonblocking(fd int32, b []byte) (int, error) {
+	n, _, errno := syscall.Syscall6(syscall.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)),
+		syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
+}
+
+// readNonblocking consumes up to len(b) bytes the socket holds, without
+// waiting.
+func readNonblocking(fd int32, b []byte) (int, error) {
+	n, _, errno := syscall.Syscall6(syscall.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)),
+		syscall.MSG_DONTWAIT, 0, 0)
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
 }

@@ -15,6 +15,14 @@ func newPoller() *poller { return nil }
 
 func socketFD(net.Conn) (int32, bool) { return 0, false }
 
-func (p *poller) arm(*conn) error { return errors.New("no poller on this platform") }
+func (p *poller) arm(*conn) error { return errNoPoller }
 
 func (p *poller) disarm(*conn) {}
+
+var errNoPoller = errors.New("no poller on this platform")
+
+func writeNonblocking(int32, []byte) (int, error) { return 0, errNoPoller }
+
+func peekNonblocking(int32, []byte) (int, error) { return 0, errNoPoller }
+
+func readNonblocking(int32, []byte) (int, error) { return 0, errNoPoller }

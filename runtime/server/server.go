@@ -92,6 +92,9 @@ type Server struct {
 	mux      *http.ServeMux
 	// corkPool holds the buffers connections gather a burst of frames in.
 	corkPool sync.Pool
+	// readBufs holds the read buffers of parked connections
+	// (*bufio.Reader, each with an empty buffer of readBufferSize).
+	readBufs sync.Pool
 	pending  *pending
 	// wheel pings the connections and closes silent ones; poller wakes
 	// parked connections (nil where there is none: each reads with a
