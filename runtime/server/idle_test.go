@@ -109,7 +109,8 @@ func jsonUnmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }
 // TestBytesSentWithTheUpgradeAreRead: a client that sends its hello in the
 // same packet as the upgrade request has it read by the HTTP server's
 // buffer before the WebSocket takes over; the connection reads those bytes
-// first, then parks and is woken for the next message.
+// first, then parks and is woken for the next message, whether pongs come
+// alone (the poller takes them), or in front of a message.
 func TestBytesSentWithTheUpgradeAreRead(t *testing.T) {
 	s := newStack(t, stackOptions{})
 	nc, err := net.Dial("tcp", strings.TrimPrefix(s.http.URL, "http://"))
@@ -117,16 +118,7 @@ func TestBytesSentWithTheUpgradeAreRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	frame := func(payload string) []byte {
-		// A masked text frame (clients must mask), payload under 126 bytes.
-		mask := []byte{1, 2, 3, 4}
-		b := []byte{0x81, 0x80 | byte(len(payload))}
-		b = append(b, mask...)
-		for i := range len(payload) {
-			b = append(b, payload[i]^mask[i%4])
-		}
-		return b
-	}
+	frame := func(payload string) []byte { return maskedFrame(0x81, payload) }
 	req := "GET /v1/docs/early/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
 		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
 	out := append([]byte(req), frame(`{"type":"hello","v":1,"client":"early-bird"}`)...)
@@ -169,19 +161,54 @@ func TestBytesSentWithTheUpgradeAreRead(t *testing.T) {
 	if m := readFrame(); m["type"] != "welcome" {
 		t.Fatalf("first frame %v, want the welcome", m)
 	}
-	// The connection has parked by now; the next message wakes it.
-	time.Sleep(100 * time.Millisecond)
-	if _, err := nc.Write(frame(`{"type":"op","seq":1,"rev":0,"op":["hi"]}`)); err != nil {
-		t.Fatal(err)
+	// The connection has parked by now; each step below wakes it with
+	// what one write brings: pongs alone (taken by the poller, the
+	// connection stays parked), then pongs with a message behind them in
+	// the same packet (the reader must start and handle both), then the
+	// message alone.
+	pong := maskedFrame(0x8A, "")
+	steps := []struct {
+		name string
+		out  []byte
+		text string // the document's text once the step's op is acknowledged ("": no op)
+	}{
+		{"pongs alone", append(append([]byte{}, pong...), maskedFrame(0x8A, "beat")...), ""},
+		{"pongs, then an op", append(append([]byte{}, pong...), frame(`{"type":"op","seq":1,"rev":0,"op":["hi"]}`)...), "hi"},
+		{"an op alone", frame(`{"type":"op","seq":2,"rev":1,"op":[2,"!"]}`), "hi!"},
 	}
-	for {
-		if m := readFrame(); m["type"] == "ack" {
-			break
+	for _, st := range steps {
+		time.Sleep(100 * time.Millisecond) // parked again
+		if _, err := nc.Write(st.out); err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		if st.text == "" {
+			continue
+		}
+		for {
+			m := readFrame()
+			if m["type"] == "ack" {
+				break
+			}
+			if m["type"] == "error" {
+				t.Fatalf("%s: %v", st.name, m)
+			}
+		}
+		if d := s.doc("early"); d.Text != st.text {
+			t.Fatalf("%s: document %q, want %q", st.name, d.Text, st.text)
 		}
 	}
-	if d := s.doc("early"); d.Text != "hi" {
-		t.Fatalf("document %q, want hi", d.Text)
+}
+
+// maskedFrame is a client's frame (masked, as clients must) with a
+// payload under 126 bytes; first is the FIN bit and opcode.
+func maskedFrame(first byte, payload string) []byte {
+	mask := []byte{1, 2, 3, 4}
+	b := []byte{first, 0x80 | byte(len(payload))}
+	b = append(b, mask...)
+	for i := range len(payload) {
+		b = append(b, payload[i]^mask[i%4])
 	}
+	return b
 }
 
 // TestParkedConnectionSeesItsClientLeave: a client that goes away while
