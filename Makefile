@@ -111,8 +111,12 @@ real-cluster-down: ## Stop the real cluster and restore the host.
 	hack/real-cluster/down.sh
 
 .PHONY: bench
-bench: ## Load scenarios S1-S5 on throwaway Redis, PostgreSQL and runtimes, Go micro-benchmarks, benchstat; writes docs/benchmarks.md.
+bench: ## Load scenarios S1-S5 on throwaway Redis, PostgreSQL and runtimes, Go micro-benchmarks, benchstat, the operator at scale on kwok; writes docs/benchmarks.md.
 	hack/bench.sh
+
+.PHONY: bench-operator
+bench-operator: ## Operator at scale on kwok: N managed CollabClusters at once (BENCH_OPERATOR_N, default 100; "100 500" for both); prints the report section.
+	@out="$$(mktemp)"; hack/bench-operator.sh "$$out"; cat "$$out"; rm -f "$$out"
 
 ##@ Build
 

@@ -16,6 +16,8 @@
 #   BENCH_S4_DURATION   S4 duration (default 20s; full size 30s)
 #   BENCH_S3_CONNS      S3 connections (default 2000)
 #   BENCH_COUNT         go test -count for the micro-benchmarks (default 6)
+#   BENCH_OPERATOR_N    CollabClusters of the operator scale run on kwok (default 100; "100 500" for both)
+#   BENCH_OPERATOR_UNRELATED  unrelated Secrets and Pods for its memory check (default 5000; 0 skips)
 #   BENCH_OUT           document to write (default docs/benchmarks.md)
 #   BENCH_ARGS          extra flags for `tandem-bench run` (e.g. --s2-duration 5s)
 #   BENCH_KEEP          keep the work directory (logs, raw results) when set
@@ -235,6 +237,15 @@ NOTES=()
 	echo "\`test/browser\` (\`TestTypingLatencyInOneMebibyteDocument\`): headless Chromium, the built editor page against an embedded runtime on the same machine; 120 key presses at the end of a 1 MiB document, one every 80 ms, each sent as a keyboard sends it (key down with its text, then key up). Input to paint is measured in the page: from the key event's timestamp to a message posted from the next \`requestAnimationFrame\` callback (handled when that frame's style, layout, paint and commit are done); the Event Timing API gives the browser's input to next paint (to the frame's presentation, 8 ms steps) for every key press of 16 ms or more. The same page with a few hundred bytes is measured before and after (60 key presses each), and a bare \`<textarea>\` in the same browser before and after everything; so is the time spent in the client per key press (taking the edit in, handling the server's frames): the test fails when the median time in the client a key press is 1 ms more with 1 MiB than with the small document. Target: under 16 ms."
 	echo
 	if [[ -s $WORK/editor.txt ]]; then sed 's/^/- /' "$WORK/editor.txt"; else echo "- not measured (the browser test failed, exit $EDITOR_RC; see the log)"; fi
+} >>"$OUT"
+# The operator at scale on kwok (hack/bench-operator.sh): N=100 unless
+# BENCH_OPERATOR_N says otherwise ("100 500" for both).
+log "running the operator at scale (N = ${BENCH_OPERATOR_N:-100})"
+OPERATOR_RC=0
+hack/bench-operator.sh "$WORK/operator.md" || OPERATOR_RC=$?
+{
+	echo
+	if [[ $OPERATOR_RC == 0 ]]; then cat "$WORK/operator.md"; else echo "## Operator at scale"; echo; echo "- not measured (hack/bench-operator.sh failed, exit $OPERATOR_RC; see the log)"; fi
 } >>"$OUT"
 log "wrote $OUT"
 if [[ -n $PROFILE ]]; then

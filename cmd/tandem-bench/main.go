@@ -61,6 +61,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return runScenarios(args, stdout, stderr)
 	case "report":
 		return writeReport(args, stderr)
+	case "operator":
+		return runOperator(args, stdout, stderr)
+	case "operator-report":
+		return operatorReport(args, stdout)
 	case "freeport":
 		// For hack/bench.sh: a free loopback port to start a service on.
 		l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -71,7 +75,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		_, err = fmt.Fprintln(stdout, l.Addr().(*net.TCPAddr).Port)
 		return err
 	default:
-		return fmt.Errorf("unknown command %q (want run, report or freeport)", cmd)
+		return fmt.Errorf("unknown command %q (want run, report, operator, operator-report or freeport)", cmd)
 	}
 }
 
