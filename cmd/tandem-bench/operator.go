@@ -13,6 +13,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
 	"github.com/tandem-dev/tandem/internal/opbench"
 )
 
@@ -36,6 +39,9 @@ func runOperator(args []string, stdout, stderr io.Writer) error {
 	if *manager == "" {
 		return errors.New("--manager is required")
 	}
+	// The harness's informers log through controller-runtime; their
+	// messages are of no use in the report.
+	ctrllog.SetLogger(logr.Discard())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	res, err := opbench.Run(ctx, opbench.Config{

@@ -308,7 +308,7 @@ func TestChartRendersValues(t *testing.T) {
 				if v, ok := envValue(t, c, "WATCH_NAMESPACE"); !ok || v != "" {
 					t.Errorf("WATCH_NAMESPACE = %q (set=%v), want empty (all namespaces)", v, ok)
 				}
-				for _, arg := range []string{"--leader-elect", "--max-concurrent-reconciles=4", "--kube-api-qps=200", "--kube-api-burst=400"} {
+				for _, arg := range []string{"--leader-elect", "--max-concurrent-reconciles=16", "--kube-api-qps=200", "--kube-api-burst=400"} {
 					if !hasArg(c, arg) {
 						t.Errorf("args %v lack %s", c["args"], arg)
 					}
