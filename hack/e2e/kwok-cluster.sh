@@ -13,6 +13,8 @@
 # Environment:
 #   KWOK_WORKDIR  kwokctl state (default ${XDG_CACHE_HOME:-$HOME/.cache}/tandem/kwok);
 #                 the same value must be used for create and delete.
+#   KWOK_SERVICE_CIDR  the Services' ClusterIP range (default: kwokctl's, a /24,
+#                 which holds 254 ClusterIP Services)
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -106,8 +108,12 @@ create() {
 	mkdir -p "${KWOK_WORKDIR}" "$(dirname "${kubeconfig}")"
 	log "creating cluster ${name} (state in ${KWOK_WORKDIR}, kubeconfig ${kubeconfig})"
 	# KWOK_KUBE_VERSION makes kwokctl pass flags that suit the binaries we built.
-	local kube_version
+	local kube_version extra=()
 	kube_version="$("${apiserver}" --version | awk '{print $2}')"
+	if [[ -n ${KWOK_SERVICE_CIDR:-} ]]; then
+		extra=(--extra-args "kube-apiserver=service-cluster-ip-range=${KWOK_SERVICE_CIDR}"
+			--extra-args "kube-controller-manager=service-cluster-ip-range=${KWOK_SERVICE_CIDR}")
+	fi
 	[[ ${kube_version} == v1.* ]] || die "cannot read the version of ${apiserver}"
 	KWOK_KUBE_VERSION="${kube_version}" \
 		KWOK_KUBECTL_BINARY="${kubectl}" \
@@ -122,6 +128,7 @@ create() {
 		--kwok-controller-binary "${kwok}" \
 		--kube-authorization=true \
 		--kube-admission=true \
+		"${extra[@]}" \
 		--wait 2m \
 		--timeout 5m
 	cluster_fixtures "${nodes}" | "${kubectl}" --kubeconfig "${kubeconfig}" apply -f - >&2

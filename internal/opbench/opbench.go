@@ -160,7 +160,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		kubeconfig = filepath.Join(work, "kubeconfig")
 		name := fmt.Sprintf("tandem-opbench-%d", os.Getpid())
 		script := filepath.Join(cfg.Root, "hack", "e2e", "kwok-cluster.sh")
-		env := append(os.Environ(), "KWOK_WORKDIR="+filepath.Join(work, "kwok"))
+		// A runtime Service per CollabCluster needs a ClusterIP: more
+		// than kwokctl's default /24 holds.
+		env := append(os.Environ(), "KWOK_WORKDIR="+filepath.Join(work, "kwok"), "KWOK_SERVICE_CIDR=10.96.0.0/16")
 		logf("creating kwok cluster %s", name)
 		if out, err := command(ctx, env, script, "create", name, kubeconfig, "1"); err != nil {
 			return nil, fmt.Errorf("create kwok cluster: %w\n%s", err, out)
