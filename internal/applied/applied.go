@@ -50,12 +50,6 @@ func hash(u map[string]any) (string, error) {
 	return hex.EncodeToString(sum[:8]), nil
 }
 
-// UpToDate says whether live carries want's applied hash and every value
-// want sets.
-func UpToDate(want, live map[string]any) bool {
-	return Difference(want, live) == ""
-}
-
 // Difference names the first field of want that live does not hold (the
 // applied hash first), or "" when live is up to date. The operator logs it
 // when it applies a child again.

@@ -125,8 +125,8 @@ func TestUpToDate(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := UpToDate(body, live(t, body, tc.edit)); got != tc.want {
-				t.Errorf("UpToDate = %v, want %v", got, tc.want)
+			if got := Difference(body, live(t, body, tc.edit)) == ""; got != tc.want {
+				t.Errorf("up to date = %v, want %v (Difference %q)", got, tc.want, Difference(body, live(t, body, tc.edit)))
 			}
 		})
 	}
