@@ -20,6 +20,7 @@ import (
 	"github.com/tandem-dev/tandem/internal/testsvc"
 	"github.com/tandem-dev/tandem/runtime/client"
 	"github.com/tandem-dev/tandem/runtime/ot"
+	"github.com/tandem-dev/tandem/test/testtools"
 )
 
 const testKey = "restart-test-key-restart-test-key-0123"
@@ -384,17 +385,6 @@ type fakeAddr string
 func (a fakeAddr) Network() string { return "tcp" }
 func (a fakeAddr) String() string  { return string(a) }
 
-// freeAddr returns a loopback address nothing listens on.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // Kept-alive connections nobody uses are closed: without an idle timeout
 // they pile up until the process runs out of file descriptors.
 func TestBinaryClosesIdleConnections(t *testing.T) {
@@ -430,10 +420,10 @@ func TestBinaryClosesIdleConnections(t *testing.T) {
 // must not be readable there.
 func TestBinaryCmdlineHidesPasswords(t *testing.T) {
 	bin := buildBinary(t)
-	debug := freeAddr(t)
+	debug := testtools.FreeAddr(t)
 	// The stores never answer: the runtime waits, and the debug listener
 	// serves meanwhile.
-	p, _ := launch(t, bin, "--addr", freeAddr(t), "--debug-addr", debug, "--auth", "anonymous",
+	p, _ := launch(t, bin, "--addr", testtools.FreeAddr(t), "--debug-addr", debug, "--auth", "anonymous",
 		"--redis-url", "redis://:s3cret-redis@127.0.0.1:1/0", "--postgres-url=postgres://tandem:s3cret-pg@127.0.0.1:1/tandem")
 	waitProbe(t, "http://"+debug+"/debug/pprof/cmdline", http.StatusOK, "postgres")
 	_, b := probe(t, "http://"+debug+"/debug/pprof/cmdline")

@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -25,6 +24,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/tandem-dev/tandem/runtime/auth"
+	"github.com/tandem-dev/tandem/test/testtools"
 )
 
 // chromiumPath is where Debian's chromium package puts the browser;
@@ -163,7 +163,7 @@ func startRuntimeAuth(t testing.TB, authMode string, extraArgs ...string) *Runti
 	r := &Runtime{
 		t:        t,
 		bin:      runtimeBinary(t),
-		addr:     freeAddr(t),
+		addr:     testtools.FreeAddr(t),
 		dataDir:  filepath.Join(dir, "data"),
 		key:      key,
 		keyFile:  keyFile,
@@ -188,16 +188,6 @@ func tail(s string, n int) string {
 		return s
 	}
 	return "…" + s[len(s)-n:]
-}
-
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // URL is the runtime's base URL.

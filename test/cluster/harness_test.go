@@ -34,6 +34,7 @@ import (
 	"github.com/tandem-dev/tandem/runtime/ot"
 	"github.com/tandem-dev/tandem/runtime/server"
 	"github.com/tandem-dev/tandem/runtime/store/distributed"
+	"github.com/tandem-dev/tandem/test/testtools"
 )
 
 // cluster is one Redis (or one Redis Cluster), one PostgreSQL and the
@@ -246,19 +247,10 @@ func buildRuntime(t *testing.T) string {
 	return bin
 }
 
-func freeAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 func (cl *cluster) startProcess(bin string) *process {
 	t := cl.t
 	t.Helper()
-	p := &process{listen: freeAddr(t), exited: make(chan struct{})}
+	p := &process{listen: testtools.FreeAddr(t), exited: make(chan struct{})}
 	p.cmd = exec.Command(bin,
 		// Clients address every replica as tandem.test (the dialer picks
 		// the replica); an anonymous runtime serves only host names it is

@@ -11,7 +11,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -50,7 +49,7 @@ func TestPrometheusAlertsAndDashboard(t *testing.T) {
 
 	redis := testsvc.StartRedis(t)
 	pg := testsvc.StartPostgres(t)
-	runtimeAddr := freeAddr(t)
+	runtimeAddr := testtools.FreeAddr(t)
 	startRuntime(ctx, t, root, dir, runtimeAddr, redis.URL(), pg.URL())
 
 	// The CollabCluster as the operator sees it: a short flush threshold
@@ -58,7 +57,7 @@ func TestPrometheusAlertsAndDashboard(t *testing.T) {
 	cc := &collabv1.CollabCluster{}
 	cc.Name, cc.Namespace = ccName, ccNamespace
 	cc.Spec.Monitoring = &collabv1.MonitoringSpec{Alerts: collabv1.AlertsSpec{FlushStalledSeconds: ptr.To[int32](10)}}
-	promAddr := freeAddr(t)
+	promAddr := testtools.FreeAddr(t)
 	startPrometheus(ctx, t, promBin, dir, promAddr, runtimeAddr, cc)
 	prom := &promAPI{base: "http://" + promAddr}
 
@@ -398,16 +397,6 @@ func waitHTTP(ctx context.Context, t *testing.T, u string) {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 func tail(s string, n int) string {

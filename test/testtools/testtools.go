@@ -1,12 +1,14 @@
-// Package testtools finds the repository root and the pinned tool binaries
-// (helm, kubectl, kwokctl, the control plane) that hack/tools.sh builds, for
-// the suites under test/ that drive those tools.
+// Package testtools finds the repository root, the pinned tool binaries
+// (helm, kubectl, kwokctl, the control plane) that hack/tools.sh builds and
+// free loopback addresses, for the suites that drive those tools and
+// processes.
 package testtools
 
 import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -78,4 +80,16 @@ func ReadYAML(t testing.TB, path string, into any) {
 	if err := yaml.Unmarshal(b, into); err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}
+}
+
+// FreeAddr returns a loopback address nothing listens on, for a server the
+// test starts as a separate process.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
