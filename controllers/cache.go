@@ -52,13 +52,21 @@ func CacheOptions(namespaces []string) cache.Options {
 			crdMetadata():             {Label: labels.Everything()},
 		},
 	}
-	if len(namespaces) > 0 {
-		opts.DefaultNamespaces = map[string]cache.Config{}
-		for _, ns := range namespaces {
-			opts.DefaultNamespaces[ns] = cache.Config{}
-		}
-	}
+	opts.DefaultNamespaces = namespaceConfigs(namespaces)
 	return opts
+}
+
+// namespaceConfigs restricts a cache to the watched namespaces; nil (all
+// namespaces) when none are given.
+func namespaceConfigs(namespaces []string) map[string]cache.Config {
+	if len(namespaces) == 0 {
+		return nil
+	}
+	out := make(map[string]cache.Config, len(namespaces))
+	for _, ns := range namespaces {
+		out[ns] = cache.Config{}
+	}
+	return out
 }
 
 func crdMetadata() *metav1.PartialObjectMetadata {
@@ -119,12 +127,7 @@ func newSecretMetadataCache(mgr ctrl.Manager, namespaces []string) (cache.Cache,
 		// Nothing but the metadata informer may be started on it.
 		ReaderFailOnMissingInformer: true,
 	}
-	if len(namespaces) > 0 {
-		opts.DefaultNamespaces = map[string]cache.Config{}
-		for _, ns := range namespaces {
-			opts.DefaultNamespaces[ns] = cache.Config{}
-		}
-	}
+	opts.DefaultNamespaces = namespaceConfigs(namespaces)
 	c, err := cache.New(mgr.GetConfig(), opts)
 	if err != nil {
 		return nil, fmt.Errorf("create the Secret metadata cache: %w", err)
