@@ -149,12 +149,14 @@ type Client struct {
 	opts       Options
 	maxRetries int
 
-	mu       sync.Mutex
-	changed  chan struct{} // made by a waiter, closed on the next state change
-	ws       *websocket.Conn
-	welcomed bool
-	welcome  protocol.Welcome
-	token    string // sent in hello: Options.Token, then the last refreshed one
+	mu      sync.Mutex
+	changed chan struct{} // made by a waiter, closed on the next state change
+	// callbacks counts handled messages whose callbacks have not run yet.
+	callbacks int
+	ws        *websocket.Conn
+	welcomed  bool
+	welcome   protocol.Welcome
+	token     string // sent in hello: Options.Token, then the last refreshed one
 	// connDone is closed when the current connection ends; authTTL
 	// carries the server's confirmations of refreshed tokens to the
 	// connection's refresher.
@@ -717,6 +719,13 @@ type effects struct {
 	hasRemote      bool
 	replayed       []protocol.Op // remote operations applied from a welcome
 	send           outgoing
+	counted        bool // in c.callbacks until after has run the callbacks
+}
+
+// hasCallbacks reports whether after will call one of opts' callbacks.
+func (eff *effects) hasCallbacks(opts Options) bool {
+	return (eff.acked && opts.OnAck != nil) ||
+		(opts.OnRemote != nil && (eff.hasRemote || len(eff.replayed) > 0))
 }
 
 // after runs the callbacks and the write left by handle; c.mu not held.
@@ -731,6 +740,12 @@ func (c *Client) after(eff effects, at time.Time) {
 		if eff.hasRemote {
 			c.opts.OnRemote(eff.remote, at)
 		}
+	}
+	if eff.counted {
+		c.mu.Lock()
+		c.callbacks--
+		c.notify()
+		c.mu.Unlock()
 	}
 	c.transmit(eff.send)
 }
@@ -770,8 +785,7 @@ func (u *userField) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-func (c *Client) handle(ws *websocket.Conn, data []byte, at time.Time) (effects, error) {
-	var eff effects
+func (c *Client) handle(ws *websocket.Conn, data []byte, at time.Time) (eff effects, err error) {
 	var m serverMessage
 	if err := json.Unmarshal(data, &m); err != nil {
 		return eff, fmt.Errorf("undecodable server message %.200q: %w", data, err)
@@ -782,6 +796,14 @@ func (c *Client) handle(ws *websocket.Conn, data []byte, at time.Time) (effects,
 		return eff, nil // a message from a connection we already dropped
 	}
 	defer c.notify()
+	defer func() {
+		// Counted until after has run them, so WaitSynced returns only
+		// once the callbacks of what it waited for have run.
+		if eff.hasCallbacks(c.opts) {
+			eff.counted = true
+			c.callbacks++
+		}
+	}()
 	switch m.Type {
 	case protocol.TypeWelcome:
 		var w protocol.Welcome
@@ -1161,7 +1183,7 @@ func (c *Client) WaitFor(ctx context.Context, cond func() bool) error {
 func (c *Client) WaitSynced(ctx context.Context, rev int64) error {
 	for {
 		c.mu.Lock()
-		if !c.hasInflight && c.buffer == nil && (rev < 0 || c.rev >= rev) {
+		if !c.hasInflight && c.buffer == nil && (rev < 0 || c.rev >= rev) && c.callbacks == 0 {
 			c.mu.Unlock()
 			return nil
 		}
