@@ -221,7 +221,7 @@ func (c *conn) closeLocked(code int, text string) {
 func (c *conn) wakeLocked() {
 	if !c.writing {
 		c.writing = true
-		go c.write()
+		c.s.workers.start(task{c, taskWrite})
 	}
 }
 
@@ -655,7 +655,7 @@ func (c *conn) run(full bool, headerToken string) {
 		return
 	}
 	c.rs = &readState{sess: sess, id: id}
-	go c.readLoop(false)
+	c.readLoop(false)
 }
 
 // readLoop reads and handles the client's messages. When nothing more is
@@ -798,7 +798,7 @@ func (c *conn) wake() {
 	}
 	c.parked = false
 	c.s.idle.Add(-1)
-	go c.readLoop(true)
+	c.s.workers.start(task{c, taskReadWoken})
 }
 
 // takeParkedPongsLocked consumes what the socket holds when that is only
@@ -841,7 +841,7 @@ func (c *conn) unparkLocked() {
 	if c.parked {
 		c.parked = false
 		c.s.idle.Add(-1)
-		go c.readLoop(false)
+		c.s.workers.start(task{c, taskRead})
 	}
 }
 

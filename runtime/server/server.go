@@ -101,6 +101,8 @@ type Server struct {
 	// goroutine of its own).
 	wheel  *wheel
 	poller *poller
+	// workers run the connections' readers and writers.
+	workers *workers
 	// handshaking and idle count connections by state for
 	// tandem_connections_by_state: in the handshake, and parked on the
 	// poller. The rest of tandem_connections are active.
@@ -164,6 +166,7 @@ func New(opts Options) *Server {
 	s.corkPool.New = func() any { b := make([]byte, 0, 4096); return &b }
 	s.wheel = newWheel(opts.PingInterval, (*conn).pingTick)
 	s.poller = newPoller()
+	s.workers = newWorkers(time.Second)
 	s.upgrader = websocket.Upgrader{
 		// No ReadBufferSize: the library reads through the connection's
 		// own small buffer (hijackWriter), which the connection can look
