@@ -43,7 +43,7 @@ type conn struct {
 	// is parked its buffer is back in the server's pool (see park). src is
 	// what br reads from.
 	br    *bufio.Reader
-	src   io.Reader
+	src   *socketReader
 	id    string
 	doc   string
 	ended chan struct{} // closed once the writer has finished for good
@@ -535,7 +535,7 @@ type hijackWriter struct {
 	pool *sync.Pool
 	conn *corkConn
 	br   *bufio.Reader
-	src  io.Reader
+	src  *socketReader
 }
 
 func (w *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -549,9 +549,9 @@ func (w *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	// whether bytes wait in it before it parks. It is smaller than the
 	// HTTP server's, which it replaces: bytes that one already holds (a
 	// client that sent before the handshake ended) are read first.
-	var src io.Reader = nc
+	src := &socketReader{r: nc}
 	if brw.Reader.Buffered() > 0 {
-		src = &prefixReader{pre: brw.Reader, r: nc}
+		src.pre = brw.Reader
 	}
 	w.src = src
 	w.br = bufio.NewReaderSize(src, readBufferSize)
@@ -564,13 +564,17 @@ func (w *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // into the message.
 const readBufferSize = 512
 
-// prefixReader reads what pre holds, then r.
-type prefixReader struct {
-	pre *bufio.Reader
-	r   io.Reader
+// socketReader is what a connection's read buffer reads from: the bytes
+// the HTTP server read ahead of the upgrade (a client that sent before the
+// handshake ended), then the bytes the poller took from the socket behind
+// a parked connection's pongs, then the socket.
+type socketReader struct {
+	pre  *bufio.Reader // nil once read
+	held []byte        // nil once read
+	r    io.Reader
 }
 
-func (p *prefixReader) Read(b []byte) (int, error) {
+func (p *socketReader) Read(b []byte) (int, error) {
 	if p.pre != nil {
 		if n := p.pre.Buffered(); len(b) > n {
 			b = b[:n]
@@ -581,8 +585,19 @@ func (p *prefixReader) Read(b []byte) (int, error) {
 		}
 		return n, err
 	}
+	if len(p.held) > 0 {
+		n := copy(b, p.held)
+		if p.held = p.held[n:]; len(p.held) == 0 {
+			p.held = nil
+		}
+		return n, nil
+	}
 	return p.r.Read(b)
 }
+
+// pending reports whether bytes wait here rather than in the socket, where
+// the poller would not see them.
+func (p *socketReader) pending() bool { return p.pre != nil || len(p.held) > 0 }
 
 func (w *hijackWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
@@ -735,8 +750,8 @@ func (c *conn) park() bool {
 	if c.closing {
 		return false
 	}
-	if p, ok := c.src.(*prefixReader); ok && p.pre != nil {
-		return false // bytes the HTTP server read wait in p, not in the socket
+	if c.src.pending() {
+		return false // bytes wait in src, not in the socket
 	}
 	// Before arming: from then on a reader may start at any moment.
 	c.releaseReadBuffer()
@@ -801,14 +816,16 @@ func (c *conn) wake() {
 	c.s.workers.start(task{c, taskReadWoken})
 }
 
-// takeParkedPongsLocked consumes what the socket holds when that is only
-// complete pong frames; false (nothing consumed) when anything else is
-// there, or nothing (the peer's end), for the reader to handle. The
-// caller holds c.mu and the connection is parked: no reader runs, and the
-// socket is open (closeSocket unparks first).
+// takeParkedPongsLocked reads what the socket holds (one system call) and
+// consumes the complete pong frames at its front; true when that was all
+// of it. Anything else that was read (another frame, a partial one) is
+// handed to the reader through src, and false says to start it, as it does
+// when nothing could be read (the peer's end, an error). The caller holds
+// c.mu and the connection is parked: no reader runs, and the socket is
+// open (closeSocket unparks first).
 func (c *conn) takeParkedPongsLocked() bool {
 	var buf [128]byte
-	n, err := peekNonblocking(c.fd, buf[:])
+	n, err := readNonblocking(c.fd, buf[:])
 	if err != nil || n == 0 {
 		return false
 	}
@@ -817,22 +834,22 @@ func (c *conn) takeParkedPongsLocked() bool {
 		b := buf[size:n]
 		// As takePongs: FIN and opcode 10, masked, at most 125 bytes.
 		if len(b) < 2 || b[0] != 0x8A || b[1]&0x80 == 0 || b[1]&0x7F > 125 {
-			return false
+			break
 		}
 		l := 2 + 4 + int(b[1]&0x7F)
 		if len(b) < l {
-			return false
+			break
 		}
 		size += l
 	}
-	if m, err := readNonblocking(c.fd, buf[:size]); err != nil || m != size {
-		// Cannot happen (the bytes were there); if it does, the stream is
-		// no longer at a frame boundary and the connection must end.
-		c.closeLocked(protocol.CloseNormal, "")
-		return false
+	if size > 0 {
+		c.heard.Store(time.Now().UnixNano())
 	}
-	c.heard.Store(time.Now().UnixNano())
-	return true
+	if size == n {
+		return true
+	}
+	c.src.held = append([]byte(nil), buf[size:n]...)
+	return false
 }
 
 // unparkLocked starts the reader of a parked connection that is being

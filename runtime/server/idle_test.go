@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -10,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -167,19 +169,40 @@ func TestBytesSentWithTheUpgradeAreRead(t *testing.T) {
 	// the same packet (the reader must start and handle both), then the
 	// message alone.
 	pong := maskedFrame(0x8A, "")
+	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+	op3 := frame(`{"type":"op","seq":3,"rev":2,"op":[3,"?"]}`)
+	// With a pong in front, longer than what the poller reads at once
+	// (128 bytes): part of it stays in the socket behind the part the
+	// poller hands to the reader.
+	long := strings.Repeat("x", 80)
+	op4 := frame(`{"type":"op","seq":4,"rev":3,"op":[4,"` + long + `"]}`)
+	if len(pong)+len(op4) <= 128 {
+		t.Fatalf("pong and op4 are %d bytes, want more than 128", len(pong)+len(op4))
+	}
+	op5 := frame(`{"type":"op","seq":5,"rev":4,"op":[` + strconv.Itoa(4+len(long)) + `,"."]}`)
 	steps := []struct {
 		name string
 		out  []byte
+		rest []byte // written a moment after out, when the connection may have parked again
 		text string // the document's text once the step's op is acknowledged ("": no op)
 	}{
-		{"pongs alone", append(append([]byte{}, pong...), maskedFrame(0x8A, "beat")...), ""},
-		{"pongs, then an op", append(append([]byte{}, pong...), frame(`{"type":"op","seq":1,"rev":0,"op":["hi"]}`)...), "hi"},
-		{"an op alone", frame(`{"type":"op","seq":2,"rev":1,"op":[2,"!"]}`), "hi!"},
+		{"pongs alone", cat(pong, maskedFrame(0x8A, "beat")), nil, ""},
+		{"pongs, then an op", cat(pong, frame(`{"type":"op","seq":1,"rev":0,"op":["hi"]}`)), nil, "hi"},
+		{"an op alone", frame(`{"type":"op","seq":2,"rev":1,"op":[2,"!"]}`), nil, "hi!"},
+		{"a pong and the start of an op, then its end", cat(pong, op3[:9]), op3[9:], "hi!?"},
+		{"a pong and a long op", cat(pong, op4), nil, "hi!?" + long},
+		{"part of a pong, then its end and an op", pong[:3], cat(pong[3:], op5), "hi!?" + long + "."},
 	}
 	for _, st := range steps {
 		time.Sleep(100 * time.Millisecond) // parked again
 		if _, err := nc.Write(st.out); err != nil {
 			t.Fatalf("%s: %v", st.name, err)
+		}
+		if st.rest != nil {
+			time.Sleep(100 * time.Millisecond)
+			if _, err := nc.Write(st.rest); err != nil {
+				t.Fatalf("%s: %v", st.name, err)
+			}
 		}
 		if st.text == "" {
 			continue

@@ -123,17 +123,6 @@ func writeNonblocking(fd int32, b []byte) (int, error) {
 	return max(n, 0), err
 }
 
-// peekNonblocking copies what the socket holds, up to len(b) bytes,
-// without consuming it and without waiting.
-func peekNonblocking(fd int32, b []byte) (int, error) {
-	n, _, errno := syscall.Syscall6(syscall.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)),
-		syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
-	if errno != 0 {
-		return 0, errno
-	}
-	return int(n), nil
-}
-
 // readNonblocking consumes up to len(b) bytes the socket holds, without
 // waiting.
 func readNonblocking(fd int32, b []byte) (int, error) {

@@ -23,6 +23,4 @@ var errNoPoller = errors.New("no poller on this platform")
 
 func writeNonblocking(int32, []byte) (int, error) { return 0, errNoPoller }
 
-func peekNonblocking(int32, []byte) (int, error) { return 0, errNoPoller }
-
 func readNonblocking(int32, []byte) (int, error) { return 0, errNoPoller }
