@@ -166,7 +166,7 @@ func New(opts Options) *Server {
 	s.corkPool.New = func() any { b := make([]byte, 0, 4096); return &b }
 	s.wheel = newWheel(opts.PingInterval, (*conn).pingTick)
 	s.poller = newPoller()
-	s.workers = newWorkers(time.Second)
+	s.workers = newWorkers(workerIdle)
 	s.upgrader = websocket.Upgrader{
 		// No ReadBufferSize: the library reads through the connection's
 		// own small buffer (hijackWriter), which the connection can look

@@ -653,8 +653,11 @@ func TestIdleConnectionsHoldOneGoroutine(t *testing.T) {
 	first.hello("", "c-first")
 	first.expect("welcome")
 	settle := func() int {
-		// Goroutines that are ending (a writer after its last frame) need a
-		// moment; take the lowest of a few readings.
+		// Workers that ran a writer or a handshake's reader wait a second
+		// for their next task before they exit, and goroutines that are
+		// ending need a moment: wait that out, then take the lowest of a
+		// few readings.
+		time.Sleep(1100 * time.Millisecond) // workers wait a second (workerIdle)
 		low := runtime.NumGoroutine()
 		for range 20 {
 			time.Sleep(25 * time.Millisecond)

@@ -42,6 +42,11 @@ func (t task) run() {
 	}
 }
 
+// workerIdle is how long a worker waits for its next task: long enough to
+// span the pauses of a connection in use (a person typing, an ack's round
+// trip), short enough that an idle server soon holds none.
+const workerIdle = time.Second
+
 func newWorkers(idleFor time.Duration) *workers {
 	return &workers{tasks: make(chan task), idleFor: idleFor}
 }
