@@ -11,7 +11,7 @@
 import { Client, State, claimPending, persistPending } from '@tandem/client';
 import { tandem, remoteCarets } from '@tandem/client/codemirror';
 import { EditorState } from '@codemirror/state';
-import { EditorView, keymap, drawSelection, highlightSpecialChars, placeholder } from '@codemirror/view';
+import { EditorView, keymap, highlightSpecialChars, placeholder } from '@codemirror/view';
 import { history, historyKeymap, defaultKeymap, indentWithTab } from '@codemirror/commands';
 
 const $ = (id) => document.getElementById(id);
@@ -136,7 +136,13 @@ class Editor {
           // The page's CSP allows CodeMirror's <style> element by this nonce.
           EditorView.cspNonce.of(document.querySelector('meta[name="tandem-style-nonce"]')?.content || ''),
           history(),
-          drawSelection(),
+          // No drawSelection(): the browser's own caret and selection. The
+          // drawn cursor restarts its blink animation on every key press,
+          // which cost an extra task with a forced style and layout
+          // recalculation between the key press and its frame, and its
+          // layers another layout pass in the frame (about 2 ms a key press
+          // on the test machine; hack/bench-notes.md, "Editor input to
+          // paint"). One selection range is all this editor uses.
           highlightSpecialChars(),
           EditorView.lineWrapping,
           placeholder('Start typing…'),
@@ -371,6 +377,13 @@ class Editor {
     // say how many more there are.
     const MAX = 6;
     const hidden = items.length > MAX ? items.splice(MAX - 1) : [];
+    // Presence comes with every move of anyone's caret, and with every key
+    // press while someone else is in the document (the edit moves their
+    // caret): rebuilding the same list each time cost the key press script
+    // time and its frame a style and layout pass of the top bar.
+    const key = JSON.stringify([items.map(({ user, self }) => [user.id, user.name, user.color, self]), hidden.map((h) => h.user.name)]);
+    if (key === this.peopleKey) return;
+    this.peopleKey = key;
     const more = [];
     if (hidden.length) {
       const li = document.createElement('li');
