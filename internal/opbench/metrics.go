@@ -132,6 +132,32 @@ func countsOf(fams map[string]*dtoFamily) apiCounts {
 	return c
 }
 
+// byKind reads the operator's request counter per verb and resource, as
+// "verb resource" (for example "apply apps/deployments"), to tell which
+// requests a figure is made of.
+func byKind(fams map[string]*dtoFamily) map[string]int {
+	out := map[string]int{}
+	f := fams["tandem_operator_kube_api_requests_total"]
+	if f == nil {
+		return out
+	}
+	for _, s := range f.samples {
+		out[s.labels["verb"]+" "+s.labels["resource"]] += int(s.value)
+	}
+	return out
+}
+
+// subKinds is a minus b, without the kinds that did not change.
+func subKinds(a, b map[string]int) map[string]int {
+	out := map[string]int{}
+	for k, n := range a {
+		if d := n - b[k]; d != 0 {
+			out[k] = d
+		}
+	}
+	return out
+}
+
 // procStats are a process's peak resident memory and CPU time so far.
 type procStats struct {
 	PeakRSSBytes int64

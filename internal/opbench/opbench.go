@@ -94,6 +94,9 @@ type Result struct {
 	// Ready and the operator was quiet, per CollabCluster.
 	RequestsPerCluster float64 `json:"requestsPerCluster"`
 	WritesPerCluster   float64 `json:"writesPerCluster"`
+	// RequestsByKind is RequestsPerCluster per "verb resource" (watches
+	// and the start's lists included), to tell which requests it is made of.
+	RequestsByKind map[string]float64 `json:"requestsByKind,omitempty"`
 	// PeakRSSMB and CPUSeconds of the operator over the same time.
 	PeakRSSMB  float64 `json:"peakRSSMB"`
 	CPUSeconds float64 `json:"cpuSeconds"`
@@ -103,6 +106,8 @@ type Result struct {
 	ResyncWrites     int `json:"resyncWrites"`
 	ResyncRequests   int `json:"resyncRequests"`
 	ResyncReconciles int `json:"resyncReconciles"`
+	// ResyncRequestsByKind is ResyncRequests per "verb resource".
+	ResyncRequestsByKind map[string]int `json:"resyncRequestsByKind,omitempty"`
 	// RestartWrites: writes of a freshly started operator reconciling
 	// every converged CollabCluster (the two SelfSubjectAccessReviews at
 	// start, which change nothing, not counted); RestartPeakRSSMB its
@@ -275,15 +280,20 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	res.RequestsPerCluster = float64(counts.Requests) / float64(cfg.N)
 	res.WritesPerCluster = float64(counts.Writes) / float64(cfg.N)
+	before, err := op.view(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res.RequestsByKind = map[string]float64{}
+	for k, n := range before.kinds {
+		res.RequestsByKind[k] = float64(n) / float64(cfg.N)
+	}
+	logf("requests per CollabCluster by verb and resource: %s", formatKinds(res.RequestsByKind))
 	res.PeakRSSMB = float64(st.PeakRSSBytes) / 1e6
 	res.CPUSeconds = st.CPU.Seconds()
 
 	// Resync: every converged CollabCluster reconciled again.
 	logf("resync of %d converged CollabClusters", cfg.N)
-	before, err := op.view(ctx)
-	if err != nil {
-		return nil, err
-	}
 	if err := parallel(ctx, 32, len(clusters), func(ctx context.Context, i int) error {
 		patch := []byte(`{"metadata":{"annotations":{"bench.tandem.dev/resync":"` + time.Now().Format(time.RFC3339Nano) + `"}}}`)
 		return c.Patch(ctx, &collabv1.CollabCluster{ObjectMeta: metav1.ObjectMeta{Namespace: benchNamespace, Name: clusters[i].Name}},
@@ -298,7 +308,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	d := after.counts.sub(before.counts)
 	res.ResyncWrites, res.ResyncRequests = d.Writes, d.Requests
 	res.ResyncReconciles = int(after.reconciles - before.reconciles)
-	logf("resync: %d reconciles, %d requests, %d writes", res.ResyncReconciles, d.Requests, d.Writes)
+	res.ResyncRequestsByKind = subKinds(after.kinds, before.kinds)
+	logf("resync: %d reconciles, %d requests, %d writes; by verb and resource: %v", res.ResyncReconciles, d.Requests, d.Writes,
+		res.ResyncRequestsByKind)
 
 	// Restart: a fresh operator over the converged clusters.
 	restart := func(n int) (*operator, metricsView, time.Duration, error) {
@@ -733,6 +745,9 @@ type metricsView struct {
 	counts     apiCounts
 	reconciles float64
 	queue      float64
+	// kinds are the requests by verb and resource; not compared by
+	// reconciled, counts already say whether anything moved.
+	kinds map[string]int
 }
 
 func (o *operator) view(ctx context.Context) (metricsView, error) {
@@ -744,6 +759,7 @@ func (o *operator) view(ctx context.Context) (metricsView, error) {
 		counts:     countsOf(fams),
 		reconciles: sum(fams, "controller_runtime_reconcile_total", map[string]string{"controller": "collabcluster"}),
 		queue:      sum(fams, "workqueue_depth", map[string]string{"name": "collabcluster"}),
+		kinds:      byKind(fams),
 	}, nil
 }
 
@@ -776,12 +792,36 @@ func (o *operator) reconciled(ctx context.Context, n float64) (metricsView, erro
 		if err != nil {
 			return false, err
 		}
-		if v != last {
-			last, since = v, time.Now()
+		moved := v.counts != last.counts || v.reconciles != last.reconciles || v.queue != last.queue
+		last = v
+		if moved {
+			since = time.Now()
 		}
 		return v.reconciles >= n && v.queue == 0 && time.Since(since) >= 3*time.Second, nil
 	})
 	return last, err
+}
+
+// formatKinds lists per-cluster request counts, largest first.
+func formatKinds(kinds map[string]float64) string {
+	keys := make([]string, 0, len(kinds))
+	for k := range kinds {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if kinds[keys[i]] != kinds[keys[j]] {
+			return kinds[keys[i]] > kinds[keys[j]]
+		}
+		return keys[i] < keys[j]
+	})
+	var b bytes.Buffer
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s %.2f", k, kinds[k])
+	}
+	return b.String()
 }
 
 func freeAddr() (string, error) {

@@ -45,6 +45,14 @@ controller_runtime_reconcile_total{controller="other",result="success"} 100
 	if want := (apiCounts{Requests: 20, Writes: 14, Reviews: 2}); got != want {
 		t.Errorf("countsOf = %+v, want %+v", got, want)
 	}
+	kinds := byKind(fams)
+	if kinds["apply apps/deployments"] != 10 || kinds["patch collab.tandem.dev/collabclusters/status"] != 4 || len(kinds) != 5 {
+		t.Errorf("byKind = %v", kinds)
+	}
+	later := map[string]int{"apply apps/deployments": 12, "watch apps/deployments": 3, "get ingressclasses": 1}
+	if d := subKinds(later, kinds); len(d) != 2 || d["apply apps/deployments"] != 2 || d["get ingressclasses"] != 1 {
+		t.Errorf("subKinds = %v, want the apply and the get only", d)
+	}
 	if n := sum(fams, "controller_runtime_reconcile_total", map[string]string{"controller": "collabcluster"}); n != 8 {
 		t.Errorf("reconciles %v, want 8", n)
 	}
