@@ -28,27 +28,34 @@ import (
 // and no longer sets is left to remove) and still holds every value the
 // object sets (so a hand edit of an owned field is still corrected).
 func apply(ctx context.Context, c client.Client, obj client.Object) error {
+	_, err := applyChild(ctx, c, obj)
+	return err
+}
+
+// applyChild is apply, and says whether the child was not in the cache,
+// so the apply most likely created it.
+func applyChild(ctx context.Context, c client.Client, obj client.Object) (bool, error) {
 	u, err := applied.Body(obj)
 	if err != nil {
-		return err
+		return false, err
 	}
 	kind := obj.GetObjectKind().GroupVersionKind().Kind
 	live, err := liveObject(ctx, c, obj)
 	if err != nil {
-		return fmt.Errorf("get %s %s: %w", kind, obj.GetName(), err)
+		return false, fmt.Errorf("get %s %s: %w", kind, obj.GetName(), err)
 	}
 	if live != nil {
 		diff := applied.Difference(u, live)
 		if diff == "" {
-			return nil
+			return false, nil
 		}
 		log.FromContext(ctx).V(1).Info("applying a child that differs", "kind", kind, "name", obj.GetName(), "field", diff)
 	}
 	ac := client.ApplyConfigurationFromUnstructured(&unstructured.Unstructured{Object: u})
 	if err := c.Apply(ctx, ac, client.FieldOwner(specs.FieldManager), client.ForceOwnership); err != nil {
-		return fmt.Errorf("apply %s %s: %w", kind, obj.GetName(), err)
+		return false, fmt.Errorf("apply %s %s: %w", kind, obj.GetName(), err)
 	}
-	return nil
+	return live == nil, nil
 }
 
 // liveObject reads the child obj names from the cache, as a map; nil when

@@ -3,6 +3,7 @@ package controllers
 import (
 	"fmt"
 
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -23,6 +24,9 @@ import (
 //     child carries. The cluster's other Services, Secrets and so on are
 //     neither listed nor watched.
 //   - CustomResourceDefinitions: metadata only.
+//   - IngressClasses: all of them, unless a namespaced install may not
+//     watch them. They are cluster-scoped and few, and spec.ingress
+//     .controller auto reads one on every reconcile.
 //   - Every Secret's name, namespace and controller, in a cache of its own:
 //     a Secret a CollabCluster names (an external store's URL, a TLS
 //     Secret) is not labelled by the operator, and a change to it must
@@ -48,8 +52,9 @@ func CacheOptions(namespaces []string) cache.Options {
 		DefaultLabelSelector: managedBy(),
 		DefaultTransform:     trimForCache,
 		ByObject: map[client.Object]cache.ByObject{
-			&collabv1.CollabCluster{}: {Label: labels.Everything()},
-			crdMetadata():             {Label: labels.Everything()},
+			&collabv1.CollabCluster{}:    {Label: labels.Everything()},
+			crdMetadata():                {Label: labels.Everything()},
+			&networkingv1.IngressClass{}: {Label: labels.Everything()},
 		},
 	}
 	opts.DefaultNamespaces = namespaceConfigs(namespaces)

@@ -68,6 +68,12 @@ type CollabClusterReconciler struct {
 	// crdsCached says the manager watches CRD metadata (not a namespaced
 	// install), so whether a CRD exists is read from the cache.
 	crdsCached bool
+	// statusWrites holds back a reconcile until the cache has the
+	// CollabCluster's last status write; set by SetupWithManager.
+	statusWrites *statusWrites
+	// ingressClassesCached says the manager watches IngressClasses (not a
+	// namespaced install), so they are read from the cache.
+	ingressClassesCached bool
 }
 
 // DefaultWorkers is the default number of concurrent reconciles. A
@@ -97,6 +103,11 @@ type state struct {
 	secretValues map[string][]byte
 	// created holds the Secrets generated in this reconcile, by name.
 	created map[string]*corev1.Secret
+	// applied holds the Deployment and StatefulSets this reconcile applied
+	// that were not in the cache, by name: the status reports them as
+	// rolling out, as the next reconcile will find them, and not as
+	// missing, which would cost a status write more per new CollabCluster.
+	applied map[string]bool
 	// ingressController is the controller the Ingress is rendered for.
 	ingressController collabv1.IngressController
 	// httpRoute is what the installed HTTPRoute CRD supports.
@@ -137,15 +148,23 @@ func (r *CollabClusterReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	if err := r.Get(ctx, req.NamespacedName, cc); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.Metrics.forget(req.Namespace, req.Name)
+			r.statusWrites.forget(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if r.statusWrites.behind(req.NamespacedName, cc.ResourceVersion, time.Now()) {
+		// The watch event of the last status write brings it back; the
+		// requeue is for an event that never comes.
+		log.FromContext(ctx).V(1).Info("the cache does not have the last status write yet")
+		return ctrl.Result{RequeueAfter: statusCacheWait}, nil
 	}
 	if !cc.DeletionTimestamp.IsZero() {
 		// Owner references let the garbage collector remove the children.
 		return ctrl.Result{}, nil
 	}
 
-	st := &state{cc: cc, secretValues: map[string][]byte{}, created: map[string]*corev1.Secret{}}
+	st := &state{cc: cc, secretValues: map[string][]byte{}, created: map[string]*corev1.Secret{},
+		applied: map[string]bool{}}
 	phases := []phase{
 		{"credentials", r.credentials},
 		{"postgres", r.postgres},
@@ -299,7 +318,7 @@ func (r *CollabClusterReconciler) postgres(ctx context.Context, st *state) error
 	if err != nil {
 		return err
 	}
-	return r.store(ctx, st.cc, specs.ComponentPostgres, specs.PostgresName(st.cc), sts)
+	return r.store(ctx, st, specs.ComponentPostgres, specs.PostgresName(st.cc), sts)
 }
 
 func (r *CollabClusterReconciler) redis(ctx context.Context, st *state) error {
@@ -307,13 +326,14 @@ func (r *CollabClusterReconciler) redis(ctx context.Context, st *state) error {
 	if err != nil {
 		return err
 	}
-	return r.store(ctx, st.cc, specs.ComponentRedis, specs.RedisName(st.cc), sts)
+	return r.store(ctx, st, specs.ComponentRedis, specs.RedisName(st.cc), sts)
 }
 
 // store applies a managed store's Service and StatefulSet, or removes them
 // when the store became external.
-func (r *CollabClusterReconciler) store(ctx context.Context, cc *collabv1.CollabCluster, component, name string,
+func (r *CollabClusterReconciler) store(ctx context.Context, st *state, component, name string,
 	sts *appsv1.StatefulSet) error {
+	cc := st.cc
 	if sts == nil {
 		for _, obj := range []client.Object{
 			&appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: name}},
@@ -328,7 +348,9 @@ func (r *CollabClusterReconciler) store(ctx context.Context, cc *collabv1.Collab
 	if err := apply(ctx, r.Client, specs.StoreService(cc, component)); err != nil {
 		return err
 	}
-	return apply(ctx, r.Client, sts)
+	created, err := applyChild(ctx, r.Client, sts)
+	st.applied[sts.Name] = created
+	return err
 }
 
 // runtimeConfig applies the runtime ConfigMap and reads every Secret key
@@ -408,10 +430,12 @@ func (r *CollabClusterReconciler) deployment(ctx context.Context, st *state) err
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("get Deployment %s: %w", dep.Name, err)
 	}
-	if err := apply(ctx, r.Client, dep); err != nil {
+	created, err := applyChild(ctx, r.Client, dep)
+	st.applied[dep.Name] = created
+	if err != nil {
 		return err
 	}
-	if from, to := old.Spec.Replicas, dep.Spec.Replicas; err == nil && from != nil && to != nil && *from != *to {
+	if from, to := old.Spec.Replicas, dep.Spec.Replicas; from != nil && to != nil && *from != *to {
 		unit := "replicas"
 		if *to == 1 {
 			unit = "replica"
@@ -487,6 +511,7 @@ func (r *CollabClusterReconciler) SetupWithManager(ctx context.Context, mgr ctrl
 		}); err != nil {
 		return fmt.Errorf("index CollabClusters by Secret: %w", err)
 	}
+	r.statusWrites = newStatusWrites()
 	workers := r.Workers
 	if workers <= 0 {
 		workers = DefaultWorkers
@@ -516,7 +541,7 @@ func (r *CollabClusterReconciler) SetupWithManager(ctx context.Context, mgr ctrl
 			handler.TypedEnqueueRequestsFromMapFunc(func(ctx context.Context, s *metav1.PartialObjectMetadata) []reconcile.Request {
 				return r.clustersForSecret(ctx, s)
 			})))
-	watchCRDs, err := mayWatchCRDs(ctx, mgr.GetClient())
+	watchCRDs, err := mayWatch(ctx, mgr.GetClient(), crdGVK.Group, "customresourcedefinitions")
 	if err != nil {
 		return err
 	}
@@ -529,6 +554,16 @@ func (r *CollabClusterReconciler) SetupWithManager(ctx context.Context, mgr ctrl
 			handler.EnqueueRequestsFromMapFunc(r.clustersForCRD))
 	} else {
 		log.FromContext(ctx).Info("may not watch CustomResourceDefinitions (namespaced install): a CloudNativePG or Gateway API CRD installed later is noticed at the next reconcile")
+	}
+	watchClasses, err := mayWatch(ctx, mgr.GetClient(), networkingv1.GroupName, "ingressclasses")
+	if err != nil {
+		return err
+	}
+	r.ingressClassesCached = watchClasses
+	if watchClasses {
+		b = b.Watches(&networkingv1.IngressClass{}, handler.EnqueueRequestsFromMapFunc(r.clustersForIngressClass))
+	} else {
+		log.FromContext(ctx).Info("may not watch IngressClasses (namespaced install): spec.ingress.controller auto reads them around the cache, if allowed at all")
 	}
 	c, err := b.Named("collabcluster").Build(r)
 	if err != nil {

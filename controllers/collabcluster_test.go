@@ -428,6 +428,59 @@ func TestConditionsFollowChildren(t *testing.T) {
 	wantEvent(t, ns, corev1.EventTypeNormal, "RolloutFinished", name+"-runtime")
 }
 
+// A new CollabCluster's story is told once: every event reason is sent
+// once (a reconcile that started before the cache held the previous status
+// write sent that write's transitions again, as a series patch), its first
+// rollout is the creation Ready reports, not a RolloutStarted and
+// RolloutFinished, and the IngressClass of spec.ingress.controller auto is
+// read from the cache, not once per reconcile.
+func TestNewClusterTellsEachTransitionOnce(t *testing.T) {
+	classReads := func() int {
+		return apicount.Sum(shared.requests.Snapshot(), func(r apicount.Request) bool {
+			return r.Resource == "ingressclasses" && r.Verb != "watch"
+		})
+	}
+	readsBefore := classReads()
+	ns := namespace(t)
+	cc := createSample(t, managedSample, ns, nil)
+	wantCondition(t, ns, cc.Name, collabv1.ConditionProgressing, metav1.ConditionTrue, "WaitingForComponents")
+	markStatefulSetReady(t, ns, cc.Name+"-postgres")
+	markStatefulSetReady(t, ns, cc.Name+"-redis")
+	markDeploymentReady(t, ns, cc.Name+"-runtime")
+	wantCondition(t, ns, cc.Name, collabv1.ConditionReady, metav1.ConditionTrue, "AllComponentsReady")
+	wantEvent(t, ns, corev1.EventTypeNormal, "Ready", "ready")
+
+	// The events are sent in the background: wait for the writes to stop.
+	last, quietSince := writesIn(ns), time.Now()
+	eventually(t, "writes to stop", func(context.Context) error {
+		if n := writesIn(ns); n != last {
+			last, quietSince = n, time.Now()
+		}
+		if time.Since(quietSince) < 2*time.Second {
+			return fmt.Errorf("%d writes so far, the last %s ago", last, time.Since(quietSince))
+		}
+		return nil
+	})
+	list := &eventsv1.EventList{}
+	if err := shared.client.List(context.Background(), list, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	var reasons []string
+	for _, e := range list.Items {
+		reasons = append(reasons, e.Reason)
+		if e.Series != nil {
+			t.Errorf("event %s was sent %d times: %s", e.Reason, e.Series.Count, e.Note)
+		}
+	}
+	slices.Sort(reasons)
+	if want := []string{"PostgresReady", "Ready", "RedisReady", "SecretGenerated"}; !slices.Equal(reasons, want) {
+		t.Errorf("events %q, want %q", reasons, want)
+	}
+	if n := classReads() - readsBefore; n != 0 {
+		t.Errorf("%d IngressClass reads around the cache", n)
+	}
+}
+
 func TestScaleSubresource(t *testing.T) {
 	ns := namespace(t)
 	cc := createSample(t, externalSample, ns, nil)
@@ -803,16 +856,44 @@ func writesIn(ns string) int {
 	})
 }
 
+// requestsFor counts the operator's requests so far that a reconcile of
+// a CollabCluster in namespace ns may make: those in ns and the
+// cluster-scoped ones (IngressClasses, CRDs). Watches are left out: an
+// informer restarts its watch on a timer of its own, whatever reconciles.
+func requestsFor(ns string) map[apicount.Request]int {
+	out := map[apicount.Request]int{}
+	for r, c := range shared.requests.Snapshot() {
+		if r.Verb != "watch" && (r.Namespace == ns || r.Namespace == "") {
+			out[r] = c
+		}
+	}
+	return out
+}
+
+// newRequests lists the requests of after not in before, with their counts.
+func newRequests(before, after map[apicount.Request]int) []string {
+	var out []string
+	for r, c := range after {
+		if d := c - before[r]; d > 0 {
+			out = append(out, fmt.Sprintf("%s %s/%s/%s (namespace %q) %d", r.Verb, r.Group, r.Resource, r.Subresource, r.Namespace, d))
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // statusPhaseRuns is how many reconciles reached the status phase, in
 // every namespace.
 func statusPhaseRuns(t *testing.T) uint64 {
 	return histogramCount(gather(t)["tandem_operator_reconcile_phase_seconds"], map[string]string{"phase": "status"})
 }
 
-// A converged CollabCluster costs no write when it is reconciled again (a
+// A converged CollabCluster costs no request when it is reconciled again (a
 // resync, an operator restart, an unrelated event): every child is compared
-// with the cache before it is applied, and the status is patched only when
-// it changes. A child that drifted is still written.
+// with the cache before it is applied, the status is patched only when it
+// changes, and what a reconcile reads (the IngressClass the sample's
+// spec.ingress.controller auto names, the generated Secrets) comes from
+// the cache. A child that drifted is still written.
 func TestResyncMakesNoWrites(t *testing.T) {
 	ns := namespace(t)
 	cc := createSample(t, managedSample, ns, nil)
@@ -833,6 +914,7 @@ func TestResyncMakesNoWrites(t *testing.T) {
 		return nil
 	})
 
+	requestsBefore := requestsFor(ns)
 	for i := range 3 {
 		runs := statusPhaseRuns(t)
 		// A metadata change reconciles the CollabCluster without changing
@@ -864,6 +946,10 @@ func TestResyncMakesNoWrites(t *testing.T) {
 			}
 		}
 		t.Fatalf("reconciling a converged CollabCluster made %d writes; all writes in the namespace: %v", n-last, writes)
+	}
+	// The annotations are the test's own writes, on its own client.
+	if reqs := newRequests(requestsBefore, requestsFor(ns)); len(reqs) > 0 {
+		t.Fatalf("reconciling a converged CollabCluster three times made requests: %v", reqs)
 	}
 
 	// Drift is still corrected: the one child edited is applied again.

@@ -224,8 +224,7 @@ func (r *CollabClusterReconciler) exposure(ctx context.Context, st *state) error
 }
 
 // ingressController resolves spec.ingress.controller: an explicit one as
-// given, auto from the IngressClass. An IngressClass is read around the
-// cache: the operator has no reason to cache every class.
+// given, auto from the IngressClass.
 func (r *CollabClusterReconciler) ingressController(ctx context.Context, cc *collabv1.CollabCluster) (collabv1.IngressController, metav1.Condition, error) {
 	ing := cc.Spec.Ingress
 	c := metav1.Condition{Type: collabv1.ConditionSessionAffinity}
@@ -276,9 +275,13 @@ func (r *CollabClusterReconciler) ingressController(ctx context.Context, cc *col
 
 // ingressClass returns the class name and its spec.controller: the named
 // class, else the one marked default. Empty controller: no such class.
+// IngressClasses come from the cache, where the operator may watch them
+// (they are cluster-scoped and few, and a reconcile must not cost a
+// request for them); a namespaced install reads them around the cache,
+// which its RBAC forbids unless a cluster admin granted it.
 func (r *CollabClusterReconciler) ingressClass(ctx context.Context, name *string) (string, string, error) {
 	reader := client.Reader(r.Client)
-	if r.APIReader != nil {
+	if !r.ingressClassesCached && r.APIReader != nil {
 		reader = r.APIReader
 	}
 	if name != nil && *name != "" {
@@ -302,6 +305,29 @@ func (r *CollabClusterReconciler) ingressClass(ctx context.Context, name *string
 		}
 	}
 	return "", "", nil
+}
+
+// clustersForIngressClass brings back the CollabClusters whose Ingress
+// controller is read from IngressClasses when one is created, changed or
+// deleted: the one naming it, and those using the default class, which
+// any class may have become or stopped being.
+func (r *CollabClusterReconciler) clustersForIngressClass(ctx context.Context, obj client.Object) []reconcile.Request {
+	list := &collabv1.CollabClusterList{}
+	if err := r.List(ctx, list); err != nil {
+		log.FromContext(ctx).Error(err, "list CollabClusters for an IngressClass change", "ingressClass", obj.GetName())
+		return nil
+	}
+	var reqs []reconcile.Request
+	for i := range list.Items {
+		ing := specs.WithDefaults(&list.Items[i]).Spec.Ingress
+		if !ing.Enabled || ing.Controller != collabv1.IngressControllerAuto {
+			continue
+		}
+		if ing.ClassName == nil || *ing.ClassName == "" || *ing.ClassName == obj.GetName() {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+		}
+	}
+	return reqs
 }
 
 // httpRoute applies the HTTPRoute for spec.gateway, or removes the one
@@ -436,18 +462,17 @@ func isCNPGAppSecret(cc *collabv1.CollabCluster, use specs.SecretUse, err error)
 		use.Ref.Name == specs.CNPGAppSecretName(cc)
 }
 
-// mayWatchCRDs asks the API server whether the operator may list and watch
-// CustomResourceDefinitions: a namespaced install may not, and a watch it
-// may not start would keep the manager from starting.
-func mayWatchCRDs(ctx context.Context, c client.Client) (bool, error) {
+// mayWatch asks the API server whether the operator may list and watch a
+// cluster-scoped resource (CustomResourceDefinitions, IngressClasses): a
+// namespaced install may not, and a watch it may not start would keep the
+// manager from starting.
+func mayWatch(ctx context.Context, c client.Client, group, resource string) (bool, error) {
 	for _, verb := range []string{"list", "watch"} {
 		review := &authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{
-			ResourceAttributes: &authorizationv1.ResourceAttributes{
-				Group: crdGVK.Group, Resource: "customresourcedefinitions", Verb: verb,
-			},
+			ResourceAttributes: &authorizationv1.ResourceAttributes{Group: group, Resource: resource, Verb: verb},
 		}}
 		if err := c.Create(ctx, review); err != nil {
-			return false, fmt.Errorf("review access to CustomResourceDefinitions: %w", err)
+			return false, fmt.Errorf("review access to %s: %w", resource, err)
 		}
 		if !review.Status.Allowed {
 			return false, nil

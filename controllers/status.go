@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -27,11 +28,11 @@ func (r *CollabClusterReconciler) updateStatus(ctx context.Context, st *state, p
 	defaulted := specs.WithDefaults(cc)
 	s := &cc.Status
 
-	runtimeCond, dep, err := r.runtimeCondition(ctx, defaulted)
+	runtimeCond, dep, err := r.runtimeCondition(ctx, defaulted, st.applied)
 	if err != nil {
 		return err
 	}
-	redisCond, err := r.storeCondition(ctx, cc, specs.ComponentRedis, specs.RedisName(cc), defaulted.Spec.Redis.Managed != nil,
+	redisCond, err := r.storeCondition(ctx, st, specs.ComponentRedis, specs.RedisName(cc), defaulted.Spec.Redis.Managed != nil,
 		func() specs.SecretUse { return specs.RuntimeSecrets(cc)[0] })
 	if err != nil {
 		return err
@@ -40,7 +41,7 @@ func (r *CollabClusterReconciler) updateStatus(ctx context.Context, st *state, p
 	if defaulted.Spec.Postgres.CloudNativePG != nil {
 		pgCond, err = r.cnpgCondition(ctx, defaulted)
 	} else {
-		pgCond, err = r.storeCondition(ctx, cc, specs.ComponentPostgres, specs.PostgresName(cc), defaulted.Spec.Postgres.Managed != nil,
+		pgCond, err = r.storeCondition(ctx, st, specs.ComponentPostgres, specs.PostgresName(cc), defaulted.Spec.Postgres.Managed != nil,
 			func() specs.SecretUse { return specs.RuntimeSecrets(cc)[1] })
 	}
 	if err != nil {
@@ -128,23 +129,43 @@ func (r *CollabClusterReconciler) updateStatus(ctx context.Context, st *state, p
 		s.Replicas, s.ReadyReplicas = dep.Status.Replicas, dep.Status.ReadyReplicas
 	}
 
-	r.recordTransitions(orig, cc)
 	if equality.Semantic.DeepEqual(orig.Status, cc.Status) {
 		return nil
 	}
 	if err := r.Status().Patch(ctx, cc, client.MergeFrom(orig)); err != nil {
 		return fmt.Errorf("patch status of CollabCluster %s: %w", cc.Name, err)
 	}
+	if cc.ResourceVersion != orig.ResourceVersion {
+		// A patch that changed nothing on the server (the cache was behind
+		// it) leaves the resourceVersion, and no event will follow.
+		r.statusWrites.wrote(client.ObjectKeyFromObject(cc), orig.ResourceVersion, time.Now())
+	}
+	// Events follow the status that was written: a transition whose
+	// status write failed is recorded by the reconcile that writes it.
+	var runtimeGeneration int64
+	if dep != nil {
+		runtimeGeneration = dep.Generation
+	}
+	r.recordTransitions(orig, cc, runtimeGeneration)
 	return nil
 }
 
 // runtimeCondition reports the runtime Deployment: ready when the current
 // generation is rolled out and every desired replica is available.
-func (r *CollabClusterReconciler) runtimeCondition(ctx context.Context, cc *collabv1.CollabCluster) (metav1.Condition, *appsv1.Deployment, error) {
+//
+// A workload this reconcile created is not in the cache yet; it is
+// reported as what it is, created and not yet seen by its controller, which
+// is also what the next reconcile finds, so the status is not written twice.
+func (r *CollabClusterReconciler) runtimeCondition(ctx context.Context, cc *collabv1.CollabCluster,
+	applied map[string]bool) (metav1.Condition, *appsv1.Deployment, error) {
 	c := metav1.Condition{Type: collabv1.ConditionRuntimeReady, Status: metav1.ConditionFalse}
 	dep := &appsv1.Deployment{}
 	name := specs.RuntimeName(cc)
 	err := r.Get(ctx, client.ObjectKey{Namespace: cc.Namespace, Name: name}, dep)
+	if apierrors.IsNotFound(err) && applied[name] {
+		c.Reason, c.Message = "RollingOut", fmt.Sprintf("runtime Deployment %s: the deployment controller has not seen the latest spec", name)
+		return c, nil, nil
+	}
 	if apierrors.IsNotFound(err) {
 		c.Reason, c.Message = "DeploymentMissing", fmt.Sprintf("runtime Deployment %s does not exist yet", name)
 		return c, nil, nil
@@ -171,8 +192,9 @@ func (r *CollabClusterReconciler) runtimeCondition(ctx context.Context, cc *coll
 
 // storeCondition reports a managed store's StatefulSet, or whether an
 // external store's Secret is there.
-func (r *CollabClusterReconciler) storeCondition(ctx context.Context, cc *collabv1.CollabCluster, component, name string,
+func (r *CollabClusterReconciler) storeCondition(ctx context.Context, st *state, component, name string,
 	managed bool, use func() specs.SecretUse) (metav1.Condition, error) {
+	cc := st.cc
 	label := map[string]string{specs.ComponentRedis: "Redis", specs.ComponentPostgres: "PostgreSQL"}[component]
 	condType := map[string]string{specs.ComponentRedis: collabv1.ConditionRedisReady,
 		specs.ComponentPostgres: collabv1.ConditionPostgresReady}[component]
@@ -196,6 +218,11 @@ func (r *CollabClusterReconciler) storeCondition(ctx context.Context, cc *collab
 
 	sts := &appsv1.StatefulSet{}
 	err := r.Get(ctx, client.ObjectKey{Namespace: cc.Namespace, Name: name}, sts)
+	if apierrors.IsNotFound(err) && st.applied[name] {
+		// As in runtimeCondition.
+		c.Reason, c.Message = "RollingOut", fmt.Sprintf("%s StatefulSet %s: the statefulset controller has not seen the latest spec", label, name)
+		return c, nil
+	}
 	if apierrors.IsNotFound(err) {
 		c.Reason, c.Message = "StatefulSetMissing", fmt.Sprintf("%s StatefulSet %s does not exist yet", label, name)
 		return c, nil
@@ -222,7 +249,12 @@ func (r *CollabClusterReconciler) storeCondition(ctx context.Context, cc *collab
 // (or stopped being ready), a rollout started and finished, the cluster
 // became degraded and recovered, Ready changed. Scaling is recorded where
 // the Deployment is written (deployment).
-func (r *CollabClusterReconciler) recordTransitions(before, after *collabv1.CollabCluster) {
+//
+// A rollout is a change to a runtime that was deployed: its Deployment is
+// past its first generation (the cached one, 0 when not cached yet). The
+// first rollout of a new CollabCluster is its creation, which Ready
+// reports; two more events per new CollabCluster would tell nothing more.
+func (r *CollabClusterReconciler) recordTransitions(before, after *collabv1.CollabCluster, runtimeGeneration int64) {
 	changed := func(t string) (*metav1.Condition, bool) {
 		old := meta.FindStatusCondition(before.Status.Conditions, t)
 		cur := meta.FindStatusCondition(after.Status.Conditions, t)
@@ -246,7 +278,7 @@ func (r *CollabClusterReconciler) recordTransitions(before, after *collabv1.Coll
 				"Reconcile", "%s is not ready: %s", store.name, c.Message)
 		}
 	}
-	if c, ok := changed(collabv1.ConditionRuntimeReady); ok {
+	if c, ok := changed(collabv1.ConditionRuntimeReady); ok && runtimeGeneration > 1 {
 		old := meta.FindStatusCondition(before.Status.Conditions, collabv1.ConditionRuntimeReady)
 		wasRolling := old != nil && old.Reason == "RollingOut"
 		switch {
