@@ -451,16 +451,7 @@ func TestNewClusterTellsEachTransitionOnce(t *testing.T) {
 	wantEvent(t, ns, corev1.EventTypeNormal, "Ready", "ready")
 
 	// The events are sent in the background: wait for the writes to stop.
-	last, quietSince := writesIn(ns), time.Now()
-	eventually(t, "writes to stop", func(context.Context) error {
-		if n := writesIn(ns); n != last {
-			last, quietSince = n, time.Now()
-		}
-		if time.Since(quietSince) < 2*time.Second {
-			return fmt.Errorf("%d writes so far, the last %s ago", last, time.Since(quietSince))
-		}
-		return nil
-	})
+	waitForNoWrites(t, ns)
 	list := &eventsv1.EventList{}
 	if err := shared.client.List(context.Background(), list, client.InNamespace(ns)); err != nil {
 		t.Fatal(err)
@@ -850,6 +841,23 @@ func ptrDeref[T any](p *T) any {
 }
 
 // writesIn counts the operator's write requests in namespace ns so far.
+// waitForNoWrites waits until the operator has written nothing in ns for
+// two seconds, and returns how many writes it made there.
+func waitForNoWrites(t *testing.T, ns string) int {
+	t.Helper()
+	last, quietSince := writesIn(ns), time.Now()
+	eventually(t, "writes to stop", func(context.Context) error {
+		if n := writesIn(ns); n != last {
+			last, quietSince = n, time.Now()
+		}
+		if time.Since(quietSince) < 2*time.Second {
+			return fmt.Errorf("%d writes so far, the last %s ago", last, time.Since(quietSince))
+		}
+		return nil
+	})
+	return last
+}
+
 func writesIn(ns string) int {
 	return apicount.Sum(shared.requests.Snapshot(), func(r apicount.Request) bool {
 		return r.Write() && r.Namespace == ns
@@ -903,16 +911,7 @@ func TestResyncMakesNoWrites(t *testing.T) {
 	wantCondition(t, ns, cc.Name, collabv1.ConditionReady, metav1.ConditionTrue, "AllComponentsReady")
 
 	// Converged: no write for two seconds.
-	last, quietSince := writesIn(ns), time.Now()
-	eventually(t, "writes to stop", func(context.Context) error {
-		if n := writesIn(ns); n != last {
-			last, quietSince = n, time.Now()
-		}
-		if time.Since(quietSince) < 2*time.Second {
-			return fmt.Errorf("%d writes so far, the last %s ago", last, time.Since(quietSince))
-		}
-		return nil
-	})
+	last := waitForNoWrites(t, ns)
 
 	requestsBefore := requestsFor(ns)
 	for i := range 3 {
