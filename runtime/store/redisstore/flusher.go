@@ -298,14 +298,18 @@ func (f *flusher) process(ctx context.Context, batch []pointerMsg) {
 		if err == nil {
 			return
 		}
-		f.c.m.flushErrors.Inc()
-		if ctx.Err() != nil {
-			return
-		}
-		if refusedData(err) && (f.isPerm(err) || f.durableAnswers(ctx)) {
+		if ctx.Err() == nil && refusedData(err) && (f.isPerm(err) || f.durableAnswers(ctx)) {
+			// Not a flush error: PostgreSQL answers and refuses some
+			// document's rows. Those documents are counted as failing
+			// below; counting the refusal here too would page as
+			// TandemPostgresUnreachable while PostgreSQL is up.
 			f.c.logger.Warn("flush batch refused while PostgreSQL answers; writing its documents one by one",
 				"docs", len(healthy), "err", err)
 			f.isolate(ctx, healthy)
+			return
+		}
+		f.c.m.flushErrors.Inc()
+		if ctx.Err() != nil {
 			return
 		}
 		f.c.logger.Warn("flush failed; retrying", "err", err, "in", backoff)
@@ -616,14 +620,21 @@ func (f *flusher) writeAlone(ctx context.Context, w *docWork) {
 	if err == nil {
 		return
 	}
-	f.c.m.flushErrors.Inc()
+	if !refusedData(err) {
+		f.c.m.flushErrors.Inc()
+		if ctx.Err() == nil {
+			f.c.logger.Warn("flush of document failed; left pending", "doc", w.doc, "err", err)
+		}
+		return
+	}
 	if ctx.Err() != nil {
 		return
 	}
-	if !refusedData(err) {
-		f.c.logger.Warn("flush of document failed; left pending", "doc", w.doc, "err", err)
-		return
-	}
+	// A refused write of one document, first or retried, is counted by
+	// markFailing (tandem_flush_document_failures_total and the failing
+	// documents gauge), not as a flush error: its retries come at least
+	// every ClaimIdle and would keep TandemPostgresUnreachable firing next
+	// to TandemDocumentFlushFailing while PostgreSQL is up.
 	f.markFailing(w.doc, err)
 }
 

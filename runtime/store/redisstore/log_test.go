@@ -281,8 +281,19 @@ func TestRowRefusedByPostgresIsKeptUntilWritten(t *testing.T) {
 		f := flusher.metric(t, "tandem_flush_failing_documents")
 		return f == 1, fmt.Sprintf("failing documents %v", f)
 	})
-	// Far longer than three deliveries: nothing is given up.
+	// Far longer than three deliveries: nothing is given up. The retries
+	// are document failures, not flush errors: PostgreSQL answers, so
+	// TandemPostgresUnreachable (a rate of tandem_flush_errors_total) must
+	// stay quiet while TandemDocumentFlushFailing fires.
+	flushErrors := flusher.metric(t, "tandem_flush_errors_total")
+	docFailures := flusher.metric(t, "tandem_flush_document_failures_total")
 	time.Sleep(8 * claimIdle)
+	if n := flusher.metric(t, "tandem_flush_document_failures_total"); n < docFailures+2 {
+		t.Errorf("document failures went from %v to %v while the row was refused; want it retried", docFailures, n)
+	}
+	if n := flusher.metric(t, "tandem_flush_errors_total"); n != flushErrors || n != 0 {
+		t.Errorf("flush errors went from %v to %v while PostgreSQL answered and refused one document; want 0 throughout", flushErrors, n)
+	}
 	if lag := flusher.metric(t, "tandem_flush_lag_commits"); lag != n {
 		t.Errorf("flush lag = %v with %d commits of the refused document waiting", lag, n)
 	}

@@ -41,7 +41,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		flushErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tandem_flush_errors_total",
-			Help: "Flush attempts that failed (the batch stays pending and is retried).",
+			Help: "Flush attempts that failed, usually because PostgreSQL is unreachable (the batch stays pending and is retried). A document's rows that PostgreSQL refuses while it answers are counted by tandem_flush_document_failures_total instead.",
 		}),
 		flushLag: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "tandem_flush_lag_commits",
