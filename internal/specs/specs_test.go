@@ -10,7 +10,11 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/utils/ptr"
@@ -224,6 +228,59 @@ func TestMonitoringChildren(t *testing.T) {
 				t.Errorf("PrometheusRule built = %v, want %v", got, tc.alerts)
 			}
 		})
+	}
+}
+
+// Scraping works in a namespace with no default-deny policy because
+// nothing the operator writes restricts traffic to the runtime pods: no
+// NetworkPolicy of its own selects them. The managed sample writes the
+// store policies, so the check is not vacuous; and the PodMonitor selects
+// the pods the Deployment runs.
+func TestNoNetworkPolicySelectsRuntimePods(t *testing.T) {
+	policies := 0
+	for _, sample := range []string{"collab_v1alpha1_collabcluster.yaml", "collab_v1alpha1_collabcluster_external.yaml",
+		"collab_v1alpha1_collabcluster_engines.yaml"} {
+		t.Run(sample, func(t *testing.T) {
+			cc := loadSample(t, sample)
+			cc.Spec.Monitoring = &collabv1.MonitoringSpec{}
+			objs, err := All(cc, fixedInputs(cc))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var pods labels.Set
+			for _, o := range objs {
+				if d, ok := o.(*appsv1.Deployment); ok && d.Name == RuntimeName(cc) {
+					pods = d.Spec.Template.Labels
+				}
+			}
+			if pods == nil {
+				t.Fatal("no runtime Deployment")
+			}
+			for _, o := range objs {
+				switch o := o.(type) {
+				case *networkingv1.NetworkPolicy:
+					policies++
+					sel, err := metav1.LabelSelectorAsSelector(&o.Spec.PodSelector)
+					if err != nil {
+						t.Fatalf("NetworkPolicy %s: %v", o.Name, err)
+					}
+					if sel.Matches(pods) {
+						t.Errorf("NetworkPolicy %s selects the runtime pods (%v): Prometheus could no longer scrape them", o.Name, pods)
+					}
+				case *unstructured.Unstructured:
+					if o.GroupVersionKind() != PodMonitorGVK {
+						continue
+					}
+					ml, _, _ := unstructured.NestedStringMap(o.Object, "spec", "selector", "matchLabels")
+					if len(ml) == 0 || !labels.SelectorFromSet(ml).Matches(pods) {
+						t.Errorf("PodMonitor selects %v; the runtime pods are labelled %v", ml, pods)
+					}
+				}
+			}
+		})
+	}
+	if policies == 0 {
+		t.Error("no sample wrote a NetworkPolicy; the check above checked nothing")
 	}
 }
 
