@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -64,11 +65,27 @@ func RunCompaction(ctx context.Context, a Archive, opts CompactionOptions) {
 }
 
 // CompactAll runs one pass of compaction over every document and reports
-// what it removed.
+// what it removed. On an archive several replicas share (PassLocker) the
+// pass runs under the store's compaction lock, held from the first batch
+// to the last: when another replica holds it, the pass is skipped (result
+// "skipped" in the metrics), since that replica's pass covers every
+// document.
 func CompactAll(ctx context.Context, a Archive, opts CompactionOptions) CompactResult {
 	var total CompactResult
-	cursor := ""
 	start := time.Now()
+	c := Compacter(a)
+	if l, ok := a.(PassLocker); ok {
+		pass, release, held, err := l.LockPass(ctx)
+		switch {
+		case err != nil:
+			return endPass(ctx, opts, total, "", start, fmt.Errorf("take the compaction lock: %w", err))
+		case !held:
+			return endPass(ctx, opts, total, "", start, ErrCompactionBusy)
+		}
+		defer release()
+		c = pass
+	}
+	cursor := ""
 	batch := opts.Batch
 	if batch <= 0 {
 		batch = 100
@@ -79,7 +96,7 @@ func CompactAll(ctx context.Context, a Archive, opts CompactionOptions) CompactR
 	}
 	err := func() error {
 		for {
-			res, err := a.Compact(ctx, opts.Retention, now(), cursor, batch)
+			res, err := c.Compact(ctx, opts.Retention, now(), cursor, batch)
 			total.Docs += res.Docs
 			total.Ops += res.Ops
 			total.Snapshots += res.Snapshots
@@ -97,11 +114,26 @@ func CompactAll(ctx context.Context, a Archive, opts CompactionOptions) CompactR
 			}
 		}
 	}()
+	return endPass(ctx, opts, total, cursor, start, err)
+}
+
+// endPass records and logs how a pass ended: stopped by ctx (counted as
+// nothing but what it removed), skipped because another replica holds the
+// compaction lock, failed, or ok.
+func endPass(ctx context.Context, opts CompactionOptions, total CompactResult, cursor string, start time.Time, err error) CompactResult {
 	took := time.Since(start)
 	switch {
 	case ctx.Err() != nil:
 		// Stopped, not failed (shutdown): count what was removed only.
 		opts.Metrics.pass(total, took, "", time.Now())
+		return total
+	case errors.Is(err, ErrCompactionBusy):
+		// Another replica holds the lock, so it compacts every document;
+		// this is neither a success here nor a failure.
+		opts.Metrics.pass(total, took, "skipped", time.Now())
+		if opts.Logger != nil {
+			opts.Logger.Debug("history compaction skipped: another replica is compacting")
+		}
 		return total
 	case err != nil:
 		opts.Metrics.pass(total, took, "error", time.Now())

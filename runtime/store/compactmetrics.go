@@ -22,7 +22,7 @@ func NewCompactionMetrics(reg prometheus.Registerer) (*CompactionMetrics, error)
 	m := &CompactionMetrics{
 		runs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tandem_compaction_runs_total",
-			Help: "Compaction passes over all documents, by result: ok, or error (the pass stopped; the next one starts over).",
+			Help: "Compaction passes over all documents, by result: ok, error (the pass stopped; the next one starts over), or skipped (another replica holds the compaction lock and makes the pass).",
 		}, []string{"result"}),
 		opsRemoved: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tandem_compaction_operations_removed_total",
@@ -51,12 +51,14 @@ func NewCompactionMetrics(reg prometheus.Registerer) (*CompactionMetrics, error)
 	// before the first failure.
 	m.runs.WithLabelValues("ok")
 	m.runs.WithLabelValues("error")
+	m.runs.WithLabelValues("skipped")
 	return m, nil
 }
 
 // pass records one pass: what it removed, how long it took and how it
-// ended (result "ok" or "error"; "" for a pass stopped by shutdown, which
-// counts as neither).
+// ended (result "ok", "error" or "skipped"; "" for a pass stopped by
+// shutdown, which counts as none of them). Only "ok" moves the last
+// success time.
 func (m *CompactionMetrics) pass(res CompactResult, took time.Duration, result string, end time.Time) {
 	if m == nil {
 		return
@@ -66,8 +68,11 @@ func (m *CompactionMetrics) pass(res CompactResult, took time.Duration, result s
 	if result == "" {
 		return
 	}
-	m.duration.Observe(took.Seconds())
 	m.runs.WithLabelValues(result).Inc()
+	if result == "skipped" {
+		return // a pass not made has no duration worth a sample
+	}
+	m.duration.Observe(took.Seconds())
 	if result == "ok" {
 		m.lastSuccess.Set(float64(end.Unix()))
 	}

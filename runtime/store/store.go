@@ -55,6 +55,9 @@ var (
 	// ErrDeleted ends a subscription whose document was deleted: whatever
 	// the caller holds of it is gone, and so are its editors' connections.
 	ErrDeleted = errors.New("store: document deleted")
+	// ErrCompactionBusy means another process sharing the store holds its
+	// compaction lock: this one has nothing to do until it is free.
+	ErrCompactionBusy = errors.New("store: another replica is compacting")
 )
 
 // Log is the per-document operation log and sequencer: the single source of
@@ -190,7 +193,30 @@ type Archive interface {
 	// exact, and it removes only what is stored (persisted) already. Each
 	// step is one short transaction: interrupted, it leaves a consistent
 	// store, and running it again finishes the job.
+	//
+	// A store shared by several processes takes its compaction lock for the
+	// call and returns ErrCompactionBusy when another process holds it; a
+	// pass over all documents holds the lock throughout instead (PassLocker).
 	Compact(ctx context.Context, ret Retention, now time.Time, cursor string, batch int) (CompactResult, error)
+}
+
+// Compacter compacts a batch of documents, as Archive.Compact does.
+type Compacter interface {
+	Compact(ctx context.Context, ret Retention, now time.Time, cursor string, batch int) (CompactResult, error)
+}
+
+// PassLocker is implemented by archives that several processes share (the
+// replicas of a cluster on one PostgreSQL). One pass over all documents
+// runs under one lock, so that exactly one process makes a whole pass
+// while the others skip theirs: a lock taken per batch would let a process
+// that misses it end its pass early, and with passes restarting from the
+// first document, documents late in id order could go uncompacted for good.
+type PassLocker interface {
+	// LockPass takes the compaction lock without waiting. held is false
+	// when another process has it. Otherwise pass compacts batches under
+	// the lock (from one goroutine at a time) until release, which must be
+	// called once the pass is over.
+	LockPass(ctx context.Context) (pass Compacter, release func(), held bool, err error)
 }
 
 // Peeker is implemented by logs that keep state per document in a shared

@@ -11,11 +11,14 @@ import (
 	"github.com/tandem-dev/tandem/runtime/store"
 )
 
-var _ store.Archive = (*Store)(nil)
+var (
+	_ store.Archive    = (*Store)(nil)
+	_ store.PassLocker = (*Store)(nil)
+)
 
 // compactionLockID is the advisory lock a replica holds while it runs a
-// compaction batch, so that the replicas of a cluster do not compact the
-// same documents at once. The value must never change.
+// compaction pass, so that one replica of a cluster compacts at a time and
+// makes a whole pass. The value must never change.
 const compactionLockID int64 = 0x74616e64656d02 // "tandem" + 2
 
 // compactOpsPerTx bounds the operations one compaction transaction
@@ -122,34 +125,73 @@ func (s *Store) Delete(ctx context.Context, doc string) error {
 	return nil
 }
 
-// Compact implements store.Archive. The batch runs under a session
-// advisory lock: when another replica holds it, this call does nothing
-// and reports no more work, and the next round tries again. Everything in
-// PostgreSQL is persisted by definition, and store.CompactDoc stores a
+// Compact implements store.Archive for one batch on its own: it takes
+// the compaction advisory lock for the call and returns
+// store.ErrCompactionBusy when another session holds it. A background pass
+// takes the lock once for all its batches instead (LockPass). Everything
+// in PostgreSQL is persisted by definition, and store.CompactDoc stores a
 // snapshot at each cut, so cutting never loses the text or an unflushed
 // edit (those are still in Redis).
 func (s *Store) Compact(ctx context.Context, ret store.Retention, now time.Time, cursor string, batch int) (store.CompactResult, error) {
+	if ret.Keeps() {
+		return store.CompactResult{Cursor: cursor}, nil
+	}
+	pass, release, held, err := s.LockPass(ctx)
+	if err != nil {
+		return store.CompactResult{Cursor: cursor}, fmt.Errorf("compact: %w", err)
+	}
+	if !held {
+		return store.CompactResult{Cursor: cursor}, fmt.Errorf("compact: %w", store.ErrCompactionBusy)
+	}
+	defer release()
+	return pass.Compact(ctx, ret, now, cursor, batch)
+}
+
+// LockPass implements store.PassLocker: it takes the compaction advisory
+// lock (pg_try_advisory_lock, a session lock) on a connection of its own,
+// which the pass keeps, pauses between batches included, until release.
+// Advisory locks belong to the session, so the lock cannot outlive the
+// connection: if the connection breaks, the lock is gone and so is the
+// pass's next batch (an error, and the next pass starts over).
+func (s *Store) LockPass(ctx context.Context) (store.Compacter, func(), bool, error) {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, nil, false, fmt.Errorf("acquire a connection for the compaction lock: %w", err)
+	}
+	var locked bool
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, compactionLockID).Scan(&locked); err != nil {
+		conn.Release()
+		return nil, nil, false, fmt.Errorf("take the compaction lock: %w", err)
+	}
+	if !locked {
+		conn.Release()
+		return nil, nil, false, nil
+	}
+	release := func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if _, err := conn.Exec(ctx, `SELECT pg_advisory_unlock($1)`, compactionLockID); err != nil {
+			// A session that may still hold the lock must not go back to
+			// the pool: closing it frees the lock.
+			_ = conn.Conn().Close(ctx)
+		}
+		conn.Release()
+	}
+	return lockedPass{s: s, conn: conn.Conn()}, release, true, nil
+}
+
+// lockedPass compacts on the connection that holds the compaction lock.
+type lockedPass struct {
+	s    *Store
+	conn *pgx.Conn
+}
+
+func (p lockedPass) Compact(ctx context.Context, ret store.Retention, now time.Time, cursor string, batch int) (store.CompactResult, error) {
 	res := store.CompactResult{Cursor: cursor}
 	if ret.Keeps() {
 		return res, nil
 	}
-	conn, err := s.pool.Acquire(ctx)
-	if err != nil {
-		return res, fmt.Errorf("compact: acquire connection: %w", err)
-	}
-	defer conn.Release()
-	var locked bool
-	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, compactionLockID).Scan(&locked); err != nil {
-		return res, fmt.Errorf("compact: take lock: %w", err)
-	}
-	if !locked {
-		res.Cursor = ""
-		return res, nil
-	}
-	defer func() {
-		_, _ = conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, compactionLockID)
-	}()
-	rows, err := conn.Query(ctx, `SELECT id FROM documents WHERE id COLLATE "C" > $1 ORDER BY id COLLATE "C" LIMIT $2`, cursor, batch)
+	rows, err := p.conn.Query(ctx, `SELECT id FROM documents WHERE id COLLATE "C" > $1 ORDER BY id COLLATE "C" LIMIT $2`, cursor, batch)
 	if err != nil {
 		return res, fmt.Errorf("compact: list documents: %w", err)
 	}
@@ -158,7 +200,7 @@ func (s *Store) Compact(ctx context.Context, ret store.Retention, now time.Time,
 		return res, fmt.Errorf("compact: list documents: %w", err)
 	}
 	res, err = store.CompactDocs(ctx, ids, func(ctx context.Context, doc string) (int, int, bool, error) {
-		return s.compactStep(ctx, conn.Conn(), doc, ret, now)
+		return p.s.compactStep(ctx, p.conn, doc, ret, now)
 	})
 	if res.Cursor == "" {
 		res.Cursor = cursor
