@@ -20,6 +20,7 @@ type Redis struct {
 	appendOnly bool
 	extra      []string
 	certs      *Certs
+	clientCert bool // --tls-auth-clients yes rather than optional
 }
 
 // RedisOption configures StartRedis.
@@ -44,6 +45,14 @@ func WithArgs(args ...string) RedisOption {
 // present the client certificate (not required).
 func WithTLS(certs *Certs) RedisOption {
 	return func(r *Redis) { r.certs = certs }
+}
+
+// WithTLSClientCertAuth is WithTLS with --tls-auth-clients yes: the server
+// ends the handshake of a client that presents no certificate, or one that
+// certs' CA did not sign, as a server that authenticates clients by
+// certificate does.
+func WithTLSClientCertAuth(certs *Certs) RedisOption {
+	return func(r *Redis) { r.certs, r.clientCert = certs, true }
 }
 
 // StartRedis starts a redis-server for the test and waits until it answers
@@ -155,9 +164,13 @@ func (r *Redis) start() error {
 	ports := []string{"--port", strconv.Itoa(r.svc.port)}
 	opts := &redis.Options{Addr: r.svc.addr(), MaxRetries: -1, PoolSize: 1}
 	if r.certs != nil {
+		authClients := "optional"
+		if r.clientCert {
+			authClients = "yes"
+		}
 		ports = []string{"--port", "0", "--tls-port", strconv.Itoa(r.svc.port),
 			"--tls-cert-file", r.certs.ServerCertFile, "--tls-key-file", r.certs.ServerKeyFile,
-			"--tls-ca-cert-file", r.certs.CAFile, "--tls-auth-clients", "optional"}
+			"--tls-ca-cert-file", r.certs.CAFile, "--tls-auth-clients", authClients}
 		cfg, err := r.certs.TLSConfig()
 		if err != nil {
 			return fmt.Errorf("start redis-server with TLS: %w", err)

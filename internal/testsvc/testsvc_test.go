@@ -2,6 +2,7 @@ package testsvc
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -414,6 +415,51 @@ func TestPostgresClientCertAuth(t *testing.T) {
 			if !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %q does not mention %q", err, tc.want)
 			}
+		})
+	}
+}
+
+// TestRedisClientCertAuth: with WithTLSClientCertAuth the server answers
+// a client that presents the generated client certificate and refuses one
+// without a certificate or with one another CA signed.
+func TestRedisClientCertAuth(t *testing.T) {
+	certs := GenerateCerts(t)
+	other := GenerateCerts(t)
+	ctx := testCtx(t)
+	r := StartRedis(t, WithTLSClientCertAuth(certs))
+
+	right, err := certs.TLSConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	noCert := right.Clone()
+	noCert.Certificates = nil
+	otherCA, err := other.TLSConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherCert := right.Clone()
+	otherCert.Certificates = otherCA.Certificates
+	for _, tc := range []struct {
+		name    string
+		cfg     *tls.Config
+		wantErr string
+	}{
+		{"client certificate", right, ""},
+		{"no client certificate", noCert, "certificate"},
+		{"client certificate of another CA", otherCert, "certificate"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := redis.NewClient(&redis.Options{Addr: r.Addr(), TLSConfig: tc.cfg, MaxRetries: -1})
+			defer c.Close()
+			err := c.Ping(ctx).Err()
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Fatalf("ping: %v", err)
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Fatalf("ping error %v, want one mentioning %q", err, tc.wantErr)
+			}
+			t.Logf("ping: %v", err)
 		})
 	}
 }

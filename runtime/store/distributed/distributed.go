@@ -239,8 +239,9 @@ func retryable(err error) bool {
 		}
 		return true
 	}
-	if certificateError(err) {
-		// A certificate that does not verify now will not verify later.
+	if certificateError(err) || clientCertificateRefused(err) {
+		// A certificate that does not verify now will not verify later,
+		// on either side.
 		return false
 	}
 	msg := err.Error()
@@ -261,11 +262,20 @@ func certificateError(err error) bool {
 	return errors.As(err, &verr) || errors.As(err, &uerr) || errors.As(err, &herr) || errors.As(err, &ierr)
 }
 
-// clientCertificateRefused reports PostgreSQL refusing a connection for
-// want of a valid client certificate (pg_hba.conf cert or clientcert=).
+// clientCertificateRefused reports a server refusing a connection for
+// want of a valid client certificate: PostgreSQL's pg_hba.conf cert or
+// clientcert=, or a TLS alert from the server's side of the handshake, as
+// Redis with tls-auth-clients yes sends ("certificate required" without
+// one, "unknown certificate authority" for one its CA did not sign). A
+// failure to verify the server's certificate is local, never a remote
+// error.
 func clientCertificateRefused(err error) bool {
 	var pe *pgconn.PgError
-	return errors.As(err, &pe) && strings.HasPrefix(pe.Code, "28") && strings.Contains(pe.Message, "certificate")
+	if errors.As(err, &pe) {
+		return strings.HasPrefix(pe.Code, "28") && strings.Contains(pe.Message, "certificate")
+	}
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "remote error" && oe.Err != nil && strings.Contains(oe.Err.Error(), "certificate")
 }
 
 // pgHost is the host:port of a PostgreSQL URL for log lines, never its

@@ -81,6 +81,58 @@ func TestOpenTLS(t *testing.T) {
 	}
 }
 
+// TestOpenRedisClientCertificate: a Redis that requires client
+// certificates (tls-auth-clients yes) takes the runtime's connection with
+// the client certificate, and refuses it without one or with one another
+// CA signed; Open then ends at once with an error naming the flags.
+func TestOpenRedisClientCertificate(t *testing.T) {
+	certs := testsvc.GenerateCerts(t)
+	other := testsvc.GenerateCerts(t)
+	r := testsvc.StartRedis(t, testsvc.WithTLSClientCertAuth(certs))
+	pg := testsvc.StartPostgres(t)
+	for _, tc := range []struct {
+		name        string
+		files       distributed.TLSFiles
+		wantInError []string // none: Open must succeed
+	}{
+		{"with the client certificate", distributed.TLSFiles{CAFile: certs.CAFile, CertFile: certs.ClientCertFile, KeyFile: certs.ClientKeyFile}, nil},
+		{"without a client certificate", distributed.TLSFiles{CAFile: certs.CAFile},
+			[]string{"connect to redis", "certificate required", "--redis-cert-file"}},
+		{"with a client certificate of another CA", distributed.TLSFiles{CAFile: certs.CAFile, CertFile: other.ClientCertFile, KeyFile: other.ClientKeyFile},
+			[]string{"connect to redis", "unknown certificate authority", "--redis-cert-file"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			start := time.Now()
+			s, err := distributed.Open(ctx, distributed.Config{RedisURL: r.URL(), RedisTLS: tc.files, PostgresURL: pg.URL()}, nil)
+			if len(tc.wantInError) == 0 {
+				if err != nil {
+					t.Fatalf("Open: %v", err)
+				}
+				defer s.Close(ctx)
+				if err := s.Log.Append(ctx, "mtls", 0, []store.Entry{{Rev: 1, Op: ot.Op{{Insert: "x"}}, Client: "c", Seq: 1, User: "u"}}); err != nil {
+					t.Fatalf("Append: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				s.Close(ctx)
+				t.Fatal("Open succeeded without a client certificate the server trusts")
+			}
+			for _, w := range tc.wantInError {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+			// No waiting: the server will not start trusting the client.
+			if ctx.Err() != nil {
+				t.Errorf("Open waited %v for a client certificate the server refuses", time.Since(start))
+			}
+		})
+	}
+}
+
 // TestOpenRefusesMismatchedTLS: TLS files with a URL that does not use TLS,
 // and cluster URLs that cannot work, are refused with a message naming the
 // fix, before anything is dialled.
