@@ -195,6 +195,17 @@ type CutTx interface {
 	DeleteSnapshots(ctx context.Context, below int64) (int, error)
 }
 
+// StepBounder is implemented by a CutTx whose store bounds the bytes one
+// step removes as well as the operations: a store whose writes wait for
+// compaction's transaction (SQLite, one connection) must not delete tens of
+// megabytes of large operations in one go.
+type StepBounder interface {
+	// StepEnd returns the revision, from first to upto, up to which one
+	// step removes operations: first at least, so that every step makes
+	// progress.
+	StepEnd(ctx context.Context, first, upto int64) (int64, error)
+}
+
 // CompactDoc is one bounded step of compacting a document: the caller runs
 // it in one transaction, commits, and calls again while more is true.
 //
@@ -255,6 +266,12 @@ func CompactDoc(ctx context.Context, tx CutTx, ret Retention, now time.Time, per
 	upto := cut
 	if perTx > 0 && upto-first >= perTx {
 		upto, more = first+perTx-1, true
+	}
+	if b, ok := tx.(StepBounder); ok {
+		if upto, err = b.StepEnd(ctx, first, upto); err != nil {
+			return 0, 0, false, err
+		}
+		more = upto < cut
 	}
 	if ops, err = tx.DeleteOps(ctx, upto); err != nil {
 		return 0, 0, false, err

@@ -18,9 +18,20 @@ var _ store.Archive = (*Store)(nil)
 // connection) are never held for long.
 const compactOpsPerTx = 2000
 
-// vacuumPages is how many free pages one compaction call hands back to the
-// file system (incremental vacuum); 4 KiB each.
-const vacuumPages = 2048
+// compactBytesPerTx bounds the bytes of operations one compaction
+// transaction removes, whatever their number: deleting large operations
+// (pasted text) frees many overflow pages, and a write waits for it.
+const compactBytesPerTx = 1 << 20
+
+// vacuumPages is how many free pages (4 KiB each) one incremental vacuum
+// step hands back to the file system, and vacuumSteps how many steps one
+// compaction call takes at most. Each step holds the connection that
+// acknowledged writes wait for, so it is kept short, and the lock is let
+// go between steps so that waiting writes go first.
+const (
+	vacuumPages = 256
+	vacuumSteps = 32
+)
 
 // SnapshotAt implements store.Archive. The documents row is a snapshot
 // too, so it is considered alongside the periodic ones.
@@ -214,6 +225,33 @@ func (c cutTx) Head(ctx context.Context) (int64, bool, error) {
 	return head, true, nil
 }
 
+// StepEnd implements store.StepBounder: the newest revision up to which
+// the operations from first on take at most compactBytesPerTx. It reads
+// the operations' sizes in order and stops at the budget, so it reads
+// about as much as the step then deletes.
+func (c cutTx) StepEnd(ctx context.Context, first, upto int64) (int64, error) {
+	rows, err := c.tx.QueryContext(ctx, `SELECT rev, octet_length(op) FROM operations WHERE doc = ? AND rev BETWEEN ? AND ? ORDER BY rev`, c.doc, first, upto)
+	if err != nil {
+		return 0, fmt.Errorf("bound the step: %w", err)
+	}
+	defer rows.Close()
+	end, total := min(first, upto), int64(0)
+	for rows.Next() {
+		var rev, size int64
+		if err := rows.Scan(&rev, &size); err != nil {
+			return 0, fmt.Errorf("bound the step: %w", err)
+		}
+		if total += size; total > compactBytesPerTx && rev > first {
+			break
+		}
+		end = rev
+	}
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("bound the step: %w", err)
+	}
+	return end, nil
+}
+
 func (c cutTx) revAgg(ctx context.Context, what, query string, args ...any) (int64, error) {
 	var rev sql.NullInt64
 	if err := c.tx.QueryRowContext(ctx, query, args...).Scan(&rev); err != nil {
@@ -279,12 +317,55 @@ func (c cutTx) DeleteSnapshots(ctx context.Context, below int64) (int, error) {
 	return c.exec(ctx, "remove snapshots", `DELETE FROM snapshots WHERE doc = ? AND rev < ?`, c.doc, below)
 }
 
-// vacuum hands up to vacuumPages free pages back to the file system.
+// vacuum hands up to vacuumSteps × vacuumPages free pages back to the
+// file system, vacuumPages at a time, letting writes in between.
 func (s *Store) vacuum(ctx context.Context) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, err := s.db.ExecContext(ctx, fmt.Sprintf(`PRAGMA incremental_vacuum(%d)`, vacuumPages)); err != nil {
-		return fmt.Errorf("incremental vacuum: %w", err)
+	for range vacuumSteps {
+		free, err := s.vacuumStep(ctx)
+		if err != nil {
+			return err
+		}
+		if free == 0 {
+			return nil
+		}
 	}
 	return nil
+}
+
+// vacuumStep runs one incremental vacuum of up to vacuumPages pages and
+// returns how many free pages are left.
+func (s *Store) vacuumStep(ctx context.Context) (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var free int64
+	if err := s.db.QueryRowContext(ctx, `PRAGMA freelist_count`).Scan(&free); err != nil {
+		return 0, fmt.Errorf("incremental vacuum: free pages: %w", err)
+	}
+	if free == 0 {
+		return 0, nil
+	}
+	// The pragma returns a row per page it frees; the rows must be read
+	// for it to run to the end.
+	rows, err := s.db.QueryContext(ctx, fmt.Sprintf(`PRAGMA incremental_vacuum(%d)`, vacuumPages))
+	if err != nil {
+		return 0, fmt.Errorf("incremental vacuum: %w", err)
+	}
+	for rows.Next() {
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("incremental vacuum: %w", err)
+	}
+	return max(free-vacuumPages, 0), nil
+}
+
+// FreePages is how many pages of the file are free (PRAGMA
+// freelist_count): space compaction removed that the incremental vacuum
+// has not handed back to the file system yet.
+func (s *Store) FreePages(ctx context.Context) (int64, error) {
+	var n int64
+	if err := s.db.QueryRowContext(ctx, `PRAGMA freelist_count`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("free pages: %w", err)
+	}
+	return n, nil
 }
