@@ -553,6 +553,9 @@ func TestInvalidSpecsAreRejected(t *testing.T) {
 		{"zero storage", func(s *collabv1.CollabClusterSpec) {
 			s.Redis = &collabv1.RedisSpec{Managed: &collabv1.ManagedRedis{Storage: collabv1.StorageSpec{Size: "0"}}}
 		}, `spec.redis.managed.storage.size: Invalid value: "0": size must be a positive quantity such as 1Gi`},
+		{"storage size not a quantity", func(s *collabv1.CollabClusterSpec) {
+			s.Postgres = &collabv1.PostgresSpec{Managed: &collabv1.ManagedPostgres{Storage: collabv1.StorageSpec{Size: "1 GB"}}}
+		}, `spec.postgres.managed.storage.size: Invalid value: "1 GB": size must be a positive quantity such as 1Gi: digits, then optionally a unit Ki, Mi, Gi, Ti, Pi, Ei, k, M, G, T, P or E`},
 		{"zero flush interval", func(s *collabv1.CollabClusterSpec) {
 			s.Runtime.Flush.Interval = &metav1.Duration{}
 		}, "spec.runtime.flush.interval must be a positive duration such as 500ms"},
@@ -593,6 +596,9 @@ func TestInvalidSpecsAreRejected(t *testing.T) {
 			}
 			if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v\nwant an Invalid error containing %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "should match") {
+				t.Errorf("the rejection prints a regular expression: %v", err)
 			}
 		})
 	}

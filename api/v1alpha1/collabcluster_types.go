@@ -96,7 +96,9 @@ type CollabClusterSpec struct {
 	// +optional
 	Redis *RedisSpec `json:"redis,omitempty"`
 
-	// Postgres is the durable document store: exactly one of managed or external.
+	// Postgres is the durable document store: exactly one of managed (a
+	// StatefulSet the operator runs), external (a DSN in a Secret) or
+	// cloudNativePG (a CloudNativePG Cluster; needs its operator).
 	// +kubebuilder:default={managed:{}}
 	// +optional
 	Postgres *PostgresSpec `json:"postgres,omitempty"`
@@ -290,11 +292,15 @@ type LimitsSpec struct {
 // +kubebuilder:validation:XValidation:rule="has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)",message="storageClassName is immutable: create a new CollabCluster to use another storage class",fieldPath=".storageClassName"
 // +kubebuilder:validation:XValidation:rule="!has(self.size) || !has(oldSelf.size) || quantity(self.size) == quantity(oldSelf.size)",message="size is immutable: expand the PersistentVolumeClaim directly instead",fieldPath=".size"
 type StorageSpec struct {
+	// The format and the sign are one CEL rule rather than a Pattern and
+	// a rule, so that every rejection reads one sentence instead of a
+	// regular expression. CEL's && is false when the format check is, so
+	// quantity() never reports its parse error.
+
 	// Size of the volume, a positive quantity such as 1Gi.
 	// +kubebuilder:default="1Gi"
-	// +kubebuilder:validation:XValidation:rule="quantity(self).isGreaterThan(quantity('0'))",message="size must be a positive quantity such as 1Gi"
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[0-9]+([.][0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$') && quantity(self).isGreaterThan(quantity('0'))",message="size must be a positive quantity such as 1Gi: digits, then optionally a unit Ki, Mi, Gi, Ti, Pi, Ei, k, M, G, T, P or E"
 	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:Pattern=`^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$`
 	// +optional
 	Size string `json:"size,omitempty"`
 
@@ -503,9 +509,9 @@ type SessionAffinitySpec struct {
 	// +optional
 	Mode SessionAffinityMode `json:"mode,omitempty"`
 
-	// CookieName of the affinity cookie.
+	// CookieName of the affinity cookie: letters, digits, '_' and '-'.
 	// +kubebuilder:default=tandem-affinity
-	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9_-]+$`
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[A-Za-z0-9_-]+$')",message="cookieName must be letters, digits, '_' and '-' only, such as tandem-affinity"
 	// +optional
 	CookieName string `json:"cookieName,omitempty"`
 
@@ -518,8 +524,11 @@ type SessionAffinitySpec struct {
 
 // CollabClusterStatus is the observed state, written only by the operator.
 type CollabClusterStatus struct {
-	// Conditions: Ready, Progressing, Degraded, RuntimeReady, RedisReady,
-	// PostgresReady, and SessionAffinity when the runtime is exposed.
+	// Conditions: Ready, Progressing, Degraded, RuntimeReady, RedisReady
+	// and PostgresReady always; SessionAffinity when an ingress or a
+	// gateway exposes the runtime; RouteAccepted with spec.gateway;
+	// MonitoringReady with spec.monitoring enabled. SessionAffinity,
+	// RouteAccepted and MonitoringReady never hold Ready back.
 	// +listType=map
 	// +listMapKey=type
 	// +optional

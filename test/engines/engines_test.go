@@ -598,11 +598,96 @@ func TestIngressStickinessPerController(t *testing.T) {
 			})
 		})
 	}
+
+	// The operator watches IngressClasses: a class created after the
+	// CollabCluster that names it re-renders the annotations, with no
+	// change to the CollabCluster itself.
+	t.Run("class created later re-renders the annotations", func(t *testing.T) {
+		ns := namespace(t)
+		class := "late-traefik-" + ns[len(ns)-5:]
+		create(t, collab(ns, "docs", func(cc *collabv1.CollabCluster) {
+			cc.Spec.Ingress = collabv1.IngressSpec{Enabled: true, Host: "docs.example.test", ClassName: ptr.To(class)}
+		}))
+		wantCondition(t, ns, "docs", collabv1.ConditionSessionAffinity, metav1.ConditionFalse, "UnknownIngressController")
+		before := &collabv1.CollabCluster{}
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "docs"}, before); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "ingress-nginx annotations for the missing class", func(ctx context.Context) error {
+			ing := &networkingv1.Ingress{}
+			if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "docs"}, ing); err != nil {
+				return err
+			}
+			if ing.Annotations["nginx.ingress.kubernetes.io/affinity"] != "cookie" {
+				return fmt.Errorf("no ingress-nginx affinity yet: %v", ing.Annotations)
+			}
+			return nil
+		})
+
+		ic := &networkingv1.IngressClass{ObjectMeta: metav1.ObjectMeta{Name: class},
+			Spec: networkingv1.IngressClassSpec{Controller: "traefik.io/ingress-controller"}}
+		create(t, ic)
+		t.Cleanup(func() { _ = k8s.Delete(context.Background(), ic) })
+
+		c := wantCondition(t, ns, "docs", collabv1.ConditionSessionAffinity, metav1.ConditionTrue, "CookieAffinity")
+		if !strings.Contains(c.Message, "traefik") {
+			t.Errorf("SessionAffinity message does not name traefik: %s", c.Message)
+		}
+		eventually(t, "traefik annotations and no ingress-nginx ones", func(ctx context.Context) error {
+			svc := &corev1.Service{}
+			if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "docs"}, svc); err != nil {
+				return err
+			}
+			for k, v := range map[string]string{
+				"traefik.ingress.kubernetes.io/service.sticky.cookie":      "true",
+				"traefik.ingress.kubernetes.io/service.sticky.cookie.name": specs.DefaultCookieName,
+			} {
+				if svc.Annotations[k] != v {
+					return fmt.Errorf("Service annotation %s = %q, want %q; all: %v", k, svc.Annotations[k], v, svc.Annotations)
+				}
+			}
+			ing := &networkingv1.Ingress{}
+			if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "docs"}, ing); err != nil {
+				return err
+			}
+			for k := range ing.Annotations {
+				if strings.HasPrefix(k, "nginx.ingress.kubernetes.io/") {
+					return fmt.Errorf("ingress-nginx annotation %s still on the Ingress: %v", k, ing.Annotations)
+				}
+			}
+			return nil
+		})
+		after := &collabv1.CollabCluster{}
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "docs"}, after); err != nil {
+			t.Fatal(err)
+		}
+		if after.Generation != before.Generation {
+			t.Errorf("the CollabCluster's generation went from %d to %d; only the IngressClass should have changed", before.Generation, after.Generation)
+		}
+	})
 }
 
-// TestSpecRulesExplainThemselves checks the CEL rules of the new fields.
+// TestSpecRulesExplainThemselves checks the CEL rules of the new fields:
+// every rejection names the field and says in words what it accepts,
+// never a regular expression (what a Pattern marker would print).
 func TestSpecRulesExplainThemselves(t *testing.T) {
 	ns := namespace(t)
+	const (
+		hostnameRule = "hostnames must be DNS names such as docs.example.com, optionally starting with '*.'"
+		cookieRule   = "cookieName must be letters, digits, '_' and '-' only, such as tandem-affinity"
+		cnpgSizeRule = "size must be a positive quantity such as 10Gi: digits, then optionally a unit"
+	)
+	// invalid is the apiserver's message for a string field its rule refused.
+	invalid := func(path, value, message string) string {
+		return fmt.Sprintf("%s: Invalid value: %q: %s", path, value, message)
+	}
+	cnpgSize := func(size string) func(*collabv1.CollabCluster) {
+		return func(cc *collabv1.CollabCluster) {
+			withCNPG(cc)
+			cc.Spec.Postgres.CloudNativePG.Storage.Size = size
+		}
+	}
+	const cnpgSizePath = "spec.postgres.cloudNativePG.storage.size"
 	tests := []struct {
 		name   string
 		mutate func(*collabv1.CollabCluster)
@@ -622,7 +707,26 @@ func TestSpecRulesExplainThemselves(t *testing.T) {
 		{"wildcard in the middle of a host name", func(cc *collabv1.CollabCluster) {
 			withGateway(cc)
 			cc.Spec.Gateway.Hostnames = []collabv1.GatewayHostname{"docs.*.example"}
-		}, "spec.gateway.hostnames[0]"},
+		}, invalid("spec.gateway.hostnames[0]", "docs.*.example", hostnameRule)},
+		{"upper case host name", func(cc *collabv1.CollabCluster) {
+			withGateway(cc)
+			cc.Spec.Gateway.Hostnames = []collabv1.GatewayHostname{"docs.example.test", "Docs.example.test"}
+		}, invalid("spec.gateway.hostnames[1]", "Docs.example.test", hostnameRule)},
+		{"host name ending in a dot", func(cc *collabv1.CollabCluster) {
+			withGateway(cc)
+			cc.Spec.Gateway.Hostnames = []collabv1.GatewayHostname{"docs.example.test."}
+		}, invalid("spec.gateway.hostnames[0]", "docs.example.test.", hostnameRule)},
+		{"cookie name with a space, ingress", func(cc *collabv1.CollabCluster) {
+			cc.Spec.Ingress = collabv1.IngressSpec{Enabled: true, Host: "docs.example.test",
+				SessionAffinity: collabv1.SessionAffinitySpec{CookieName: "tandem affinity"}}
+		}, invalid("spec.ingress.sessionAffinity.cookieName", "tandem affinity", cookieRule)},
+		{"cookie name with a semicolon, gateway", func(cc *collabv1.CollabCluster) {
+			withGateway(cc)
+			cc.Spec.Gateway.SessionAffinity.CookieName = "a;b"
+		}, invalid("spec.gateway.sessionAffinity.cookieName", "a;b", cookieRule)},
+		{"CloudNativePG size not a quantity", cnpgSize("10 GB"), invalid(cnpgSizePath, "10 GB", cnpgSizeRule)},
+		{"CloudNativePG size with a unit it does not take", cnpgSize("10m"), invalid(cnpgSizePath, "10m", cnpgSizeRule)},
+		{"CloudNativePG size zero", cnpgSize("0Gi"), invalid(cnpgSizePath, "0Gi", cnpgSizeRule)},
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -630,8 +734,73 @@ func TestSpecRulesExplainThemselves(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("create: %v, want an error containing %q", err, tc.want)
 			}
+			if strings.Contains(err.Error(), "should match") {
+				t.Errorf("the rejection prints a regular expression: %v", err)
+			}
 		})
 	}
+
+	// What the rules accept: a wildcard host name, the cookie name
+	// characters, decimal and unit-less sizes.
+	accepted := []struct {
+		name   string
+		mutate func(*collabv1.CollabCluster)
+	}{
+		{"wildcard host name and cookie name", func(cc *collabv1.CollabCluster) {
+			withGateway(cc)
+			cc.Spec.Gateway.Hostnames = []collabv1.GatewayHostname{"*.docs.example.test", "docs-1.example.test", "localhost"}
+			cc.Spec.Gateway.SessionAffinity.CookieName = "Tandem_affinity-2"
+		}},
+		{"decimal CloudNativePG size", cnpgSize("1.5Gi")},
+		{"CloudNativePG size in bytes", cnpgSize("1073741824")},
+	}
+	for i, tc := range accepted {
+		t.Run("accepted: "+tc.name, func(t *testing.T) {
+			create(t, collab(ns, fmt.Sprintf("ok-%d", i), tc.mutate))
+		})
+	}
+
+	// Update-time rules of the CloudNativePG storage.
+	t.Run("CloudNativePG storage on update", func(t *testing.T) {
+		create(t, collab(ns, "cnpg-storage", func(cc *collabv1.CollabCluster) {
+			withCNPG(cc)
+			cc.Spec.Postgres.CloudNativePG.Storage.StorageClassName = ptr.To("standard")
+		}))
+		updates := []struct {
+			name   string
+			mutate func(*collabv1.CloudNativePGStorage)
+			want   string // empty: accepted
+		}{
+			{"another storage class", func(s *collabv1.CloudNativePGStorage) { s.StorageClassName = ptr.To("fast") },
+				"spec.postgres.cloudNativePG.storage.storageClassName: Invalid value: storageClassName is immutable: create a new CollabCluster to use another storage class"},
+			{"storage class removed", func(s *collabv1.CloudNativePGStorage) { s.StorageClassName = nil },
+				"storageClassName is immutable"},
+			{"size zero", func(s *collabv1.CloudNativePGStorage) { s.Size = "0" }, invalid(cnpgSizePath, "0", cnpgSizeRule)},
+			// CloudNativePG grows volumes in place: the size may change.
+			{"size grown", func(s *collabv1.CloudNativePGStorage) { s.Size = "20Gi" }, ""},
+		}
+		for _, u := range updates {
+			// The operator writes the status meanwhile: retry a conflict.
+			var err error
+			for attempt := 0; attempt < 20; attempt++ {
+				cc := &collabv1.CollabCluster{}
+				if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "cnpg-storage"}, cc); err != nil {
+					t.Fatal(err)
+				}
+				u.mutate(&cc.Spec.Postgres.CloudNativePG.Storage)
+				if err = k8s.Update(context.Background(), cc); !apierrors.IsConflict(err) {
+					break
+				}
+			}
+			switch {
+			case u.want == "" && err != nil:
+				t.Errorf("%s: %v", u.name, err)
+			case u.want != "" && (err == nil || !strings.Contains(err.Error(), u.want)):
+				t.Errorf("%s: update error %v, want one containing %q", u.name, err, u.want)
+			}
+		}
+	})
+
 	// Without an enabled ingress, a gateway is accepted.
 	create(t, collab(ns, "ok", func(cc *collabv1.CollabCluster) {
 		withGateway(cc)
