@@ -118,10 +118,25 @@ func TestMonitoring(t *testing.T) {
 			cc.Spec.Monitoring.Alerts.Enabled = ptr.To(false)
 		})
 		wantGone(t, prometheusRule(), ns, "mon-runtime")
-		c := wantCondition(t, ns, "mon", collabv1.ConditionMonitoringReady, metav1.ConditionTrue, "MonitorsCreated")
-		if strings.Contains(c.Message, "PrometheusRule") {
-			t.Errorf("MonitoringReady still names the PrometheusRule: %s", c.Message)
-		}
+		// The condition was True/MonitorsCreated before too: wait for the
+		// status written after the rule's deletion, whose message no
+		// longer names it.
+		eventually(t, "MonitoringReady without the PrometheusRule", func(ctx context.Context) error {
+			cc := &collabv1.CollabCluster{}
+			if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "mon"}, cc); err != nil {
+				return err
+			}
+			c := meta.FindStatusCondition(cc.Status.Conditions, collabv1.ConditionMonitoringReady)
+			switch {
+			case c == nil:
+				return fmt.Errorf("no MonitoringReady condition")
+			case c.Status != metav1.ConditionTrue || c.Reason != "MonitorsCreated":
+				return fmt.Errorf("MonitoringReady is %s/%s: %s", c.Status, c.Reason, c.Message)
+			case strings.Contains(c.Message, "PrometheusRule"):
+				return fmt.Errorf("MonitoringReady still names the PrometheusRule: %s", c.Message)
+			}
+			return nil
+		})
 	})
 
 	t.Run("spec.monitoring removed: monitors removed, condition dropped", func(t *testing.T) {
