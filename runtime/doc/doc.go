@@ -312,8 +312,22 @@ func (m *Manager) EncodedText(ctx context.Context, id string) (*protocol.Encoded
 }
 
 // History returns committed entries with from < Rev <= to (to < 0: all),
-// from the log or, for older ones, the durable store.
+// from the log or, for older ones, the durable store. A from below where
+// compaction cut the history is store.ErrCompacted, even when the log's
+// tail still holds those operations.
 func (m *Manager) History(ctx context.Context, id string, from, to int64) ([]store.Entry, error) {
+	if a, ok := m.opts.Durable.(store.Archive); ok {
+		// The log's tail of recent operations may reach below where
+		// compaction cut the history; what is older than the cut is gone
+		// for every reader, as it is for TextAt.
+		start, err := a.HistoryStart(ctx, id)
+		if err != nil {
+			return nil, fmt.Errorf("read %q history: %w", id, err)
+		}
+		if from < start {
+			return nil, fmt.Errorf("read %q history after %d (kept from %d): %w", id, from, start+1, store.ErrCompacted)
+		}
+	}
 	if p, ok := m.opts.Log.(store.Peeker); ok && m.opts.Durable != nil && !m.loaded(id) {
 		// A document the log holds nothing of is all in the durable store.
 		if _, known, err := p.Peek(ctx, id); err != nil {

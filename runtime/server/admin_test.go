@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/tandem-dev/tandem/runtime/auth"
 	"github.com/tandem-dev/tandem/runtime/ot"
 	"github.com/tandem-dev/tandem/runtime/protocol"
+	"github.com/tandem-dev/tandem/runtime/store"
 )
 
 // do sends a request to replica i and returns the status and body.
@@ -120,6 +122,131 @@ func TestTextAtRevision(t *testing.T) {
 		}
 		if code, _, _ := d.do(0, http.MethodGet, "/v1/docs/"+docID+"?rev=-1", reader); code != http.StatusBadRequest {
 			t.Fatalf("GET ?rev=-1: HTTP %d, want 400", code)
+		}
+	})
+}
+
+// Time travel with retention on: once compaction has cut the history,
+// every kept revision still reads exactly, a revision below the cut and
+// the operations from before it answer 410 gone, and the history export
+// starts with the snapshot at the cut.
+func TestTextAtRevisionAfterCompaction(t *testing.T) {
+	modes(t, func(t *testing.T, d *deployment) {
+		const (
+			n      = 1100 // across two snapshot intervals (500)
+			retain = 400
+			cut    = n - retain
+		)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		docID := "retained"
+		w := d.rawAt(0, docID, d.token("writer", auth.PermWrite, time.Hour, docID), "c1")
+		w.expect("welcome")
+		texts := churn(t, w, n, 11)
+		// Compaction removes only what is stored: wait for the flush.
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			docs, err := d.archive.List(ctx, docID, "", 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(docs) == 1 && docs[0].Rev == n {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the durable store does not hold revision %d after 20 s: %+v", n, docs)
+			}
+		}
+		res := store.CompactAll(ctx, d.archive, store.CompactionOptions{Retention: store.Retention{Revisions: retain}})
+		if res.Ops != cut {
+			t.Fatalf("compaction removed %d operations, want %d (revisions 1 to %d)", res.Ops, cut, cut)
+		}
+
+		reader := d.token("reader", auth.PermRead, time.Hour, docID)
+		rng := rand.New(rand.NewPCG(3, uint64(time.Now().UnixNano())))
+		kept := []int64{cut, cut + 1, 1000, 1001, n}
+		gone := []int64{1, 499, 500, 501, cut - 1}
+		for range 15 {
+			kept = append(kept, cut+rng.Int64N(retain+1))
+			gone = append(gone, 1+rng.Int64N(cut-1))
+		}
+		for i, rev := range kept {
+			code, _, body := d.do(i, http.MethodGet, fmt.Sprintf("/v1/docs/%s?rev=%d", docID, rev), reader)
+			if code != http.StatusOK {
+				t.Fatalf("GET ?rev=%d (kept): HTTP %d %s", rev, code, body)
+			}
+			var got docJSON
+			if err := json.Unmarshal(body, &got); err != nil {
+				t.Fatalf("decode: %v", err)
+			}
+			if got.Rev != rev || got.Text != texts[rev] {
+				t.Fatalf("GET ?rev=%d = rev %d %q, want %q", rev, got.Rev, got.Text, texts[rev])
+			}
+		}
+		for i, rev := range gone {
+			if code, _, body := d.do(i, http.MethodGet, fmt.Sprintf("/v1/docs/%s?rev=%d", docID, rev), reader); code != http.StatusGone || !strings.Contains(string(body), protocol.CodeGone) {
+				t.Fatalf("GET ?rev=%d (below the cut at %d): HTTP %d %s, want 410 %s", rev, cut, code, body, protocol.CodeGone)
+			}
+		}
+		for i, from := range []int64{0, 1, cut - 1} {
+			if code, _, body := d.do(i, http.MethodGet, fmt.Sprintf("/v1/docs/%s/ops?from=%d", docID, from), reader); code != http.StatusGone {
+				t.Fatalf("GET /ops?from=%d (below the cut at %d): HTTP %d %s, want 410", from, cut, code, body)
+			}
+		}
+		// From the cut on, the operations are all there.
+		code, _, body := d.do(1, http.MethodGet, fmt.Sprintf("/v1/docs/%s/ops?from=%d&limit=%d", docID, cut, retain), reader)
+		if code != http.StatusOK {
+			t.Fatalf("GET /ops?from=%d: HTTP %d %s", cut, code, body)
+		}
+		var ops []struct {
+			Rev int64 `json:"rev"`
+			Op  ot.Op `json:"op"`
+		}
+		if err := json.Unmarshal(body, &ops); err != nil {
+			t.Fatalf("decode ops: %v", err)
+		}
+		if len(ops) != retain || ops[0].Rev != cut+1 || ops[len(ops)-1].Rev != n {
+			t.Fatalf("GET /ops?from=%d: %d operations, want revisions %d to %d", cut, len(ops), cut+1, n)
+		}
+
+		admin := d.token("adm", auth.PermAdmin, time.Hour, docID)
+		code, _, body = d.do(0, http.MethodGet, "/v1/docs/"+docID+"/export?format=history", admin)
+		if code != http.StatusOK {
+			t.Fatalf("export history: HTTP %d %s", code, body)
+		}
+		sc := bufio.NewScanner(strings.NewReader(string(body)))
+		sc.Buffer(nil, 1<<20)
+		text, rev := "", int64(-1)
+		for sc.Scan() {
+			var line struct {
+				Type string `json:"type"`
+				Rev  int64  `json:"rev"`
+				Text string `json:"text"`
+				Op   ot.Op  `json:"op"`
+			}
+			if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
+				t.Fatalf("history line %q: %v", sc.Text(), err)
+			}
+			switch {
+			case rev < 0 && line.Type == "snapshot":
+				if line.Rev != cut || line.Text != texts[cut] {
+					t.Fatalf("history export starts with a snapshot at %d %q, want the cut at %d %q", line.Rev, line.Text, cut, texts[cut])
+				}
+				text, rev = line.Text, line.Rev
+			case line.Type == "op" && line.Rev == rev+1:
+				var err error
+				if text, err = ot.Apply(text, line.Op); err != nil {
+					t.Fatalf("apply exported rev %d: %v", line.Rev, err)
+				}
+				rev = line.Rev
+			default:
+				t.Fatalf("unexpected history line %q after rev %d", sc.Text(), rev)
+			}
+		}
+		if err := sc.Err(); err != nil {
+			t.Fatal(err)
+		}
+		if rev != n || text != texts[n] {
+			t.Fatalf("exported history replays to rev %d %q, want rev %d %q", rev, text, n, texts[n])
 		}
 	})
 }
@@ -324,12 +451,15 @@ func TestAdminRefusedInAnonymousMode(t *testing.T) {
 func TestReadingAMissingDocumentCreatesNothing(t *testing.T) {
 	redis := testsvc.StartRedis(t)
 	pg := testsvc.StartPostgres(t)
-	d := &deployment{t: t, urls: []string{startReplica(t, redis.URL(), pg.URL(), 0)}}
+	url, _ := startReplica(t, redis.URL(), pg.URL(), 0)
+	d := &deployment{t: t, urls: []string{url}}
 	rdb := goredis.NewClient(mustRedisOptions(t, redis.URL()))
 	t.Cleanup(func() { rdb.Close() })
 	ctx := context.Background()
 	reader := d.token("reader", auth.PermRead, time.Hour, "*")
 	admin := d.token("adm", auth.PermAdmin, time.Hour, "*")
+	// Everything in Redis before the reads: the replica's own keys only.
+	keysBefore, sizeBefore := redisContents(t, rdb)
 	for _, path := range []string{"/v1/docs/ghost", "/v1/docs/ghost?rev=0", "/v1/docs/ghost/ops", "/v1/docs/ghost/export", "/v1/docs/ghost/export?format=history"} {
 		tok := reader
 		if strings.Contains(path, "export") {
@@ -344,6 +474,27 @@ func TestReadingAMissingDocumentCreatesNothing(t *testing.T) {
 	if err != nil || len(keys) != 0 {
 		t.Fatalf("keys for the missing document: %v, %v", keys, err)
 	}
+	// Nor anything else: not a key under another name, not one more key.
+	keysAfter, sizeAfter := redisContents(t, rdb)
+	if sizeAfter != sizeBefore || !slices.Equal(keysAfter, keysBefore) {
+		t.Fatalf("Redis changed with reads of a missing document: DBSIZE %d -> %d, keys %q -> %q", sizeBefore, sizeAfter, keysBefore, keysAfter)
+	}
+}
+
+// redisContents is every key in Redis, sorted, and DBSIZE.
+func redisContents(t *testing.T, rdb *goredis.Client) ([]string, int64) {
+	t.Helper()
+	ctx := context.Background()
+	keys, err := rdb.Keys(ctx, "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(keys)
+	n, err := rdb.DBSize(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keys, n
 }
 
 func mustRedisOptions(t *testing.T, url string) *goredis.Options {

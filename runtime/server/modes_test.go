@@ -17,6 +17,7 @@ import (
 	"github.com/tandem-dev/tandem/runtime/doc"
 	"github.com/tandem-dev/tandem/runtime/metrics"
 	"github.com/tandem-dev/tandem/runtime/server"
+	"github.com/tandem-dev/tandem/runtime/store"
 	"github.com/tandem-dev/tandem/runtime/store/distributed"
 )
 
@@ -25,6 +26,10 @@ import (
 type deployment struct {
 	t    testing.TB
 	urls []string // http base URL of each replica
+	// archive is the durable store the replicas share (SQLite in the
+	// embedded mode, PostgreSQL in the distributed one), for tests that
+	// compact it as the background compaction would.
+	archive store.Archive
 }
 
 // modes runs f against the embedded runtime (one process, memory log and
@@ -37,14 +42,15 @@ func modes(t *testing.T, f func(t *testing.T, d *deployment)) { modesWindow(t, 0
 func modesWindow(t *testing.T, window int, f func(t *testing.T, d *deployment)) {
 	t.Run("embedded", func(t *testing.T) {
 		s := newStack(t, stackOptions{jwt: true, limits: highLimits(), window: window})
-		f(t, &deployment{t: t, urls: []string{s.http.URL}})
+		f(t, &deployment{t: t, urls: []string{s.http.URL}, archive: s.durable})
 	})
 	t.Run("distributed", func(t *testing.T) {
 		redis := testsvc.StartRedis(t)
 		pg := testsvc.StartPostgres(t)
 		d := &deployment{t: t}
 		for range 2 {
-			d.urls = append(d.urls, startReplica(t, redis.URL(), pg.URL(), window))
+			url, a := startReplica(t, redis.URL(), pg.URL(), window)
+			d.urls, d.archive = append(d.urls, url), a
 		}
 		f(t, d)
 	})
@@ -52,8 +58,8 @@ func modesWindow(t *testing.T, window int, f func(t *testing.T, d *deployment)) 
 
 // startReplica starts a distributed-mode replica with a Router (so that
 // submissions reach the document's owner across replicas) and returns its
-// base URL.
-func startReplica(t *testing.T, redisURL, pgURL string, window int) string {
+// base URL and its durable store's archive.
+func startReplica(t *testing.T, redisURL, pgURL string, window int) (string, store.Archive) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -86,7 +92,7 @@ func startReplica(t *testing.T, redisURL, pgURL string, window int) string {
 		_ = mgr.Close(ctx)
 		_ = stores.Close(ctx)
 	})
-	return hs.URL
+	return hs.URL, mgr.Archive()
 }
 
 // wsURL is the document's WebSocket URL on replica i (modulo the count).

@@ -179,6 +179,12 @@ type Archive interface {
 	// at 0 while the whole history is kept, else the snapshot compaction
 	// cut at. The stored operations follow it without a gap.
 	Oldest(ctx context.Context, doc string) (Snapshot, error)
+	// HistoryStart is the revision the retained operations follow,
+	// Oldest's revision without its text: 0 while the whole history is
+	// kept. The logs keep a tail of recent operations that may reach
+	// below it; reads of the history check it so that they answer
+	// ErrCompacted below the cut, as SnapshotAt does.
+	HistoryStart(ctx context.Context, doc string) (int64, error)
 	// List returns up to limit stored documents whose ids start with
 	// prefix and sort (bytewise) after after, in id order.
 	List(ctx context.Context, prefix, after string, limit int) ([]DocInfo, error)

@@ -81,6 +81,21 @@ func (s *Store) Oldest(ctx context.Context, doc string) (store.Snapshot, error) 
 	return s.SnapshotAt(ctx, doc, *first-1)
 }
 
+// HistoryStart implements store.Archive: right before the oldest stored
+// operation, or, when none is left, at the newest snapshot (a cut at the
+// head), or 0.
+func (s *Store) HistoryStart(ctx context.Context, doc string) (int64, error) {
+	var start int64
+	if err := s.pool.QueryRow(ctx, `
+		SELECT coalesce(
+			(SELECT min(rev) - 1 FROM operations WHERE doc_id = $1),
+			(SELECT max(rev) FROM snapshots WHERE doc_id = $1),
+			0)`, doc).Scan(&start); err != nil {
+		return 0, fmt.Errorf("history start of doc %q: %w", doc, err)
+	}
+	return start, nil
+}
+
 // List implements store.Archive. Ids compare bytewise (COLLATE "C"),
 // whatever the database's collation, so cursors are stable.
 func (s *Store) List(ctx context.Context, prefix, after string, limit int) ([]store.DocInfo, error) {

@@ -89,6 +89,21 @@ func (s *Store) Oldest(ctx context.Context, doc string) (store.Snapshot, error) 
 	return s.SnapshotAt(ctx, doc, first.Int64-1)
 }
 
+// HistoryStart implements store.Archive: right before the oldest stored
+// operation, or, when none is left, at the newest snapshot (a cut at the
+// head), or 0.
+func (s *Store) HistoryStart(ctx context.Context, doc string) (int64, error) {
+	var start int64
+	if err := s.db.QueryRowContext(ctx, `
+		SELECT coalesce(
+			(SELECT min(rev) - 1 FROM operations WHERE doc = ?1),
+			(SELECT max(rev) FROM snapshots WHERE doc = ?1),
+			0)`, doc).Scan(&start); err != nil {
+		return 0, fmt.Errorf("history start of %q: %w", doc, err)
+	}
+	return start, nil
+}
+
 // List implements store.Archive.
 func (s *Store) List(ctx context.Context, prefix, after string, limit int) ([]store.DocInfo, error) {
 	rows, err := s.db.QueryContext(ctx, `

@@ -240,6 +240,12 @@ func RunArchive(t *testing.T, listDocs int, newArchive func(t *testing.T, interv
 				if oldest.Rev != tc.cut {
 					t.Fatalf("Oldest is at %d, want the cut at %d", oldest.Rev, tc.cut)
 				}
+				if start, err := a.HistoryStart(ctx, doc); err != nil || start != tc.cut {
+					t.Fatalf("HistoryStart = %d, %v; want the cut at %d", start, err, tc.cut)
+				}
+				if start, err := a.HistoryStart(ctx, DocID(t)); err != nil || start != 0 {
+					t.Fatalf("HistoryStart of a missing document = %d, %v; want 0", start, err)
+				}
 				if got, err := textAt(ctx, a, doc, oldest.Rev); err != nil || got != oldest.Text || oldest.Text != texts[oldest.Rev] {
 					t.Fatalf("Oldest = rev %d %q; text there %q, %v", oldest.Rev, oldest.Text, got, err)
 				}
@@ -314,6 +320,9 @@ func RunArchive(t *testing.T, listDocs int, newArchive func(t *testing.T, interv
 		}
 		if oldest, err := a.Oldest(ctx, doc); err != nil || oldest.Rev != 190 || oldest.Text != texts[190] {
 			t.Fatalf("Oldest = rev %d, %v; want the text at 190", oldest.Rev, err)
+		}
+		if start, err := a.HistoryStart(ctx, doc); err != nil || start != 190 {
+			t.Fatalf("HistoryStart = %d, %v; want 190", start, err)
 		}
 		check(190)
 		if _, err := textAt(ctx, a, doc, 189); !errors.Is(err, store.ErrCompacted) {
