@@ -31,8 +31,10 @@ type CompactionOptions struct {
 // RunCompaction compacts a's history by ret in the background until ctx
 // ends: a pass over every document every opts.Every, in batches. A failed
 // batch is logged and the pass starts over at the next tick; compaction is
-// idempotent, so an interrupted pass loses nothing. It returns at once when
-// the retention keeps everything.
+// idempotent, so an interrupted pass loses nothing. On an archive that
+// replicas share (PassLocker), a replica whose tick finds another's pass
+// under way skips its own (CompactAll). It returns at once when the
+// retention keeps everything.
 func RunCompaction(ctx context.Context, a Archive, opts CompactionOptions) {
 	if opts.Retention.Keeps() || a == nil {
 		return
