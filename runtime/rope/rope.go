@@ -377,7 +377,10 @@ func makeLeaves(first *node, a, b, c string) []*node {
 				end++
 			}
 		}
-		text := make([]byte, end-start, maxLeaf)
+		// Exactly as long as the text: a document that is read far more
+		// than it is edited holds no slack, and an empty one no buffer at
+		// all. The first insert into a leaf grows it to maxLeaf once.
+		text := make([]byte, end-start)
 		copy(text, all[start:end])
 		leaf := first
 		if i > 0 || leaf == nil {

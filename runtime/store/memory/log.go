@@ -80,12 +80,11 @@ type docLog struct {
 	loadErr error
 	base    int64
 	entries []store.Entry
-	flushed int64         // highest revision written to Durable
-	changed chan struct{} // closed and replaced on every append
-	subs    int           // live subscriptions
-	used    time.Time     // last access, for forgetting idle documents
-	writing bool          // SyncCommit: an append is being written; it goes after head
-	deleted bool          // the document was deleted: subscriptions end with store.ErrDeleted
+	flushed int64           // highest revision written to Durable
+	subs    []*subscription // live subscriptions
+	used    time.Time       // last access, for forgetting idle documents
+	writing bool            // SyncCommit: an append is being written; it goes after head
+	deleted bool            // the document was deleted: subscriptions end with store.ErrDeleted
 }
 
 // commitReq is one Append waiting for its durable write.
@@ -153,7 +152,7 @@ func (l *Log) doc(ctx context.Context, id string) (*docLog, error) {
 	}
 	d, ok := l.docs[id]
 	if !ok {
-		d = &docLog{ready: make(chan struct{}), changed: make(chan struct{}), used: time.Now()}
+		d = &docLog{ready: make(chan struct{}), used: time.Now()}
 		l.docs[id] = d
 		l.mu.Unlock()
 		// Only the goroutine that created the entry loads it; others wait
@@ -254,8 +253,7 @@ func (l *Log) Append(ctx context.Context, doc string, expected int64, entries []
 			return nil
 		}
 		d.entries = append(d.entries, entries...)
-		close(d.changed)
-		d.changed = make(chan struct{})
+		l.notifyLocked(d)
 		if l.opts.Durable != nil {
 			l.pending = append(l.pending, entries...)
 			if len(l.pending) >= l.opts.FlushBatch {
@@ -342,8 +340,7 @@ func (l *Log) committed(reqs []*commitReq, err error) {
 		}
 		d.entries = append(d.entries, r.entries...)
 		d.flushed = d.head()
-		close(d.changed)
-		d.changed = make(chan struct{})
+		l.notifyLocked(d)
 		if len(d.entries) >= 2*l.opts.Window {
 			// Only once twice the window is held: trimming copies what
 			// stays, and this runs after every append.
@@ -389,58 +386,157 @@ func (d *docLog) read(from, to int64) ([]store.Entry, error) {
 	return out, nil
 }
 
-// Subscribe implements store.Log. Each subscription runs its own goroutine
-// that copies entries out of the log as they are committed, so a slow
-// reader never holds up writers or other readers.
+// subscriptionBuffer is how many entries a subscription holds for its
+// reader before a feeder goroutine takes over from the appends.
+const subscriptionBuffer = 16
+
+// Subscribe implements store.Log. A subscription costs no goroutine while
+// its reader keeps up: each append hands the new entries to the
+// subscription's channel itself, without blocking. Only when the channel
+// is full, or the entries must come from the durable store, does a feeder
+// goroutine start; it delivers until the subscription has caught up and
+// then hands delivery back to the appends. So a slow reader never holds up
+// writers or other readers, and an open document that nobody edits costs
+// its subscription's channel and no stack.
 func (l *Log) Subscribe(ctx context.Context, doc string, after int64) (store.Subscription, error) {
-	var d *docLog
-	err := l.locked(ctx, doc, func(dl *docLog) error {
-		// Counted under the lock, so the state cannot be forgotten while
-		// the subscription reads it.
-		dl.subs++
-		d = dl
+	s := &subscription{c: make(chan store.Entry, subscriptionBuffer), ctx: ctx, doc: doc, next: after}
+	err := l.locked(ctx, doc, func(d *docLog) error {
+		// Registered under the lock, so the state cannot be forgotten
+		// while the subscription reads it, and no append is missed.
+		s.d = d
+		d.subs = append(d.subs, s)
+		l.deliverLocked(s)
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	s := &subscription{c: make(chan store.Entry, 64)}
-	go l.feed(ctx, doc, d, after, s)
+	stop := context.AfterFunc(ctx, func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if !s.feeding {
+			l.endLocked(s, nil) // a feeder sees ctx itself
+		}
+	})
+	l.mu.Lock()
+	s.stopAfter = stop
+	if s.ended {
+		stop()
+	}
+	l.mu.Unlock()
 	return s, nil
 }
 
-func (l *Log) feed(ctx context.Context, doc string, d *docLog, after int64, s *subscription) {
-	defer close(s.c)
-	defer func() {
-		l.mu.Lock()
-		d.subs--
-		d.used = time.Now()
-		l.mu.Unlock()
-	}()
-	next := after
-	for {
-		l.mu.Lock()
-		closed := l.closed
-		batch, err := d.read(next, -1)
-		changed := d.changed
-		deleted := d.deleted
-		base := d.base // trim moves it under l.mu; read it here, not after Unlock
-		l.mu.Unlock()
-		if deleted {
-			s.setErr(fmt.Errorf("subscription to %q: %w", doc, store.ErrDeleted))
+// notifyLocked hands what is new in d to its subscriptions, or ends them
+// when d was deleted or the log closed; l.mu must be held.
+func (l *Log) notifyLocked(d *docLog) {
+	// Backwards: endLocked removes the subscription from d.subs.
+	for i := len(d.subs) - 1; i >= 0; i-- {
+		l.deliverLocked(d.subs[i])
+	}
+}
+
+// deliverLocked sends s the entries after s.next that d holds, as far as
+// its channel takes them without blocking, and starts a feeder for the
+// rest; l.mu must be held.
+func (l *Log) deliverLocked(s *subscription) {
+	if s.ended || s.feeding {
+		return
+	}
+	d := s.d
+	if d.deleted {
+		l.endLocked(s, fmt.Errorf("subscription to %q: %w", s.doc, store.ErrDeleted))
+		return
+	}
+	if s.next < d.base {
+		// Trimmed from memory: the feeder reads them from the durable store.
+		l.startFeederLocked(s)
+		return
+	}
+	for s.next < d.head() {
+		e := d.entries[s.next-d.base]
+		select {
+		case s.c <- e:
+			s.next = e.Rev
+		default:
+			l.startFeederLocked(s)
 			return
 		}
+	}
+	if l.closed {
+		l.endLocked(s, errClosed)
+	}
+}
+
+func (l *Log) startFeederLocked(s *subscription) {
+	s.feeding = true
+	go l.feed(s)
+}
+
+// endLocked closes s's channel with err (nil: its context ended) and
+// unregisters it; l.mu must be held, and no feeder may be sending.
+func (l *Log) endLocked(s *subscription, err error) {
+	if s.ended {
+		return
+	}
+	s.ended = true
+	if err != nil && s.ctx.Err() == nil {
+		s.setErr(err)
+	}
+	close(s.c)
+	if s.stopAfter != nil {
+		s.stopAfter()
+	}
+	d := s.d
+	for i, o := range d.subs {
+		if o == s {
+			d.subs = append(d.subs[:i], d.subs[i+1:]...)
+			break
+		}
+	}
+	d.used = time.Now()
+}
+
+// feed delivers s's backlog, blocking on its channel, until it has caught
+// up, and then hands delivery back to the appends.
+func (l *Log) feed(s *subscription) {
+	ctx := s.ctx
+	for {
+		l.mu.Lock()
+		if ctx.Err() != nil {
+			l.endLocked(s, nil)
+			l.mu.Unlock()
+			return
+		}
+		d := s.d
+		if d.deleted {
+			l.endLocked(s, fmt.Errorf("subscription to %q: %w", s.doc, store.ErrDeleted))
+			l.mu.Unlock()
+			return
+		}
+		next := s.next
+		batch, err := d.read(next, -1)
+		base := d.base // trim moves it under l.mu; read it here, not after Unlock
+		if err == nil && len(batch) == 0 {
+			if l.closed {
+				l.endLocked(s, errClosed)
+			}
+			s.feeding = false // caught up: appends deliver from here on
+			l.mu.Unlock()
+			return
+		}
+		l.mu.Unlock()
 		if errors.Is(err, store.ErrTrimmed) && l.opts.Durable != nil {
 			// Dropped entries were flushed first, so the durable store has them.
-			batch, err = l.opts.Durable.Ops(ctx, doc, next, base)
+			batch, err = l.opts.Durable.Ops(ctx, s.doc, next, base)
 			if err == nil && (len(batch) == 0 || batch[0].Rev != next+1) {
-				err = fmt.Errorf("subscribe %q after %d: durable store lacks revision %d: %w", doc, next, next+1, store.ErrTrimmed)
+				err = fmt.Errorf("subscribe %q after %d: durable store lacks revision %d: %w", s.doc, next, next+1, store.ErrTrimmed)
 			}
 		}
 		if err != nil {
-			if ctx.Err() == nil {
-				s.setErr(err)
-			}
+			l.mu.Lock()
+			l.endLocked(s, err)
+			l.mu.Unlock()
 			return
 		}
 		for _, e := range batch {
@@ -448,22 +544,14 @@ func (l *Log) feed(ctx context.Context, doc string, d *docLog, after int64, s *s
 			case s.c <- e:
 				next = e.Rev
 			case <-ctx.Done():
-				return
+			}
+			if ctx.Err() != nil {
+				break
 			}
 		}
-		if len(batch) > 0 {
-			continue
-		}
-		if closed {
-			s.setErr(errClosed)
-			return
-		}
-		select {
-		case <-changed:
-		case <-l.stop:
-		case <-ctx.Done():
-			return
-		}
+		l.mu.Lock()
+		s.next = next
+		l.mu.Unlock()
 	}
 }
 
@@ -471,6 +559,15 @@ type subscription struct {
 	c   chan store.Entry
 	mu  sync.Mutex
 	err error
+
+	// Guarded by Log.mu.
+	ctx       context.Context
+	doc       string
+	d         *docLog
+	next      int64       // the last revision handed to c
+	feeding   bool        // a feeder goroutine sends to c; appends do not
+	ended     bool        // c is closed
+	stopAfter func() bool // unregisters the context's end
 }
 
 func (s *subscription) C() <-chan store.Entry { return s.c }
@@ -631,7 +728,7 @@ func (l *Log) forget() {
 		default:
 			continue // still loading
 		}
-		if d.subs == 0 && !d.writing && d.flushed == d.head() && now.Sub(d.used) >= l.opts.ForgetAfter {
+		if len(d.subs) == 0 && !d.writing && d.flushed == d.head() && now.Sub(d.used) >= l.opts.ForgetAfter {
 			delete(l.docs, id)
 		}
 	}
@@ -648,7 +745,7 @@ var _ store.Deleter = (*Log)(nil)
 // document is refused (unavailable), so nothing is written to it between
 // the two stores.
 func (l *Log) Delete(ctx context.Context, doc string) error {
-	tomb := &docLog{ready: make(chan struct{}), changed: make(chan struct{}), loadErr: errDeleting, used: time.Now()}
+	tomb := &docLog{ready: make(chan struct{}), loadErr: errDeleting, used: time.Now()}
 	close(tomb.ready)
 	l.mu.Lock()
 	for {
@@ -667,8 +764,7 @@ func (l *Log) Delete(ctx context.Context, doc string) error {
 	}
 	if old := l.docs[doc]; old != nil {
 		old.deleted = true
-		close(old.changed)
-		old.changed = make(chan struct{})
+		l.notifyLocked(old)
 	}
 	l.docs[doc] = tomb
 	kept := l.pending[:0]
@@ -724,6 +820,9 @@ func (l *Log) Close(ctx context.Context) error {
 		return nil
 	}
 	l.closed = true
+	for _, d := range l.docs {
+		l.notifyLocked(d)
+	}
 	l.mu.Unlock()
 	close(l.stop)
 	<-l.commitDone // appends queued before the close are written and answered

@@ -39,60 +39,90 @@ type presenceItem struct {
 	expires time.Time
 }
 
-// presenceSub queues events for one subscriber and hands them over one at
-// a time. The queue grows only while events wait, so a quiet document
-// holds no buffer. Presence is advisory and refreshed constantly, so a
-// subscriber that falls presenceBuffer events behind loses events rather
-// than blocking the writer.
+// presenceSub hands events to one subscriber. Publishing sends to its
+// small channel without blocking; only when that is full do events queue,
+// and a delivering goroutine runs until the queue is empty again, so a
+// quiet document holds neither a buffer nor a goroutine. Presence is
+// advisory and refreshed constantly, so a subscriber that falls
+// presenceBuffer events behind loses events rather than blocking the
+// writer.
 type presenceSub struct {
-	ch   chan store.PresenceEvent
-	wake chan struct{}
+	ch  chan store.PresenceEvent
+	ctx context.Context
+	doc string
 
-	mu    sync.Mutex
-	queue []store.PresenceEvent
+	// Guarded by Presence.mu.
+	queue      []store.PresenceEvent
+	delivering bool        // a goroutine sends the queue to ch
+	ended      bool        // ch is closed
+	stopAfter  func() bool // unregisters the context's end
 }
 
-func (s *presenceSub) push(ev store.PresenceEvent) {
-	s.mu.Lock()
-	if len(s.queue) < presenceBuffer {
-		s.queue = append(s.queue, ev)
-	}
-	s.mu.Unlock()
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
-}
+// presenceChanBuffer is how many events a subscriber's channel holds
+// before events queue for a delivering goroutine.
+const presenceChanBuffer = 4
 
-func (s *presenceSub) pop() (store.PresenceEvent, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.queue) == 0 {
-		s.queue = nil // let the grown array go
-		return store.PresenceEvent{}, false
+// push queues ev for s; p.mu must be held.
+func (p *Presence) push(s *presenceSub, ev store.PresenceEvent) {
+	if s.ended {
+		return
 	}
-	ev := s.queue[0]
-	s.queue = s.queue[1:]
-	return ev, true
-}
-
-// deliver moves queued events to the subscriber until ctx ends.
-func (s *presenceSub) deliver(ctx context.Context) {
-	for {
-		ev, ok := s.pop()
-		if !ok {
-			select {
-			case <-s.wake:
-				continue
-			case <-ctx.Done():
-				return
-			}
+	if s.delivering {
+		if len(s.queue) < presenceBuffer {
+			s.queue = append(s.queue, ev)
 		}
-		select {
-		case s.ch <- ev:
-		case <-ctx.Done():
+		return
+	}
+	select {
+	case s.ch <- ev:
+	default:
+		s.queue = append(s.queue, ev)
+		s.delivering = true
+		go p.deliver(s)
+	}
+}
+
+// deliver moves queued events to the subscriber until the queue is empty
+// or its context ends.
+func (p *Presence) deliver(s *presenceSub) {
+	for {
+		p.mu.Lock()
+		if s.ctx.Err() != nil {
+			p.endLocked(s)
+			p.mu.Unlock()
 			return
 		}
+		if len(s.queue) == 0 {
+			s.queue = nil // let the grown array go
+			s.delivering = false
+			p.mu.Unlock()
+			return
+		}
+		ev := s.queue[0]
+		s.queue = s.queue[1:]
+		p.mu.Unlock()
+		select {
+		case s.ch <- ev:
+		case <-s.ctx.Done():
+		}
+	}
+}
+
+// endLocked closes s's channel and unregisters it; p.mu must be held and
+// no goroutine may be delivering to it.
+func (p *Presence) endLocked(s *presenceSub) {
+	if s.ended {
+		return
+	}
+	s.ended = true
+	s.queue = nil
+	close(s.ch)
+	if s.stopAfter != nil {
+		s.stopAfter()
+	}
+	delete(p.subs[s.doc], s)
+	if len(p.subs[s.doc]) == 0 {
+		delete(p.subs, s.doc)
 	}
 }
 
@@ -227,23 +257,26 @@ func (p *Presence) Subscribe(ctx context.Context, doc string) (<-chan store.Pres
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	s := &presenceSub{ch: make(chan store.PresenceEvent), wake: make(chan struct{}, 1)}
+	s := &presenceSub{ch: make(chan store.PresenceEvent, presenceChanBuffer), ctx: ctx, doc: doc}
 	p.mu.Lock()
 	if p.subs[doc] == nil {
 		p.subs[doc] = map[*presenceSub]struct{}{}
 	}
 	p.subs[doc][s] = struct{}{}
 	p.mu.Unlock()
-	go func() {
-		s.deliver(ctx)
+	stop := context.AfterFunc(ctx, func() {
 		p.mu.Lock()
-		delete(p.subs[doc], s)
-		if len(p.subs[doc]) == 0 {
-			delete(p.subs, doc)
+		defer p.mu.Unlock()
+		if !s.delivering {
+			p.endLocked(s) // a delivering goroutine sees ctx itself
 		}
-		p.mu.Unlock()
-		close(s.ch)
-	}()
+	})
+	p.mu.Lock()
+	s.stopAfter = stop
+	if s.ended {
+		stop()
+	}
+	p.mu.Unlock()
 	return s.ch, nil
 }
 
@@ -270,6 +303,6 @@ func (p *Presence) sweepLocked() {
 // (which also keeps a subscriber's channel open while we send).
 func (p *Presence) publish(doc string, ev store.PresenceEvent) {
 	for s := range p.subs[doc] {
-		s.push(ev)
+		p.push(s, ev)
 	}
 }
