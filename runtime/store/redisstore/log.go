@@ -33,6 +33,9 @@ type Log struct {
 	// unpointed holds documents whose persistence pointer could not be
 	// written; repointLoop queues them again every second.
 	unpointed map[string]int64
+	// own hands this process's commits to its own subscriptions without
+	// a round trip through JSON (own.go).
+	own *ownCommits
 
 	flusher   *flusher
 	stop      context.CancelFunc
@@ -49,6 +52,7 @@ func newLog(c *core) *Log {
 		epochs:    map[string]knownEpoch{},
 		wake:      make(chan struct{}, 1),
 		unpointed: map[string]int64{},
+		own:       newOwnCommits(),
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	l.stop = cancel
@@ -266,6 +270,11 @@ func (l *Log) Head(ctx context.Context, doc string) (int64, error) {
 
 // notification is the pub/sub payload published by a commit.
 type notification struct {
+	// Tag names the Append that published it, so the subscriptions of
+	// the process that made the commit take its entries from memory
+	// (own.go). It must stay the first field: they read it without
+	// decoding the rest.
+	Tag     string            `json:"tag,omitempty"`
 	Epoch   string            `json:"epoch"`
 	Entries []json.RawMessage `json:"entries"`
 	// Deleted: the document was deleted; subscriptions end with
@@ -279,6 +288,7 @@ func (l *Log) Append(ctx context.Context, doc string, expected int64, entries []
 		return nil
 	}
 	encoded := make([]json.RawMessage, len(entries))
+	filled := make([]store.Entry, len(entries))
 	for i := range entries {
 		e := entries[i]
 		if want := expected + 1 + int64(i); e.Rev != want {
@@ -296,13 +306,16 @@ func (l *Log) Append(ctx context.Context, doc string, expected int64, entries []
 			return fmt.Errorf("append to doc %q: encode entry %d: %w", doc, e.Rev, err)
 		}
 		encoded[i] = raw
+		filled[i] = e
 	}
 	epoch, err := l.epoch(ctx, doc)
 	if err != nil {
 		return fmt.Errorf("append to doc %q: %w", doc, err)
 	}
-	payload, err := json.Marshal(notification{Epoch: epoch, Entries: encoded})
+	tag := l.own.offer(doc, epoch, filled)
+	payload, err := json.Marshal(notification{Tag: tag, Epoch: epoch, Entries: encoded})
 	if err != nil {
+		l.own.withdraw(tag)
 		return fmt.Errorf("append to doc %q: encode notification: %w", doc, err)
 	}
 	args := make([]any, 0, 4+len(encoded))
@@ -313,6 +326,10 @@ func (l *Log) Append(ctx context.Context, doc string, expected int64, entries []
 	res, err := call(l.c.cb, "append to doc "+strconv.Quote(doc), func() ([]any, error) {
 		return l.c.evalReplicated(ctx, l.c.sc.append, []string{metaKey(doc), logKey(doc)}, args...)
 	})
+	if status, _ := firstString(res); err != nil || status != "ok" {
+		// The subscriptions decode whatever was published instead.
+		l.own.withdraw(tag)
+	}
 	if err != nil {
 		// Replicas that did not confirm in time leave a commit that may
 		// stand on the master: it still needs its persistence pointer.
@@ -337,6 +354,14 @@ func (l *Log) Append(ctx context.Context, doc string, expected int64, entries []
 	default:
 		return fmt.Errorf("append to doc %q: unexpected script reply %v", doc, res)
 	}
+}
+
+func firstString(res []any) (string, bool) {
+	if len(res) == 0 {
+		return "", false
+	}
+	s, ok := res[0].(string)
+	return s, ok
 }
 
 func shardOf(doc string, shards int) int {

@@ -41,20 +41,26 @@ func (l *Log) Subscribe(ctx context.Context, doc string, after int64) (store.Sub
 	if err != nil {
 		return nil, fmt.Errorf("subscribe to doc %q: %w", doc, err)
 	}
+	// Counted before listening, so every commit this process makes from
+	// now on is left for this subscription too.
+	unread := l.own.reading(doc)
 	// Listen before reading, so nothing committed in between is missed.
 	lis, unlisten, err := l.c.hub.listen(ctx, opsChannel(doc))
 	if err != nil {
+		unread()
 		return nil, fmt.Errorf("subscribe to doc %q: %w: %w", doc, store.ErrUnavailable, err)
 	}
 	backlog, head, err := l.read(ctx, doc, epoch, after, -1)
 	if err != nil {
 		unlisten()
+		unread()
 		return nil, fmt.Errorf("subscribe to doc %q after rev %d: %w", doc, after, err)
 	}
 	if after > head {
 		// Only a caller holding state from before a reset can be ahead of
 		// the log.
 		unlisten()
+		unread()
 		return nil, fmt.Errorf("subscribe to doc %q after rev %d beyond head %d: %w", doc, after, head, resetError(doc))
 	}
 	s := &subscription{ch: make(chan store.Entry, 64)}
@@ -62,6 +68,7 @@ func (l *Log) Subscribe(ctx context.Context, doc string, after int64) (store.Sub
 	go func() {
 		defer close(s.ch)
 		defer unlisten()
+		defer unread()
 		defer func() {
 			if ctx.Err() != nil {
 				// The subscriber gave the document up (its state with
@@ -156,6 +163,10 @@ func (w *subWorker) run(ctx context.Context, backlog []store.Entry) error {
 }
 
 func (w *subWorker) onNotification(ctx context.Context, payload string) error {
+	if entries, ok := w.l.own.take(payload, w.epoch); ok {
+		// This process made the commit: its entries were left in memory.
+		return w.onEntries(ctx, entries)
+	}
 	var n notification
 	if err := json.Unmarshal([]byte(payload), &n); err != nil {
 		return w.catchUp(ctx, true)
@@ -177,6 +188,11 @@ func (w *subWorker) onNotification(ctx context.Context, payload string) error {
 		}
 		entries = append(entries, e)
 	}
+	return w.onEntries(ctx, entries)
+}
+
+// onEntries delivers the entries of one notification, in revision order.
+func (w *subWorker) onEntries(ctx context.Context, entries []store.Entry) error {
 	if len(entries) == 0 || entries[len(entries)-1].Rev <= w.last {
 		return nil // already delivered by a catch-up
 	}
