@@ -209,7 +209,7 @@ func RuntimeRuleGroup(in *collabv1.CollabCluster) map[string]any {
 			fmt.Sprintf(`sum(rate(tandem_flush_errors_total{%s}[2m])) > 0`, sel),
 			"3m", "warning",
 			who+": flushes to PostgreSQL keep failing",
-			"Every flush attempt for five minutes has failed, usually because PostgreSQL is unreachable. Editing goes on; acknowledged edits wait in Redis (see TandemFlushStalled).",
+			"Flush attempts to PostgreSQL have kept failing for five minutes (some failed in every two-minute window for three minutes), usually because PostgreSQL is unreachable; documents whose rows a reachable PostgreSQL refuses are not counted here (see TandemDocumentFlushFailing). Editing goes on; acknowledged edits wait in Redis (see TandemFlushStalled).",
 			"tandempostgresunreachable"),
 		alert("TandemAckLatencyHigh",
 			fmt.Sprintf(`histogram_quantile(0.99, sum by (le) (rate(tandem_ack_seconds_bucket{%s}[5m]))) > %s`, sel, ackSeconds),
