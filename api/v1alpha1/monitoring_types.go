@@ -24,10 +24,14 @@ type MonitoringSpec struct {
 	// +optional
 	Labels map[string]string `json:"labels,omitempty"`
 
+	// A CEL rule rather than a Pattern, so that a rejection reads a
+	// sentence instead of a regular expression.
+
 	// ScrapeInterval is how often Prometheus scrapes each runtime pod, as
 	// a Prometheus duration (30s, 1m).
 	// +kubebuilder:default="30s"
-	// +kubebuilder:validation:Pattern=`^[0-9]+(ms|s|m|h)$`
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[0-9]+(ms|s|m|h)$')",message="scrapeInterval must be a duration such as 30s or 1m: digits, then ms, s, m or h"
+	// +kubebuilder:validation:MaxLength=16
 	// +optional
 	ScrapeInterval string `json:"scrapeInterval,omitempty"`
 

@@ -676,7 +676,14 @@ func TestSpecRulesExplainThemselves(t *testing.T) {
 		hostnameRule = "hostnames must be DNS names such as docs.example.com, optionally starting with '*.'"
 		cookieRule   = "cookieName must be letters, digits, '_' and '-' only, such as tandem-affinity"
 		cnpgSizeRule = "size must be a positive quantity such as 10Gi: digits, then optionally a unit"
+		scrapeRule   = "scrapeInterval must be a duration such as 30s or 1m: digits, then ms, s, m or h"
 	)
+	scrape := func(interval string) func(*collabv1.CollabCluster) {
+		return func(cc *collabv1.CollabCluster) {
+			cc.Spec.Monitoring = &collabv1.MonitoringSpec{ScrapeInterval: interval}
+		}
+	}
+	const scrapePath = "spec.monitoring.scrapeInterval"
 	// invalid is the apiserver's message for a string field its rule refused.
 	invalid := func(path, value, message string) string {
 		return fmt.Sprintf("%s: Invalid value: %q: %s", path, value, message)
@@ -727,6 +734,8 @@ func TestSpecRulesExplainThemselves(t *testing.T) {
 		{"CloudNativePG size not a quantity", cnpgSize("10 GB"), invalid(cnpgSizePath, "10 GB", cnpgSizeRule)},
 		{"CloudNativePG size with a unit it does not take", cnpgSize("10m"), invalid(cnpgSizePath, "10m", cnpgSizeRule)},
 		{"CloudNativePG size zero", cnpgSize("0Gi"), invalid(cnpgSizePath, "0Gi", cnpgSizeRule)},
+		{"scrape interval without a unit", scrape("30"), invalid(scrapePath, "30", scrapeRule)},
+		{"scrape interval with a space", scrape("30 s"), invalid(scrapePath, "30 s", scrapeRule)},
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -753,6 +762,7 @@ func TestSpecRulesExplainThemselves(t *testing.T) {
 		}},
 		{"decimal CloudNativePG size", cnpgSize("1.5Gi")},
 		{"CloudNativePG size in bytes", cnpgSize("1073741824")},
+		{"scrape interval in milliseconds", scrape("500ms")},
 	}
 	for i, tc := range accepted {
 		t.Run("accepted: "+tc.name, func(t *testing.T) {
