@@ -213,37 +213,9 @@ func TestTextAtRevisionAfterCompaction(t *testing.T) {
 		if code != http.StatusOK {
 			t.Fatalf("export history: HTTP %d %s", code, body)
 		}
-		sc := bufio.NewScanner(strings.NewReader(string(body)))
-		sc.Buffer(nil, 1<<20)
-		text, rev := "", int64(-1)
-		for sc.Scan() {
-			var line struct {
-				Type string `json:"type"`
-				Rev  int64  `json:"rev"`
-				Text string `json:"text"`
-				Op   ot.Op  `json:"op"`
-			}
-			if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
-				t.Fatalf("history line %q: %v", sc.Text(), err)
-			}
-			switch {
-			case rev < 0 && line.Type == "snapshot":
-				if line.Rev != cut || line.Text != texts[cut] {
-					t.Fatalf("history export starts with a snapshot at %d %q, want the cut at %d %q", line.Rev, line.Text, cut, texts[cut])
-				}
-				text, rev = line.Text, line.Rev
-			case line.Type == "op" && line.Rev == rev+1:
-				var err error
-				if text, err = ot.Apply(text, line.Op); err != nil {
-					t.Fatalf("apply exported rev %d: %v", line.Rev, err)
-				}
-				rev = line.Rev
-			default:
-				t.Fatalf("unexpected history line %q after rev %d", sc.Text(), rev)
-			}
-		}
-		if err := sc.Err(); err != nil {
-			t.Fatal(err)
+		from, fromText, text, rev := replayHistory(t, body)
+		if from != cut || fromText != texts[cut] {
+			t.Fatalf("history export starts with a snapshot at %d %q, want the cut at %d %q", from, fromText, cut, texts[cut])
 		}
 		if rev != n || text != texts[n] {
 			t.Fatalf("exported history replays to rev %d %q, want rev %d %q", rev, text, n, texts[n])
@@ -389,31 +361,7 @@ func TestListAndExport(t *testing.T) {
 		if code != http.StatusOK {
 			t.Fatalf("export history: HTTP %d %s", code, body)
 		}
-		sc := bufio.NewScanner(strings.NewReader(string(body)))
-		text, rev := "", int64(-1)
-		for sc.Scan() {
-			var line struct {
-				Type string `json:"type"`
-				Rev  int64  `json:"rev"`
-				Text string `json:"text"`
-				Op   ot.Op  `json:"op"`
-			}
-			if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
-				t.Fatalf("history line %q: %v", sc.Text(), err)
-			}
-			switch {
-			case rev < 0 && line.Type == "snapshot":
-				text, rev = line.Text, line.Rev
-			case line.Type == "op" && line.Rev == rev+1:
-				var err error
-				if text, err = ot.Apply(text, line.Op); err != nil {
-					t.Fatalf("apply exported rev %d: %v", line.Rev, err)
-				}
-				rev = line.Rev
-			default:
-				t.Fatalf("unexpected history line %q after rev %d", sc.Text(), rev)
-			}
-		}
+		_, _, text, rev := replayHistory(t, body)
 		if rev != 6 || text != want["team-3"] {
 			t.Fatalf("exported history replays to rev %d %q, want rev 6 %q", rev, text, want["team-3"])
 		}
@@ -504,4 +452,43 @@ func mustRedisOptions(t *testing.T, url string) *goredis.Options {
 		t.Fatal(err)
 	}
 	return o
+}
+
+// replayHistory replays a history export (format=history): one snapshot,
+// then every operation after it in order. It returns where the export
+// starts (the snapshot's revision and text) and the text and revision it
+// replays to.
+func replayHistory(t *testing.T, body []byte) (fromRev int64, fromText, text string, rev int64) {
+	t.Helper()
+	sc := bufio.NewScanner(strings.NewReader(string(body)))
+	sc.Buffer(nil, 1<<20)
+	rev = -1
+	for sc.Scan() {
+		var line struct {
+			Type string `json:"type"`
+			Rev  int64  `json:"rev"`
+			Text string `json:"text"`
+			Op   ot.Op  `json:"op"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
+			t.Fatalf("history line %q: %v", sc.Text(), err)
+		}
+		switch {
+		case rev < 0 && line.Type == "snapshot":
+			fromRev, fromText = line.Rev, line.Text
+			text, rev = line.Text, line.Rev
+		case line.Type == "op" && line.Rev == rev+1:
+			var err error
+			if text, err = ot.Apply(text, line.Op); err != nil {
+				t.Fatalf("apply exported rev %d: %v", line.Rev, err)
+			}
+			rev = line.Rev
+		default:
+			t.Fatalf("unexpected history line %q after rev %d", sc.Text(), rev)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return fromRev, fromText, text, rev
 }

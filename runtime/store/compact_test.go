@@ -10,6 +10,7 @@ import (
 	"github.com/tandem-dev/tandem/runtime/ot"
 	"github.com/tandem-dev/tandem/runtime/store"
 	"github.com/tandem-dev/tandem/runtime/store/sqlite"
+	"github.com/tandem-dev/tandem/runtime/store/storetest"
 )
 
 // A compaction pass reports itself in the metrics: a pass that removed
@@ -58,42 +59,14 @@ func TestCompactionMetrics(t *testing.T) {
 		{"operations removed", "tandem_compaction_operations_removed_total", "", 30},
 		{"snapshots removed", "tandem_compaction_snapshots_removed_total", "", 2}, // at 10 and 20; the one at 30 is the cut
 	} {
-		if got := gathered(t, reg, tc.metric, tc.result); got != tc.want {
+		if got := storetest.Gathered(t, reg, tc.metric, tc.result); got != tc.want {
 			t.Errorf("%s = %v, want %v", tc.name, got, tc.want)
 		}
 	}
-	if got := gathered(t, reg, "tandem_compaction_last_success_timestamp_seconds", ""); got < float64(time.Now().Add(-time.Minute).Unix()) {
+	if got := storetest.Gathered(t, reg, "tandem_compaction_last_success_timestamp_seconds", ""); got < float64(time.Now().Add(-time.Minute).Unix()) {
 		t.Errorf("last success timestamp = %v, want about now", got)
 	}
-	if got := gathered(t, reg, "tandem_compaction_duration_seconds", ""); got != 2 {
+	if got := storetest.Gathered(t, reg, "tandem_compaction_duration_seconds", ""); got != 2 {
 		t.Errorf("duration histogram has %v passes, want 2", got)
 	}
-}
-
-func gathered(t *testing.T, reg *prometheus.Registry, name, result string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			if result != "" && (len(m.GetLabel()) != 1 || m.GetLabel()[0].GetValue() != result) {
-				continue
-			}
-			switch {
-			case m.Counter != nil:
-				return m.Counter.GetValue()
-			case m.Gauge != nil:
-				return m.Gauge.GetValue()
-			case m.Histogram != nil:
-				return float64(m.Histogram.GetSampleCount())
-			}
-		}
-	}
-	t.Fatalf("metric %s{result=%q} not gathered", name, result)
-	return 0
 }

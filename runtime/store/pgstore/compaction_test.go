@@ -14,6 +14,7 @@ import (
 	"github.com/tandem-dev/tandem/runtime/ot"
 	"github.com/tandem-dev/tandem/runtime/store"
 	"github.com/tandem-dev/tandem/runtime/store/pgstore"
+	"github.com/tandem-dev/tandem/runtime/store/storetest"
 )
 
 // passCounter is a replica's store that records, for each compaction pass
@@ -139,11 +140,11 @@ func TestCompactionAcrossReplicas(t *testing.T) {
 
 	var ok, skipped, failed, removed, full float64
 	for i, r := range replicas {
-		rOK := gathered(t, r.reg, "tandem_compaction_runs_total", "ok")
+		rOK := storetest.Gathered(t, r.reg, "tandem_compaction_runs_total", "ok")
 		ok += rOK
-		skipped += gathered(t, r.reg, "tandem_compaction_runs_total", "skipped")
-		failed += gathered(t, r.reg, "tandem_compaction_runs_total", "error")
-		removed += gathered(t, r.reg, "tandem_compaction_operations_removed_total", "")
+		skipped += storetest.Gathered(t, r.reg, "tandem_compaction_runs_total", "skipped")
+		failed += storetest.Gathered(t, r.reg, "tandem_compaction_runs_total", "error")
+		removed += storetest.Gathered(t, r.reg, "tandem_compaction_operations_removed_total", "")
 		r.s.mu.Lock()
 		passes := r.s.passes
 		r.s.mu.Unlock()
@@ -156,7 +157,7 @@ func TestCompactionAcrossReplicas(t *testing.T) {
 		if float64(len(passes)) != rOK {
 			t.Errorf("replica %d counts %v ok passes but made %d whole passes", i, rOK, len(passes))
 		}
-		last := gathered(t, r.reg, "tandem_compaction_last_success_timestamp_seconds", "")
+		last := storetest.Gathered(t, r.reg, "tandem_compaction_last_success_timestamp_seconds", "")
 		if (rOK > 0) != (last > 0) {
 			t.Errorf("replica %d: %v ok passes but last success at %v", i, rOK, last)
 		}
@@ -195,30 +196,4 @@ func TestCompactionAcrossReplicas(t *testing.T) {
 	if _, err := replicas[1].s.Compact(ctx, store.Retention{Revisions: retain}, time.Now(), "", 10); !errors.Is(err, store.ErrCompactionBusy) {
 		t.Fatalf("Compact while another store holds the pass lock: %v, want ErrCompactionBusy", err)
 	}
-}
-
-func gathered(t *testing.T, reg *prometheus.Registry, name, result string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			if result != "" && (len(m.GetLabel()) != 1 || m.GetLabel()[0].GetValue() != result) {
-				continue
-			}
-			switch {
-			case m.Counter != nil:
-				return m.Counter.GetValue()
-			case m.Gauge != nil:
-				return m.Gauge.GetValue()
-			}
-		}
-	}
-	t.Fatalf("metric %s{result=%q} not gathered", name, result)
-	return 0
 }
